@@ -1,0 +1,203 @@
+"""The routing table's schema (pydantic): one source for validation and `voicerouter schema`.
+
+Unknown keys are errors everywhere (`extra="forbid"`), so a typo never silently does nothing.
+Secrets stay as `${ENV_VAR}` strings here; they are resolved only when a provider is built.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Kind = Literal["stt", "tts", "s2s"]
+Strategy = Literal["failover", "round_robin", "least_latency"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProviderConfig(Strict):
+    """One named provider instance."""
+
+    type: str = Field(description="Provider type, e.g. pocketsphinx, piper, deepgram, openai.")
+    kind: Kind | None = Field(None, description="stt, tts or s2s; inferred when the type has one kind.")
+    model: str | None = None
+    voice: str | None = None
+    language: str | None = None
+    api_key: str | None = Field(None, description="Always an environment reference: ${VAR}.")
+    base_url: str | None = Field(None, description="Override the endpoint (regional, proxy, self-hosted).")
+    region: str | None = Field(None, description="Cloud region for providers that need one (azure).")
+    sample_rate: int | None = Field(None, gt=0)
+    timeout_ms: int | None = Field(None, gt=0, description="Overall HTTP timeout of one request.")
+    max_concurrent_sessions: int | None = Field(None, gt=0)
+    options: dict[str, Any] = Field(default_factory=dict, description="Vendor-specific extras.")
+
+
+class SplitSpec(Strict):
+    """A weighted split, sticky per session id."""
+
+    split: dict[str, float] = Field(description="provider name -> weight (> 0)")
+    fallback: list[str] = Field(default_factory=list, description="Tried after the picked provider.")
+
+
+class ChainSpec(Strict):
+    """An ordered list with a selection strategy; every strategy still fails over."""
+
+    strategy: Strategy = "failover"
+    providers: list[str]
+
+
+StageSpec = Annotated[
+    list[str] | SplitSpec | ChainSpec | str,
+    Field(description="A provider name, an ordered failover list, {split: {...}} or {strategy, providers}."),
+]
+
+
+class VadConfig(Strict):
+    engine: Literal["webrtc"] = "webrtc"
+    aggressiveness: int = Field(2, ge=0, le=3)
+    frame_ms: Literal[10, 20, 30] = 30
+    start_ms: int = Field(90, ge=0, description="Voiced audio needed to start speech.")
+    stop_ms: int = Field(150, ge=0, description="Unvoiced audio needed to end a speech region.")
+    preroll_ms: int = Field(300, ge=0, description="Audio kept from before speech start.")
+
+
+class TurnConfig(Strict):
+    engine: Literal["heuristic"] = "heuristic"
+    silence_ms: int = Field(600, ge=0, description="Base silence after speech that ends a turn.")
+    complete_silence_ms: int = Field(350, ge=0, description="When the partial ends like a sentence.")
+    incomplete_silence_ms: int = Field(1200, ge=0, description="After a filler or conjunction.")
+    digits_silence_ms: int = Field(1500, ge=0, description="After a digit sequence.")
+    min_pause_ms: int = Field(300, ge=0, description="Never end a turn on a shorter pause.")
+    min_turn_ms: int = Field(250, ge=0, description="Shorter speech is not a turn (a cough, a click).")
+    max_turn_ms: int = Field(30000, gt=0, description="Force a turn end after this much speech.")
+    fillers: list[str] | None = Field(None, description="Words that mean 'more is coming'.")
+
+
+class AgentConfig(Strict):
+    type: Literal["echo", "webhook", "openai-chat"] = "echo"
+    url: str | None = None
+    base_url: str | None = None
+    model: str | None = None
+    api_key: str | None = None
+    system_prompt: str | None = None
+    timeout_ms: int = Field(5000, gt=0)
+    headers: dict[str, str] = Field(default_factory=dict)
+    max_history: int = Field(20, ge=0)
+    fallback_reply: str | None = Field(None, description="Spoken when the agent fails.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"type": value} if isinstance(value, str) else value
+
+
+class BackoffConfig(Strict):
+    base_ms: int = Field(100, ge=0)
+    max_ms: int = Field(2000, ge=0)
+
+
+class BreakerConfig(Strict):
+    failures: int = Field(3, gt=0, description="Consecutive failures that open the breaker.")
+    failure_rate: float | None = Field(None, gt=0, le=1, description="Or a failure rate over `window`.")
+    window: int = Field(20, gt=0)
+    cooldown_s: float = Field(30, ge=0)
+
+
+class HealthConfig(Strict):
+    interval_s: float | None = Field(None, gt=0, description="Background probe interval; off if unset.")
+    timeout_ms: int = Field(2000, gt=0)
+
+
+class StagePolicy(Strict):
+    """Per-stage overrides of the resilience defaults (unset fields inherit)."""
+
+    retries: int | None = Field(None, ge=0)
+    first_result_timeout_ms: int | None = Field(None, gt=0)
+    stall_timeout_ms: int | None = Field(None, gt=0)
+    hedge_after_ms: int | None = Field(None, gt=0)
+    turn_deadline_ms: int | None = Field(None, gt=0)
+
+
+class ResilienceConfig(Strict):
+    retries: int = Field(1, ge=0)
+    backoff: BackoffConfig = BackoffConfig()
+    first_result_timeout_ms: int = Field(800, gt=0, description="Time to first transcript/audio byte.")
+    stall_timeout_ms: int = Field(600, gt=0, description="Longest gap between streamed chunks.")
+    hedge_after_ms: int | None = Field(None, gt=0)
+    turn_deadline_ms: int = Field(8000, gt=0, description="Budget for one stage of one turn.")
+    breaker: BreakerConfig = BreakerConfig()
+    health: HealthConfig = HealthConfig()
+    max_concurrent_sessions: int | None = Field(None, gt=0, description="Per route.")
+    stt: StagePolicy = StagePolicy()
+    tts: StagePolicy = StagePolicy()
+    s2s: StagePolicy = StagePolicy()
+    agent: StagePolicy = StagePolicy()
+
+
+class BargeInConfig(Strict):
+    enabled: bool = True
+    min_speech_ms: int = Field(200, ge=0)
+    half_duplex: bool = Field(False, description="Ignore the microphone while the reply plays.")
+
+
+class RouteSettings(Strict):
+    """Everything a session gets; `defaults` is one, and a route overrides any part of it."""
+
+    pipeline: Literal["stt_tts", "s2s"] | None = None
+    stt: StageSpec | None = None
+    tts: StageSpec | None = None
+    s2s: StageSpec | None = None
+    vad: VadConfig = VadConfig()
+    turn: TurnConfig = TurnConfig()
+    agent: AgentConfig = AgentConfig()
+    resilience: ResilienceConfig = ResilienceConfig()
+    barge_in: BargeInConfig = BargeInConfig()
+    instructions: str | None = Field(None, description="System prompt for S2S providers and chat agents.")
+
+
+Patterns = str | list[str]
+
+
+class MatchSpec(Strict):
+    tenant: Patterns | None = Field(None, description="Tenant id, glob or list.")
+    region: Patterns | None = Field(None, description="Region, glob like eu-* or list.")
+    flags: dict[str, bool] = Field(default_factory=dict, description="Flags that must have these values.")
+
+    @field_validator("tenant", "region")
+    @classmethod
+    def _not_empty(cls, value: Patterns | None) -> Patterns | None:
+        if isinstance(value, list) and not value:
+            raise ValueError("an empty list matches nothing; remove the key to match everything")
+        return value
+
+
+class RouteConfig(RouteSettings):
+    name: str
+    match: MatchSpec = MatchSpec()
+    description: str | None = None
+
+
+class FaultConfig(Strict):
+    """Injected failures for chaos tests (see `voicerouter.resilience.faults`)."""
+
+    provider: str
+    fault: str = Field(description="e.g. error:503@0.3, hang@turn2, drop_ws@1.5s, slow:300ms")
+
+
+class RoutingTableConfig(Strict):
+    version: Literal[1] = 1
+    providers: dict[str, ProviderConfig]
+    defaults: RouteSettings = RouteSettings()
+    routes: list[RouteConfig] = Field(default_factory=list)
+    faults: list[FaultConfig] = Field(default_factory=list)
+    seed: int | None = Field(None, description="Seed for fault injection and jitter.")
+
+
+def json_schema() -> dict[str, Any]:
+    schema = RoutingTableConfig.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "voicerouter routing table"
+    return schema

@@ -1,0 +1,150 @@
+"""The provider contracts: what the pipeline asks of an STT, TTS, S2S provider or an agent.
+
+Every provider is async and raises the typed errors of `voicerouter.errors`; a failover chain
+implements the same protocol, so the pipeline never knows that failover exists.
+Audio crossing these interfaces is always signed 16-bit little-endian mono PCM (`AudioChunk`),
+at the rate the chunk says; the pipeline's own rate is `PIPELINE_RATE`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+Kind = Literal["stt", "tts", "s2s"]
+KINDS: tuple[Kind, ...] = ("stt", "tts", "s2s")
+PIPELINE_RATE = 16000
+
+
+@dataclass(frozen=True)
+class AudioChunk:
+    """A piece of mono PCM16 audio."""
+
+    pcm: bytes
+    sample_rate: int
+
+    @property
+    def samples(self) -> int:
+        return len(self.pcm) // 2
+
+    @property
+    def duration_s(self) -> float:
+        return self.samples / self.sample_rate if self.sample_rate else 0.0
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    is_final: bool = True
+    confidence: float | None = None
+    provider: str | None = None
+
+
+@dataclass
+class Message:
+    role: Literal["user", "assistant", "system"]
+    text: str
+
+
+@dataclass
+class Conversation:
+    """The history of one session; agents and S2S failover read it."""
+
+    messages: list[Message] = field(default_factory=list)
+
+    def add(self, role: Literal["user", "assistant", "system"], text: str) -> None:
+        self.messages.append(Message(role, text))
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """Route context handed to providers and agents (for webhooks, error messages, tags)."""
+
+    session_id: str
+    tenant: str | None = None
+    region: str | None = None
+    route: str | None = None
+    flags: dict[str, bool] = field(default_factory=dict)
+
+
+class Provider(Protocol):
+    name: str  # instance name from the routing table
+    type: str  # provider type, e.g. "deepgram"
+    kind: Kind
+
+    async def probe(self) -> None:
+        """A cheap readiness check (tiny synthesis, short transcription, handshake); raises on failure."""
+
+    async def aclose(self) -> None: ...
+
+
+PartialCallback = Callable[[Transcript], None]
+
+
+@runtime_checkable
+class STTStream(Protocol):
+    """One utterance streamed to a provider as it is spoken."""
+
+    async def send(self, pcm: bytes) -> None: ...
+
+    async def finish(self) -> Transcript:
+        """No more audio: wait for and return the final transcript of everything sent."""
+
+    async def aclose(self) -> None: ...
+
+
+class STTProvider(Provider, Protocol):
+    supports_streaming: bool
+
+    async def transcribe(self, audio: AudioChunk) -> Transcript:
+        """Transcribe one whole utterance (batch)."""
+
+    async def open_stream(
+        self, sample_rate: int = PIPELINE_RATE, on_partial: PartialCallback | None = None
+    ) -> STTStream:
+        """Start streaming an utterance (only when `supports_streaming`)."""
+
+
+class TTSProvider(Provider, Protocol):
+    def synthesize(self, text: str) -> AsyncIterator[AudioChunk]:
+        """Yield audio as it arrives, so playback can start before synthesis ends."""
+
+
+@dataclass(frozen=True)
+class S2SEvent:
+    type: Literal["user_transcript", "reply_text", "audio", "done"]
+    text: str = ""
+    audio: AudioChunk | None = None
+
+
+class S2SSession(Protocol):
+    async def send_audio(self, pcm: bytes, sample_rate: int = PIPELINE_RATE) -> None: ...
+
+    def respond(self) -> AsyncIterator[S2SEvent]:
+        """Commit the audio sent since the last response and stream the reply until done."""
+
+    async def aclose(self) -> None: ...
+
+
+class S2SProvider(Provider, Protocol):
+    async def connect(self, *, instructions: str | None, history: Conversation) -> S2SSession: ...
+
+
+class Agent(Protocol):
+    """Turns a user's transcript into the reply text."""
+
+    name: str
+
+    async def reply(self, text: str, conversation: Conversation, session: SessionInfo) -> str: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a provider factory gets besides its own config."""
+
+    env: dict[str, str]
+    session: SessionInfo | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
