@@ -3,6 +3,20 @@
 Every step of a session (VAD, turn detection, providers, resilience) reports through an
 `EventBus`; the console view, the JSONL log, reports and traces are all subscribers.
 An event is one flat JSON object per line in the log, so reports can be built from logs alone.
+
+Field conventions (in `data`, flattened into the JSON line); `t` is the session clock in seconds,
+`audio_s` the position in the input audio (they differ when a replay runs faster than real time):
+  session_start: pipeline, stt, tts, s2s (provider lists), source
+  speech_start / speech_end: audio_s
+  turn_end: turn, reason, start_s, end_s (audio positions of the utterance), delay_ms (speech end -> turn end)
+  partial_transcript: text;  final_transcript: turn, text, latency_ms (turn end -> final)
+  agent_reply: turn, text, latency_ms (final transcript -> reply)
+  tts_start: turn, text;  tts_first_audio: turn, latency_ms (turn end -> first reply audio)
+  tts_done: turn, audio_s_out (seconds of reply audio), start_audio_s
+  provider_used: stage, provider;  failover: stage, from_provider, to_provider, reason, error, elapsed_ms
+  retry: stage, attempt, delay_ms, reason;  hedge: stage, primary, secondary, winner
+  breaker: state (closed/open/half_open), previous;  health: healthy, error
+  refused / error / warning: message, stage, error_type;  session_end: turns, reason
 """
 
 from __future__ import annotations

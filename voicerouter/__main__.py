@@ -1,0 +1,3 @@
+from voicerouter.cli.app import main
+
+main()

@@ -1,0 +1,107 @@
+"""What every command shares: error handling and exit codes, the routes-file lookup, flag parsing."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from voicerouter.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, UsageError, VoiceRouterError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+ROUTES_ENV = "VOICEROUTER_ROUTES"
+DEFAULT_ROUTES = "routes.yaml"
+
+
+def run_app(app: typer.Typer) -> int:
+    """Run the typer app; every expected failure becomes one line on stderr and an exit code."""
+    try:
+        app(standalone_mode=False)
+    except VoiceRouterError as exc:
+        print_error(exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # click usage errors and anything unexpected
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return EXIT_USAGE if isinstance(exc, click.UsageError) else EXIT_FAILED
+        if os.environ.get("VOICEROUTER_DEBUG"):
+            raise
+        from voicerouter.config.secrets import redact
+
+        print(
+            f"error: internal error: {type(exc).__name__}: {redact(str(exc))} "
+            "(set VOICEROUTER_DEBUG=1 for a traceback and please report it)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    return 0
+
+
+def print_error(exc: VoiceRouterError) -> None:
+    from voicerouter.config.secrets import redact
+
+    print(f"error: {redact(str(exc))}", file=sys.stderr)
+
+
+def stderr_console() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def stdout_console() -> Console:
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def find_routes(option: Path | None) -> Path:
+    """--routes, else $VOICEROUTER_ROUTES, else ./routes.yaml."""
+    if option is not None:
+        return option
+    env = os.environ.get(ROUTES_ENV)
+    if env:
+        return Path(env)
+    default = Path(DEFAULT_ROUTES)
+    if default.exists():
+        return default
+    raise UsageError(
+        "no routing table found",
+        hint=f"pass --routes FILE, set ${ROUTES_ENV}, or create ./{DEFAULT_ROUTES} (see routes.example.yaml)",
+    )
+
+
+def parse_flags(values: list[str] | None) -> dict[str, bool]:
+    """`--flag s2s` -> {"s2s": True}; `--flag beta=false` -> {"beta": False}."""
+    flags: dict[str, bool] = {}
+    for raw in values or []:
+        name, sep, value = raw.partition("=")
+        name = name.strip()
+        if not name:
+            raise UsageError(f"bad --flag {raw!r}", hint="use --flag NAME or --flag NAME=true|false")
+        if not sep:
+            flags[name] = True
+            continue
+        lowered = value.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            flags[name] = True
+        elif lowered in ("0", "false", "no", "off"):
+            flags[name] = False
+        else:
+            raise UsageError(f"bad --flag {raw!r}: value must be true or false")
+    return flags
