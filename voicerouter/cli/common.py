@@ -82,7 +82,7 @@ def find_routes(option: Path | None) -> Path:
         return default
     raise UsageError(
         "no routing table found",
-        hint=f"pass --routes FILE, set ${ROUTES_ENV}, or create ./{DEFAULT_ROUTES} (see routes.example.yaml)",
+        hint=f"pass --routes FILE, set ${ROUTES_ENV}, or create ./{DEFAULT_ROUTES}; routes.example.yaml is a start",
     )
 
 

@@ -1,0 +1,179 @@
+"""Load a routing table: YAML -> schema check -> per-route effective settings -> `RoutingTable`.
+
+Routes inherit from `defaults`: mappings (vad, turn, agent, resilience, barge_in) merge key by
+key, stages (stt, tts, s2s) are replaced whole. Every problem becomes a located `Finding`;
+`load_routes` raises `RoutingTableInvalid` if any is an error.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from voicerouter.config.schema import RouteSettings, RoutingTableConfig
+from voicerouter.config.yaml_source import PathKey, SourceMap, load_yaml, parse_yaml
+from voicerouter.routing.findings import Finding, RoutingTableInvalid
+from voicerouter.routing.table import RoutingTable
+
+ROUTE_ONLY_KEYS = frozenset({"name", "match", "description"})
+STAGE_KEYS = frozenset({"stt", "tts", "s2s"})
+BUILTIN_NAME = "builtin:offline"
+
+
+def load_routes(path: str | Path, *, env: Mapping[str, str] | None = None) -> RoutingTable:
+    """Read and check a routing table file; raises `ConfigError` (with file:line) when it is unusable."""
+    data, source = load_yaml(path)
+    return _build_or_raise(data, source, env)
+
+
+def parse_routes(text: str, *, name: str = "<string>", env: Mapping[str, str] | None = None) -> RoutingTable:
+    data, source = parse_yaml(text, name)
+    return _build_or_raise(data, source, env)
+
+
+def builtin_routes() -> RoutingTable:
+    """The embedded offline table: pocketsphinx + piper + echo agent, no key, no network."""
+    text = resources.files("voicerouter.config").joinpath("builtin.yaml").read_text("utf-8")
+    return parse_routes(text, name=BUILTIN_NAME)
+
+
+def _build_or_raise(data: Any, source: SourceMap, env: Mapping[str, str] | None) -> RoutingTable:
+    table, findings = build_table(data, source, env=env)
+    if table is None or any(f.severity == "error" for f in findings):
+        raise RoutingTableInvalid(findings)
+    return table
+
+
+def build_table(
+    data: Any, source: SourceMap, *, env: Mapping[str, str] | None = None
+) -> tuple[RoutingTable | None, list[Finding]]:
+    """Everything `validate` reports: schema findings first, then the semantic checks."""
+    from voicerouter.routing.checks import check_table
+
+    if not isinstance(data, dict):
+        kind = type(data).__name__ if data is not None else "nothing"
+        return None, [
+            Finding("error", "not-a-mapping", f"the routing table must be a mapping, found {kind}", source.locate(()))
+        ]
+    try:
+        config = RoutingTableConfig.model_validate(data)
+    except ValidationError as exc:
+        return None, schema_findings(exc, data, source, ())
+    settings: list[RouteSettings] = []
+    findings: list[Finding] = []
+    raw_defaults = data.get("defaults") or {}
+    for index, route in enumerate(data.get("routes") or []):
+        merged = merge_settings(raw_defaults, {k: v for k, v in route.items() if k not in ROUTE_ONLY_KEYS})
+        try:
+            settings.append(RouteSettings.model_validate(merged))
+        except ValidationError as exc:
+            findings += schema_findings(exc, merged, source, ("routes", index))
+            settings.append(config.defaults)
+    table = RoutingTable(config, settings, source)
+    findings += check_table(table, env=os.environ if env is None else env)
+    table.warnings = tuple(str(f) for f in findings if f.severity == "warning")
+    return table, findings
+
+
+def merge_settings(defaults: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """A route's settings: its own fields over the defaults (mappings merged, stages replaced)."""
+    merged = copy.deepcopy(defaults)
+    for key, value in override.items():
+        base = merged.get(key)
+        if key == "agent" and _agent_type(value) != _agent_type(base):
+            merged[key] = copy.deepcopy(value)  # another agent type: nothing to inherit
+        elif key not in STAGE_KEYS and isinstance(base, dict) and isinstance(value, dict):
+            merged[key] = _deep_merge(base, value)
+        elif key == "agent" and isinstance(value, str) and isinstance(base, dict):
+            merged[key] = base  # same type, named by shorthand: keep the defaults' options
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _agent_type(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return value.get("type", "echo")
+    return None
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(out.get(key), dict) and isinstance(value, dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+# Messages for the union-typed stage fields, where pydantic's per-branch errors confuse more than help.
+STAGE_SHAPE = "must be a provider name, a list of names, {split: {name: weight}} or {strategy: ..., providers: [...]}"
+
+
+def schema_findings(exc: ValidationError, data: Any, source: SourceMap, prefix: PathKey) -> list[Finding]:
+    """Turn pydantic errors into located findings, one per offending value."""
+    findings: list[Finding] = []
+    seen: set[tuple[PathKey, str]] = set()
+    for error in exc.errors(include_url=False):
+        path = data_path(error["loc"], data)
+        full = prefix + path
+        if len(path) >= 1 and path[-1] in STAGE_KEYS and _is_union_noise(error["loc"], path):
+            message = f"{_dotted(full)} {STAGE_SHAPE}"
+            code = "bad-stage"
+        elif error["type"] == "extra_forbidden":
+            message = f"unknown key {_dotted(full)!s}"
+            code = "unknown-key"
+        elif error["type"] == "missing":
+            message = f"missing required key {_dotted(full)}"
+            code = "missing-key"
+        else:
+            message = f"{_dotted(full)}: {error['msg']}"
+            code = "schema"
+        if (full, message) in seen:
+            continue
+        seen.add((full, message))
+        location = source.locate(full, key=code == "unknown-key")
+        findings.append(Finding("error", code, message, location))
+    return findings
+
+
+def _is_union_noise(loc: tuple[Any, ...], path: PathKey) -> bool:
+    # pydantic inserts branch tags ("list[str]", "SplitSpec", ...) after a union field's name.
+    return len(loc) > len(path)
+
+
+def data_path(loc: tuple[Any, ...], data: Any) -> PathKey:
+    """Keep the parts of a pydantic location that exist in the data (drops union branch tags)."""
+    path: list[Any] = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            path.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            path.append(part)
+            node = node[part]
+        elif isinstance(node, dict) and isinstance(part, str) and not _looks_like_tag(part):
+            path.append(part)  # a missing or extra key: still a real name
+            node = None
+    return tuple(path)
+
+
+def _looks_like_tag(part: str) -> bool:
+    return part[:1].isupper() or "[" in part or part in ("str", "int", "float", "bool", "function-before")
+
+
+def _dotted(path: PathKey) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<document>"

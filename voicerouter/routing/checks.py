@@ -1,0 +1,191 @@
+"""Semantic checks of a schema-valid routing table (what `voicerouter validate` reports beyond the schema).
+
+No network and no provider code: provider facts come from the static registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from voicerouter.config import secrets
+from voicerouter.config.schema import ChainSpec, ProviderConfig, RouteSettings, SplitSpec, StageSpec
+from voicerouter.config.yaml_source import PathKey
+from voicerouter.providers.http import is_loopback
+from voicerouter.providers.registry import get_type, provider_types
+from voicerouter.routing.findings import Finding, Severity
+from voicerouter.routing.match import covers
+from voicerouter.routing.table import RoutingTable
+
+STAGES = ("stt", "tts", "s2s")
+
+
+class _Collector:
+    def __init__(self, table: RoutingTable) -> None:
+        self.table = table
+        self.findings: list[Finding] = []
+
+    def add(self, severity: Severity, code: str, message: str, path: PathKey, *, key: bool = False) -> None:
+        self.findings.append(Finding(severity, code, message, self.table.source.locate(path, key=key)))
+
+
+def check_table(table: RoutingTable, *, env: Mapping[str, str]) -> list[Finding]:
+    out = _Collector(table)
+    kinds = _check_providers(table, out)
+    _check_settings(table.config.defaults, ("defaults",), kinds, out, is_defaults=True)
+    seen_names: dict[str, int] = {}
+    for index, route in enumerate(table.config.routes):
+        path = ("routes", index)
+        if route.name in seen_names:
+            out.add("error", "duplicate-route", f"route name {route.name!r} is already used by routes[{seen_names[route.name]}]", path + ("name",))
+        seen_names.setdefault(route.name, index)
+        # Check the route's own stage specs where it wrote them, then the effective (merged) settings.
+        _check_settings(table.route_settings[index], path, kinds, out, is_defaults=False, raw=_raw_route(table, index))
+        for earlier_index in range(index):
+            if covers(table.config.routes[earlier_index].match, route.match):
+                earlier = table.config.routes[earlier_index].name
+                out.add("error", "shadowed-route", f"route {route.name!r} can never match: route {earlier!r} (routes[{earlier_index}]) before it matches every session it would", path + ("match",))
+                break
+    _check_unused(table, out)
+    _check_secrets(table, env, out)
+    return out.findings
+
+
+def _raw_route(table: RoutingTable, index: int) -> RouteSettings | None:
+    return table.config.routes[index]
+
+
+def _check_providers(table: RoutingTable, out: _Collector) -> dict[str, str | None]:
+    """Check each provider instance; returns name -> kind (None when unknown)."""
+    kinds: dict[str, str | None] = {}
+    known = ", ".join(sorted(provider_types()))
+    for name, cfg in table.config.providers.items():
+        path = ("providers", name)
+        ptype = get_type(cfg.type)
+        if ptype is None:
+            out.add("error", "unknown-type", f"provider {name!r}: unknown type {cfg.type!r} (known: {known})", path + ("type",))
+            kinds[name] = cfg.kind
+            continue
+        kind = cfg.kind or ptype.default_kind
+        if cfg.kind and cfg.kind not in ptype.kinds:
+            out.add("error", "wrong-kind", f"provider {name!r}: type {cfg.type} has no {cfg.kind} (it offers {'/'.join(ptype.kinds)})", path + ("kind",))
+        elif kind is None:
+            out.add("error", "missing-kind", f"provider {name!r}: type {cfg.type} offers {'/'.join(ptype.kinds)}; set kind", path)
+        kinds[name] = kind
+        for required in ptype.required:
+            if getattr(cfg, required) is None:
+                hint = f" (e.g. ${{{ptype.env_vars[0]}}})" if required == "api_key" and ptype.env_vars else ""
+                out.add("error", "missing-option", f"provider {name!r}: type {cfg.type} needs {required}{hint}", path)
+        if cfg.base_url:
+            _check_url(cfg.base_url, f"provider {name!r}", path + ("base_url",), out)
+    return kinds
+
+
+def _check_url(url: str, owner: str, path: PathKey, out: _Collector) -> None:
+    from urllib.parse import urlsplit
+
+    if secrets.references(url):
+        return  # resolved at session start
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http", "wss", "ws") or not parts.hostname:
+        out.add("error", "bad-url", f"{owner}: {url!r} is not an http(s) URL", path)
+    elif parts.scheme in ("http", "ws") and not is_loopback(parts.hostname):
+        out.add("error", "insecure-url", f"{owner}: {url!r} must use https (plain http only for loopback)", path)
+
+
+def stage_names(spec: StageSpec) -> list[str]:
+    if isinstance(spec, str):
+        return [spec]
+    if isinstance(spec, list):
+        return list(spec)
+    if isinstance(spec, ChainSpec):
+        return list(spec.providers)
+    return list(spec.split) + list(spec.fallback)
+
+
+def _check_settings(
+    settings: RouteSettings,
+    path: PathKey,
+    kinds: dict[str, str | None],
+    out: _Collector,
+    *,
+    is_defaults: bool,
+    raw: Any = None,
+) -> None:
+    owner = "defaults" if is_defaults else f"route {getattr(raw, 'name', path)!r}"
+    own = raw.model_fields_set if raw is not None else None
+    for stage in STAGES:
+        spec = getattr(settings, stage)
+        if spec is None or (own is not None and stage not in own):
+            continue  # inherited stages were checked in defaults
+        stage_path = path + (stage,)
+        names = stage_names(spec)
+        if not names:
+            out.add("error", "empty-chain", f"{owner}: {stage} lists no provider", stage_path)
+        if isinstance(spec, SplitSpec):
+            for name, weight in spec.split.items():
+                if weight <= 0:
+                    out.add("error", "bad-weight", f"{owner}: {stage} split weight of {name!r} must be > 0 (got {weight:g})", stage_path + ("split", name))
+        duplicates = {n for n in names if names.count(n) > 1}
+        for name in sorted(duplicates):
+            out.add("error", "duplicate-provider", f"{owner}: {stage} lists {name!r} more than once", stage_path)
+        for name in dict.fromkeys(names):
+            if name not in kinds:
+                out.add("error", "unknown-provider", f"{owner}: {stage} uses {name!r}, which is not defined under providers", stage_path)
+            elif kinds[name] is not None and kinds[name] != stage:
+                out.add("error", "wrong-kind", f"{owner}: {stage} uses {name!r}, which is a {kinds[name]} provider", stage_path)
+    pipeline = settings.pipeline or ("s2s" if settings.s2s is not None else "stt_tts")
+    needed = ("s2s",) if pipeline == "s2s" else ("stt", "tts")
+    for stage in needed:
+        if getattr(settings, stage) is None:
+            out.add("error", "missing-stage", f"{owner}: the {pipeline} pipeline needs {stage} providers", path)
+    agent = settings.agent
+    if own is None or "agent" in own:
+        if agent.type == "webhook" and not agent.url:
+            out.add("error", "missing-option", f"{owner}: the webhook agent needs url", path + ("agent",))
+        if agent.type == "openai-chat" and not agent.model:
+            out.add("error", "missing-option", f"{owner}: the openai-chat agent needs model", path + ("agent",))
+        for field, url in (("url", agent.url), ("base_url", agent.base_url)):
+            if url:
+                _check_url(url, f"{owner} agent", path + ("agent", field), out)
+
+
+def _check_unused(table: RoutingTable, out: _Collector) -> None:
+    used: set[str] = set()
+    for settings in [table.config.defaults, *table.route_settings]:
+        for stage in STAGES:
+            spec = getattr(settings, stage)
+            if spec is not None:
+                used.update(stage_names(spec))
+    for name in table.config.providers:
+        if name not in used:
+            out.add("warning", "unused-provider", f"provider {name!r} is not used by defaults or any route", ("providers", name), key=True)
+
+
+def _secret_values(table: RoutingTable) -> Iterator[tuple[str, str, PathKey]]:
+    """(field, value, path) of every string the table holds in providers and agents."""
+    for name, cfg in table.config.providers.items():
+        yield from _strings(cfg, ("providers", name))
+    yield from _strings(table.config.defaults.agent, ("defaults", "agent"))
+    for index, route in enumerate(table.config.routes):
+        if "agent" in route.model_fields_set:
+            yield from _strings(route.agent, ("routes", index, "agent"))
+
+
+def _strings(model: ProviderConfig | Any, path: PathKey) -> Iterator[tuple[str, str, PathKey]]:
+    for field, value in model.model_dump().items():
+        if isinstance(value, str):
+            yield field, value, path + (field,)
+        elif isinstance(value, dict):
+            for key, inner in value.items():
+                if isinstance(inner, str):
+                    yield str(key), inner, path + (field, key)
+
+
+def _check_secrets(table: RoutingTable, env: Mapping[str, str], out: _Collector) -> None:
+    for field, value, path in _secret_values(table):
+        for var in secrets.references(value):
+            if not env.get(var):
+                out.add("warning", "unset-env", f"environment variable {var} is referenced but not set", path)
+        if secrets.is_secret_field(field) and not secrets.references(value):
+            out.add("warning", "literal-secret", f"{field} holds a literal secret; use an environment reference like ${{{field.upper()}}}", path)

@@ -1,0 +1,97 @@
+"""`RoutingTable.resolve`: first matching route wins, else defaults (with a warning)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from voicerouter.config.schema import ChainSpec, RouteConfig, RouteSettings, RoutingTableConfig, SplitSpec, StageSpec
+from voicerouter.routing.match import explain_match
+from voicerouter.routing.plan import RouteContext, SessionPlan, Stage, StagePlan
+from voicerouter.routing.split import pick
+
+if TYPE_CHECKING:
+    from voicerouter.config.yaml_source import SourceMap
+
+log = logging.getLogger("voicerouter.routing")
+DEFAULTS = "defaults"
+
+
+class RoutingTable:
+    """A checked routing table. Build it with `load_routes`; it is immutable and cheap to resolve."""
+
+    def __init__(self, config: RoutingTableConfig, route_settings: list[RouteSettings], source: SourceMap) -> None:
+        self.config = config
+        self.route_settings = route_settings  # effective settings of routes[i], defaults merged in
+        self.source = source
+        self.warnings: tuple[str, ...] = ()
+
+    @property
+    def file(self) -> str:
+        return self.source.file
+
+    @property
+    def routes(self) -> list[RouteConfig]:
+        return self.config.routes
+
+    def match(self, ctx: RouteContext) -> tuple[int | None, list[str]]:
+        """Index of the winning route (None for defaults) and why it won."""
+        for index, route in enumerate(self.config.routes):
+            reasons = explain_match(route.match, ctx)
+            if reasons is not None:
+                return index, reasons
+        return None, []
+
+    def resolve(self, ctx: RouteContext) -> SessionPlan:
+        index, reasons = self.match(ctx)
+        warnings: list[str] = []
+        if index is None:
+            settings, name = self.config.defaults, DEFAULTS
+            warning = (
+                f"no route matched tenant={ctx.tenant or '-'} region={ctx.region or '-'}"
+                f"{''.join(f' {k}={str(v).lower()}' for k, v in sorted(ctx.flags.items()))}; defaults apply"
+            )
+            warnings.append(warning)
+            log.warning(warning)
+            reasons = ["no route matched: defaults apply"]
+        else:
+            settings, name = self.route_settings[index], self.config.routes[index].name
+        pipeline = settings.pipeline or ("s2s" if settings.s2s is not None else "stt_tts")
+        used = ("s2s",) if pipeline == "s2s" else ("stt", "tts")
+        stages = {stage: self._stage_plan(stage, getattr(settings, stage), name, ctx) for stage in used}
+        names = dict.fromkeys(p for s in stages.values() if s for p in s.providers)
+        return SessionPlan(
+            context=ctx,
+            route=name,
+            matched=index is not None,
+            reasons=tuple(reasons),
+            pipeline=pipeline,
+            stt=stages.get("stt"),
+            tts=stages.get("tts"),
+            s2s=stages.get("s2s"),
+            vad=settings.vad,
+            turn=settings.turn,
+            agent=settings.agent,
+            resilience=settings.resilience,
+            barge_in=settings.barge_in,
+            instructions=settings.instructions,
+            providers={n: self.config.providers[n] for n in names if n in self.config.providers},
+            warnings=tuple(warnings),
+        )
+
+    @staticmethod
+    def _stage_plan(stage: Stage, spec: StageSpec | None, route: str, ctx: RouteContext) -> StagePlan | None:
+        if spec is None:
+            return None
+        if isinstance(spec, str):
+            return StagePlan(stage, (spec,))
+        if isinstance(spec, list):
+            return StagePlan(stage, tuple(spec))
+        if isinstance(spec, ChainSpec):
+            return StagePlan(stage, tuple(spec.providers), strategy=spec.strategy)
+        assert isinstance(spec, SplitSpec)
+        chosen = pick(spec.split, ctx.session_id, salt=f"{route}:{stage}")
+        # After the sticky pick: the explicit fallback list, else the other arms by weight.
+        rest = spec.fallback or sorted((n for n in spec.split if n != chosen), key=lambda n: -spec.split[n])
+        order = tuple(dict.fromkeys([chosen, *rest]))
+        return StagePlan(stage, order, strategy="split", split=dict(spec.split), picked=chosen)

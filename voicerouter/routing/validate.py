@@ -1,0 +1,95 @@
+"""`validate`: every finding for one or more routing-table files, and their renderings (text, json, github)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from voicerouter.config.loader import build_table
+from voicerouter.config.yaml_source import load_yaml
+from voicerouter.errors import ConfigError
+from voicerouter.routing.findings import Finding
+
+
+@dataclass
+class ValidationReport:
+    files: list[str]
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "warning"]
+
+    @property
+    def valid(self) -> bool:
+        return not self.errors
+
+
+def validate_file(path: str | Path, *, env: Mapping[str, str] | None = None, strict: bool = False) -> list[Finding]:
+    """All findings for one file; with `strict`, warnings count as errors."""
+    try:
+        data, source = load_yaml(path)
+    except ConfigError as exc:
+        from voicerouter.errors import Location
+
+        return [Finding("error", "unreadable", exc.message + (f" ({exc.hint})" if exc.hint else ""), exc.location or Location(str(path)))]
+    _, findings = build_table(data, source, env=os.environ if env is None else env)
+    if strict:
+        findings = [Finding("error", f.code, f.message, f.location) if f.severity == "warning" else f for f in findings]
+    return sorted(findings, key=lambda f: (f.location.line or 0, f.location.column or 0))
+
+
+def validate_files(paths: Sequence[str | Path], *, env: Mapping[str, str] | None = None, strict: bool = False) -> ValidationReport:
+    report = ValidationReport([str(p) for p in paths])
+    for path in paths:
+        report.findings += validate_file(path, env=env, strict=strict)
+    return report
+
+
+def render_text(report: ValidationReport) -> str:
+    lines = [str(f) for f in report.findings]
+    n_err, n_warn = len(report.errors), len(report.warnings)
+    verdict = "valid" if report.valid else "invalid"
+    lines.append(f"{len(report.files)} file(s) {verdict}: {n_err} error(s), {n_warn} warning(s)")
+    return "\n".join(lines)
+
+
+def render_json(report: ValidationReport) -> str:
+    return json.dumps(
+        {
+            "valid": report.valid,
+            "files": report.files,
+            "errors": len(report.errors),
+            "warnings": len(report.warnings),
+            "findings": [f.to_dict() for f in report.findings],
+        },
+        indent=2,
+    )
+
+
+def _gh_escape(text: str, *, prop: bool = False) -> str:
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    if prop:
+        text = text.replace(":", "%3A").replace(",", "%2C")
+    return text
+
+
+def render_github(report: ValidationReport) -> str:
+    """GitHub Actions workflow commands: one ::error/::warning annotation per finding."""
+    lines = []
+    for f in report.findings:
+        props = [f"file={_gh_escape(f.location.file, prop=True)}"]
+        if f.location.line:
+            props.append(f"line={f.location.line}")
+        if f.location.column:
+            props.append(f"col={f.location.column}")
+        props.append(f"title={_gh_escape('voicerouter ' + f.code, prop=True)}")
+        lines.append(f"::{f.severity} {','.join(props)}::{_gh_escape(f.message)}")
+    return "\n".join(lines)
