@@ -1,0 +1,193 @@
+"""The OpenAI Realtime S2S client against the Realtime emulator over a real WebSocket on 127.0.0.1."""
+
+from __future__ import annotations
+
+import pytest
+
+from voicerouter.config.schema import ProviderConfig
+from voicerouter.errors import (
+    AuthError,
+    ConfigError,
+    MissingSecretError,
+    ProviderTimeout,
+    RateLimitedError,
+    RequestError,
+    TransientProviderError,
+)
+from voicerouter.providers.base import BuildContext, Conversation, S2SEvent
+from voicerouter.providers.openai_realtime import create, error_from_event
+from voicerouter.testing.server import Fault, emulate, tone
+
+CANARY = "sk-canary-realtime-0123456789"
+ENV = {"OPENAI_API_KEY": CANARY}
+
+
+def make(url: str, **extra):
+    cfg = ProviderConfig(type="openai-realtime", api_key="${OPENAI_API_KEY}", base_url=url + "/v1", **extra)
+    return create("oai-rt", "s2s", cfg, BuildContext(env=ENV))
+
+
+async def turn(session, seconds: float = 1.0) -> list[S2SEvent]:
+    pcm = tone(seconds, 16000)
+    for i in range(0, len(pcm), 640):  # 20 ms frames, like the pipeline
+        await session.send_audio(pcm[i : i + 640], 16000)
+    return [event async for event in session.respond()]
+
+
+async def test_full_turn_with_history_and_instructions():
+    history = Conversation()
+    history.add("user", "hi there")
+    history.add("assistant", "hello, how can I help?")
+    async with emulate("openai-realtime", api_key=CANARY, transcript="what time is it") as emu:
+        provider = make(emu.url, voice="cedar", model="gpt-realtime-mini")
+        session = await provider.connect(instructions="Be brief.", history=history)
+        try:
+            events = await turn(session)
+            second = await turn(session, 0.5)
+        finally:
+            await session.aclose()
+    kinds = [e.type for e in events]
+    assert kinds[-1] == "done" and kinds.count("done") == 1
+    assert [e.text for e in events if e.type == "user_transcript"] == ["what time is it"]
+    reply = "".join(e.text for e in events if e.type == "reply_text")
+    assert reply == "You said: what time is it" == events[-1].text
+    audio = [e.audio for e in events if e.type == "audio"]
+    assert len(audio) > 1 and all(a.sample_rate == 24000 for a in audio)
+    assert second[-1].type == "done" and any(e.type == "audio" for e in second)
+    sent = [r.get("event") for r in emu.state.requests if "event" in r]
+    assert sent[:3] == ["session.update", "conversation.item.create", "conversation.item.create"]
+    assert sent.count("input_audio_buffer.commit") == 2 and sent.count("response.create") == 2
+    assert emu.state.requests[0]["model"] == "gpt-realtime-mini"
+
+
+async def test_audio_is_resampled_to_24k():
+    async with emulate("openai-realtime", api_key=CANARY) as emu:
+        session = await make(emu.url).connect(instructions=None, history=Conversation())
+        try:
+            events = await turn(session, 1.0)
+        finally:
+            await session.aclose()
+    assert events[-1].type == "done"
+    # 1 s sent at 16 kHz arrived as 1 s of 24 kHz audio (the emulator reads it as 24 kHz).
+    commit = next(r for r in emu.state.requests if r.get("event") == "input_audio_buffer.commit")
+    assert commit["audio_s"] == pytest.approx(1.0, abs=0.01)
+
+
+async def test_beta_protocol_names_are_understood():
+    async with emulate("openai-realtime", api_key=CANARY, transcript="beta words") as emu:
+        session = await make(emu.url, options={"beta": True}).connect(instructions="x", history=Conversation())
+        try:
+            events = await turn(session)
+        finally:
+            await session.aclose()
+    assert emu.state.requests[0]["beta"] is True
+    assert "".join(e.text for e in events if e.type == "reply_text") == "You said: beta words"
+    assert any(e.type == "audio" for e in events)
+
+
+async def test_wrong_key_is_auth_error_at_handshake():
+    async with emulate("openai-realtime", api_key="another-key") as emu:
+        with pytest.raises(AuthError) as info:
+            await make(emu.url).connect(instructions=None, history=Conversation())
+    assert info.value.status == 401 and info.value.provider == "oai-rt"
+    assert CANARY not in str(info.value)
+
+
+async def test_rate_limited_handshake():
+    async with emulate("openai-realtime", api_key=CANARY, faults=["error:429:3"]) as emu:
+        with pytest.raises(RateLimitedError) as info:
+            await make(emu.url).connect(instructions=None, history=Conversation())
+    assert info.value.retry_after == 3.0
+
+
+async def test_error_event_becomes_request_error():
+    async with emulate("openai-realtime", api_key=CANARY) as emu:
+        session = await make(emu.url).connect(instructions=None, history=Conversation())
+        try:
+            # 20 ms is under the 100 ms minimum the server accepts for a commit.
+            await session.send_audio(tone(0.02, 16000), 16000)
+            with pytest.raises(RequestError) as info:
+                [e async for e in session.respond()]
+        finally:
+            await session.aclose()
+    assert "input_audio_buffer_commit_empty" in str(info.value) and info.value.provider == "oai-rt"
+
+
+async def test_failed_response_is_typed():
+    async with emulate("openai-realtime", api_key=CANARY) as emu:
+        session = await make(emu.url).connect(instructions=None, history=Conversation())
+        emu.state.faults.append(Fault.parse("error:503"))  # after the handshake: hits the response
+        try:
+            with pytest.raises(TransientProviderError) as info:
+                await turn(session)
+        finally:
+            await session.aclose()
+    assert "server_error" in str(info.value)
+
+
+async def test_drop_mid_response_is_transient():
+    async with emulate("openai-realtime", api_key=CANARY, faults=["drop"]) as emu:
+        session = await make(emu.url).connect(instructions=None, history=Conversation())
+        got: list[S2SEvent] = []
+        try:
+            await session.send_audio(tone(1.0, 16000), 16000)
+            with pytest.raises(TransientProviderError) as info:
+                async for event in session.respond():
+                    got.append(event)
+        finally:
+            await session.aclose()
+    assert any(e.type == "audio" for e in got)  # it broke mid-response, not before
+    assert "dropped" in str(info.value) or "closed" in str(info.value)
+    assert not isinstance(info.value, ProviderTimeout)
+
+
+async def test_hang_times_out():
+    async with emulate("openai-realtime", api_key=CANARY, faults=["hang"]) as emu:
+        session = await make(emu.url, timeout_ms=300).connect(instructions=None, history=Conversation())
+        try:
+            with pytest.raises(ProviderTimeout):
+                await turn(session)
+        finally:
+            await session.aclose()
+
+
+async def test_malformed_frame_is_transient():
+    async with emulate("openai-realtime", api_key=CANARY, faults=["malformed"]) as emu:
+        session = await make(emu.url).connect(instructions=None, history=Conversation())
+        try:
+            with pytest.raises(TransientProviderError) as info:
+                await turn(session)
+        finally:
+            await session.aclose()
+    assert "malformed" in str(info.value) and "502 Bad Gateway" in str(info.value)
+
+
+async def test_probe_ok_and_bad():
+    async with emulate("openai-realtime", api_key=CANARY) as emu:
+        await make(emu.url).probe()
+        with pytest.raises(AuthError):
+            cfg = ProviderConfig(type="openai-realtime", api_key="${K}", base_url=emu.url + "/v1")
+            await create("oai-rt", "s2s", cfg, BuildContext(env={"K": "nope-nope"})).probe()
+
+
+def test_missing_key_and_bad_url():
+    with pytest.raises(MissingSecretError) as info:
+        create("oai-rt", "s2s", ProviderConfig(type="openai-realtime", api_key="${RT_KEY}"), BuildContext(env={}))
+    assert "RT_KEY" in str(info.value)
+    with pytest.raises(ConfigError):
+        cfg = ProviderConfig(type="openai-realtime", api_key="${OPENAI_API_KEY}", base_url="http://example.com/v1")
+        create("oai-rt", "s2s", cfg, BuildContext(env=ENV))
+
+
+@pytest.mark.parametrize(
+    ("error", "cls"),
+    [
+        ({"type": "invalid_request_error", "code": "invalid_api_key", "message": "bad key"}, AuthError),
+        ({"type": "requests", "code": "rate_limit_exceeded", "message": "slow down"}, RateLimitedError),
+        ({"type": "invalid_request_error", "code": "invalid_value", "message": "nope"}, RequestError),
+        ({"type": "server_error", "code": None, "message": "oops"}, TransientProviderError),
+    ],
+)
+def test_error_event_mapping(error, cls):
+    err = error_from_event(error, provider="p")
+    assert type(err) is cls and err.provider == "p"

@@ -1,0 +1,310 @@
+"""OpenAI Realtime speech-to-speech over WebSocket (GA protocol; beta event names also understood).
+
+voicerouter decides turns locally, so server VAD is off: each turn's audio is appended, committed,
+and a response is requested explicitly. Every failure (handshake status, `error` event, failed
+response, dropped socket, silence) becomes a typed error naming the provider instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from voicerouter.audio.convert import StreamResampler
+from voicerouter.config.schema import ProviderConfig
+from voicerouter.config.secrets import redact
+from voicerouter.errors import (
+    AuthError,
+    ConfigError,
+    ProviderError,
+    ProviderTimeout,
+    RateLimitedError,
+    RequestError,
+    TransientProviderError,
+)
+from voicerouter.providers import http
+from voicerouter.providers.base import PIPELINE_RATE, AudioChunk, BuildContext, Conversation, Kind, S2SEvent
+from voicerouter.providers.openai import DEFAULT_BASE_URL, error_message, resolve_key
+
+RATE = 24000  # the only PCM rate the Realtime API takes and gives
+DEFAULT_MODEL = "gpt-realtime"
+DEFAULT_VOICE = "marin"
+DEFAULT_TRANSCRIPTION_MODEL = "gpt-4o-mini-transcribe"
+DEFAULT_TIMEOUT_S = 30.0
+TRANSCRIPT_GRACE_S = 1.5  # input transcription is async and may land just after response.done
+
+AUDIO_DELTA = frozenset({"response.output_audio.delta", "response.audio.delta"})
+TEXT_DELTA = frozenset({"response.output_audio_transcript.delta", "response.audio_transcript.delta",
+                        "response.output_text.delta", "response.text.delta"})
+USER_TRANSCRIPT = "conversation.item.input_audio_transcription.completed"
+USER_TRANSCRIPT_FAILED = "conversation.item.input_audio_transcription.failed"
+
+
+def error_from_event(error: dict[str, Any], *, provider: str) -> ProviderError:
+    """An `error` event's (or failed response's) `{type, code, message}` -> typed error."""
+    kind = str(error.get("type") or "")
+    code = str(error.get("code") or "")
+    message = redact(str(error.get("message") or code or kind or "unknown error"))
+    text = f"{message} ({code or kind})" if (code or kind) and (code or kind) not in message else message
+    if code in ("invalid_api_key", "authentication_error") or kind in ("authentication_error", "permission_error"):
+        return AuthError(text, provider=provider, hint="check the API key and its permissions")
+    if code == "rate_limit_exceeded" or kind in ("rate_limit_error", "rate_limit_exceeded"):
+        return RateLimitedError(text, provider=provider)
+    if kind == "invalid_request_error" or code in ("invalid_value", "invalid_event", "missing_required_parameter"):
+        return RequestError(text, provider=provider)
+    return TransientProviderError(text, provider=provider)
+
+
+def history_items(history: Conversation) -> list[dict[str, Any]]:
+    """The conversation so far as Realtime message items (assistant turns as output text)."""
+    items = []
+    for message in history.messages:
+        part = "output_text" if message.role == "assistant" else "input_text"
+        items.append({"type": "message", "role": message.role, "content": [{"type": part, "text": message.text}]})
+    return items
+
+
+class OpenAIRealtime:
+    """The S2S provider: one WebSocket per session (`connect`), one config per instance."""
+
+    kind: Kind = "s2s"
+
+    def __init__(self, name: str, config: ProviderConfig, *, base_url: str, api_key: str) -> None:
+        self.name = name
+        self.type = "openai-realtime"
+        self.config = config
+        self.model = config.model or DEFAULT_MODEL
+        self.url = http.ws_url(http.check_base_url(base_url, provider=name)) + "/realtime"
+        self.timeout_s = config.timeout_ms / 1000 if config.timeout_ms else DEFAULT_TIMEOUT_S
+        self._api_key = api_key
+        self.beta = bool(config.options.get("beta", False))
+
+    def session_config(self, instructions: str | None) -> dict[str, Any]:
+        transcription = {"model": self.config.options.get("transcription_model", DEFAULT_TRANSCRIPTION_MODEL)}
+        if self.config.language:
+            transcription["language"] = self.config.language.split("-")[0].lower()
+        voice = self.config.voice or DEFAULT_VOICE
+        if self.beta:
+            session: dict[str, Any] = {
+                "modalities": ["text", "audio"], "voice": voice, "input_audio_format": "pcm16",
+                "output_audio_format": "pcm16", "input_audio_transcription": transcription, "turn_detection": None,
+            }
+        else:
+            fmt = {"type": "audio/pcm", "rate": RATE}
+            session = {
+                "type": "realtime",
+                "output_modalities": ["audio"],
+                "audio": {
+                    "input": {"format": fmt, "transcription": transcription, "turn_detection": None},
+                    "output": {"format": fmt, "voice": voice},
+                },
+            }
+        if instructions:
+            session["instructions"] = instructions
+        return session
+
+    async def connect(self, *, instructions: str | None = None, history: Conversation | None = None) -> RealtimeSession:
+        headers = {"Authorization": f"Bearer {self._api_key}"}
+        if self.beta:
+            headers["OpenAI-Beta"] = "realtime=v1"
+        url = f"{self.url}?model={self.model}"
+        try:
+            ws = await websockets.connect(
+                url, additional_headers=headers, open_timeout=min(10.0, self.timeout_s), max_size=None,
+                user_agent_header="voicerouter",
+            )
+        except InvalidStatus as exc:
+            response = exc.response
+            message = None
+            with contextlib.suppress(Exception):
+                message = error_message(response.body or b"")
+            raise http.error_for_status(
+                response.status_code, redact(message) if message else http.snippet(response.body or b""),
+                provider=self.name, headers=response.headers,
+            ) from None
+        except TimeoutError:
+            raise ProviderTimeout(f"WebSocket handshake timed out after {min(10.0, self.timeout_s):g} s",
+                                  provider=self.name) from None
+        except (OSError, InvalidHandshake) as exc:
+            raise http.transport_error(exc, provider=self.name) from None
+        session = RealtimeSession(self, ws)
+        try:
+            await session.start(self.session_config(instructions), history_items(history or Conversation()))
+        except BaseException:
+            await session.aclose()
+            raise
+        return session
+
+    async def probe(self) -> None:
+        """Handshake plus session.update: proves the key, model and session config are accepted."""
+        session = await self.connect(instructions=None, history=Conversation())
+        await session.aclose()
+
+    async def aclose(self) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return f"<OpenAIRealtime {self.name} {self.model} {self.url}>"
+
+
+class RealtimeSession:
+    """One live conversation. A reader task drains the socket so keepalive pongs are never stuck."""
+
+    def __init__(self, provider: OpenAIRealtime, ws: ClientConnection) -> None:
+        self.provider = provider
+        self.name = provider.name
+        self._ws = ws
+        self._events: asyncio.Queue[dict[str, Any] | ProviderError] = asyncio.Queue()
+        self._reader = asyncio.create_task(self._read(), name=f"realtime-reader-{provider.name}")
+        self._resampler: StreamResampler | None = None
+        self._appended = 0  # bytes of 24 kHz audio since the last commit
+        self._closed = False
+
+    async def _read(self) -> None:
+        try:
+            async for frame in self._ws:
+                try:
+                    event = json.loads(frame)
+                    if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+                        raise ValueError("no event type")
+                except ValueError:
+                    raw = frame if isinstance(frame, str) else frame[:200].hex()
+                    await self._events.put(http.malformed("event is not a JSON object", raw, provider=self.name))
+                    continue
+                await self._events.put(event)
+            close = self._ws.close_code
+            await self._events.put(TransientProviderError(
+                f"WebSocket closed by the server (code {close})", provider=self.name))
+        except ConnectionClosed as exc:
+            await self._events.put(TransientProviderError(
+                f"WebSocket dropped (code {exc.rcvd.code if exc.rcvd else 1006})", provider=self.name))
+
+    async def _next(self, timeout_s: float | None = None) -> dict[str, Any]:
+        timeout_s = self.provider.timeout_s if timeout_s is None else timeout_s
+        try:
+            async with asyncio.timeout(timeout_s):
+                item = await self._events.get()
+        except TimeoutError:
+            raise ProviderTimeout(f"no event from the server for {timeout_s:g} s", provider=self.name) from None
+        if isinstance(item, ProviderError):
+            self._events.put_nowait(item)  # the socket is gone: every later read fails the same way
+            raise item
+        return item
+
+    async def _send(self, event: dict[str, Any]) -> None:
+        try:
+            await self._ws.send(json.dumps(event))
+        except ConnectionClosed as exc:
+            raise TransientProviderError(
+                f"WebSocket dropped while sending (code {exc.rcvd.code if exc.rcvd else 1006})", provider=self.name
+            ) from None
+
+    def _raise_error_event(self, event: dict[str, Any]) -> None:
+        if event.get("type") == "error":
+            raise error_from_event(event.get("error") or {}, provider=self.name)
+
+    async def start(self, session: dict[str, Any], items: list[dict[str, Any]]) -> None:
+        created = await self._next()
+        self._raise_error_event(created)
+        if created["type"] != "session.created":
+            raise http.malformed(f"expected session.created, got {created['type']}", "", provider=self.name)
+        await self._send({"type": "session.update", "session": session})
+        while True:
+            event = await self._next()
+            self._raise_error_event(event)
+            if event["type"] == "session.updated":
+                break
+        for item in items:
+            await self._send({"type": "conversation.item.create", "item": item})
+
+    async def send_audio(self, pcm: bytes, sample_rate: int = PIPELINE_RATE) -> None:
+        if self._resampler is None or self._resampler.src_rate != sample_rate:
+            self._resampler = StreamResampler(sample_rate, RATE)
+        await self._append(self._resampler.process(pcm))
+
+    async def _append(self, pcm: bytes) -> None:
+        if pcm:
+            self._appended += len(pcm)
+            await self._send({"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm).decode()})
+
+    async def respond(self) -> AsyncIterator[S2SEvent]:
+        if self._resampler is not None:
+            await self._append(self._resampler.flush())
+        committed = self._appended > 0
+        if committed:
+            await self._send({"type": "input_audio_buffer.commit"})
+            self._appended = 0
+        await self._send({"type": "response.create"})
+        reply: list[str] = []
+        user_item: str | None = None
+        heard = not committed  # no audio, no transcript to wait for
+        while True:
+            event = await self._next()
+            kind = event["type"]
+            self._raise_error_event(event)
+            if kind == "input_audio_buffer.committed":
+                user_item = event.get("item_id")
+            elif kind == USER_TRANSCRIPT and (user_item is None or event.get("item_id") == user_item):
+                heard = True
+                yield S2SEvent("user_transcript", text=str(event.get("transcript", "")).strip())
+            elif kind == USER_TRANSCRIPT_FAILED:
+                heard = True  # the reply still comes; only the user's words are unknown
+            elif kind in TEXT_DELTA:
+                delta = str(event.get("delta", ""))
+                reply.append(delta)
+                yield S2SEvent("reply_text", text=delta)
+            elif kind in AUDIO_DELTA:
+                try:
+                    pcm = base64.b64decode(event.get("delta", ""), validate=True)
+                except ValueError:
+                    raise http.malformed("audio delta is not base64", str(event.get("delta", "")),
+                                         provider=self.name) from None
+                yield S2SEvent("audio", audio=AudioChunk(pcm, RATE))
+            elif kind == "response.done":
+                response = event.get("response") or {}
+                status = response.get("status")
+                if status == "failed":
+                    details = response.get("status_details") or {}
+                    raise error_from_event(details.get("error") or {"message": "response failed"},
+                                           provider=self.name)
+                break
+        if not heard:
+            with contextlib.suppress(ProviderTimeout):
+                while True:
+                    event = await self._next(TRANSCRIPT_GRACE_S)
+                    self._raise_error_event(event)
+                    if event["type"] == USER_TRANSCRIPT and (user_item is None or event.get("item_id") == user_item):
+                        yield S2SEvent("user_transcript", text=str(event.get("transcript", "")).strip())
+                        break
+                    if event["type"] == USER_TRANSCRIPT_FAILED:
+                        break
+        yield S2SEvent("done", text="".join(reply))
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._ws.close(), 2.0)
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._reader
+
+
+def create(name: str, kind: Kind | None, config: ProviderConfig, ctx: BuildContext) -> OpenAIRealtime:
+    """Factory for type `openai-realtime` (registry signature)."""
+    if kind not in (None, "s2s"):
+        raise ConfigError(f"provider {name}: type openai-realtime is speech-to-speech only", hint="set kind: s2s")
+    base_url = config.base_url or DEFAULT_BASE_URL
+    http.check_base_url(base_url, provider=name)
+    api_key = resolve_key(name, config, ctx, required=True)
+    assert api_key is not None
+    return OpenAIRealtime(name, config, base_url=base_url, api_key=api_key)

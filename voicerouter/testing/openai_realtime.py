@@ -1,0 +1,336 @@
+"""A wire-compatible emulator of the OpenAI Realtime WebSocket API (GA events; beta names on request).
+
+The "model" transcribes the committed audio and answers "You said: <transcript>", streaming the
+reply's transcript and audio deltas in the GA event order. Faults: `error:STATUS` rejects the
+upgrade, `slow` delays `session.created`; the others hit the next response: `drop` kills the
+connection mid-response, `hang` never starts it, `stall` stops halfway, `malformed` sends a non-JSON frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import itertools
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from voicerouter.testing.openai import check_auth, fault_error
+from voicerouter.testing.server import EmulatorState, Fault
+
+RATE = 24000
+DELTA_BYTES = RATE * 2 // 20  # 50 ms of audio per output_audio.delta
+PACE = 0.25  # 4x real time, so a drop lands mid-response
+DEFAULT_MODEL = "gpt-realtime"
+STATE_KEY = web.AppKey("state", EmulatorState)
+
+# GA name -> beta name, for clients that send `OpenAI-Beta: realtime=v1`.
+BETA_NAMES = {
+    "response.output_audio.delta": "response.audio.delta",
+    "response.output_audio.done": "response.audio.done",
+    "response.output_audio_transcript.delta": "response.audio_transcript.delta",
+    "response.output_audio_transcript.done": "response.audio_transcript.done",
+    "conversation.item.added": "conversation.item.created",
+}
+
+
+@dataclass
+class Conn:
+    """One WebSocket session's state."""
+
+    ws: web.WebSocketResponse
+    state: EmulatorState
+    beta: bool
+    model: str
+    session: dict[str, Any]
+    pending_fault: Fault | None = None
+    buffer: bytearray = field(default_factory=bytearray)
+    items: list[dict[str, Any]] = field(default_factory=list)
+    last_transcript: str | None = None
+    ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+    responding: asyncio.Task | None = None
+    transport: asyncio.BaseTransport | None = None
+
+    def new_id(self, prefix: str) -> str:
+        return f"{prefix}_{next(self.ids):06d}"
+
+    async def send(self, type_: str, **fields: Any) -> None:
+        name = BETA_NAMES.get(type_, type_) if self.beta else type_
+        await self.ws.send_str(json.dumps({"event_id": self.new_id("event"), "type": name, **fields}))
+
+    async def error(self, message: str, *, code: str | None = None, type_: str = "invalid_request_error",
+                    event_id: str | None = None, param: str | None = None) -> None:
+        await self.send("error", error={"type": type_, "code": code, "message": message, "param": param,
+                                        "event_id": event_id})
+
+
+def default_session(model: str) -> dict[str, Any]:
+    return {
+        "type": "realtime",
+        "object": "realtime.session",
+        "id": "sess_emulated",
+        "model": model,
+        "output_modalities": ["audio"],
+        "instructions": "",
+        "audio": {
+            "input": {"format": {"type": "audio/pcm", "rate": RATE}, "transcription": None,
+                      "noise_reduction": None,
+                      "turn_detection": {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300,
+                                         "silence_duration_ms": 200, "create_response": True,
+                                         "interrupt_response": True}},
+            "output": {"format": {"type": "audio/pcm", "rate": RATE}, "voice": "marin", "speed": 1.0},
+        },
+    }
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+async def realtime(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE_KEY]
+    fault = state.take_fault()
+    if fault is not None and fault.kind == "error":
+        return fault_error(fault)  # handshake rejected with an HTTP status
+    denied = check_auth(request, state)
+    if denied is not None:
+        return denied
+    ws = web.WebSocketResponse(max_msg_size=16 * 1024 * 1024, heartbeat=None)
+    await ws.prepare(request)
+    model = request.query.get("model", DEFAULT_MODEL)
+    beta = request.headers.get("OpenAI-Beta", "").startswith("realtime=")
+    conn = Conn(ws, state, beta, model, default_session(model), transport=request.transport)
+    state.record(path="/v1/realtime", model=model, beta=beta)
+    if fault is not None and fault.kind == "slow":
+        await asyncio.sleep(fault.seconds)
+    else:
+        conn.pending_fault = fault
+    await conn.send("session.created", session=conn.session)
+    try:
+        async for msg in ws:
+            if msg.type != WSMsgType.TEXT:
+                if msg.type == WSMsgType.BINARY:
+                    await conn.error("Binary frames are not supported; send JSON text frames.", code="invalid_event")
+                continue
+            await handle(conn, msg.data)
+    finally:
+        if conn.responding is not None:
+            conn.responding.cancel()
+    return ws
+
+
+async def handle(conn: Conn, text: str) -> None:
+    try:
+        event = json.loads(text)
+    except json.JSONDecodeError:
+        await conn.error("The server could not parse the JSON of your event.", code="invalid_json")
+        return
+    if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+        await conn.error("The 'type' field is missing.", code="invalid_event")
+        return
+    kind, event_id = event["type"], event.get("event_id")
+    conn.state.record(path="/v1/realtime", event=kind)
+    if kind == "session.update":
+        await session_update(conn, event, event_id)
+    elif kind == "input_audio_buffer.append":
+        try:
+            conn.buffer.extend(base64.b64decode(event.get("audio", ""), validate=True))
+        except (binascii.Error, TypeError):
+            await conn.error("Invalid 'audio': expected base64-encoded audio bytes.", code="invalid_value",
+                             event_id=event_id, param="audio")
+    elif kind == "input_audio_buffer.clear":
+        conn.buffer.clear()
+        await conn.send("input_audio_buffer.cleared")
+    elif kind == "input_audio_buffer.commit":
+        await commit(conn, event_id)
+    elif kind == "conversation.item.create":
+        await item_create(conn, event, event_id)
+    elif kind == "response.create":
+        if conn.responding is not None and not conn.responding.done():
+            await conn.error("Conversation already has an active response in progress.",
+                             code="conversation_already_has_active_response", event_id=event_id)
+            return
+        conn.responding = asyncio.create_task(respond(conn))
+    elif kind == "response.cancel":
+        if conn.responding is not None:
+            conn.responding.cancel()
+    else:
+        await conn.error(f"Invalid value: '{kind}'. Not a supported client event type.", code="invalid_value",
+                         event_id=event_id, param="type")
+
+
+async def session_update(conn: Conn, event: dict[str, Any], event_id: str | None) -> None:
+    session = event.get("session")
+    if not isinstance(session, dict):
+        await conn.error("Missing required parameter: 'session'.", code="missing_required_parameter",
+                         event_id=event_id, param="session")
+        return
+    if not conn.beta:
+        if session.get("type") not in ("realtime", "transcription"):
+            await conn.error("Missing required parameter: 'session.type'.", code="missing_required_parameter",
+                             event_id=event_id, param="session.type")
+            return
+        for direction in ("input", "output"):
+            fmt = ((session.get("audio") or {}).get(direction) or {}).get("format")
+            if isinstance(fmt, dict) and fmt.get("type") == "audio/pcm" and fmt.get("rate", RATE) != RATE:
+                await conn.error(f"Invalid 'session.audio.{direction}.format.rate': only {RATE} is supported.",
+                                 code="invalid_value", event_id=event_id,
+                                 param=f"session.audio.{direction}.format.rate")
+                return
+    else:
+        # Fold the beta's flat shape into the nested one the emulator keeps.
+        if "input_audio_transcription" in session:
+            session = merge(session, {"audio": {"input": {"transcription": session["input_audio_transcription"]}}})
+        if "voice" in session:
+            session = merge(session, {"audio": {"output": {"voice": session["voice"]}}})
+    conn.session = merge(conn.session, session)
+    await conn.send("session.updated", session=conn.session)
+
+
+async def item_create(conn: Conn, event: dict[str, Any], event_id: str | None) -> None:
+    item = event.get("item")
+    if not isinstance(item, dict) or item.get("type") != "message" or item.get("role") not in (
+        "user", "assistant", "system"
+    ):
+        await conn.error("Invalid 'item': expected a message with role user, assistant or system.",
+                         code="invalid_value", event_id=event_id, param="item")
+        return
+    content = item.get("content")
+    if not isinstance(content, list) or not content:
+        await conn.error("Missing required parameter: 'item.content'.", code="missing_required_parameter",
+                         event_id=event_id, param="item.content")
+        return
+    item = {"id": item.get("id") or conn.new_id("item"), "object": "realtime.item", "status": "completed", **item}
+    previous = conn.items[-1]["id"] if conn.items else None
+    conn.items.append(item)
+    await conn.send("conversation.item.added", previous_item_id=previous, item=item)
+    if not conn.beta:
+        await conn.send("conversation.item.done", previous_item_id=previous, item=item)
+
+
+async def commit(conn: Conn, event_id: str | None) -> None:
+    if len(conn.buffer) < RATE * 2 // 10:
+        await conn.error(
+            f"Error committing input audio buffer: buffer too small. Expected at least 100ms of audio, but buffer "
+            f"only has {len(conn.buffer) / 2 / RATE * 1000:.2f}ms of audio.",
+            code="input_audio_buffer_commit_empty", event_id=event_id,
+        )
+        return
+    pcm = bytes(conn.buffer)
+    conn.buffer.clear()
+    conn.state.requests[-1]["audio_s"] = len(pcm) / 2 / RATE  # what was heard, for assertions
+    item_id = conn.new_id("item")
+    previous = conn.items[-1]["id"] if conn.items else None
+    item = {"id": item_id, "object": "realtime.item", "type": "message", "role": "user", "status": "completed",
+            "content": [{"type": "input_audio", "transcript": None}]}
+    conn.items.append(item)
+    await conn.send("input_audio_buffer.committed", previous_item_id=previous, item_id=item_id)
+    await conn.send("conversation.item.added", previous_item_id=previous, item=item)
+    transcript = await conn.state.transcribe(pcm, RATE)
+    conn.last_transcript = transcript
+    item["content"][0]["transcript"] = transcript
+    if not conn.beta:
+        await conn.send("conversation.item.done", previous_item_id=previous, item=item)
+    if (conn.session.get("audio") or {}).get("input", {}).get("transcription"):
+        await conn.send("conversation.item.input_audio_transcription.completed", item_id=item_id, content_index=0,
+                        transcript=transcript, usage={"type": "duration", "seconds": round(len(pcm) / 2 / RATE)})
+
+
+def reply_for(conn: Conn) -> str:
+    if conn.last_transcript is not None:
+        return f"You said: {conn.last_transcript}"
+    for item in reversed(conn.items):
+        if item.get("role") == "user":
+            texts = [c.get("text") or c.get("transcript") or "" for c in item.get("content", [])]
+            return f"You said: {' '.join(t for t in texts if t)}"
+    return "Hello."
+
+
+async def respond(conn: Conn) -> None:
+    """One response in the GA order: created, item/part added, interleaved deltas, done events."""
+    fault, conn.pending_fault = conn.pending_fault, None
+    if fault is None:
+        fault = conn.state.take_fault()
+    state, ws = conn.state, conn.ws
+    response_id, item_id = conn.new_id("resp"), conn.new_id("item")
+    voice = conn.session["audio"]["output"].get("voice", "marin")
+    await conn.send("response.created", response={"id": response_id, "object": "realtime.response",
+                                                  "status": "in_progress", "output": []})
+    if fault is not None and fault.kind == "error":
+        code = "rate_limit_exceeded" if fault.status == 429 else "server_error"
+        failure = {"type": "failed", "error": {"type": "server_error" if fault.status >= 500 else "invalid_request_error",
+                                               "code": code}}
+        await conn.send("response.done", response={"id": response_id, "object": "realtime.response",
+                                                   "status": "failed", "status_details": failure, "output": []})
+        return
+    if fault is not None and fault.kind == "malformed":
+        await ws.send_str("<html>502 Bad Gateway</html>")
+        return
+    if fault is not None and fault.kind == "hang":
+        await asyncio.sleep(fault.seconds if fault.arg else 3600.0)
+    await conn.send("rate_limits.updated", rate_limits=[
+        {"name": "requests", "limit": 1000, "remaining": 999, "reset_seconds": 0.06}])
+    text = reply_for(conn)
+    item = {"id": item_id, "object": "realtime.item", "type": "message", "role": "assistant",
+            "status": "in_progress", "content": []}
+    await conn.send("response.output_item.added", response_id=response_id, output_index=0, item=item)
+    await conn.send("conversation.item.added", previous_item_id=conn.items[-1]["id"] if conn.items else None,
+                    item=item)
+    part = {"type": "output_audio", "transcript": ""}
+    common = {"response_id": response_id, "item_id": item_id, "output_index": 0, "content_index": 0}
+    await conn.send("response.content_part.added", part=part, **common)
+    pcm = await state.synthesize(text, RATE)
+    words = text.split(" ")
+    chunks = [pcm[i : i + DELTA_BYTES] for i in range(0, len(pcm), DELTA_BYTES)] or [b""]
+    started, stalled = time.monotonic(), False
+    for index, chunk in enumerate(chunks):
+        if fault is not None and fault.kind == "drop" and (
+            index >= len(chunks) // 2 or (fault.arg and time.monotonic() - started >= fault.seconds)
+        ):
+            if conn.transport is not None:
+                conn.transport.abort()  # a crash, not a close handshake: the client sees 1006
+            else:
+                await ws.close(code=1011, message=b"emulated drop")
+            return
+        if fault is not None and fault.kind == "stall" and not stalled and index >= len(chunks) // 2:
+            stalled = True
+            await asyncio.sleep(fault.seconds if fault.arg else 3600.0)
+        # Spread the words over the audio so text and audio deltas interleave like the real thing.
+        lo, hi = len(words) * index // len(chunks), len(words) * (index + 1) // len(chunks)
+        if hi > lo:
+            delta = " ".join(words[lo:hi])
+            await conn.send("response.output_audio_transcript.delta", delta=delta if lo == 0 else " " + delta,
+                            **common)
+        if chunk:
+            await conn.send("response.output_audio.delta", delta=base64.b64encode(chunk).decode(), **common)
+        await asyncio.sleep(len(chunk) / 2 / RATE * PACE)
+    await conn.send("response.output_audio.done", **common)
+    await conn.send("response.output_audio_transcript.done", transcript=text, **common)
+    part["transcript"] = text
+    await conn.send("response.content_part.done", part=part, **common)
+    item = {**item, "status": "completed", "content": [{"type": "output_audio", "transcript": text}]}
+    conn.items.append(item)
+    await conn.send("response.output_item.done", response_id=response_id, output_index=0, item=item)
+    await conn.send("response.done", response={
+        "id": response_id, "object": "realtime.response", "status": "completed", "status_details": None,
+        "output": [item], "audio": {"output": {"voice": voice}},
+        "usage": {"total_tokens": len(words) * 2, "input_tokens": len(words), "output_tokens": len(words)},
+    })
+
+
+def build_app(state: EmulatorState) -> web.Application:
+    """The emulator app: `ws://HOST:PORT/v1/realtime?model=...` (see `voicerouter.testing.server.emulate`)."""
+    from voicerouter.testing.openai import not_found
+
+    app = web.Application()
+    app[STATE_KEY] = state
+    app.router.add_get("/v1/realtime", realtime)
+    app.router.add_route("*", "/{tail:.*}", not_found)
+    return app
