@@ -109,7 +109,9 @@ def read_events(paths: Iterable[str | Path], *, strict: bool = False) -> EventLo
                     where = Location(str(path), number)
                     if strict:
                         raise EventLogError(
-                            f"bad event line: {problem}", location=where, hint="fix or delete the line, or drop --strict"
+                            f"bad event line: {problem}",
+                            location=where,
+                            hint="fix or delete the line, or drop --strict",
                         )
                     log.skipped.append(SkippedLine(where, problem or "bad line"))
                     continue

@@ -347,7 +347,9 @@ def group_stats(analysis: Analysis, by: GroupBy | None = None) -> list[GroupStat
         turns = [t for t in analysis.turns if name in t.providers.values()]
         incidents = [(e, p) for e, p in analysis.incidents if name in _incident_providers(e, p, counting=True)]
         sessions = {t.session_id for t in turns} | {e["session_id"] for e, _ in incidents}
-        group = _group_stats(name, turns, incidents, sessions, stage_of=lambda t, stage, n=name: _served_by(t, stage, n))
+        group = _group_stats(
+            name, turns, incidents, sessions, stage_of=lambda t, stage, n=name: _served_by(t, stage, n)
+        )
         group.stages = sorted(providers[name])
         out.append(group)
     return out
@@ -389,3 +391,73 @@ def provider_incidents(analysis: Analysis) -> list[ProviderIncidents]:
         elif provider and kind == "breaker" and ev.get("state") == "open":
             row(provider).breaker_opened += 1
     return [table[k] for k in sorted(table)]
+
+
+@dataclass(frozen=True)
+class SpeechRegion:
+    start_s: float
+    end_s: float | None  # None: the log ends while the user still speaks
+
+
+def speech_regions(events: Iterable[dict[str, Any]]) -> list[SpeechRegion]:
+    """VAD speech regions (speech_start .. speech_end, input-audio positions) of one session."""
+    regions: list[SpeechRegion] = []
+    open_start: float | None = None
+    for ev in events:
+        position = _num(ev.get("audio_s"))
+        if position is None:
+            continue
+        if ev["type"] == "speech_start":
+            if open_start is not None:
+                regions.append(SpeechRegion(open_start, position))
+            open_start = position
+        elif ev["type"] == "speech_end" and open_start is not None:
+            regions.append(SpeechRegion(open_start, position))
+            open_start = None
+    if open_start is not None:
+        regions.append(SpeechRegion(open_start, None))
+    return regions
+
+
+def audio_clock(events: Iterable[dict[str, Any]]):
+    """Map the session clock `t` onto the input-audio axis, for events that carry only `t`.
+
+    Replays run faster than real time, so `t` and audio positions differ; events that carry both
+    (speech_start/end, turn_end) pin the mapping, which is linear in between and runs at real-time
+    speed past the last pin.
+    """
+    pins: list[tuple[float, float]] = []
+    for ev in events:
+        t = _num(ev.get("t"))
+        if t is None:
+            continue
+        if ev["type"] in ("speech_start", "speech_end") and _num(ev.get("audio_s")) is not None:
+            pins.append((t, float(ev["audio_s"])))
+        elif ev["type"] == "turn_end" and _num(ev.get("end_s")) is not None:
+            pins.append((t, float(ev["end_s"]) + (_num(ev.get("delay_ms")) or 0) / 1000))
+    pins.sort()
+    # keep the mapping monotonic even when pins disagree slightly
+    clean: list[tuple[float, float]] = []
+    for t, a in pins:
+        if not clean or (t > clean[-1][0] and a >= clean[-1][1]):
+            clean.append((t, a))
+
+    def to_audio(t: float) -> float:
+        if not clean:
+            return t
+        if t <= clean[0][0]:
+            return max(0.0, clean[0][1] - (clean[0][0] - t))
+        for (t0, a0), (t1, a1) in zip(clean, clean[1:], strict=False):
+            if t <= t1:
+                return a0 + (a1 - a0) * (t - t0) / (t1 - t0)
+        return clean[-1][1] + (t - clean[-1][0])
+
+    return to_audio
+
+
+def by_session(events: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Events split per session id, in order of first appearance."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for ev in events:
+        out.setdefault(ev["session_id"], []).append(ev)
+    return out

@@ -1,0 +1,223 @@
+"""The latency and resilience report behind `voicerouter report`: one dict for scripts, rich tables for people.
+
+JSON shape (`build_report(...)`, printed by `report --json`); times in milliseconds, audio positions
+in seconds, null where the log has no data:
+
+    {
+      "version": 1,
+      "group_by": "route" | "provider" | "tenant" | null,
+      "percentiles": {"method": "linear", "quantiles": [50, 90, 99]},
+      "files": ["events.jsonl", ...],
+      "skipped_lines": [{"location": "events.jsonl:13", "reason": "not valid JSON ..."}],
+      "sessions": 3,
+      "total": GROUP,             # every selected turn, key null
+      "groups": [GROUP, ...],     # one per route/tenant/provider (key null = not set); [] without --by
+      "providers": [{"provider": "dg", "failovers_from": 1, "failovers_to": 0, "retries": 0,
+                     "hedges": 1, "hedges_won": 1, "errors": 0, "breaker_opened": 0}, ...],
+      "turns": [{"session_id", "turn", "tenant", "region", "route", "pipeline", "reason", "t",
+                 "start_s", "end_s", "text", "reply", "providers": {"stt": "dg", "tts": "eleven"},
+                 "turn_end_delay_ms", "stt_final_ms", "agent_reply_ms", "tts_first_audio_ms",
+                 "voice_to_voice_ms", "reply_start_s", "reply_audio_s"}, ...],
+      "errors": [{"session_id", "t", "turn", "stage", "provider", "error_type", "message"}, ...]
+    }
+    GROUP = {"key": str | null, "sessions": int, "turns": int, "stages": [str] (by provider only),
+             "latency_ms": {METRIC: {"n", "p50", "p90", "p99", "mean", "max"}},
+             "failovers": int, "retries": int, "hedges": int, "errors": int}
+    METRIC = voice_to_voice (turn_end.delay_ms + tts_first_audio.latency_ms: user stops speaking ->
+             first reply audio) | stt_final | tts_first_audio | turn_end_delay | agent_reply
+
+Percentiles interpolate linearly between closest ranks (numpy's default); see observe.stats.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from voicerouter.config.secrets import redact
+from voicerouter.observe.logs import EventLog
+from voicerouter.observe.stats import (
+    PERCENTILES,
+    GroupBy,
+    analyze,
+    group_stats,
+    provider_incidents,
+)
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+REPORT_VERSION = 1
+METRIC_TITLES = {
+    "voice_to_voice": "voice→voice",
+    "stt_final": "STT final",
+    "tts_first_audio": "TTS 1st audio",
+    "turn_end_delay": "turn-end delay",
+    "agent_reply": "agent",
+}
+TABLE_METRICS = ("voice_to_voice", "stt_final", "tts_first_audio", "turn_end_delay")
+
+
+def build_report(log: EventLog, by: GroupBy | None = None) -> dict[str, Any]:
+    analysis = analyze(log.events)
+    errors = [
+        {
+            "session_id": ev["session_id"],
+            "t": ev.get("t"),
+            "turn": ev.get("turn"),
+            "stage": ev.get("stage"),
+            "provider": provider,
+            "error_type": ev.get("error_type") or ev["type"],
+            "message": ev.get("message") or ev.get("error"),
+        }
+        for ev, provider in analysis.incidents
+        if ev["type"] in ("error", "refused")
+    ]
+    return {
+        "version": REPORT_VERSION,
+        "group_by": by,
+        "percentiles": {"method": "linear", "quantiles": list(PERCENTILES)},
+        "files": [str(p) for p in log.files],
+        "skipped_lines": [{"location": str(s.location), "reason": s.reason} for s in log.skipped],
+        "sessions": len(analysis.sessions),
+        "total": group_stats(analysis)[0].to_dict(),
+        "groups": [g.to_dict() for g in group_stats(analysis, by)] if by else [],
+        "providers": [p.to_dict() for p in provider_incidents(analysis)],
+        "turns": [t.to_dict() for t in analysis.turns],
+        "errors": errors,
+    }
+
+
+def fmt_ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def fmt_dist(dist: dict[str, Any]) -> str:
+    """'p50 / p90 / p99' in ms, or '-' for an empty group."""
+    if not dist or not dist.get("n"):
+        return "-"
+    return " / ".join(fmt_ms(dist.get(f"p{q}")) for q in PERCENTILES)
+
+
+def _count(value: int) -> str:
+    return str(value) if value else "-"
+
+
+def render_report(report: dict[str, Any], console: Console, *, show_turns: bool = False) -> None:
+    """Print the report as rich tables: latency by group, provider incidents, errors, turns."""
+    from rich.table import Table
+
+    by = report.get("group_by")
+    markup_safe = _escaper()
+    quantiles = "/".join(f"p{q}" for q in PERCENTILES)
+    table = Table(title=f"Latency (ms, {quantiles}, linear interpolation)", title_justify="left")
+    table.add_column(by or "all", style="bold")
+    if by == "provider":
+        table.add_column("stages")
+    table.add_column("sessions", justify="right")
+    table.add_column("turns", justify="right")
+    for name in TABLE_METRICS:
+        table.add_column(METRIC_TITLES[name], justify="right", no_wrap=True)
+    for name in ("failovers", "retries", "hedges", "errors"):
+        table.add_column(name, justify="right")
+
+    def add(group: dict[str, Any], key: str, style: str | None = None) -> None:
+        cells = [markup_safe(key)]
+        if by == "provider":
+            cells.append(",".join(group["stages"]) or "-")
+        cells += [str(group["sessions"]), str(group["turns"])]
+        cells += [fmt_dist(group["latency_ms"].get(name, {})) for name in TABLE_METRICS]
+        cells += [_count(group[name]) for name in ("failovers", "retries", "hedges", "errors")]
+        table.add_row(*cells, style=style)
+
+    for group in report["groups"] if by else []:
+        add(group, group["key"] or "(none)")
+    if by:
+        table.add_section()
+    add(report["total"], "total" if by else "all", "bold" if by else None)
+    console.print(table)
+
+    if report["providers"]:
+        incidents = Table(title="Resilience by provider", title_justify="left")
+        for column in (
+            "provider",
+            "failed over from",
+            "failed over to",
+            "retries",
+            "hedges (won)",
+            "errors",
+            "breaker opened",
+        ):
+            incidents.add_column(column, justify="left" if column == "provider" else "right")
+        for row in report["providers"]:
+            hedges = f"{row['hedges']} ({row['hedges_won']})" if row["hedges"] else "-"
+            incidents.add_row(
+                markup_safe(row["provider"]),
+                _count(row["failovers_from"]),
+                _count(row["failovers_to"]),
+                _count(row["retries"]),
+                hedges,
+                _count(row["errors"]),
+                _count(row["breaker_opened"]),
+            )
+        console.print(incidents)
+
+    if report["errors"]:
+        errors = Table(title="Errors", title_justify="left")
+        for column in ("session", "t (s)", "turn", "stage", "provider", "type", "message"):
+            errors.add_column(column, overflow="fold")
+        for err in report["errors"]:
+            errors.add_row(
+                *map(
+                    markup_safe,
+                    (
+                        err["session_id"],
+                        "-" if err["t"] is None else f"{err['t']:.2f}",
+                        "-" if err["turn"] is None else str(err["turn"]),
+                        err["stage"] or "-",
+                        err["provider"] or "-",
+                        err["error_type"] or "-",
+                        redact(err["message"] or "-"),
+                    ),
+                )
+            )
+        console.print(errors)
+
+    if show_turns:
+        _render_turns(report["turns"], console)
+
+
+def _render_turns(turns: list[dict[str, Any]], console: Console) -> None:
+    from rich.table import Table
+
+    table = Table(title="Turns (ms)", title_justify="left")
+    for column in ("session", "turn", "route", "stt", "tts", "end", "delay", "STT", "TTS 1st", "v→v", "transcript"):
+        table.add_column(column, justify="right" if column in ("turn", "delay", "STT", "TTS 1st", "v→v") else "left")
+    markup_safe = _escaper()
+    for t in turns:
+        providers = t["providers"]
+        table.add_row(
+            *map(
+                markup_safe,
+                (
+                    t["session_id"],
+                    str(t["turn"]),
+                    t["route"] or "-",
+                    providers.get("stt") or providers.get("s2s") or "-",
+                    providers.get("tts") or providers.get("s2s") or "-",
+                    t["reason"] or "-",
+                    fmt_ms(t["turn_end_delay_ms"]),
+                    fmt_ms(t["stt_final_ms"]),
+                    fmt_ms(t["tts_first_audio_ms"]),
+                    fmt_ms(t["voice_to_voice_ms"]),
+                    t["text"] or "",
+                ),
+            )
+        )
+    console.print(table)
+
+
+def _escaper():
+    """Log text is data, not rich markup: '[provider=x]' must print as written."""
+    from rich.markup import escape
+
+    return lambda value: escape(str(value))
