@@ -1,0 +1,34 @@
+"""Offline speech engines (PocketSphinx STT, Piper TTS) that need no network and no key.
+
+Each engine loads its model once per process and shares it between sessions; the modules import
+their engine package lazily, so a missing package surfaces as `EngineMissingError` with the fix.
+"""
+
+from __future__ import annotations
+
+from voicerouter.errors import PermanentProviderError
+
+
+class EngineMissingError(PermanentProviderError):
+    """The Python package of a local engine (or its bundled model) is not installed."""
+
+    def __init__(self, engine: str, packages: str, *, provider: str | None = None, cause: str = "") -> None:
+        detail = f": {cause}" if cause else ""
+        super().__init__(
+            f"the {engine} engine is not available{detail}",
+            provider=provider,
+            hint=f"pip install {packages}",
+        )
+        self.engine = engine
+        self.packages = packages
+
+
+def resample_int16(pcm: bytes, from_rate: int, to_rate: int) -> bytes:
+    """Mono PCM16 from one rate to another (soxr, high quality); returns the input when rates match."""
+    if from_rate == to_rate or not pcm:
+        return pcm
+    import numpy as np
+    import soxr
+
+    samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2")
+    return soxr.resample(samples, from_rate, to_rate).astype("<i2").tobytes()

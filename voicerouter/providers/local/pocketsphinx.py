@@ -1,0 +1,319 @@
+"""Offline CMU PocketSphinx STT with the en-US model the package ships; nothing is downloaded.
+
+A decoder holds the whole model (~90 MB, ~0.6 s to load) and is not thread-safe, so the process
+keeps one shared pool of decoders, created lazily up to a small limit (default: one per core, at
+most 2). A batch transcription borrows a decoder for the decode; a stream holds one for its utterance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from voicerouter.errors import ConfigError, ProviderError, TransientProviderError
+from voicerouter.providers.base import PIPELINE_RATE, AudioChunk, BuildContext, Kind, PartialCallback, Transcript
+from voicerouter.providers.local import EngineMissingError, resample_int16
+
+if TYPE_CHECKING:
+    from voicerouter.config.schema import ProviderConfig
+
+TYPE = "pocketsphinx"
+PACKAGES = "pocketsphinx"
+DECODER_RATE = 16000  # the bundled acoustic model is 16 kHz
+POOL_ENV = "VOICEROUTER_POCKETSPHINX_DECODERS"
+# Feed a streaming decoder in pieces of this size so partials follow the speech (100 ms at 16 kHz).
+STREAM_BLOCK_BYTES = 3200
+
+
+def _default_pool_size() -> int:
+    value = os.environ.get(POOL_ENV)
+    if value:
+        try:
+            return max(1, int(value))
+        except ValueError:
+            raise ConfigError(f"{POOL_ENV}={value!r} must be a whole number of decoders") from None
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+class DecoderPool:
+    """The process's PocketSphinx decoders: the first is made on first use, more only when all are busy."""
+
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self._idle: list[Any] = []
+        self._created = 0
+        self._cond = threading.Condition()
+        self.load_seconds: list[float] = []
+
+    @property
+    def created(self) -> int:
+        return self._created
+
+    def _new_decoder(self) -> Any:
+        try:
+            from pocketsphinx import Decoder
+        except ImportError as exc:
+            raise EngineMissingError("pocketsphinx", PACKAGES, cause=f"cannot import {exc.name}") from None
+        started = time.perf_counter()
+        decoder = Decoder(samprate=DECODER_RATE, loglevel="FATAL")
+        self.load_seconds.append(time.perf_counter() - started)
+        return decoder
+
+    def acquire(self, timeout: float | None = None) -> Any:
+        """Blocking: an idle decoder, a new one if the pool may grow, else wait for one to come back."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while True:
+                if self._idle:
+                    return self._idle.pop()
+                if self._created < self.max_size:
+                    self._created += 1
+                    break
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TransientProviderError(
+                        f"all {self.max_size} pocketsphinx decoders are busy",
+                        hint=f"raise {POOL_ENV} (each decoder holds ~90 MB)",
+                    )
+                self._cond.wait(remaining)
+        try:  # load outside the lock so a load never blocks a release
+            return self._new_decoder()
+        except BaseException:
+            with self._cond:
+                self._created -= 1
+                self._cond.notify()
+            raise
+
+    def release(self, decoder: Any) -> None:
+        with self._cond:
+            self._idle.append(decoder)
+            self._cond.notify()
+
+    def preload(self) -> float:
+        """Make sure one decoder (the model) is loaded; returns the seconds that took (0 if it was)."""
+        with self._cond:
+            if self._created:
+                return 0.0
+        self.release(self.acquire())
+        return self.load_seconds[0] if self.load_seconds else 0.0
+
+
+_pool: DecoderPool | None = None
+_pool_lock = threading.Lock()
+
+
+def pool() -> DecoderPool:
+    """The process-wide decoder pool (created on first use, shared by every provider instance)."""
+    global _pool
+    if _pool is None:
+        with _pool_lock:
+            if _pool is None:
+                _pool = DecoderPool(_default_pool_size())
+    return _pool
+
+
+def preload() -> float:
+    """Load the model now (the live `run` command does this before opening the microphone)."""
+    return pool().preload()
+
+
+def _decode(decoder: Any, pcm16k: bytes) -> str:
+    decoder.start_utt()
+    decoder.process_raw(pcm16k, full_utt=True)
+    decoder.end_utt()
+    hyp = decoder.hyp()
+    return hyp.hypstr.strip() if hyp is not None else ""
+
+
+def transcribe_pcm(pcm: bytes, sample_rate: int) -> str:
+    """Blocking: the text of one utterance of mono PCM16 (resampled to 16 kHz when needed)."""
+    pcm16k = resample_int16(pcm, sample_rate, DECODER_RATE)
+    engine = pool()
+    decoder = engine.acquire()
+    try:
+        return _decode(decoder, pcm16k)
+    finally:
+        engine.release(decoder)
+
+
+_DONE = object()
+
+
+class PocketSphinxStream:
+    """One streamed utterance: a worker thread feeds a pooled decoder and reports partials as they change."""
+
+    def __init__(self, provider: str, sample_rate: int, on_partial: PartialCallback | None) -> None:
+        self._provider = provider
+        self._rate = sample_rate
+        self._on_partial = on_partial
+        self._loop = asyncio.get_running_loop()
+        self._audio: queue.SimpleQueue[bytes | object] = queue.SimpleQueue()
+        self._result: asyncio.Future[str] = self._loop.create_future()
+        self._cancelled = threading.Event()
+        self._finished = False
+        self._thread = threading.Thread(target=self._work, name=f"pocketsphinx-{provider}", daemon=True)
+        self._thread.start()
+
+    async def send(self, pcm: bytes) -> None:
+        if self._finished:
+            raise TransientProviderError("audio sent after the stream finished", provider=self._provider)
+        if pcm:
+            self._audio.put(pcm)
+
+    async def finish(self) -> Transcript:
+        if not self._finished:
+            self._finished = True
+            self._audio.put(_DONE)
+        text = await asyncio.shield(self._result)
+        return Transcript(text, is_final=True, provider=self._provider)
+
+    async def aclose(self) -> None:
+        """Abandon the utterance (if not finished) and give the decoder back."""
+        if not self._finished:
+            self._finished = True
+            self._cancelled.set()
+            self._audio.put(_DONE)
+        if not self._result.done():
+            self._result.cancel()
+
+    def _post(self, callback: Any, *args: Any) -> None:
+        try:
+            self._loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:  # the loop closed under us: nobody wants the result any more
+            self._cancelled.set()
+
+    def _partial(self, text: str) -> None:
+        if self._on_partial is not None and not self._result.done():
+            self._on_partial(Transcript(text, is_final=False, provider=self._provider))
+
+    def _resolve(self, text: str | None, error: BaseException | None) -> None:
+        if self._result.done():
+            return
+        if error is not None:
+            self._result.set_exception(error)
+        else:
+            self._result.set_result(text or "")
+
+    def _work(self) -> None:
+        engine = pool()
+        try:
+            decoder = engine.acquire()
+        except BaseException as exc:
+            self._post(self._resolve, None, _typed(exc, self._provider))
+            return
+        try:
+            resampler = None
+            if self._rate != DECODER_RATE:
+                import soxr
+
+                resampler = soxr.ResampleStream(self._rate, DECODER_RATE, 1, dtype="int16")
+            decoder.start_utt()
+            last = ""
+            pending = b""
+            while not self._cancelled.is_set():
+                item = self._audio.get()
+                if item is _DONE:
+                    break
+                pending += self._to_16k(item, resampler)  # type: ignore[arg-type]
+                if len(pending) < STREAM_BLOCK_BYTES and not self._audio.empty():
+                    continue  # coalesce small frames; the decoder is faster on bigger blocks
+                decoder.process_raw(pending, full_utt=False)
+                pending = b""
+                hyp = decoder.hyp()
+                text = hyp.hypstr.strip() if hyp is not None else ""
+                if text and text != last:
+                    last = text
+                    self._post(self._partial, text)
+            if self._cancelled.is_set():
+                decoder.end_utt()
+                return
+            if resampler is not None:
+                import numpy as np
+
+                pending += resampler.resample_chunk(np.zeros(0, dtype="int16"), last=True).astype("<i2").tobytes()
+            if pending:
+                decoder.process_raw(pending, full_utt=False)
+            decoder.end_utt()
+            hyp = decoder.hyp()
+            self._post(self._resolve, hyp.hypstr.strip() if hyp is not None else "", None)
+        except BaseException as exc:  # handed to finish(), raised there typed
+            self._post(self._resolve, None, _typed(exc, self._provider))
+        finally:
+            engine.release(decoder)
+
+    @staticmethod
+    def _to_16k(pcm: bytes, resampler: Any) -> bytes:
+        if resampler is None:
+            return pcm
+        import numpy as np
+
+        samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2")
+        return resampler.resample_chunk(samples).astype("<i2").tobytes()
+
+
+class PocketSphinxSTT:
+    """The STTProvider over the shared decoder pool; holds no model of its own."""
+
+    type = TYPE
+    kind: Kind = "stt"
+    supports_streaming = True
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.pool = pool()
+
+    def preload(self) -> float:
+        return self.pool.preload()
+
+    async def transcribe(self, audio: AudioChunk) -> Transcript:
+        try:
+            text = await asyncio.to_thread(transcribe_pcm, audio.pcm, audio.sample_rate)
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise _typed(exc, self.name) from None
+        return Transcript(text, is_final=True, provider=self.name)
+
+    async def open_stream(
+        self, sample_rate: int = PIPELINE_RATE, on_partial: PartialCallback | None = None
+    ) -> PocketSphinxStream:
+        if sample_rate <= 0:
+            raise ConfigError(f"provider {self.name}: sample rate must be positive, got {sample_rate}")
+        return PocketSphinxStream(self.name, sample_rate, on_partial)
+
+    async def probe(self) -> None:
+        await self.transcribe(AudioChunk(bytes(int(0.3 * DECODER_RATE) * 2), DECODER_RATE))
+
+    async def aclose(self) -> None:
+        """Nothing per instance: the decoders stay loaded for the next session."""
+
+
+def _typed(exc: BaseException, provider: str) -> ProviderError:
+    if isinstance(exc, ProviderError):
+        return exc.with_context(provider=provider)
+    return TransientProviderError(f"pocketsphinx decoding failed: {type(exc).__name__}: {exc}", provider=provider)
+
+
+def create(name: str, kind: Kind, config: ProviderConfig, ctx: BuildContext) -> PocketSphinxSTT:
+    """Factory named in the provider registry (`pocketsphinx`)."""
+    if kind != "stt":
+        raise ConfigError(f"provider {name}: pocketsphinx only does stt, not {kind}")
+    if config.language not in (None, "en", "en-US", "en-us"):
+        raise ConfigError(
+            f"provider {name}: pocketsphinx language {config.language!r} is not bundled",
+            hint="only the en-US model ships with the package; omit `language` or set it to en-US",
+        )
+    if config.options:
+        raise ConfigError(
+            f"provider {name}: pocketsphinx takes no options (got {', '.join(config.options)})",
+            hint=f"the decoder pool size is set process-wide with {POOL_ENV}",
+        )
+    try:
+        import pocketsphinx  # noqa: F401  (fail at build time, not mid-session)
+    except ImportError as exc:
+        raise EngineMissingError("pocketsphinx", PACKAGES, provider=name, cause=f"cannot import {exc.name}") from None
+    return PocketSphinxSTT(name)
