@@ -58,9 +58,9 @@ class EventLog:
 def _check_line(raw: str) -> tuple[dict[str, Any] | None, str | None]:
     """Parse one line; returns (event, None) or (None, why it is bad)."""
     try:
-        obj = json.loads(raw)
+        obj = json.loads(raw.rstrip("\r\n"))
     except json.JSONDecodeError as exc:
-        return None, f"not valid JSON ({exc.msg} at column {exc.colno})"
+        return None, f"not valid JSON ({exc.msg}, column {exc.colno})"
     if not isinstance(obj, dict):
         return None, f"expected a JSON object, got {type(obj).__name__}"
     for key in ("type", "session_id"):

@@ -55,6 +55,8 @@ METRIC_TITLES = {
     "agent_reply": "agent",
 }
 TABLE_METRICS = ("voice_to_voice", "stt_final", "tts_first_audio", "turn_end_delay")
+COUNTERS = ("failovers", "retries", "hedges", "errors")
+WIDE_LAYOUT_COLUMNS = 165  # below this the latency table is printed one metric per row
 
 
 def build_report(log: EventLog, by: GroupBy | None = None) -> dict[str, Any]:
@@ -108,33 +110,13 @@ def render_report(report: dict[str, Any], console: Console, *, show_turns: bool 
 
     by = report.get("group_by")
     markup_safe = _escaper()
-    quantiles = "/".join(f"p{q}" for q in PERCENTILES)
-    table = Table(title=f"Latency (ms, {quantiles}, linear interpolation)", title_justify="left")
-    table.add_column(by or "all", style="bold")
-    if by == "provider":
-        table.add_column("stages")
-    table.add_column("sessions", justify="right")
-    table.add_column("turns", justify="right")
-    for name in TABLE_METRICS:
-        table.add_column(METRIC_TITLES[name], justify="right", no_wrap=True)
-    for name in ("failovers", "retries", "hedges", "errors"):
-        table.add_column(name, justify="right")
-
-    def add(group: dict[str, Any], key: str, style: str | None = None) -> None:
-        cells = [markup_safe(key)]
-        if by == "provider":
-            cells.append(",".join(group["stages"]) or "-")
-        cells += [str(group["sessions"]), str(group["turns"])]
-        cells += [fmt_dist(group["latency_ms"].get(name, {})) for name in TABLE_METRICS]
-        cells += [_count(group[name]) for name in ("failovers", "retries", "hedges", "errors")]
-        table.add_row(*cells, style=style)
-
-    for group in report["groups"] if by else []:
-        add(group, group["key"] or "(none)")
-    if by:
-        table.add_section()
-    add(report["total"], "total" if by else "all", "bold" if by else None)
-    console.print(table)
+    rows = [(g["key"] or "(none)", g) for g in report["groups"]] if by else []
+    rows.append(("total" if by else "all", report["total"]))
+    if console.width >= WIDE_LAYOUT_COLUMNS:
+        console.print(_latency_wide(rows, by, markup_safe))
+    else:
+        console.print(_latency_long(rows, by, markup_safe))
+        console.print(_counts(rows, by, markup_safe))
 
     if report["providers"]:
         incidents = Table(title="Resilience by provider", title_justify="left")
@@ -184,6 +166,74 @@ def render_report(report: dict[str, Any], console: Console, *, show_turns: bool 
 
     if show_turns:
         _render_turns(report["turns"], console)
+
+
+def _latency_wide(rows, by: str | None, markup_safe):
+    """One row per group, every metric as 'p50 / p90 / p99' (needs a wide terminal)."""
+    from rich.table import Table
+
+    quantiles = "/".join(f"p{q}" for q in PERCENTILES)
+    table = Table(title=f"Latency (ms, {quantiles}, linear interpolation)", title_justify="left")
+    table.add_column(by or "all", style="bold", no_wrap=True)
+    if by == "provider":
+        table.add_column("stages", no_wrap=True)
+    for column in ("sessions", "turns", *(METRIC_TITLES[n] for n in TABLE_METRICS), *COUNTERS):
+        table.add_column(column, justify="right", no_wrap=True)
+    for index, (key, group) in enumerate(rows):
+        if by and index == len(rows) - 1:
+            table.add_section()
+        cells = [markup_safe(key)]
+        if by == "provider":
+            cells.append(",".join(group["stages"]) or "-")
+        cells += [str(group["sessions"]), str(group["turns"])]
+        cells += [fmt_dist(group["latency_ms"].get(name, {})) for name in TABLE_METRICS]
+        cells += [_count(group[name]) for name in COUNTERS]
+        table.add_row(*cells)
+    return table
+
+
+def _latency_long(rows, by: str | None, markup_safe):
+    """One row per group and metric; fits an 80-column terminal."""
+    from rich.table import Table
+
+    table = Table(title="Latency (ms, linear interpolation)", title_justify="left")
+    table.add_column(by or "all", style="bold", no_wrap=True)
+    table.add_column("metric", no_wrap=True)
+    for column in ("n", *(f"p{q}" for q in PERCENTILES), "max"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for index, (key, group) in enumerate(rows):
+        if index:
+            table.add_section()
+        for position, name in enumerate(TABLE_METRICS):
+            dist = group["latency_ms"].get(name) or {}
+            table.add_row(
+                markup_safe(key) if position == 0 else "",
+                METRIC_TITLES[name],
+                str(dist.get("n") or 0),
+                *(fmt_ms(dist.get(f"p{q}")) for q in PERCENTILES),
+                fmt_ms(dist.get("max")),
+            )
+    return table
+
+
+def _counts(rows, by: str | None, markup_safe):
+    from rich.table import Table
+
+    table = Table(title="Turns and incidents", title_justify="left")
+    table.add_column(by or "all", style="bold", no_wrap=True)
+    if by == "provider":
+        table.add_column("stages", no_wrap=True)
+    for column in ("sessions", "turns", *COUNTERS):
+        table.add_column(column, justify="right", no_wrap=True)
+    for index, (key, group) in enumerate(rows):
+        if by and index == len(rows) - 1:
+            table.add_section()
+        cells = [markup_safe(key)]
+        if by == "provider":
+            cells.append(",".join(group["stages"]) or "-")
+        cells += [str(group["sessions"]), str(group["turns"]), *(_count(group[name]) for name in COUNTERS)]
+        table.add_row(*cells)
+    return table
 
 
 def _render_turns(turns: list[dict[str, Any]], console: Console) -> None:
