@@ -21,7 +21,8 @@ DEFAULT_ROUTES = "routes.yaml"
 def run_app(app: typer.Typer) -> int:
     """Run the typer app; every expected failure becomes one line on stderr and an exit code."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns the code of a typer.Exit instead of exiting.
+        result = app(standalone_mode=False)
     except VoiceRouterError as exc:
         print_error(exc)
         return exc.exit_code
@@ -34,11 +35,11 @@ def run_app(app: typer.Typer) -> int:
         print("aborted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:  # click usage errors and anything unexpected
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return EXIT_USAGE if isinstance(exc, click.UsageError) else EXIT_FAILED
+        # Typer's parser errors (its own click, vendored in newer releases), recognised by class name.
+        bases = {cls.__name__ for cls in type(exc).__mro__}
+        if "ClickException" in bases:
+            exc.show()  # type: ignore[attr-defined]
+            return EXIT_USAGE if "UsageError" in bases else EXIT_FAILED
         if os.environ.get("VOICEROUTER_DEBUG"):
             raise
         from voicerouter.config.secrets import redact
@@ -49,7 +50,7 @@ def run_app(app: typer.Typer) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILED
-    return 0
+    return result if isinstance(result, int) else 0
 
 
 def print_error(exc: VoiceRouterError) -> None:

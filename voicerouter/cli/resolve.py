@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 
 def resolve(
-    tenant: Annotated[Optional[str], typer.Option("--tenant", "-t", help="Tenant id.")] = None,
-    region: Annotated[Optional[str], typer.Option("--region", "-r", help="Region, e.g. eu-west-1.")] = None,
-    flag: Annotated[Optional[list[str]], typer.Option("--flag", help="Feature flag: NAME or NAME=true|false (repeatable).")] = None,
-    session_id: Annotated[Optional[str], typer.Option("--session-id", "-s", help="Session id (decides sticky A/B splits); random if unset.")] = None,
-    routes: Annotated[Optional[Path], typer.Option("--routes", help="Routing table (default: $VOICEROUTER_ROUTES, then ./routes.yaml).")] = None,
+    tenant: Annotated[str | None, typer.Option("--tenant", "-t", help="Tenant id.")] = None,
+    region: Annotated[str | None, typer.Option("--region", "-r", help="Region, e.g. eu-west-1.")] = None,
+    flag: Annotated[list[str] | None, typer.Option("--flag", help="Feature flag: NAME or NAME=true|false (repeatable).")] = None,
+    session_id: Annotated[str | None, typer.Option("--session-id", "-s", help="Session id (decides sticky A/B splits); random if unset.")] = None,
+    routes: Annotated[Path | None, typer.Option("--routes", help="Routing table (default: $VOICEROUTER_ROUTES, then ./routes.yaml).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
 ) -> None:
     """Show the session plan for a tenant/region/flags/session id."""

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     text = "text"
     json = "json"
     github = "github"
 
 
 def validate(
-    files: Annotated[list[Path], typer.Argument(help="Routing table files to check.", show_default=False)],
+    files: Annotated[list[Path], typer.Argument(help="Routing table files to check.", show_default=False, metavar="FILE...")],
     format: Annotated[Format, typer.Option("--format", "-f", help="text for people, json for scripts, github for Actions annotations.")] = Format.text,
     strict: Annotated[bool, typer.Option("--strict", help="Treat warnings (unset env variables, literal secrets, unused providers) as errors.")] = False,
 ) -> None:

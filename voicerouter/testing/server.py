@@ -12,9 +12,10 @@ import importlib
 import math
 import random
 import re
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Literal
+from typing import Any, Literal
 
 from voicerouter.errors import UsageError
 
@@ -189,3 +190,98 @@ async def emulate(
         yield Emulator(f"http://{host}:{bound}", state)
     finally:
         await runner.cleanup()
+
+
+# --- Helpers the vendor emulators share (added with the deepgram/elevenlabs/cartesia/azure emulators) ---
+
+EMULATOR_CHUNK_MS = 20  # vendors stream audio in small pieces; so do the emulators
+EMULATOR_PACE_S = 0.002  # a short pause between chunks so they reach the client as separate reads
+
+
+async def hold_forever() -> None:
+    """The `hang` fault: the connection is accepted and then nothing ever comes back."""
+    await asyncio.Event().wait()
+
+
+async def delay_first_byte(fault: Fault | None) -> None:
+    """Apply the faults that act before the first byte: `slow` waits, `hang` never answers."""
+    if fault is None:
+        return
+    if fault.kind == "slow":
+        await asyncio.sleep(fault.seconds)
+    elif fault.kind == "hang":
+        await hold_forever()
+
+
+def drop_connection(request: Any) -> None:
+    """Close the TCP connection under a request without an HTTP answer (the `drop` fault)."""
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+
+
+def read_wav(body: bytes) -> tuple[bytes, int, int, int]:
+    """(pcm, sample_rate, channels, sample_width) of a WAV body; ValueError when it is not one."""
+    import io
+    import wave
+
+    try:
+        with wave.open(io.BytesIO(body), "rb") as wav:
+            return wav.readframes(wav.getnframes()), wav.getframerate(), wav.getnchannels(), wav.getsampwidth()
+    except (wave.Error, EOFError) as exc:
+        raise ValueError(f"not a WAV file: {exc}") from None
+
+
+async def send_body(request: Any, body: bytes, content_type: str, fault: Fault | None, status: int = 200) -> Any:
+    """A whole (JSON) answer, damaged the way `fault` says: stall, drop, malformed, truncate."""
+    from aiohttp import web
+
+    await delay_first_byte(fault)
+    kind = fault.kind if fault else None
+    if kind == "stall":
+        await asyncio.sleep(fault.seconds)  # type: ignore[union-attr]
+    if kind == "drop":
+        drop_connection(request)
+        await hold_forever()
+    if kind == "malformed":
+        body = b"<html><body>502 upstream glitch</body></html>"
+    if kind == "truncate":
+        body = body[: max(1, len(body) // 2)]
+    return web.Response(body=body, status=status, content_type=content_type.split(";")[0].strip())
+
+
+async def stream_pcm(
+    request: Any,
+    pcm: bytes,
+    sample_rate: int,
+    fault: Fault | None,
+    *,
+    content_type: str = "application/octet-stream",
+    headers: dict[str, str] | None = None,
+) -> Any:
+    """Stream PCM16 audio in ~20 ms chunks, applying slow/hang/stall/drop/malformed/truncate."""
+    from aiohttp import web
+
+    await delay_first_byte(fault)
+    kind = fault.kind if fault else None
+    if kind == "malformed":  # a proxy's error page with a 200, not audio
+        return web.Response(body=b'{"unexpected": tru', status=200, content_type="application/json")
+    response = web.StreamResponse(status=200, headers={"Content-Type": content_type, **(headers or {})})
+    if kind == "truncate":
+        response.content_length = len(pcm)  # promise everything, send half
+    await response.prepare(request)
+    step = max(2, sample_rate * EMULATOR_CHUNK_MS // 1000 * 2)
+    chunks = [pcm[i : i + step] for i in range(0, len(pcm), step)]
+    cut = len(chunks) // 2
+    if kind == "drop" and fault is not None and fault.seconds > 0:
+        cut = min(len(chunks) - 1, int(fault.seconds * 1000 / EMULATOR_CHUNK_MS))
+    for index, chunk in enumerate(chunks):
+        if index == cut and kind in ("drop", "truncate"):
+            drop_connection(request)
+            return response
+        if index == cut and kind == "stall":
+            await asyncio.sleep(fault.seconds)  # type: ignore[union-attr]
+        await response.write(chunk)
+        await asyncio.sleep(EMULATOR_PACE_S)
+    await response.write_eof()
+    return response
