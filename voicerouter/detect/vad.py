@@ -12,7 +12,9 @@ Rules (all durations from `VadConfig`):
   end of the last voiced frame, i.e. `stop_ms` before the frame that ended it.
 - On start, `preroll` holds the audio from `preroll_ms` before the first voiced frame up to and
   including the current frame; `preroll` followed by every later frame is the contiguous audio
-  of the region, so the first syllable is never clipped.
+  of the region, so the first syllable is never clipped. After a short pause the pre-roll of
+  the next region overlaps audio already seen: a caller that keeps every frame of an open turn
+  should use the pre-roll only when a new turn starts.
 """
 
 from __future__ import annotations
