@@ -23,7 +23,10 @@ Rules:
     3 words whose last is not a filler or another word that rarely ends a sentence
     ("I", "we", "is", "can", "want", ...).
   The cues are checked in this order: trailing comma/dash/ellipsis, "?" or "!", digits,
-  fillers, ".", the 3-word rule.
+  fillers, ".", the 3-word rule. Silence counts from the VAD's `speech_end_s` (the end of the
+  last voiced frame), so the VAD's own `stop_ms` is part of the wait, not added to it. The wait
+  is re-evaluated every frame, so a partial that arrives during the pause counts at once;
+  partials from before the turn started are ignored.
 - No wait is ever shorter than `min_pause_ms`: a shorter pause never ends a turn.
 - Speech that spans less than `min_turn_ms` (turn start to end of speech) is not a turn: the
   detector still returns a decision, with reason "too_short" and `discarded` true, so the caller
