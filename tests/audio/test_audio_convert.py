@@ -8,6 +8,7 @@ from voicerouter.audio.convert import (
     StreamResampler,
     frame_bytes,
     frames,
+    int24_to_int32,
     resample,
     rms_dbfs,
     to_mono_int16,
@@ -129,3 +130,15 @@ def test_rms_dbfs_levels():
     assert rms_dbfs(full_square) == pytest.approx(0.0, abs=0.01)
     half_sine = sine(1000, 16000, 1.0, amp=0.5).tobytes()
     assert rms_dbfs(half_sine) == pytest.approx(20 * math.log10(0.5 / math.sqrt(2)), abs=0.1)
+
+
+def test_packed_24_bit_samples_convert_via_int32():
+    samples = [0, 1 << 8, -(1 << 23), (1 << 23) - 1, 0x123456]
+    raw = b"".join(v.to_bytes(3, "little", signed=True) for v in samples)
+    as32 = int24_to_int32(raw)
+    assert as32.tolist() == [v << 8 for v in samples]
+    assert to_mono_int16(as32).tolist() == [0, 1, -32768, 32767, 0x1234]  # 0x123456 / 256 rounds to nearest
+    stereo = to_mono_int16(int24_to_int32(raw[:12]), channels=2)
+    assert stereo.tolist() == [0, 0]  # means of (0, 1) and (min, max) round to 0
+    with pytest.raises(ValueError, match="multiple of 3"):
+        int24_to_int32(b"\x00\x01")

@@ -55,6 +55,15 @@ def to_mono_int16(data: np.ndarray, channels: int | None = None) -> np.ndarray:
     return np.clip(np.rint(mono), -32768, _INT16_MAX).astype(np.int16)
 
 
+def int24_to_int32(raw: bytes) -> np.ndarray:
+    """Packed little-endian 24-bit samples (as some devices deliver them) to left-aligned int32,
+    the layout `to_mono_int16` expects for 24-bit audio."""
+    if len(raw) % 3:
+        raise ValueError(f"24-bit data must be a multiple of 3 bytes, got {len(raw)}")
+    b = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 3).astype(np.uint32)
+    return ((b[:, 0] << 8) | (b[:, 1] << 16) | (b[:, 2] << 24)).view(np.int32)
+
+
 def float_to_int16(data: np.ndarray) -> np.ndarray:
     """Mono float (+-1.0 full scale) to int16 with clipping."""
     return np.clip(np.rint(np.asarray(data, dtype=np.float64) * 32768.0), -32768, _INT16_MAX).astype(np.int16)
