@@ -1,0 +1,153 @@
+"""The resilience layer: every stage's providers behind one object of the stage's own protocol.
+
+`build_stage` turns a `StagePlan` into an STT/TTS/S2S provider that selects, retries, enforces
+deadlines, hedges, trips breakers and fails over inside; the session never sees failover, only
+the events (`failover`, `retry`, `hedge`, `breaker`, `health`, `provider_used`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from typing import TYPE_CHECKING, Any
+
+from voicerouter.config.schema import ResilienceConfig
+from voicerouter.errors import ProviderError
+from voicerouter.providers.base import SessionInfo
+from voicerouter.resilience import health
+from voicerouter.resilience.capacity import SessionAdmission
+from voicerouter.resilience.faults import FaultPlan, parse_faults
+from voicerouter.resilience.policy import StageSettings
+
+if TYPE_CHECKING:
+    from voicerouter.routing.plan import StagePlan
+    from voicerouter.session.events import EventBus
+
+__all__ = ["FaultPlan", "SessionAdmission", "build_stage", "parse_faults", "reset", "wrap_agent"]
+
+
+class _Unavailable:
+    """Stands in for a provider that could not be built, so the chain fails over past it."""
+
+    supports_streaming = False
+
+    def __init__(self, name: str, kind: str, error: ProviderError) -> None:
+        self.name, self.kind, self.type, self.error = name, kind, "unavailable", error
+
+    async def _raise(self, *args: Any, **kwargs: Any) -> Any:
+        raise self.error
+
+    transcribe = open_stream = connect = probe = _raise
+
+    def synthesize(self, text: str) -> Any:
+        async def fail() -> Any:
+            raise self.error
+            yield  # pragma: no cover
+
+        return fail()
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _config(pool: Any, name: str) -> Any:
+    getter = getattr(pool, "config", None)
+    if callable(getter):
+        try:
+            return getter(name)
+        except Exception:  # an unknown name surfaces when the provider itself is built
+            return None
+    return getattr(pool, "configs", {}).get(name)
+
+
+def _runner(stage: str, members: list[Any], settings: StageSettings, bus: EventBus, session: SessionInfo,
+            strategy: str, seed: int | None, turn: Any = None) -> Any:
+    from voicerouter.resilience.chain import StageRunner, TurnTracker
+
+    # jitter is seeded per session so a seeded replay retries on the same schedule
+    rng = random.Random(f"{seed}:{session.session_id}:{stage}") if seed is not None else random.Random()
+    return StageRunner(
+        stage, members, settings, bus, session=session, strategy=strategy, rng=rng, turn=turn or TurnTracker(bus),
+        monitored=lambda member: health.is_monitored(member.state),
+    )
+
+
+def build_stage(
+    stage: StagePlan,
+    pool: Any,
+    policy: ResilienceConfig,
+    bus: EventBus,
+    *,
+    session: SessionInfo,
+    faults: FaultPlan | None = None,
+) -> Any:
+    """An object of the stage's provider protocol (STT/TTS/S2S) over the stage's provider chain."""
+    from voicerouter.resilience.chain import Member, TurnTracker
+    from voicerouter.resilience.s2s import S2SChain
+    from voicerouter.resilience.state import provider_state
+    from voicerouter.resilience.stt import STTChain
+    from voicerouter.resilience.tts import TTSChain
+
+    settings = StageSettings.resolve(policy, stage.stage)
+    turn = TurnTracker(bus)
+    members: list[Member] = []
+    for name in stage.providers:
+        try:
+            provider = pool.get(name)
+        except ProviderError as exc:
+            provider = _Unavailable(name, stage.stage, exc.with_context(provider=name, route=session.route))
+        if faults:
+            provider = faults.wrap(name, provider, turn)
+        members.append(Member(name, provider, provider_state(name, _config(pool, name), policy.breaker)))
+    runner = _runner(stage.stage, members, settings, bus, session, stage.strategy,
+                     faults.seed if faults else None, turn)
+    chain = {"stt": STTChain, "tts": TTSChain, "s2s": S2SChain}[stage.stage](runner)
+    if settings.health.interval_s is not None:
+        _start_health(runner, chain)
+    return chain
+
+
+def _start_health(runner: Any, chain: Any) -> None:
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return  # built outside a loop (a dry run): nothing to monitor
+    monitors = [m for m in (health.monitor(member.state, member.provider, runner.settings.health)
+                            for member in runner.members) if m is not None]
+    close = chain.aclose
+
+    async def aclose() -> None:
+        for monitor in monitors:
+            await health.release(monitor)
+        await close()
+
+    chain.aclose = aclose
+    chain.health_monitors = monitors
+
+
+def wrap_agent(
+    agent: Any, policy: ResilienceConfig, bus: EventBus, *, session: SessionInfo, fallback_reply: str | None
+) -> Any:
+    """The agent behind the `agent` stage policy (deadline, retries, breaker) with the fallback reply."""
+    from voicerouter.resilience.agent import ResilientAgent
+    from voicerouter.resilience.chain import Member
+    from voicerouter.resilience.state import provider_state
+
+    settings = StageSettings.resolve(policy, "agent")
+    if policy.agent.first_result_timeout_ms is None:
+        # a reply is one result, not a stream: the agent gets the whole stage budget by default
+        settings = dataclasses.replace(settings, first_result_timeout_s=settings.turn_deadline_s)
+    name = getattr(agent, "name", type(agent).__name__)
+    member = Member(name, agent, provider_state(f"agent:{name}", None, policy.breaker))
+    runner = _runner("agent", [member], settings, bus, session, "failover", None)
+    return ResilientAgent(agent, runner, fallback_reply)
+
+
+def reset() -> None:
+    """Forget all process-wide resilience state (breakers, health, latency, capacity counts)."""
+    from voicerouter.resilience import capacity, state
+
+    state.reset()
+    capacity.reset()

@@ -1,0 +1,170 @@
+"""TTS chain: hangs, mid-sentence drops, rate limits, auth failures, breakers and total failure."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from resilience_fakes import FakePool, FakeTTS, provider_of
+
+from voicerouter.config.schema import BackoffConfig, BreakerConfig, ResilienceConfig, StagePolicy
+from voicerouter.errors import AllProvidersFailed
+from voicerouter.providers.base import SessionInfo
+from voicerouter.resilience import build_stage
+from voicerouter.routing.plan import StagePlan
+from voicerouter.session.events import EventBus, EventType
+
+FAST = ResilienceConfig(
+    retries=1,
+    backoff=BackoffConfig(base_ms=5, max_ms=10),
+    first_result_timeout_ms=100,
+    stall_timeout_ms=100,
+    turn_deadline_ms=2000,
+    breaker=BreakerConfig(failures=3, cooldown_s=30),
+)
+
+
+def chain(pool: FakePool, names: tuple[str, ...], policy: ResilienceConfig = FAST, session: str = "s1"):
+    bus = EventBus(session, route="r1")
+    info = SessionInfo(session, route="r1")
+    stage = build_stage(StagePlan("tts", names), pool, policy, bus, session=info)
+    return stage, bus
+
+
+def events(bus: EventBus, kind: EventType) -> list[dict]:
+    return [e.to_dict() for e in bus.history if e.type == kind]
+
+
+async def speak(stage, text: str = "Hello there.") -> list[str]:
+    return [provider_of(chunk) async for chunk in stage.synthesize(text)]
+
+
+async def test_hanging_primary_fails_over_to_next_provider():
+    primary, backup = FakeTTS("eleven", script=["hang"]), FakeTTS("piper")
+    stage, bus = chain(FakePool(primary, backup), ("eleven", "piper"))
+    assert await speak(stage) == ["piper"] * 3
+    (failover,) = events(bus, EventType.FAILOVER)
+    assert failover["from_provider"] == "eleven" and failover["to_provider"] == "piper"
+    assert failover["reason"] == "providertimeout" and "no first result" in failover["error"]
+    assert failover["route"] == "r1" and failover["elapsed_ms"] >= 100
+    assert primary.cancelled == 1 and primary.calls == 1  # a timeout fails over at once, no retry
+    assert events(bus, EventType.PROVIDER_USED)[-1]["provider"] == "piper"
+
+
+async def test_mid_sentence_drop_restarts_the_whole_sentence_on_the_next_provider():
+    primary, backup = FakeTTS("eleven", script=["drop:2"]), FakeTTS("piper")
+    stage, bus = chain(FakePool(primary, backup), ("eleven", "piper"))
+    assert await speak(stage, "One whole sentence.") == ["eleven", "eleven", "piper", "piper", "piper"]
+    assert backup.texts == ["One whole sentence."]
+    (failover,) = events(bus, EventType.FAILOVER)
+    assert failover["restarted_sentence"] is True
+
+
+async def test_stall_between_chunks_is_caught():
+    primary, backup = FakeTTS("eleven", script=["stall"]), FakeTTS("piper")
+    stage, bus = chain(FakePool(primary, backup), ("eleven", "piper"))
+    assert await speak(stage) == ["eleven", "piper", "piper", "piper"]
+    (failover,) = events(bus, EventType.FAILOVER)
+    assert "stalled" in failover["error"] and failover["restarted_sentence"] is True
+
+
+async def test_transient_error_is_retried_with_backoff_on_the_same_provider():
+    primary, backup = FakeTTS("eleven", script=["error:503"]), FakeTTS("piper")
+    stage, bus = chain(FakePool(primary, backup), ("eleven", "piper"))
+    assert await speak(stage) == ["eleven"] * 3
+    (retry,) = events(bus, EventType.RETRY)
+    assert retry["provider"] == "eleven" and retry["attempt"] == 2 and retry["reason"] == "transientprovider"
+    assert 0 <= retry["delay_ms"] <= 10
+    assert not events(bus, EventType.FAILOVER) and backup.calls == 0
+
+
+async def test_retries_exhausted_then_failover():
+    primary, backup = FakeTTS("eleven", script=["error:503", "error:502"]), FakeTTS("piper")
+    stage, bus = chain(FakePool(primary, backup), ("eleven", "piper"))
+    assert await speak(stage) == ["piper"] * 3
+    assert primary.calls == 2 and len(events(bus, EventType.RETRY)) == 1
+    assert events(bus, EventType.FAILOVER)[0]["error"] == "HTTP 502"
+
+
+async def test_rate_limit_retry_after_is_honoured_when_it_fits_the_deadline():
+    primary, backup = FakeTTS("eleven", script=["ratelimit:0.05"]), FakeTTS("piper")
+    stage, bus = chain(FakePool(primary, backup), ("eleven", "piper"))
+    assert await speak(stage) == ["eleven"] * 3
+    (retry,) = events(bus, EventType.RETRY)
+    assert retry["delay_ms"] == 50 and retry["why"] == "retry_after" and retry["reason"] == "ratelimited"
+
+
+async def test_rate_limit_retry_after_beyond_the_deadline_fails_over_at_once():
+    primary, backup = FakeTTS("eleven", script=["ratelimit:30"]), FakeTTS("piper")
+    stage, bus = chain(FakePool(primary, backup), ("eleven", "piper"))
+    assert await speak(stage) == ["piper"] * 3
+    assert not events(bus, EventType.RETRY) and primary.calls == 1
+    assert events(bus, EventType.FAILOVER)[0]["reason"] == "ratelimited"
+
+
+async def test_auth_error_is_not_retried_opens_breaker_and_later_sessions_skip_it():
+    primary, backup = FakeTTS("eleven", script=["auth"]), FakeTTS("piper")
+    pool = FakePool(primary, backup)
+    stage, bus = chain(pool, ("eleven", "piper"))
+    assert await speak(stage) == ["piper"] * 3
+    assert primary.calls == 1 and not events(bus, EventType.RETRY)
+    (breaker,) = events(bus, EventType.BREAKER)
+    assert breaker["provider"] == "eleven" and breaker["state"] == "open" and breaker["previous"] == "closed"
+    assert events(bus, EventType.HEALTH)[0]["healthy"] is False
+
+    later, later_bus = chain(pool, ("eleven", "piper"), session="s2")
+    assert await speak(later) == ["piper"] * 3
+    assert primary.calls == 1  # skipped while open: no request reached it
+    assert not events(later_bus, EventType.FAILOVER)
+
+
+async def test_breaker_opens_after_consecutive_failures_then_half_open_probe_closes_it():
+    policy = FAST.model_copy(update={"retries": 0, "breaker": BreakerConfig(failures=2, cooldown_s=0.05)})
+    primary, backup = FakeTTS("eleven", script=["error:503", "error:503"]), FakeTTS("piper")
+    stage, bus = chain(FakePool(primary, backup), ("eleven", "piper"), policy)
+    await speak(stage)
+    await speak(stage)
+    assert [e["state"] for e in events(bus, EventType.BREAKER)] == ["open"]
+    assert await speak(stage) == ["piper"] * 3 and primary.calls == 2  # open: skipped
+    await asyncio.sleep(0.06)  # cooldown
+    assert await speak(stage) == ["eleven"] * 3  # the half-open probe succeeded
+    assert [e["state"] for e in events(bus, EventType.BREAKER)] == ["open", "half_open", "closed"]
+
+
+async def test_failed_half_open_probe_reopens():
+    policy = FAST.model_copy(update={"retries": 0, "breaker": BreakerConfig(failures=1, cooldown_s=0.05)})
+    primary, backup = FakeTTS("eleven", script=["error:503", "error:500"]), FakeTTS("piper")
+    stage, bus = chain(FakePool(primary, backup), ("eleven", "piper"), policy)
+    await speak(stage)
+    await asyncio.sleep(0.06)
+    assert await speak(stage) == ["piper"] * 3
+    assert [e["state"] for e in events(bus, EventType.BREAKER)] == ["open", "half_open", "open"]
+
+
+async def test_every_provider_down_names_each_error():
+    a, b = FakeTTS("eleven", script=["auth"]), FakeTTS("cartesia", script=["hang", "hang"])
+    stage, bus = chain(FakePool(a, b), ("eleven", "cartesia"))
+    with pytest.raises(AllProvidersFailed) as info:
+        await speak(stage)
+    message = str(info.value)
+    assert "every tts provider failed" in message
+    assert "eleven: HTTP 401: bad key" in message and "cartesia: no first result within 100 ms" in message
+    assert info.value.route == "r1" and info.value.session_id == "s1"
+
+
+async def test_turn_deadline_bounds_retries():
+    policy = FAST.model_copy(update={"retries": 5, "tts": StagePolicy(turn_deadline_ms=150)})
+    primary = FakeTTS("eleven", script=["hang"] * 6)
+    stage, bus = chain(FakePool(primary), ("eleven",), policy)
+    with pytest.raises(AllProvidersFailed):
+        await speak(stage)
+    assert primary.calls <= 2  # 100 ms first-result timeout, then the 150 ms stage budget is gone
+
+
+async def test_stage_override_inherits_unset_fields():
+    from voicerouter.resilience.policy import StageSettings
+
+    policy = FAST.model_copy(update={"tts": StagePolicy(first_result_timeout_ms=250)})
+    settings = StageSettings.resolve(policy, "tts")
+    assert settings.first_result_timeout_s == 0.25 and settings.stall_timeout_s == 0.1 and settings.retries == 1
+    assert StageSettings.resolve(policy, "stt").first_result_timeout_s == 0.1

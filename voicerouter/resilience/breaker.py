@@ -1,0 +1,91 @@
+"""A circuit breaker per provider instance, so a failing provider is skipped by every session at once.
+
+closed -> open after `failures` consecutive failures (or a failure rate over the last `window`
+calls, counted once `failures` calls are in the window); open -> half_open after `cooldown_s`,
+which lets exactly one probe request through; the probe's success closes it, its failure reopens it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Literal
+
+from voicerouter.config.schema import BreakerConfig
+
+State = Literal["closed", "open", "half_open"]
+Listener = Callable[[State, State, str], None]  # (state, previous, reason)
+
+
+class CircuitBreaker:
+    def __init__(self, config: BreakerConfig, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self._clock = clock
+        self.state: State = "closed"
+        self.consecutive = 0
+        self._window: deque[bool] = deque(maxlen=config.window)  # True = failure
+        self._opened_at = 0.0
+        self._probe_out = False
+
+    def _move(self, state: State, reason: str, listener: Listener | None) -> None:
+        previous, self.state = self.state, state
+        if state == "open":
+            self._opened_at = self._clock()
+        if state != "half_open":
+            self._probe_out = False
+        if listener is not None and previous != state:
+            listener(state, previous, reason)
+
+    def allow(self, listener: Listener | None = None) -> bool:
+        """May a request go to this provider now? In half_open only one caller gets True (the probe)."""
+        if self.state == "open":
+            if self._clock() - self._opened_at < self.config.cooldown_s:
+                return False
+            self._move("half_open", "cooldown elapsed", listener)
+        if self.state == "half_open":
+            if self._probe_out:
+                return False
+            self._probe_out = True
+        return True
+
+    def release_probe(self) -> None:
+        """The probe was abandoned (cancelled, not failed): let the next caller probe."""
+        self._probe_out = False
+
+    def record_success(self, listener: Listener | None = None) -> None:
+        self.consecutive = 0
+        self._window.append(False)
+        if self.state != "closed":
+            self._window.clear()
+            self._move("closed", "probe succeeded", listener)
+
+    def record_failure(self, reason: str, listener: Listener | None = None) -> None:
+        self.consecutive += 1
+        self._window.append(True)
+        if self.state == "half_open":
+            self._move("open", f"probe failed: {reason}", listener)
+        elif self.state == "closed" and self._should_open():
+            self._move("open", reason, listener)
+
+    def trip(self, reason: str, listener: Listener | None = None) -> None:
+        """Open at once (a permanent error: retrying cannot help until something changes)."""
+        self._window.append(True)
+        self.consecutive += 1
+        if self.state != "open":
+            self._move("open", reason, listener)
+        else:
+            self._opened_at = self._clock()
+
+    def half_open(self, reason: str, listener: Listener | None = None) -> None:
+        """A health probe succeeded: skip the rest of the cooldown and let one real request decide."""
+        if self.state == "open":
+            self._move("half_open", reason, listener)
+
+    def _should_open(self) -> bool:
+        cfg = self.config
+        if self.consecutive >= cfg.failures:
+            return True
+        if cfg.failure_rate is not None and len(self._window) >= cfg.failures:
+            return sum(self._window) / len(self._window) >= cfg.failure_rate
+        return False

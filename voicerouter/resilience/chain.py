@@ -1,0 +1,386 @@
+"""The attempt loop every stage wrapper shares: pick, try, retry, hedge, fail over, report.
+
+A stage call is expressed as `op(member, attempt) -> AsyncIterator[T]`; its first item is the
+"first result" (first transcript, first audio byte, first S2S event) and must arrive within the
+first-result deadline, later items within the stall deadline. A failure before the first result
+is retried or failed over; a failure after it restarts the whole call on the next provider (the
+caller learns that from the `failover` event's restart field).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from voicerouter.errors import (
+    AllProvidersFailed,
+    CapacityError,
+    PermanentProviderError,
+    ProviderError,
+    ProviderTimeout,
+    TransientProviderError,
+)
+from voicerouter.providers.base import SessionInfo
+from voicerouter.resilience import capacity
+from voicerouter.resilience.policy import StageSettings
+from voicerouter.resilience.retry import as_provider_error, decide
+from voicerouter.resilience.state import ProviderState, next_round_robin
+from voicerouter.session.events import Event, EventBus, EventType
+
+T = TypeVar("T")
+FirstTimeout = float | Callable[["Member", int], float]
+_EMPTY = object()  # an op that ended without any item (e.g. nothing to say)
+
+
+@dataclass
+class Member:
+    """One provider of a stage chain: its name, the (maybe fault-wrapped) client, its shared state."""
+
+    name: str
+    provider: Any
+    state: ProviderState
+
+
+class TurnTracker:
+    """Follows `turn_end` events on the bus, so wrappers know the turn number without being told."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self.turn: int | None = None
+        bus.subscribe(self._on_event)
+
+    def _on_event(self, event: Event) -> None:
+        if event.type == EventType.TURN_END:
+            turn = event.turn if event.turn is not None else event.data.get("turn")
+            if isinstance(turn, int):
+                self.turn = turn
+
+    def __call__(self) -> int | None:
+        return self.turn
+
+
+class _Failed(Exception):
+    def __init__(self, member: Member, error: ProviderError) -> None:
+        super().__init__(error.message)
+        self.member = member
+        self.error = error
+
+
+@dataclass
+class _Started(Generic[T]):
+    member: Member
+    iterator: AsyncIterator[T]
+    first: Any
+    latency_s: float
+    attempt: int
+
+
+async def last_item(iterator: AsyncIterator[T]) -> T | None:
+    """Drain a single-result call (batch transcript, agent reply, connection) and return its result."""
+    result: T | None = None
+    async for item in iterator:
+        result = item
+    return result
+
+
+async def _aclose(iterator: AsyncIterator[Any]) -> None:
+    close = getattr(iterator, "aclose", None)
+    if close is None:
+        return
+    try:
+        await close()
+    except Exception:  # closing a broken stream must not hide the error that broke it
+        pass
+
+
+class StageRunner:
+    """Runs calls of one stage over its ordered members for one session."""
+
+    def __init__(
+        self,
+        stage: str,
+        members: list[Member],
+        settings: StageSettings,
+        bus: EventBus,
+        *,
+        session: SessionInfo,
+        strategy: str = "failover",
+        rng: random.Random | None = None,
+        turn: Callable[[], int | None] | None = None,
+        monitored: Callable[[Member], bool] | None = None,
+    ) -> None:
+        self.stage = stage
+        self.members = members
+        self.settings = settings
+        self.bus = bus
+        self.session = session
+        self.strategy = strategy
+        self.rng = rng or random.Random()
+        self.turn = turn or (lambda: None)
+        self._monitored = monitored or (lambda m: False)
+        self._lazy_slots: list[ProviderState] = []
+        self.last_used: Member | None = None
+        if strategy == "round_robin" and members:
+            # rotate once per session: a session keeps one voice/model, sessions spread over providers
+            shift = next_round_robin(f"{stage}:" + ",".join(m.state.key for m in members)) % len(members)
+            self.members = members[shift:] + members[:shift]
+        for member in self.members:
+            member.state.buses.add(bus)
+
+    # -- selection -------------------------------------------------------------------------------
+
+    def order(self) -> list[Member]:
+        if self.strategy == "least_latency":
+            # untried providers first (latency unknown), then fastest; ties keep the table's order
+            return sorted(self.members, key=lambda m: -1.0 if m.state.latency_s is None else m.state.latency_s)
+        return list(self.members)
+
+    def _breaker_listener(self, member: Member):
+        def listener(state: str, previous: str, reason: str) -> None:
+            self.bus.emit(
+                EventType.BREAKER, provider=member.name, turn=self.turn(), stage=self.stage,
+                state=state, previous=previous, reason=reason, failures=member.state.breaker.consecutive,
+            )
+
+        return listener
+
+    def _usable(self, member: Member) -> ProviderError | None:
+        """None if the member may be tried now, else why not (claims the half-open probe if any)."""
+        state = member.state
+        if not state.healthy:
+            cooled = time.monotonic() - state.unhealthy_since >= state.breaker.config.cooldown_s
+            if self._monitored(member) or not cooled:
+                return TransientProviderError(f"skipped: unhealthy ({state.last_error})", provider=member.name)
+        if state.limit is not None and not capacity.holds(self.session.session_id, state):
+            if not capacity.acquire(self.session.session_id, state):
+                return CapacityError(
+                    f"skipped: at capacity ({state.active_sessions}/{state.limit} sessions)", provider=member.name
+                )
+            self._lazy_slots.append(state)
+        if not state.breaker.allow(self._breaker_listener(member)):
+            last = f" after: {state.last_error}" if state.last_error else ""
+            return TransientProviderError(f"skipped: circuit breaker open{last}", provider=member.name)
+        return None
+
+    def _next_usable(self, queue: list[Member], errors: list[ProviderError]) -> Member | None:
+        while queue:
+            member = queue.pop(0)
+            why = self._usable(member)
+            if why is None:
+                return member
+            errors.append(why.with_context(route=self.session.route, session_id=self.session.session_id))
+        return None
+
+    # -- outcomes --------------------------------------------------------------------------------
+
+    def _failed(self, member: Member, error: ProviderError) -> None:
+        state = member.state
+        state.last_error = error.message
+        listener = self._breaker_listener(member)
+        if isinstance(error, PermanentProviderError):
+            state.breaker.trip(f"{error.reason}: {error.message}", listener)
+            if state.mark_unhealthy(error.message):
+                self.bus.emit(
+                    EventType.HEALTH, provider=member.name, turn=self.turn(), stage=self.stage,
+                    healthy=False, error=error.message, source="request",
+                )
+        else:
+            state.breaker.record_failure(f"{error.reason}: {error.message}", listener)
+        if isinstance(error, ProviderTimeout):
+            state.observe_latency(self.settings.first_result_timeout_s)
+
+    def _succeeded(self, member: Member, latency_s: float, attempt: int) -> None:
+        state = member.state
+        state.breaker.record_success(self._breaker_listener(member))
+        state.observe_latency(latency_s)
+        if state.mark_healthy():
+            self.bus.emit(EventType.HEALTH, provider=member.name, turn=self.turn(), stage=self.stage,
+                          healthy=True, error=None, source="request")
+        self.last_used = member
+        self.bus.emit(
+            EventType.PROVIDER_USED, provider=member.name, turn=self.turn(), stage=self.stage,
+            latency_ms=round(latency_s * 1000, 1), attempt=attempt,
+        )
+
+    def _context(self, error: ProviderError, member: Member) -> ProviderError:
+        return error.with_context(provider=member.name, route=self.session.route, session_id=self.session.session_id)
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    async def run(
+        self,
+        op: Callable[[Member, int], AsyncIterator[T]],
+        *,
+        first_timeout_s: FirstTimeout | None = None,
+        restart_key: str = "restarted",
+        queue: list[Member] | None = None,
+        errors: list[ProviderError] | None = None,
+        previous: tuple[Member, ProviderError, bool] | None = None,
+        preclaimed: Member | None = None,
+    ) -> AsyncIterator[T]:
+        """Yield the items of one call, failing over until a provider completes it.
+
+        `queue` (default: the strategy's order), `errors` and `previous` (who failed, why, mid-stream?)
+        let a wrapper continue a call it began itself; `preclaimed` was already admitted by it.
+        """
+        loop = asyncio.get_running_loop()
+        started_at = loop.time()
+        deadline = started_at + self.settings.turn_deadline_s
+        first_timeout = first_timeout_s or self.settings.first_result_timeout_s
+        errors = [] if errors is None else errors
+        queue = self.order() if queue is None else list(queue)
+        while True:
+            if preclaimed is not None and queue and queue[0] is preclaimed:
+                member: Member | None = queue.pop(0)
+            else:
+                member = self._next_usable(queue, errors)
+            if member is None:
+                break
+            if previous is not None:
+                failed, error, mid = previous
+                extra = {restart_key: True} if mid else {}
+                self.bus.emit(
+                    EventType.FAILOVER, provider=failed.name, turn=self.turn(), stage=self.stage,
+                    from_provider=failed.name, to_provider=member.name, reason=error.reason,
+                    error=error.message, elapsed_ms=round((loop.time() - started_at) * 1000, 1), **extra,
+                )
+            try:
+                started = await self._start(member, queue, op, deadline, first_timeout, errors)
+            except _Failed as failed_exc:
+                previous = (failed_exc.member, failed_exc.error, False)
+                continue
+            member, iterator = started.member, started.iterator
+            self._succeeded(member, started.latency_s, started.attempt)
+            try:
+                if started.first is not _EMPTY:
+                    yield started.first
+                while True:
+                    try:
+                        async with asyncio.timeout(self.settings.stall_timeout_s):
+                            item = await anext(iterator)
+                    except StopAsyncIteration:
+                        return
+                    yield item
+            except Exception as exc:
+                if isinstance(exc, TimeoutError):
+                    error: ProviderError = ProviderTimeout(
+                        f"stalled: no data for {self.settings.stall_timeout_s * 1000:.0f} ms mid-stream"
+                    )
+                else:
+                    error = as_provider_error(exc, member.name)
+                error = self._context(error, member)
+                self._failed(member, error)
+                errors.append(error)
+                previous = (member, error, True)
+            finally:
+                await _aclose(iterator)
+        raise AllProvidersFailed(
+            self.stage, errors, route=self.session.route, session_id=self.session.session_id,
+            hint="see each provider's error; check keys, endpoints and the breaker/health events",
+        )
+
+    async def _start(
+        self,
+        member: Member,
+        queue: list[Member],
+        op: Callable[[Member, int], AsyncIterator[T]],
+        deadline: float,
+        first_timeout: FirstTimeout,
+        errors: list[ProviderError],
+    ) -> _Started[T]:
+        hedge_after = self.settings.hedge_after_s
+        if hedge_after is None or not queue:
+            return await self._attempts(member, op, deadline, first_timeout, errors, has_next=bool(queue))
+        primary = asyncio.create_task(self._attempts(member, op, deadline, first_timeout, errors, has_next=True))
+        done, _ = await asyncio.wait({primary}, timeout=hedge_after)
+        if done:
+            return primary.result()
+        second = self._next_usable(queue, errors)
+        if second is None:
+            return await self._attempts_task(primary)
+        from voicerouter.resilience.hedging import race
+
+        return await race(
+            primary,
+            lambda: self._attempts(second, op, deadline, first_timeout, errors, has_next=bool(queue)),
+            primary_name=member.name,
+            secondary_name=second.name,
+            runner=self,
+            close=lambda started: _aclose(started.iterator),
+        )
+
+    async def _attempts(
+        self,
+        member: Member,
+        op: Callable[[Member, int], AsyncIterator[T]],
+        deadline: float,
+        first_timeout: FirstTimeout,
+        errors: list[ProviderError],
+        *,
+        has_next: bool,
+    ) -> _Started[T]:
+        """Try one member until it gives a first result, retrying what is worth retrying."""
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        while True:
+            attempt += 1
+            t0 = loop.time()
+            remaining = deadline - t0
+            if remaining <= 0:
+                error = self._context(
+                    ProviderTimeout(f"turn deadline of {self.settings.turn_deadline_s * 1000:.0f} ms used up"), member
+                )
+                errors.append(error)
+                raise _Failed(member, error)
+            limit = first_timeout(member, attempt) if callable(first_timeout) else first_timeout
+            timeout = min(limit, remaining)
+            iterator = op(member, attempt)
+            try:
+                async with asyncio.timeout(timeout):
+                    try:
+                        first = await anext(iterator)
+                    except StopAsyncIteration:
+                        first = _EMPTY
+            except asyncio.CancelledError:
+                member.state.breaker.release_probe()
+                await _aclose(iterator)
+                raise
+            except Exception as exc:
+                await _aclose(iterator)
+                if isinstance(exc, TimeoutError):
+                    error = ProviderTimeout(f"no first result within {timeout * 1000:.0f} ms")
+                else:
+                    error = as_provider_error(exc, member.name)
+                error = self._context(error, member)
+                self._failed(member, error)
+                decision = decide(
+                    error, attempt=attempt, retries=self.settings.retries, remaining_s=deadline - loop.time(),
+                    has_next=has_next, backoff=self.settings.backoff, rng=self.rng,
+                )
+                if decision.action == "retry" and member.state.breaker.state != "open":
+                    self.bus.emit(
+                        EventType.RETRY, provider=member.name, turn=self.turn(), stage=self.stage,
+                        attempt=attempt + 1, delay_ms=round(decision.delay_s * 1000, 1), reason=error.reason,
+                        error=error.message, why=decision.why,
+                    )
+                    await asyncio.sleep(decision.delay_s)
+                    continue
+                errors.append(error)
+                raise _Failed(member, error) from None
+            return _Started(member, iterator, first, loop.time() - t0, attempt)
+
+    @staticmethod
+    async def _attempts_task(task: asyncio.Task[_Started[T]]) -> _Started[T]:
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+
+    async def aclose(self) -> None:
+        for state in self._lazy_slots:
+            capacity.release(self.session.session_id, state)
+        self._lazy_slots.clear()

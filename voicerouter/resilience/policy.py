@@ -1,0 +1,46 @@
+"""One stage's effective resilience settings: the route's defaults with the stage's overrides applied."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from voicerouter.config.schema import BackoffConfig, BreakerConfig, HealthConfig, ResilienceConfig
+
+StageName = Literal["stt", "tts", "s2s", "agent"]
+
+
+@dataclass(frozen=True)
+class StageSettings:
+    """Seconds rather than milliseconds, so the loop code does no unit juggling."""
+
+    stage: StageName
+    retries: int
+    first_result_timeout_s: float
+    stall_timeout_s: float
+    hedge_after_s: float | None
+    turn_deadline_s: float
+    backoff: BackoffConfig
+    breaker: BreakerConfig
+    health: HealthConfig
+
+    @classmethod
+    def resolve(cls, policy: ResilienceConfig, stage: StageName) -> StageSettings:
+        override = getattr(policy, stage)
+
+        def pick(field: str):  # a stage override wins when it is set
+            value = getattr(override, field)
+            return getattr(policy, field) if value is None else value
+
+        hedge = pick("hedge_after_ms")
+        return cls(
+            stage=stage,
+            retries=pick("retries"),
+            first_result_timeout_s=pick("first_result_timeout_ms") / 1000,
+            stall_timeout_s=pick("stall_timeout_ms") / 1000,
+            hedge_after_s=None if hedge is None else hedge / 1000,
+            turn_deadline_s=pick("turn_deadline_ms") / 1000,
+            backoff=policy.backoff,
+            breaker=policy.breaker,
+            health=policy.health,
+        )

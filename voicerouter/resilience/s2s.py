@@ -1,0 +1,155 @@
+"""A speech-to-speech chain that is itself an `S2SProvider`; failover keeps the conversation.
+
+The chain session buffers the audio of the current user turn. If the live connection fails
+(while sending, before the first reply event, or mid-reply), the next provider gets a new
+connection with the same `history` object (the conversation so far, kept by the session) and the
+user's turn audio is sent again, so the reply answers what was just said. A reply cut mid-stream is
+restarted from the start on the next provider (`failover` event with `restarted_reply: true`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from voicerouter.errors import ProviderError, ProviderTimeout
+from voicerouter.providers.base import PIPELINE_RATE, Conversation, S2SEvent
+from voicerouter.resilience.chain import Member, StageRunner
+from voicerouter.resilience.retry import as_provider_error
+
+REPLAY_SECONDS_PER_AUDIO_SECOND = 0.25
+
+
+class S2SChain:
+    kind = "s2s"
+    type = "chain"
+
+    def __init__(self, runner: StageRunner) -> None:
+        self.runner = runner
+        self.name = "s2s:" + ",".join(m.name for m in runner.members)
+
+    async def connect(self, *, instructions: str | None, history: Conversation) -> ChainS2SSession:
+        session = ChainS2SSession(self.runner, instructions, history)
+        await session.start()
+        return session
+
+    async def probe(self) -> None:
+        for member in self.runner.members:
+            await member.provider.probe()
+            return
+
+    async def aclose(self) -> None:
+        await self.runner.aclose()
+
+
+class ChainS2SSession:
+    def __init__(self, runner: StageRunner, instructions: str | None, history: Conversation) -> None:
+        self.runner = runner
+        self.instructions = instructions
+        self.history = history
+        self.turn_audio: list[tuple[bytes, int]] = []
+        self.live: Member | None = None
+        self.session: Any = None
+        self.failed: tuple[Member, ProviderError, bool] | None = None
+
+    async def _connect(self, member: Member) -> Any:
+        return await member.provider.connect(instructions=self.instructions, history=self.history)
+
+    async def start(self) -> None:
+        """Connect to the first provider that accepts (the connect itself fails over)."""
+
+        async def op(member: Member, attempt: int) -> AsyncIterator[Any]:
+            yield await self._connect(member)
+
+        async for session in self.runner.run(op):
+            self.live, self.session = self.runner.last_used, session
+
+    async def send_audio(self, pcm: bytes, sample_rate: int = PIPELINE_RATE) -> None:
+        self.turn_audio.append((pcm, sample_rate))
+        if self.session is None:
+            return
+        try:
+            async with asyncio.timeout(self.runner.settings.stall_timeout_s):
+                await self.session.send_audio(pcm, sample_rate)
+        except Exception as exc:
+            member = self.live
+            assert member is not None
+            error = ProviderTimeout("send stalled") if isinstance(exc, TimeoutError) else as_provider_error(exc, member.name)
+            error = self.runner._context(error, member)
+            self.runner._failed(member, error)
+            self.failed = (member, error, False)
+            await self._close_live()  # respond() reconnects and replays the turn's audio
+
+    async def _close_live(self) -> None:
+        session, self.session = self.session, None
+        if session is not None:
+            await _close(session)
+
+    @property
+    def audio_s(self) -> float:
+        return sum(len(pcm) / 2 / rate for pcm, rate in self.turn_audio)
+
+    def respond(self) -> AsyncIterator[S2SEvent]:
+        return self._respond()
+
+    async def _respond(self) -> AsyncIterator[S2SEvent]:
+        live, live_session = self.live, self.session
+        created: dict[str, Any] = {}
+
+        async def op(member: Member, attempt: int) -> AsyncIterator[S2SEvent]:
+            if member is live and attempt == 1 and live_session is not None:
+                async for event in live_session.respond():
+                    yield event
+                return
+            session = await self._connect(member)
+            old = created.pop(member.name, None)
+            if old is not None:
+                await _close(old)
+            created[member.name] = session
+            for pcm, rate in self.turn_audio:
+                await session.send_audio(pcm, rate)
+            async for event in session.respond():
+                yield event
+
+        def first_timeout(member: Member, attempt: int) -> float:
+            base = self.runner.settings.first_result_timeout_s
+            if member is live and attempt == 1 and live_session is not None:
+                return base
+            return base + REPLAY_SECONDS_PER_AUDIO_SECOND * self.audio_s
+
+        queue = [m for m in self.runner.order() if m is not live]
+        if live is not None and (live_session is not None or self.failed is None):
+            queue.insert(0, live)
+        ok = False
+        try:
+            async for event in self.runner.run(
+                op, first_timeout_s=first_timeout, restart_key="restarted_reply", queue=queue,
+                previous=self.failed, preclaimed=live if live_session is not None else None,
+            ):
+                yield event
+            ok = True
+        finally:
+            winner = self.runner.last_used
+            keep = created.pop(winner.name, None) if ok and winner is not None else None
+            for session in created.values():
+                await _close(session)
+            if keep is not None:
+                if live_session is not None:
+                    await _close(live_session)
+                self.live, self.session = winner, keep
+            elif not ok:
+                await self._close_live()
+            self.failed = None
+            if ok:
+                self.turn_audio.clear()
+
+    async def aclose(self) -> None:
+        await self._close_live()
+
+
+async def _close(session: Any) -> None:
+    try:
+        await session.aclose()
+    except Exception:  # the connection already failed; closing it is best effort
+        pass

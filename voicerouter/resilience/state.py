@@ -1,0 +1,103 @@
+"""Process-wide state of each provider instance, shared by every session: breaker, health, latency, load.
+
+Keyed by instance name plus a digest of its config, so two tables that reuse a name for a
+different endpoint do not share a breaker. `reset()` clears everything (tests, benchmarks).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from voicerouter.config.schema import BreakerConfig
+from voicerouter.resilience.breaker import CircuitBreaker
+
+if TYPE_CHECKING:
+    from voicerouter.session.events import EventBus
+
+EWMA_ALPHA = 0.3
+
+
+def config_identity(config: Any) -> str:
+    if config is None:
+        return "-"
+    data = config.model_dump(mode="json") if hasattr(config, "model_dump") else config
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def instance_key(name: str, config: Any = None) -> str:
+    return f"{name}#{config_identity(config)}"
+
+
+@dataclass
+class ProviderState:
+    name: str
+    key: str
+    breaker: CircuitBreaker
+    healthy: bool = True
+    unhealthy_since: float = 0.0
+    last_error: str | None = None
+    latency_s: float | None = None  # EWMA of time to first result
+    active_sessions: int = 0
+    limit: int | None = None
+    # buses of live sessions using this provider: a background probe reports to all of them
+    buses: weakref.WeakSet[EventBus] = field(default_factory=weakref.WeakSet)
+
+    def observe_latency(self, seconds: float) -> None:
+        self.latency_s = seconds if self.latency_s is None else EWMA_ALPHA * seconds + (1 - EWMA_ALPHA) * self.latency_s
+
+    def mark_unhealthy(self, error: str) -> bool:
+        """Returns True when this changed the state."""
+        changed = self.healthy
+        self.healthy = False
+        self.unhealthy_since = time.monotonic()
+        self.last_error = error
+        return changed
+
+    def mark_healthy(self) -> bool:
+        changed = not self.healthy
+        self.healthy = True
+        self.last_error = None
+        return changed
+
+    def has_room(self) -> bool:
+        return self.limit is None or self.active_sessions < self.limit
+
+
+_STATES: dict[str, ProviderState] = {}
+_ROUTES: dict[str, int] = {}  # route -> active sessions
+_ROUND_ROBIN: dict[str, int] = {}
+
+
+def provider_state(name: str, config: Any = None, breaker: BreakerConfig | None = None) -> ProviderState:
+    key = instance_key(name, config)
+    state = _STATES.get(key)
+    if state is None:
+        state = ProviderState(name, key, CircuitBreaker(breaker or BreakerConfig()))
+        _STATES[key] = state
+    elif breaker is not None and state.breaker.config != breaker:
+        state.breaker.config = breaker  # the newest table's thresholds win; the state is kept
+    if config is not None and getattr(config, "max_concurrent_sessions", None):
+        state.limit = config.max_concurrent_sessions
+    return state
+
+
+def route_counts() -> dict[str, int]:
+    return _ROUTES
+
+
+def next_round_robin(key: str) -> int:
+    value = _ROUND_ROBIN.get(key, 0)
+    _ROUND_ROBIN[key] = value + 1
+    return value
+
+
+def reset() -> None:
+    """Forget every breaker, health mark, latency figure and session count in this process."""
+    _STATES.clear()
+    _ROUTES.clear()
+    _ROUND_ROBIN.clear()

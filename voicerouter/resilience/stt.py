@@ -1,0 +1,224 @@
+"""An STT chain that is itself an `STTProvider`, and a stream that never loses an utterance's words.
+
+The chain's stream keeps every byte of the current utterance. While audio flows it is forwarded to
+one live provider stream; if that stream breaks, the next streaming provider gets a new stream and
+the whole buffer again. At `finish()` the live stream's final transcript must arrive within the
+first-result deadline; otherwise the next provider is given the whole buffer (streamed again, or
+as one batch request) so the fallback transcript covers everything that was said.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
+
+from voicerouter.errors import ProviderError, ProviderTimeout
+from voicerouter.providers.base import PIPELINE_RATE, AudioChunk, PartialCallback, Transcript
+from voicerouter.resilience.chain import Member, StageRunner, last_item
+from voicerouter.resilience.retry import as_provider_error
+from voicerouter.session.events import EventType
+
+# A batch (or replayed) request must also process the audio: allow this many seconds per audio second
+# on top of the first-result deadline.
+REPLAY_SECONDS_PER_AUDIO_SECOND = 0.25
+
+
+def _tag(transcript: Transcript, name: str) -> Transcript:
+    return transcript if transcript.provider else dataclasses.replace(transcript, provider=name)
+
+
+class STTChain:
+    kind = "stt"
+    type = "chain"
+
+    def __init__(self, runner: StageRunner) -> None:
+        self.runner = runner
+        self.name = "stt:" + ",".join(m.name for m in runner.members)
+        self.supports_streaming = any(getattr(m.provider, "supports_streaming", False) for m in runner.members)
+
+    def _replay_timeout(self, audio_s: float) -> float:
+        return self.runner.settings.first_result_timeout_s + REPLAY_SECONDS_PER_AUDIO_SECOND * audio_s
+
+    async def transcribe(self, audio: AudioChunk) -> Transcript:
+        async def op(member: Member, attempt: int) -> AsyncIterator[Transcript]:
+            yield _tag(await member.provider.transcribe(audio), member.name)
+
+        result = await last_item(self.runner.run(op, first_timeout_s=self._replay_timeout(audio.duration_s)))
+        if result is None:
+            return Transcript("", is_final=True)
+        return result
+
+    async def open_stream(
+        self, sample_rate: int = PIPELINE_RATE, on_partial: PartialCallback | None = None
+    ) -> ChainSTTStream:
+        stream = ChainSTTStream(self, sample_rate, on_partial)
+        await stream.start()
+        return stream
+
+    async def probe(self) -> None:
+        for member in self.runner.members:
+            await member.provider.probe()
+            return
+
+    async def aclose(self) -> None:
+        await self.runner.aclose()
+
+
+class ChainSTTStream:
+    """One utterance: buffered, forwarded live, replayed to a fallback when the live stream fails."""
+
+    def __init__(self, chain: STTChain, sample_rate: int, on_partial: PartialCallback | None) -> None:
+        self.chain = chain
+        self.runner = chain.runner
+        self.sample_rate = sample_rate
+        self.on_partial = on_partial
+        self.buffer: list[bytes] = []
+        self.queue: list[Member] = []  # members not tried yet, in order
+        self.errors: list[ProviderError] = []
+        self.failed: tuple[Member, ProviderError, bool] | None = None  # last live failure not yet reported
+        self.live: Member | None = None
+        self._live_stream = None
+        self._generation = 0  # partials from a replaced stream are ignored
+
+    @property
+    def audio_s(self) -> float:
+        return sum(len(b) for b in self.buffer) / 2 / self.sample_rate
+
+    def _partial_for(self, generation: int, name: str):
+        def forward(transcript: Transcript) -> None:
+            if generation == self._generation and self.on_partial is not None:
+                self.on_partial(_tag(transcript, name))
+
+        return forward
+
+    async def start(self) -> None:
+        self.queue = self.runner.order()
+        await self._open_next()
+
+    async def _open_next(self) -> None:
+        """Open a live stream on the next usable streaming member and replay the buffer into it."""
+        loop = asyncio.get_running_loop()
+        while True:
+            streaming = [m for m in self.queue if getattr(m.provider, "supports_streaming", False)]
+            if not streaming:
+                return  # buffer only; finish() goes to batch providers
+            # members before the next streaming one stay queued for finish() (they may transcribe in batch)
+            member = streaming[0]
+            why = self.runner._usable(member)
+            self.queue.remove(member)
+            if why is not None:
+                self.errors.append(why)
+                continue
+            t0 = loop.time()
+            self._generation += 1
+            try:
+                async with asyncio.timeout(self.runner.settings.first_result_timeout_s):
+                    stream = await member.provider.open_stream(
+                        self.sample_rate, on_partial=self._partial_for(self._generation, member.name)
+                    )
+                try:
+                    async with asyncio.timeout(self.chain._replay_timeout(self.audio_s)):
+                        for pcm in self.buffer:
+                            await stream.send(pcm)
+                except BaseException:
+                    await _close(stream)
+                    raise
+            except Exception as exc:
+                self._live_failed(member, exc, "open")
+                continue
+            self._report_switch(member, loop.time() - t0)
+            self.live, self._live_stream = member, stream
+            return
+
+    def _report_switch(self, member: Member, elapsed_s: float) -> None:
+        if self.failed is None:
+            return
+        failed, error, mid = self.failed
+        self.runner.bus.emit(
+            EventType.FAILOVER, provider=failed.name, turn=self.runner.turn(), stage="stt",
+            from_provider=failed.name, to_provider=member.name, reason=error.reason, error=error.message,
+            elapsed_ms=round(elapsed_s * 1000, 1), replayed_audio_s=round(self.audio_s, 3), restarted=mid,
+        )
+        self.failed = None
+
+    def _live_failed(self, member: Member, exc: BaseException, during: str) -> None:
+        if isinstance(exc, TimeoutError):
+            error: ProviderError = ProviderTimeout(f"no answer during {during}")
+        else:
+            error = as_provider_error(exc, member.name)
+        error = self.runner._context(error, member)
+        self.runner._failed(member, error)
+        self.errors.append(error)
+        self.failed = (member, error, during == "send")
+
+    async def send(self, pcm: bytes) -> None:
+        self.buffer.append(pcm)
+        stream = self._live_stream
+        if stream is None:
+            return
+        try:
+            async with asyncio.timeout(self.runner.settings.stall_timeout_s):
+                await stream.send(pcm)
+        except Exception as exc:
+            member = self.live
+            assert member is not None
+            self._drop_live()
+            await _close(stream)
+            self._live_failed(member, exc, "send")
+            await self._open_next()
+
+    def _drop_live(self) -> None:
+        self.live, self._live_stream = None, None
+        self._generation += 1
+
+    async def finish(self) -> Transcript:
+        live, live_stream = self.live, self._live_stream
+        audio = AudioChunk(b"".join(self.buffer), self.sample_rate)
+
+        async def op(member: Member, attempt: int) -> AsyncIterator[Transcript]:
+            if member is live and attempt == 1 and live_stream is not None:
+                yield _tag(await live_stream.finish(), member.name)
+                return
+            provider = member.provider
+            if getattr(provider, "supports_streaming", False):
+                stream = await provider.open_stream(self.sample_rate, on_partial=None)
+                try:
+                    for pcm in self.buffer:
+                        await stream.send(pcm)
+                    final = await stream.finish()
+                finally:
+                    await _close(stream)
+                yield _tag(final, member.name)
+            else:
+                yield _tag(await provider.transcribe(audio), member.name)
+
+        def first_timeout(member: Member, attempt: int) -> float:
+            if member is live and attempt == 1 and live_stream is not None:
+                return self.runner.settings.first_result_timeout_s
+            return self.chain._replay_timeout(self.audio_s)
+
+        queue = ([live] if live is not None else []) + self.queue
+        try:
+            result = await last_item(self.runner.run(
+                op, first_timeout_s=first_timeout, queue=queue, errors=self.errors,
+                previous=self.failed, preclaimed=live,
+            ))
+        finally:
+            self._drop_live()
+            if live_stream is not None:
+                await _close(live_stream)
+        return result if result is not None else Transcript("", is_final=True)
+
+    async def aclose(self) -> None:
+        stream = self._live_stream
+        self._drop_live()
+        if stream is not None:
+            await _close(stream)
+
+
+async def _close(stream) -> None:
+    try:
+        await stream.aclose()
+    except Exception:  # the stream already failed or finished; closing it is best effort
+        pass
