@@ -22,6 +22,7 @@ from aiohttp import WSMsgType, web
 from voicerouter.testing.openai import check_auth, fault_error
 from voicerouter.testing.server import EmulatorState, Fault
 
+BASE_PATH = "/v1"  # clients take base_url = emulator URL + this
 RATE = 24000
 DELTA_BYTES = RATE * 2 // 20  # 50 ms of audio per output_audio.delta
 PACE = 0.25  # 4x real time, so a drop lands mid-response
