@@ -1,0 +1,234 @@
+"""The session pipeline end to end on real speech, real VAD and turn detection, scripted providers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from session_fakes import (
+    EchoAgent,
+    FakePool,
+    FakeS2S,
+    FakeSTT,
+    FakeTTS,
+    make_plan,
+    three_turns,
+    two_turns,
+)
+
+from voicerouter.audio.sink import MemorySink
+from voicerouter.audio.source import PcmSource
+from voicerouter.config.schema import BargeInConfig, ResilienceConfig
+from voicerouter.errors import EXIT_PROVIDER
+from voicerouter.session.events import EventType
+from voicerouter.session.session import Session
+
+
+@pytest.fixture(autouse=True)
+def fresh_resilience_state():
+    # Breakers and capacity counts are process-wide; one test's failures must not trip the next.
+    from voicerouter.resilience import reset
+
+    reset()
+    yield
+    reset()
+
+
+def types(result) -> list[str]:
+    return [str(e.type) for e in result.events]
+
+
+async def run(pool, audio: bytes, *, plan=None, sink=None, agent=None, realtime=False, lockstep=None, **plan_kw):
+    plan = plan or make_plan(pool, **plan_kw)
+    sink = sink or MemorySink()
+    session = Session(plan, pool, PcmSource(audio, realtime=realtime), sink, agent=agent or EchoAgent(),
+                      lockstep=lockstep)
+    return await asyncio.wait_for(session.run(), 60), sink
+
+
+async def test_two_turns_batch_stt_events_and_results():
+    stt = FakeSTT("stt-a", ["and so my fellow americans", "what your country can do for you"])
+    tts = FakeTTS("tts-a")
+    pool = FakePool({"stt-a": stt, "tts-a": tts})
+    result, sink = await run(pool, two_turns())
+
+    assert result.exit_code == 0 and result.reason == "end_of_audio"
+    assert [t.transcript for t in result.turns] == ["and so my fellow americans", "what your country can do for you"]
+    assert [t.reply for t in result.turns] == [
+        "You said: and so my fellow americans. Thank you.",
+        "You said: what your country can do for you. Thank you.",
+    ]
+    first, second = result.turns
+    # Audio positions: the first utterance is at 0.5-2.8 s, the second at 4.8-7.4 s of the input.
+    assert 0.4 < first.start_s < 0.9 and 2.0 < first.end_s < 2.9
+    assert 4.7 < second.start_s < 5.3 and 6.5 < second.end_s < 7.5
+    assert first.stt_provider == "stt-a" and first.tts_provider == "tts-a"
+    assert set(first.latency_ms) == {"turn_end_delay", "stt_final", "agent", "tts_first_audio", "voice_to_voice"}
+    assert first.latency_ms["turn_end_delay"] >= 590  # TurnConfig.silence_ms = 600
+    # Each reply has two sentences, each synthesized on its own, three 0.1 s chunks each.
+    assert tts.texts == ["You said: and so my fellow americans.", "Thank you.",
+                         "You said: what your country can do for you.", "Thank you."]
+    assert sink.duration_s == pytest.approx(1.2, abs=0.01)
+    assert first.reply_audio_s == pytest.approx(0.6, abs=0.01)
+    # The utterance handed to STT starts with the pre-roll: nothing of the first syllable is lost.
+    assert len(stt.audio[0]) / 32000 >= first.end_s - first.start_s + 0.2
+
+    seq = types(result)
+    assert seq[0] == "session_start" and seq[-1] == "session_end"
+    turn_one = [str(e.type) for e in result.events if e.turn == 1 and e.type != EventType.PROVIDER_USED]
+    assert turn_one == ["turn_end", "final_transcript", "agent_reply", "tts_start", "tts_first_audio", "tts_done"]
+    used = [(e.data["stage"], e.data.get("provider") or e.provider) for e in result.events
+            if e.type == EventType.PROVIDER_USED and e.turn == 1]
+    assert ("stt", "stt-a") in used and ("tts", "tts-a") in used
+    assert seq.count("speech_start") == seq.count("speech_end") == 2
+    assert seq.index("speech_end") < seq.index("turn_end")
+    by_type = {}
+    for e in result.events:
+        by_type.setdefault(str(e.type), []).append(e)
+    start = by_type["session_start"][0]
+    assert start.data["pipeline"] == "stt_tts" and start.data["stt"] == ["stt-a"] and start.data["tts"] == ["tts-a"]
+    assert start.tenant == "acme" and start.route == "test-route" and start.session_id == "test-session"
+    turn_end = by_type["turn_end"][0].data
+    assert {"reason", "start_s", "end_s", "delay_ms"} <= set(turn_end)
+    assert "audio_s" in by_type["speech_start"][0].data
+    assert by_type["final_transcript"][0].data["latency_ms"] >= 0
+    assert by_type["tts_first_audio"][0].data["latency_ms"] >= 0
+    done = by_type["tts_done"][0].data
+    assert done["audio_s_out"] == pytest.approx(0.6, abs=0.01) and done["start_audio_s"] is not None
+    assert by_type["session_end"][0].data == {"turns": 2, "reason": "end_of_audio"}
+    assert result.to_dict()["turns"][0]["transcript"] == "and so my fellow americans"
+
+
+async def test_streaming_stt_gets_audio_as_spoken_and_partials():
+    stt = FakeSTT("stream-stt", ["and so my fellow americans", "what your country"], streaming=True)
+    pool = FakePool({"stream-stt": stt, "tts-a": FakeTTS("tts-a")})
+    result, _ = await run(pool, two_turns())
+    assert [t.transcript for t in result.turns] == ["and so my fellow americans", "what your country"]
+    partials = [e for e in result.events if e.type == EventType.PARTIAL_TRANSCRIPT]
+    assert partials and all(e.data["text"].startswith("partial") for e in partials)
+    assert {e.turn for e in partials} == {1, 2}
+    # Every partial of a turn comes before its turn end.
+    seq = [(str(e.type), e.turn) for e in result.events]
+    assert seq.index(("partial_transcript", 1)) < seq.index(("turn_end", 1))
+    assert len(stt.audio[0]) / 32000 > 2.0  # the whole first utterance was streamed
+
+
+async def test_first_audio_reaches_the_sink_before_synthesis_ends():
+    log: list[str] = []
+
+    class LoggingSink(MemorySink):
+        async def write(self, chunk):
+            log.append("sink")
+            await super().write(chunk)
+
+    tts = FakeTTS("tts-a", chunks=4, log=log)
+    pool = FakePool({"stt-a": FakeSTT("stt-a", ["hello there"]), "tts-a": tts})
+    await run(pool, two_turns(), sink=LoggingSink())
+    # tts:0 sink tts:1 sink ...: each chunk is played before the next is synthesized.
+    assert log[:4] == ["tts:0", "sink", "tts:1", "sink"]
+
+
+async def test_barge_in_clears_the_sink_and_cancels_tts():
+    tts = FakeTTS("tts-a", hold={1})  # the first reply never finishes by itself
+    pool = FakePool({"stt-a": FakeSTT("stt-a", ["and so my fellow americans", "what your country"]), "tts-a": tts})
+    sink = MemorySink()
+    result, _ = await run(pool, two_turns(), sink=sink, lockstep=False)
+
+    assert sink.clears >= 1
+    assert tts.cancelled >= 1
+    barge = [e for e in result.events if e.type == EventType.BARGE_IN]
+    assert barge and barge[0].turn == 1 and barge[0].data["speech_ms"] >= 200
+    assert result.turns[0].interrupted
+    # The interrupting speech became the next turn, captured from its start.
+    assert [t.transcript for t in result.turns] == ["and so my fellow americans", "what your country"]
+    assert result.turns[1].start_s < barge[0].data["audio_s"]
+
+
+async def test_barge_in_disabled_keeps_the_reply():
+    tts = FakeTTS("tts-a", chunks=2)
+    pool = FakePool({"stt-a": FakeSTT("stt-a", ["one", "two"]), "tts-a": tts})
+    result, sink = await run(pool, two_turns(), lockstep=False, barge_in=BargeInConfig(enabled=False))
+    assert sink.clears == 0 and tts.cancelled == 0
+    assert not any(e.type == EventType.BARGE_IN for e in result.events)
+    assert [t.reply for t in result.turns] == ["You said: one. Thank you.", "You said: two. Thank you."]
+
+
+async def test_half_duplex_ignores_speech_while_the_reply_plays():
+    tts = FakeTTS("tts-a", hold={1})
+    pool = FakePool({"stt-a": FakeSTT("stt-a", ["one", "two"]), "tts-a": tts})
+    patient = ResilienceConfig(retries=0, stall_timeout_ms=60000, turn_deadline_ms=60000)
+    plan = make_plan(pool, barge_in=BargeInConfig(half_duplex=True), resilience=patient)
+    session = Session(plan, pool, PcmSource(two_turns()), MemorySink(), agent=EchoAgent(), lockstep=False)
+    task = asyncio.create_task(session.run())
+    # The first reply holds the floor: the second utterance is never heard.
+    while not any(e.type == EventType.TTS_FIRST_AUDIO for e in session.bus.history):
+        await asyncio.sleep(0.01)
+    for _ in range(1000):  # more loop turns than there are frames left
+        await asyncio.sleep(0)
+    await session.stop()
+    result = await asyncio.wait_for(task, 10)
+    assert result.reason == "stopped"
+    assert [t.transcript for t in result.turns] == ["one"]
+    assert sum(1 for e in result.events if e.type == EventType.SPEECH_START) == 1
+    assert not any(e.type == EventType.BARGE_IN for e in result.events)
+
+
+async def test_stt_failure_ends_the_turn_and_the_session_goes_on():
+    stt = FakeSTT("stt-a", ["first", "second"], fail_turns={1})
+    pool = FakePool({"stt-a": stt, "tts-a": FakeTTS("tts-a")})
+    result, _ = await run(pool, two_turns())
+    assert result.exit_code == 0
+    assert [t.transcript for t in result.turns] == [None, "second"]
+    assert result.turns[0].error and "every stt provider failed" in result.turns[0].error
+    errors = [e for e in result.events if e.type == EventType.ERROR]
+    assert len(errors) == 1 and errors[0].data["stage"] == "stt" and errors[0].turn == 1
+    assert errors[0].data["error_type"] == "AllProvidersFailed"
+    assert result.errors[0].stage == "stt"
+
+
+async def test_two_failed_turns_in_a_row_end_the_session_with_exit_code_3():
+    stt = FakeSTT("stt-a", ["x"], fail_turns={1, 2, 3})
+    pool = FakePool({"stt-a": stt, "tts-a": FakeTTS("tts-a")})
+    result, _ = await run(pool, three_turns())
+    assert result.reason == "providers_down" and result.exit_code == EXIT_PROVIDER
+    assert stt.calls == 2  # the third utterance is not attempted
+    assert types(result)[-1] == "session_end"
+
+
+async def test_tts_failure_reports_an_error_and_keeps_the_transcript():
+    pool = FakePool({"stt-a": FakeSTT("stt-a", ["hello"]), "tts-a": FakeTTS("tts-a", fail=True)})
+    result, sink = await run(pool, two_turns())
+    assert result.turns[0].transcript == "hello" and result.turns[0].reply
+    assert {e.data["stage"] for e in result.events if e.type == EventType.ERROR} >= {"tts"}
+    assert sink.duration_s == 0
+    assert result.reason == "providers_down"  # both turns failed at TTS
+
+
+async def test_s2s_pipeline_streams_audio_and_reports_transcripts():
+    s2s = FakeS2S("rt", [("and so my fellow americans", "Hello there"), ("what your country", "Indeed")])
+    pool = FakePool({"rt": s2s})
+    result, sink = await run(pool, two_turns(), pipeline="s2s")
+    assert [t.transcript for t in result.turns] == ["and so my fellow americans", "what your country"]
+    assert [t.reply for t in result.turns] == ["Hello there", "Indeed"]
+    assert len(s2s.sessions) == 1 and s2s.sessions[0].instructions == "Be brief."
+    committed = s2s.sessions[0].committed
+    assert len(committed) == 2 and len(committed[0]) / 32000 > 2.0
+    assert sink.duration_s == pytest.approx(0.3, abs=0.01)  # one 0.1 s chunk per reply word, at 24 kHz
+    turn_one = [str(e.type) for e in result.events if e.turn == 1 and e.type != EventType.PROVIDER_USED]
+    assert turn_one == ["turn_end", "tts_start", "final_transcript", "tts_first_audio", "agent_reply", "tts_done"]
+    assert "tts_first_audio" in result.turns[0].latency_ms
+
+
+async def test_missing_secret_fails_before_any_audio():
+    from voicerouter.config.schema import ProviderConfig
+    from voicerouter.errors import MissingSecretError
+
+    stt, tts = FakeSTT("stt-a", ["x"]), FakeTTS("tts-a")
+    configs = {
+        "stt-a": ProviderConfig(type="openai", kind="stt", api_key="${VR_TEST_UNSET_KEY}"),
+        "tts-a": ProviderConfig(type="openai-compatible", kind="tts", base_url="http://127.0.0.1:9"),
+    }
+    pool = FakePool({"stt-a": stt, "tts-a": tts}, configs)
+    with pytest.raises(MissingSecretError, match="VR_TEST_UNSET_KEY"):
+        await run(pool, two_turns())
+    assert stt.calls == 0
