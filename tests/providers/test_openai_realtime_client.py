@@ -191,3 +191,36 @@ def test_missing_key_and_bad_url():
 def test_error_event_mapping(error, cls):
     err = error_from_event(error, provider="p")
     assert type(err) is cls and err.provider == "p"
+
+
+async def test_abandoned_response_is_cancelled_and_next_turn_is_clean():
+    async with emulate("openai-realtime", api_key=CANARY, transcript="first words") as emu:
+        session = await make(emu.url).connect(instructions=None, history=Conversation())
+        try:
+            await session.send_audio(tone(1.0, 16000), 16000)
+            events = session.respond()
+            async for event in events:
+                if event.type == "audio":
+                    break  # barge-in: the caller stops listening
+            await events.aclose()
+            emu.state.transcript = "second words"
+            second = await turn(session)
+        finally:
+            await session.aclose()
+    assert "response.cancel" in [r.get("event") for r in emu.state.requests]
+    reply = "".join(e.text for e in second if e.type == "reply_text")
+    assert reply == "You said: second words" == second[-1].text
+    assert [e.text for e in second if e.type == "user_transcript"] == ["second words"]
+
+
+async def test_session_survives_an_error_event():
+    async with emulate("openai-realtime", api_key=CANARY, transcript="after the error") as emu:
+        session = await make(emu.url).connect(instructions=None, history=Conversation())
+        try:
+            await session.send_audio(tone(0.02, 16000), 16000)
+            with pytest.raises(RequestError):
+                [e async for e in session.respond()]
+            events = await turn(session)
+        finally:
+            await session.aclose()
+    assert "".join(e.text for e in events if e.type == "reply_text") == "You said: after the error"

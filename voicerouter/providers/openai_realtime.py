@@ -166,6 +166,8 @@ class RealtimeSession:
         self._reader = asyncio.create_task(self._read(), name=f"realtime-reader-{provider.name}")
         self._resampler: StreamResampler | None = None
         self._appended = 0  # bytes of 24 kHz audio since the last commit
+        self._pushback: list[dict[str, Any]] = []  # events read ahead that belong to the next turn
+        self._abandoned = False  # a response the caller stopped reading (barge-in) may still be streaming
         self._closed = False
 
     async def _read(self) -> None:
@@ -188,6 +190,8 @@ class RealtimeSession:
                 f"WebSocket dropped (code {exc.rcvd.code if exc.rcvd else 1006})", provider=self.name))
 
     async def _next(self, timeout_s: float | None = None) -> dict[str, Any]:
+        if self._pushback:
+            return self._pushback.pop(0)
         timeout_s = self.provider.timeout_s if timeout_s is None else timeout_s
         try:
             async with asyncio.timeout(timeout_s):
@@ -236,6 +240,7 @@ class RealtimeSession:
             await self._send({"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm).decode()})
 
     async def respond(self) -> AsyncIterator[S2SEvent]:
+        await self._settle()
         if self._resampler is not None:
             await self._append(self._resampler.flush())
         committed = self._appended > 0
@@ -243,6 +248,16 @@ class RealtimeSession:
             await self._send({"type": "input_audio_buffer.commit"})
             self._appended = 0
         await self._send({"type": "response.create"})
+        finished = False
+        try:
+            async for event in self._events_of_response(committed):
+                yield event
+            finished = True
+        finally:
+            if not finished:
+                await self._abandon()
+
+    async def _events_of_response(self, committed: bool) -> AsyncIterator[S2SEvent]:
         reply: list[str] = []
         user_item: str | None = None
         heard = not committed  # no audio, no transcript to wait for
@@ -270,8 +285,7 @@ class RealtimeSession:
                 yield S2SEvent("audio", audio=AudioChunk(pcm, RATE))
             elif kind == "response.done":
                 response = event.get("response") or {}
-                status = response.get("status")
-                if status == "failed":
+                if response.get("status") == "failed":
                     details = response.get("status_details") or {}
                     raise error_from_event(details.get("error") or {"message": "response failed"},
                                            provider=self.name)
@@ -280,13 +294,37 @@ class RealtimeSession:
             with contextlib.suppress(ProviderTimeout):
                 while True:
                     event = await self._next(TRANSCRIPT_GRACE_S)
-                    self._raise_error_event(event)
                     if event["type"] == USER_TRANSCRIPT and (user_item is None or event.get("item_id") == user_item):
                         yield S2SEvent("user_transcript", text=str(event.get("transcript", "")).strip())
                         break
                     if event["type"] == USER_TRANSCRIPT_FAILED:
                         break
+                    if event["type"] == "error":
+                        self._pushback.append(event)  # not this turn's: the next call reports it
+                        break
         yield S2SEvent("done", text="".join(reply))
+
+    async def _abandon(self) -> None:
+        """The caller stopped reading mid-response (barge-in or an error): cancel it on the server."""
+        if self._closed or self._reader.done():
+            return
+        self._abandoned = True
+        with contextlib.suppress(ProviderError):
+            await self._send({"type": "response.cancel"})
+
+    async def _settle(self) -> None:
+        """Before a new response: skip what is left of an abandoned one, up to its response.done."""
+        if not self._abandoned:
+            return
+        self._abandoned = False
+        self._pushback.clear()
+        with contextlib.suppress(ProviderTimeout):
+            while True:
+                event = await self._next(2.0)
+                if event["type"] == "response.done" or (
+                    event["type"] == "error" and (event.get("error") or {}).get("code") == "response_cancel_not_active"
+                ):
+                    return
 
     async def aclose(self) -> None:
         if self._closed:

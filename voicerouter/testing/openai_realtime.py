@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import itertools
 import json
 import time
@@ -160,8 +161,11 @@ async def handle(conn: Conn, text: str) -> None:
             return
         conn.responding = asyncio.create_task(respond(conn))
     elif kind == "response.cancel":
-        if conn.responding is not None:
-            conn.responding.cancel()
+        if conn.responding is None or conn.responding.done():
+            await conn.error("Cancellation failed: no active response found.", code="response_cancel_not_active",
+                             event_id=event_id)
+            return
+        conn.responding.cancel()
     else:
         await conn.error(f"Invalid value: '{kind}'. Not a supported client event type.", code="invalid_value",
                          event_id=event_id, param="type")
@@ -255,12 +259,26 @@ def reply_for(conn: Conn) -> str:
 
 
 async def respond(conn: Conn) -> None:
-    """One response in the GA order: created, item/part added, interleaved deltas, done events."""
+    """One response; `response.cancel` ends it with a `cancelled` response.done, like the vendor."""
+    response_id = conn.new_id("resp")
+    try:
+        await stream_response(conn, response_id)
+    except asyncio.CancelledError:
+        if not conn.ws.closed:
+            with contextlib.suppress(Exception):
+                await conn.send("response.done", response={
+                    "id": response_id, "object": "realtime.response", "status": "cancelled",
+                    "status_details": {"type": "cancelled", "reason": "client_cancelled"}, "output": []})
+        raise
+
+
+async def stream_response(conn: Conn, response_id: str) -> None:
+    """The GA order: created, item/part added, interleaved deltas, done events."""
     fault, conn.pending_fault = conn.pending_fault, None
     if fault is None:
         fault = conn.state.take_fault()
     state, ws = conn.state, conn.ws
-    response_id, item_id = conn.new_id("resp"), conn.new_id("item")
+    item_id = conn.new_id("item")
     voice = conn.session["audio"]["output"].get("voice", "marin")
     await conn.send("response.created", response={"id": response_id, "object": "realtime.response",
                                                   "status": "in_progress", "output": []})
