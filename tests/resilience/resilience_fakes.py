@@ -19,7 +19,7 @@ RATE = 16000
 
 
 def word_pcm(word: str) -> bytes:
-    data = word.encode()
+    data = word.encode() + b" "
     return data + b" " * (len(data) % 2)
 
 

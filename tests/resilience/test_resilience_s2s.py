@@ -1,0 +1,71 @@
+"""S2S chain: failover keeps the conversation and resends the user's turn audio."""
+
+from __future__ import annotations
+
+import pytest
+from resilience_fakes import FakePool, FakeS2S, word_pcm
+
+from voicerouter.config.schema import BackoffConfig, ResilienceConfig
+from voicerouter.errors import AllProvidersFailed
+from voicerouter.providers.base import Conversation, SessionInfo
+from voicerouter.resilience import build_stage
+from voicerouter.routing.plan import StagePlan
+from voicerouter.session.events import EventBus, EventType
+
+FAST = ResilienceConfig(retries=0, backoff=BackoffConfig(base_ms=5, max_ms=10), first_result_timeout_ms=100,
+                        stall_timeout_ms=100, turn_deadline_ms=2000)
+
+
+def chain(pool, names):
+    bus = EventBus("s1", route="r1")
+    return build_stage(StagePlan("s2s", tuple(names)), pool, FAST, bus, session=SessionInfo("s1", route="r1")), bus
+
+
+def events(bus: EventBus, kind: EventType) -> list[dict]:
+    return [e.to_dict() for e in bus.history if e.type == kind]
+
+
+async def turn(session, words: str) -> list:
+    for word in words.split():
+        await session.send_audio(word_pcm(word), 16000)
+    return [event async for event in session.respond()]
+
+
+async def test_reply_dropped_mid_stream_restarts_on_the_next_provider_with_history_and_audio():
+    primary, backup = FakeS2S("oai-rt"), FakeS2S("backup")
+    stage, bus = chain(FakePool(primary, backup), ["oai-rt", "backup"])
+    history = Conversation()
+    session = await stage.connect(instructions="be brief", history=history)
+    first = await turn(session, "hello there")
+    assert first[-2].text == "oai-rt heard hello there"
+    history.add("user", "hello there")
+    history.add("assistant", first[-2].text)
+
+    primary.script = ["drop"]
+    second = await turn(session, "what time is it")
+    assert second[-2].text == "backup heard what time is it"  # the whole turn's audio was resent
+    assert backup.heard == [("what time is it", 2)]  # the new connection got the conversation
+    (failover,) = events(bus, EventType.FAILOVER)
+    assert failover["from_provider"] == "oai-rt" and failover["restarted_reply"] is True
+
+    third = await turn(session, "thanks")  # stays on the working connection
+    assert third[-2].text == "backup heard thanks" and len(backup.sessions) == 1
+    await session.aclose()
+    assert primary.sessions[0].closed and backup.sessions[0].closed
+
+
+async def test_hung_reply_fails_over_before_any_event():
+    primary, backup = FakeS2S("oai-rt", script=["hang"]), FakeS2S("backup")
+    stage, bus = chain(FakePool(primary, backup), ["oai-rt", "backup"])
+    session = await stage.connect(instructions=None, history=Conversation())
+    events_ = await turn(session, "are you there")
+    assert events_[0].text == "are you there" and primary.cancelled == 1
+    assert events(bus, EventType.FAILOVER)[0]["reason"] == "providertimeout"
+
+
+async def test_connect_fails_over_and_all_down_is_reported():
+    primary, backup = FakeS2S("oai-rt", connect_script=["auth"]), FakeS2S("backup", connect_script=["error:503"])
+    stage, bus = chain(FakePool(primary, backup), ["oai-rt", "backup"])
+    with pytest.raises(AllProvidersFailed) as info:
+        await stage.connect(instructions=None, history=Conversation())
+    assert "oai-rt: HTTP 401" in str(info.value) and "backup: HTTP 503" in str(info.value)

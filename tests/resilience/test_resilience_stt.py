@@ -1,0 +1,97 @@
+"""STT chain: no lost words when a stream drops mid-utterance or goes silent at the end."""
+
+from __future__ import annotations
+
+import pytest
+from resilience_fakes import FakePool, FakeSTT, word_pcm
+
+from voicerouter.config.schema import BackoffConfig, ResilienceConfig
+from voicerouter.errors import AllProvidersFailed
+from voicerouter.providers.base import AudioChunk, SessionInfo, Transcript
+from voicerouter.resilience import build_stage
+from voicerouter.routing.plan import StagePlan
+from voicerouter.session.events import EventBus, EventType
+
+FAST = ResilienceConfig(retries=1, backoff=BackoffConfig(base_ms=5, max_ms=10), first_result_timeout_ms=100,
+                        stall_timeout_ms=100, turn_deadline_ms=2000)
+WORDS = "and so my fellow americans ask not what your country can do for you".split()
+
+
+def chain(pool: FakePool, names: tuple[str, ...], policy: ResilienceConfig = FAST):
+    bus = EventBus("s1", route="r1")
+    return build_stage(StagePlan("stt", names), pool, policy, bus, session=SessionInfo("s1", route="r1")), bus
+
+
+def events(bus: EventBus, kind: EventType) -> list[dict]:
+    return [e.to_dict() for e in bus.history if e.type == kind]
+
+
+async def utter(stage, words=WORDS, partials: list[Transcript] | None = None) -> Transcript:
+    stream = await stage.open_stream(16000, on_partial=partials.append if partials is not None else None)
+    try:
+        for word in words:
+            await stream.send(word_pcm(word))
+        return await stream.finish()
+    finally:
+        await stream.aclose()
+
+
+async def test_stream_dropping_mid_utterance_replays_the_whole_buffer_to_the_fallback():
+    primary, backup = FakeSTT("dg", script=["drop:5"]), FakeSTT("oai")
+    stage, bus = chain(FakePool(primary, backup), ("dg", "oai"))
+    partials: list[Transcript] = []
+    final = await utter(stage, partials=partials)
+    assert final.text == " ".join(WORDS) and final.provider == "oai"
+    assert backup.streams[0].received[:5] == [word_pcm(w) for w in WORDS[:5]]  # replayed from the start
+    (failover,) = events(bus, EventType.FAILOVER)
+    assert failover["from_provider"] == "dg" and failover["to_provider"] == "oai"
+    assert failover["replayed_audio_s"] > 0 and failover["restarted"] is True
+    assert partials[-1].provider == "oai" and partials[-1].text == " ".join(WORDS)
+
+
+async def test_stream_that_goes_silent_at_finish_falls_back_with_all_the_audio():
+    primary, backup = FakeSTT("dg", script=["hang_finish"]), FakeSTT("batch", supports_streaming=False)
+    stage, bus = chain(FakePool(primary, backup), ("dg", "batch"))
+    final = await utter(stage)
+    assert final.text == " ".join(WORDS) and final.provider == "batch"
+    assert backup.batches == [" ".join(WORDS)]
+    assert primary.cancelled == 1
+    (failover,) = events(bus, EventType.FAILOVER)
+    assert failover["reason"] == "providertimeout" and "restarted" not in failover
+
+
+async def test_retry_of_a_stream_replays_the_buffer_to_a_new_stream_of_the_same_provider():
+    primary = FakeSTT("dg", script=["ok", "ok"])
+    stage, bus = chain(FakePool(primary), ("dg",))
+    stream = await stage.open_stream(16000)
+    for word in WORDS[:3]:
+        await stream.send(word_pcm(word))
+    primary.streams[0].step = "hang_finish"  # the only provider hangs: time out, then retry it
+    final = await stream.finish()
+    assert final.text == " ".join(WORDS[:3]) and len(primary.streams) == 2
+    assert events(bus, EventType.RETRY)[0]["reason"] == "providertimeout"
+
+
+async def test_open_failure_moves_to_the_next_streaming_provider():
+    primary, backup = FakeSTT("dg", script=["auth"]), FakeSTT("oai")
+    stage, bus = chain(FakePool(primary, backup), ("dg", "oai"))
+    final = await utter(stage)
+    assert final.provider == "oai" and final.text == " ".join(WORDS)
+    (failover,) = events(bus, EventType.FAILOVER)
+    assert failover["reason"] == "auth" and failover["restarted"] is False
+
+
+async def test_batch_transcribe_fails_over():
+    primary, backup = FakeSTT("a", script=["error:500", "error:500"]), FakeSTT("b")
+    stage, bus = chain(FakePool(primary, backup), ("a", "b"))
+    audio = AudioChunk(b"".join(word_pcm(w) for w in WORDS[:4]), 16000)
+    result = await stage.transcribe(audio)
+    assert result.text == " ".join(WORDS[:4]) and result.provider == "b"
+
+
+async def test_all_stt_providers_down():
+    primary, backup = FakeSTT("a", script=["drop:1", "hang_finish"]), FakeSTT("b", script=["auth"])
+    stage, bus = chain(FakePool(primary, backup), ("a", "b"))
+    with pytest.raises(AllProvidersFailed) as info:
+        await utter(stage)
+    assert "a:" in str(info.value) and "b: HTTP 401" in str(info.value)
