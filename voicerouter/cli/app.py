@@ -1,7 +1,7 @@
 """The `voicerouter` command: a thin typer app; each command lives in its own module.
 
-Command modules import only typer and the standard library at the top, so `validate` and
-`resolve` start fast; heavy libraries load inside the command that needs them.
+Only the invoked command's module is imported (all of them for --help), and command modules
+import heavy libraries inside the command, so `validate` and `resolve` start fast in CI jobs.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ import importlib
 import sys
 
 import typer
+
+from voicerouter import __version__
 
 COMMANDS = (
     "resolve",
@@ -24,29 +26,62 @@ COMMANDS = (
     "report",
 )
 
-app = typer.Typer(
-    name="voicerouter",
-    help="Route voice sessions to STT, TTS and speech-to-speech providers, with failover.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
 
-for _name in COMMANDS:
-    try:
-        _module = importlib.import_module(f"voicerouter.cli.{_name}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"voicerouter.cli.{_name}":
-            raise
-        continue
-    _module.register(app)
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"voicerouter {__version__}")
+        raise typer.Exit()
+
+
+def build_app(only: str | None = None) -> typer.Typer:
+    app = typer.Typer(
+        name="voicerouter",
+        help="Route voice sessions to STT, TTS and speech-to-speech providers, with failover.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+
+    @app.callback()
+    def root(
+        version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+    ) -> None:
+        """Route voice sessions to STT, TTS and speech-to-speech providers, with failover.
+
+        Exit codes: 0 ok, 1 failed (invalid table, failed expectation, session error), 2 usage error,
+        3 providers unavailable (all failed, missing secret, capacity), 4 audio device error, 130 interrupted.
+        """
+
+    for name in COMMANDS if only is None else (only,):
+        try:
+            module = importlib.import_module(f"voicerouter.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"voicerouter.cli.{name}":
+                raise
+            continue
+        module.register(app)
+    return app
+
+
+def _invoked_command(argv: list[str]) -> str | None:
+    for arg in argv:
+        if arg.startswith("-"):
+            return None  # root options (--help, --version): show everything
+        return arg if arg in COMMANDS else None
+    return None
+
+
+def __getattr__(name: str) -> typer.Typer:
+    # `from voicerouter.cli.app import app` gives the full app (tests, docs) without slowing `main`.
+    if name == "app":
+        return build_app()
+    raise AttributeError(name)
 
 
 def main() -> None:
     from voicerouter.cli.common import run_app
 
-    sys.exit(run_app(app))
+    sys.exit(run_app(build_app(_invoked_command(sys.argv[1:]))))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ transport failures and timeouts transient. Vendor modules only add their own bod
 from __future__ import annotations
 
 import email.utils
-import ipaddress
 import time
 from collections.abc import Mapping
 from urllib.parse import urlsplit
@@ -25,17 +24,9 @@ from voicerouter.errors import (
     RequestError,
     TransientProviderError,
 )
+from voicerouter.netaddr import is_loopback
 
 SNIPPET_CHARS = 200
-
-
-def is_loopback(host: str) -> bool:
-    if host in ("localhost",) or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def check_base_url(url: str, *, provider: str, schemes: tuple[str, str] = ("https", "http")) -> str:

@@ -11,10 +11,10 @@ from typing import Any
 from voicerouter.config import secrets
 from voicerouter.config.schema import ChainSpec, ProviderConfig, RouteSettings, SplitSpec, StageSpec
 from voicerouter.config.yaml_source import PathKey
-from voicerouter.providers.http import is_loopback
+from voicerouter.netaddr import is_loopback
 from voicerouter.providers.registry import get_type, provider_types
 from voicerouter.routing.findings import Finding, Severity
-from voicerouter.routing.match import covers
+from voicerouter.routing.match import as_list, covers
 from voicerouter.routing.table import RoutingTable
 
 STAGES = ("stt", "tts", "s2s")
@@ -41,7 +41,7 @@ def check_table(table: RoutingTable, *, env: Mapping[str, str]) -> list[Finding]
         seen_names.setdefault(route.name, index)
         # Check the route's own stage specs where it wrote them, then the effective (merged) settings.
         _check_settings(table.route_settings[index], path, kinds, out, is_defaults=False, raw=_raw_route(table, index))
-        for earlier_index in range(index):
+        for earlier_index in _earlier_candidates(table, index):
             if covers(table.config.routes[earlier_index].match, route.match):
                 earlier = table.config.routes[earlier_index].name
                 out.add("error", "shadowed-route", f"route {route.name!r} can never match: route {earlier!r} (routes[{earlier_index}]) before it matches every session it would", path + ("match",))
@@ -49,6 +49,16 @@ def check_table(table: RoutingTable, *, env: Mapping[str, str]) -> list[Finding]
     _check_unused(table, out)
     _check_secrets(table, env, out)
     return out.findings
+
+
+def _earlier_candidates(table: RoutingTable, index: int) -> list[int]:
+    """Earlier routes that could shadow routes[index]: any-tenant routes, and those sharing a literal tenant."""
+    tenants = table.routes[index].match.tenant
+    pool = set(i for i in table.any_tenant if i < index)
+    if tenants is not None:
+        for tenant in as_list(tenants):
+            pool.update(i for i in table.tenant_index.get(tenant, ()) if i < index)
+    return sorted(pool)
 
 
 def _raw_route(table: RoutingTable, index: int) -> RouteSettings | None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import heapq
 import logging
+import re
+from fnmatch import translate
 from typing import TYPE_CHECKING
 
 from voicerouter.config.schema import ChainSpec, RouteConfig, RouteSettings, RoutingTableConfig, SplitSpec, StageSpec
-from voicerouter.routing.match import explain_match
+from voicerouter.routing.match import as_list, explain_match
 from voicerouter.routing.plan import RouteContext, SessionPlan, Stage, StagePlan
 from voicerouter.routing.split import pick
 
@@ -25,6 +28,16 @@ class RoutingTable:
         self.route_settings = route_settings  # effective settings of routes[i], defaults merged in
         self.source = source
         self.warnings: tuple[str, ...] = ()
+        self._matchers = [_Matcher(route) for route in config.routes]
+        # Routes that name literal tenants are indexed by tenant; the rest are checked for everyone.
+        self.tenant_index: dict[str, list[int]] = {}
+        self.any_tenant: list[int] = []
+        for index, matcher in enumerate(self._matchers):
+            if matcher.tenant_literals is None:
+                self.any_tenant.append(index)
+            else:
+                for tenant in matcher.tenant_literals:
+                    self.tenant_index.setdefault(tenant, []).append(index)
 
     @property
     def file(self) -> str:
@@ -36,11 +49,17 @@ class RoutingTable:
 
     def match(self, ctx: RouteContext) -> tuple[int | None, list[str]]:
         """Index of the winning route (None for defaults) and why it won."""
-        for index, route in enumerate(self.config.routes):
-            reasons = explain_match(route.match, ctx)
-            if reasons is not None:
+        for index in self.candidates(ctx.tenant):
+            if self._matchers[index].accepts(ctx):
+                reasons = explain_match(self.config.routes[index].match, ctx)
+                assert reasons is not None
                 return index, reasons
         return None, []
+
+    def candidates(self, tenant: str | None) -> list[int] | heapq.merge[int]:
+        """Indices of the routes that could accept `tenant`, in table order."""
+        named = self.tenant_index.get(tenant, []) if tenant is not None else []
+        return heapq.merge(named, self.any_tenant) if named else self.any_tenant
 
     def resolve(self, ctx: RouteContext) -> SessionPlan:
         index, reasons = self.match(ctx)
@@ -95,3 +114,45 @@ class RoutingTable:
         rest = spec.fallback or sorted((n for n in spec.split if n != chosen), key=lambda n: -spec.split[n])
         order = tuple(dict.fromkeys([chosen, *rest]))
         return StagePlan(stage, order, strategy="split", split=dict(spec.split), picked=chosen)
+
+
+_GLOB = re.compile(r"[*?\[]")
+
+
+class _Matcher:
+    """A route's match compiled for speed: literal sets and one regex per glob field."""
+
+    __slots__ = ("tenant_literals", "tenant_re", "region_literals", "region_re", "flags", "has_tenant", "has_region")
+
+    def __init__(self, route: RouteConfig) -> None:
+        spec = route.match
+        self.has_tenant = spec.tenant is not None
+        self.has_region = spec.region is not None
+        self.tenant_literals, self.tenant_re = _compile(spec.tenant)
+        self.region_literals, self.region_re = _compile(spec.region)
+        self.flags = tuple(spec.flags.items())
+
+    def accepts(self, ctx: RouteContext) -> bool:
+        if self.has_tenant and not _hit(ctx.tenant, self.tenant_literals, self.tenant_re):
+            return False
+        if self.has_region and not _hit(ctx.region, self.region_literals, self.region_re):
+            return False
+        return all(ctx.flags.get(name, False) == wanted for name, wanted in self.flags)
+
+
+def _compile(patterns) -> tuple[frozenset[str] | None, re.Pattern[str] | None]:
+    """(literal set, None) when every pattern is literal; (None, regex) otherwise; (None, None) for no condition."""
+    values = as_list(patterns)
+    if not values:
+        return None, None
+    if not any(_GLOB.search(v) for v in values):
+        return frozenset(values), None
+    return None, re.compile("|".join(f"(?:{translate(v)})" for v in values))
+
+
+def _hit(value: str | None, literals: frozenset[str] | None, regex: re.Pattern[str] | None) -> bool:
+    if value is None:
+        return False
+    if literals is not None:
+        return value in literals
+    return bool(regex and regex.match(value))

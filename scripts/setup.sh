@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Create .venv with voicerouter and its test tools; install PortAudio when it is missing and we may.
+# Idempotent and quick on re-runs (skips pip when pyproject.toml has not changed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3}"
+EXTRAS="${VOICEROUTER_EXTRAS:-dev,plot,otel}"
+
+if ! ldconfig -p 2>/dev/null | grep -q libportaudio; then
+  if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""
+    if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+    if [ -z "$SUDO" ] || command -v sudo >/dev/null 2>&1; then
+      echo "setup: installing PortAudio (libportaudio2) for live audio" >&2
+      $SUDO apt-get update -qq >/dev/null
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libportaudio2 alsa-utils >/dev/null
+    fi
+  elif command -v brew >/dev/null 2>&1; then
+    brew list portaudio >/dev/null 2>&1 || brew install portaudio
+  else
+    echo "setup: PortAudio not found; live audio (voicerouter run) needs it - install libportaudio2" >&2
+  fi
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+stamp=".venv/.voicerouter-installed"
+want="$(cat pyproject.toml | sha256sum | cut -c1-16)-$EXTRAS"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e ".[$EXTRAS]"
+  echo "$want" > "$stamp"
+fi
