@@ -237,33 +237,39 @@ def _counts(rows, by: str | None, markup_safe):
 
 
 def _render_turns(turns: list[dict[str, Any]], console: Console) -> None:
+    """One compact table per session, so it stays readable in 80 columns."""
+    from rich import box
     from rich.table import Table
 
-    table = Table(title="Turns (ms)", title_justify="left")
-    for column in ("session", "turn", "route", "stt", "tts", "end", "delay", "STT", "TTS 1st", "v→v", "transcript"):
-        table.add_column(column, justify="right" if column in ("turn", "delay", "STT", "TTS 1st", "v→v") else "left")
     markup_safe = _escaper()
+    sessions: dict[str, list[dict[str, Any]]] = {}
     for t in turns:
-        providers = t["providers"]
-        table.add_row(
-            *map(
-                markup_safe,
-                (
-                    t["session_id"],
-                    str(t["turn"]),
-                    t["route"] or "-",
-                    providers.get("stt") or providers.get("s2s") or "-",
-                    providers.get("tts") or providers.get("s2s") or "-",
-                    t["reason"] or "-",
-                    fmt_ms(t["turn_end_delay_ms"]),
-                    fmt_ms(t["stt_final_ms"]),
-                    fmt_ms(t["tts_first_audio_ms"]),
-                    fmt_ms(t["voice_to_voice_ms"]),
-                    t["text"] or "",
-                ),
-            )
+        sessions.setdefault(t["session_id"], []).append(t)
+    for session_id, rows in sessions.items():
+        first = rows[0]
+        where = " / ".join(str(first[k]) for k in ("tenant", "region", "route") if first.get(k))
+        table = Table(
+            title=markup_safe(f"Turns of {session_id}  {where}  (ms)"), title_justify="left", box=box.SIMPLE_HEAD
         )
-    console.print(table)
+        for column in ("#", "stt", "tts", "end", "delay", "STT", "TTS 1st", "v→v"):
+            numeric = column in ("#", "delay", "STT", "TTS 1st", "v→v")
+            table.add_column(column, justify="right" if numeric else "left", no_wrap=True)
+        table.add_column("transcript", ratio=1, overflow="fold")
+        for t in rows:
+            providers = t["providers"]
+            cells = (
+                str(t["turn"]),
+                providers.get("stt") or providers.get("s2s") or "-",
+                providers.get("tts") or providers.get("s2s") or "-",
+                t["reason"] or "-",
+                fmt_ms(t["turn_end_delay_ms"]),
+                fmt_ms(t["stt_final_ms"]),
+                fmt_ms(t["tts_first_audio_ms"]),
+                fmt_ms(t["voice_to_voice_ms"]),
+                t["text"] or "",
+            )
+            table.add_row(*map(markup_safe, cells))
+        console.print(table)
 
 
 def _escaper():

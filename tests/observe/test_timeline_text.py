@@ -1,0 +1,65 @@
+"""The terminal timeline: bars on the input-audio axis and one labelled line per turn or incident."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from voicerouter.observe.logs import read_events
+from voicerouter.observe.stats import by_session
+from voicerouter.observe.timeline_text import QUIET, REPLY, SPEECH, render_session, render_timeline_text
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def sessions():
+    return by_session(read_events([FIXTURES]).events)
+
+
+def test_one_block_per_session():
+    text = render_timeline_text(read_events([FIXTURES]).events)
+    blocks = text.split("\n\n")
+    assert [b.splitlines()[0].split()[1] for b in blocks] == ["s-acme-1", "s-acme-2", "s-globex-1"]
+    assert render_timeline_text([]) == "(no events)"
+
+
+def test_header_turn_lines_and_incidents():
+    text = render_session(sessions()["s-acme-1"])
+    lines = text.splitlines()
+    assert lines[0] == "session s-acme-1  tenant=acme region=eu-west route=acme-eu  stt=dg,oai-stt tts=eleven"
+    assert lines[1].lstrip().startswith("|0s")
+    turn2 = next(line for line in lines if "turn 2 " in line)
+    assert turn2.startswith("   7.60s turn 2  5.00–7.20 s  end complete +400 ms")
+    assert "stt oai-stt 1720 ms" in turn2 and "tts eleven 1800 ms" in turn2 and "v→v 2200 ms" in turn2
+    assert '"what\'s the weather in paris"' in turn2
+    failover = next(line for line in lines if "failover" in line)
+    assert failover == "   9.10s ⚠ failover stt dg → oai-stt (timeout, 1500 ms)"
+    # rows are in audio order: turn 1, turn 2, the failover during turn 2's STT, turn 3
+    order = [line.split()[1] for line in lines if line.strip()[:1].isdigit()]
+    assert order == ["turn", "turn", "⚠", "turn"]
+    assert lines[-1] == "source: hello.wav"
+
+
+def test_bars_follow_speech_and_replies():
+    lines = render_session(sessions()["s-acme-1"], width=80).splitlines()
+    you = lines[2][8:]
+    reply = lines[3][8:]
+    assert len(you) == len(reply) == 80
+    duration = 16.0  # the session ends at t=16 s (audio and session clock agree in a live run)
+    col = lambda seconds: int(seconds / duration * 80)  # noqa: E731
+    assert you[col(1.0)] == SPEECH and you[col(3.5)] == QUIET and you[col(6.0)] == SPEECH
+    assert reply[col(3.5)] == REPLY and reply[col(1.0)] == QUIET  # first reply: 2.95 .. 4.35 s
+    assert reply[col(10.0)] == REPLY  # second reply: 9.4 .. 11.4 s
+
+
+def test_replayed_session_is_drawn_on_the_audio_axis():
+    text = render_session(sessions()["s-globex-1"])
+    # globex ran at twice real time; incidents still land at their audio position (turn 3 ended at 9.10 s)
+    assert "   9.10s turn 3  7.00–8.50 s" in text
+    error = next(line for line in text.splitlines() if "✗ error" in line)
+    assert error.startswith("   9.45s ✗ error tts local-tts: piper synthesis failed")
+
+
+def test_retry_and_hedge_lines():
+    text = render_session(sessions()["s-acme-2"])
+    assert "↻ retry tts eleven #1 (rate_limited, wait 200 ms)" in text
+    assert "⇉ hedge stt dg vs oai-stt, won by dg" in text
