@@ -295,7 +295,12 @@ class StageRunner:
         if hedge_after is None or not queue:
             return await self._attempts(member, op, deadline, first_timeout, errors, has_next=bool(queue))
         primary = asyncio.create_task(self._attempts(member, op, deadline, first_timeout, errors, has_next=True))
-        done, _ = await asyncio.wait({primary}, timeout=hedge_after)
+        try:
+            done, _ = await asyncio.wait({primary}, timeout=hedge_after)
+        except asyncio.CancelledError:
+            primary.cancel()
+            await asyncio.gather(primary, return_exceptions=True)
+            raise
         if done:
             return primary.result()
         second = self._next_usable(queue, errors)
