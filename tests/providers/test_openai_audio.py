@@ -281,3 +281,24 @@ async def test_compatible_without_key_and_any_model():
         finally:
             await tts.aclose()
     assert chunks and emu.state.requests[-1]["model"] == "kokoro"
+
+
+@pytest.mark.slow
+async def test_real_speech_round_trip_through_the_emulator():
+    """jfk.flac -> WAV upload -> emulator runs pocketsphinx; piper speech streams back."""
+    from pathlib import Path
+
+    from voicerouter.audio.io import read_audio
+
+    speech = read_audio(Path(__file__).parents[1] / "fixtures" / "jfk.flac")
+    async with emulate("openai", api_key=CANARY, transcript=None, tts_engine="piper") as emu:
+        stt, tts = make("stt", emu.url), make("tts", emu.url)
+        try:
+            heard = await stt.transcribe(speech)
+            chunks = await collect(tts, "Ask not what your country can do for you.")
+        finally:
+            await stt.aclose()
+            await tts.aclose()
+    assert "fellow america" in heard.text.lower() and "can do for your" in heard.text.lower()
+    assert emu.state.requests[0]["audio_s"] == pytest.approx(11.0, abs=0.01)
+    assert len(chunks) > 1 and sum(c.duration_s for c in chunks) > 1.0

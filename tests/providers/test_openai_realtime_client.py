@@ -224,3 +224,24 @@ async def test_session_survives_an_error_event():
         finally:
             await session.aclose()
     assert "".join(e.text for e in events if e.type == "reply_text") == "You said: after the error"
+
+
+@pytest.mark.slow
+async def test_real_speech_turn():
+    """jfk.flac streamed in 20 ms frames; the emulator hears it at 24 kHz (pocketsphinx) and answers."""
+    from pathlib import Path
+
+    from voicerouter.audio.io import read_audio
+
+    speech = read_audio(Path(__file__).parents[1] / "fixtures" / "jfk.flac")
+    async with emulate("openai-realtime", api_key=CANARY, transcript=None) as emu:
+        session = await make(emu.url).connect(instructions=None, history=Conversation())
+        try:
+            for i in range(0, len(speech.pcm), 640):
+                await session.send_audio(speech.pcm[i : i + 640], speech.sample_rate)
+            events = [e async for e in session.respond()]
+        finally:
+            await session.aclose()
+    heard = " ".join(e.text for e in events if e.type == "user_transcript").lower()
+    assert "fellow america" in heard and "can do for your" in heard
+    assert events[-1].text.lower().startswith("you said:") and "fellow america" in events[-1].text.lower()
