@@ -46,12 +46,12 @@ def tracing_configured(env: Mapping[str, str] | None = None) -> bool:
 
 
 def otel_installed() -> bool:
-    from importlib.util import find_spec
-
+    """Whether the otel extra is importable (only asked once tracing is wanted, so importing is fine)."""
     try:
-        return find_spec("opentelemetry.sdk.trace") is not None
-    except ModuleNotFoundError:
+        import opentelemetry.sdk.trace  # noqa: F401
+    except ImportError:
         return False
+    return True
 
 
 def default_tracer_provider(env: Mapping[str, str] | None = None) -> Any:
@@ -153,6 +153,7 @@ class TraceExporter:
         self._trace = trace
         self._tracer = tracer_provider.get_tracer("voicerouter.observe.otel")
         self._sessions: dict[str, _Session] = {}
+        self._anchors: dict[str, float] = {}  # session id -> wall time at t = 0
         self.closed = False
 
     def __call__(self, event: Any) -> None:
@@ -161,7 +162,11 @@ class TraceExporter:
         self.handle(event if isinstance(event, dict) else event.to_dict())
 
     def handle(self, ev: dict[str, Any]) -> None:
-        kind, wall = ev["type"], float(ev.get("wall") or 0.0)
+        kind = ev["type"]
+        # Span times are the session's start (wall clock) plus the monotonic session clock `t`,
+        # so a wall-clock jump mid-session cannot reorder spans.
+        anchor = self._anchors.setdefault(ev["session_id"], float(ev.get("wall") or 0.0) - float(ev["t"]))
+        wall = anchor + float(ev["t"])
         session = self._session(ev, wall)
         session.last_wall = max(session.last_wall, wall)
         number = ev.get("turn") if isinstance(ev.get("turn"), int) else None
@@ -274,6 +279,7 @@ class TraceExporter:
 
     def _end_session(self, session_id: str, wall: float, ev: dict[str, Any] | None = None) -> None:
         session = self._sessions.pop(session_id, None)
+        self._anchors.pop(session_id, None)
         if session is None:
             return
         for turn in list(session.turns.values()):
