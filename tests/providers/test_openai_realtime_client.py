@@ -90,7 +90,7 @@ async def test_wrong_key_is_auth_error_at_handshake():
         with pytest.raises(AuthError) as info:
             await make(emu.url).connect(instructions=None, history=Conversation())
     assert info.value.status == 401 and info.value.provider == "oai-rt"
-    assert CANARY not in str(info.value)
+    assert CANARY not in str(info.value) and "Incorrect API key provided: ***" in str(info.value)
 
 
 async def test_rate_limited_handshake():

@@ -70,9 +70,11 @@ def check_auth(request: web.Request, state: EmulatorState) -> web.Response | Non
             401, "You didn't provide an API key. You need to provide your API key in an Authorization header "
             "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).", code=None,
         )
-    if header[len("Bearer "):].strip() != state.api_key:
-        # Like the vendor, never echo the whole key back.
-        return error_response(401, "Incorrect API key provided.", code="invalid_api_key")
+    given = header[len("Bearer "):].strip()
+    if given != state.api_key:
+        # Worse than the vendor (which masks all but the last 4 characters): echo the key whole, so
+        # tests prove that clients redact it from every error they raise.
+        return error_response(401, f"Incorrect API key provided: {given}.", code="invalid_api_key")
     return None
 
 
