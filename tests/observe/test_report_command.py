@@ -1,0 +1,68 @@
+"""`voicerouter report` as a real process: JSON for scripts, tables for people, timelines, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def report(*args: str, columns: int = 200) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")} | {"COLUMNS": str(columns)}
+    return subprocess.run(
+        [sys.executable, "-m", "voicerouter", "report", *args], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def test_json_for_scripts_with_text_timeline_on_stderr():
+    proc = report(str(FIXTURES), "--by", "tenant", "--json", "--text-timeline")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert [g["key"] for g in data["groups"]] == ["acme", "globex"]
+    v2v = [t["voice_to_voice_ms"] for t in data["turns"]]
+    assert data["total"]["latency_ms"]["voice_to_voice"]["p99"] == pytest.approx(np.percentile(v2v, 99), abs=1e-3)
+    assert "skipped 1 bad line(s)" in proc.stderr and "globex.jsonl:13:" in proc.stderr
+    assert "session s-acme-1  tenant=acme" in proc.stderr and "⚠ failover stt dg → oai-stt" in proc.stderr
+
+
+def test_tables_for_people():
+    proc = report(str(FIXTURES / "acme.jsonl"), str(FIXTURES / "globex.jsonl"), "--by", "route", "--turns")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "│ acme-eu   │        2 │     5 │  850 / 1768 / 2157 │" in out
+    assert "Resilience by provider" in out and "Errors" in out and "Turns of s-globex-1" in out
+
+
+def test_timeline_pngs_use_the_source_audio_next_to_the_log(tmp_path):
+    pytest.importorskip("matplotlib")
+    shutil.copy(FIXTURES / "acme.jsonl", tmp_path / "events.jsonl")
+    shutil.copy(FIXTURES / "globex.jsonl", tmp_path / "globex.jsonl")
+    (tmp_path / "hello.wav").write_bytes(b"not audio at all")  # s-acme-1's source, unreadable
+    out = tmp_path / "timelines"
+    proc = report(str(tmp_path), "--timeline", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["s-acme-1.png", "s-acme-2.png", "s-globex-1.png"]
+    assert all(p.stat().st_size > 10_000 for p in out.iterdir())
+    assert "session s-acme-1: waveform left out" in proc.stderr and "hello.wav" in proc.stderr
+    assert proc.stderr.count("timeline: ") == 3
+
+
+def test_bad_input_exit_codes(tmp_path):
+    strict = report(str(FIXTURES / "globex.jsonl"), "--strict")
+    assert strict.returncode == 1
+    assert "globex.jsonl:13: bad event line" in strict.stderr and "Traceback" not in strict.stderr
+    missing = report(str(tmp_path / "nope.jsonl"))
+    assert missing.returncode == 1 and "no such event log" in missing.stderr
+    (tmp_path / "empty.jsonl").write_text("\n")
+    empty = report(str(tmp_path / "empty.jsonl"))
+    assert empty.returncode == 2 and "no events in" in empty.stderr
+    bad_by = report(str(FIXTURES), "--by", "colour")
+    assert bad_by.returncode == 2
