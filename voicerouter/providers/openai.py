@@ -179,6 +179,9 @@ class OpenAITTS(OpenAIAudio):
 
     @property
     def sample_rate(self) -> int:
+        """OpenAI's `pcm` is always 24 kHz; a compatible server may say otherwise through `sample_rate`."""
+        if self.type == "openai":
+            return PCM_RATE
         return self.config.sample_rate or PCM_RATE
 
     def _payload(self, text: str) -> dict[str, Any]:
