@@ -269,12 +269,12 @@ async def speech(request: web.Request) -> web.StreamResponse:
     if response_format not in TTS_FORMATS:
         return error_response(400, f"Invalid value: '{response_format}'. Supported values are: "
                               f"{', '.join(sorted(TTS_FORMATS))}.", param="response_format", code="invalid_value")
-    if response_format not in EMULATED_TTS_FORMATS:
-        return error_response(400, f"response_format '{response_format}' is not emulated; use pcm or wav.",
-                              param="response_format")
     speed = payload.get("speed", 1.0)
     if not isinstance(speed, int | float) or not 0.25 <= speed <= 4.0:
         return error_response(400, "'speed' must be between 0.25 and 4.0.", param="speed")
+    if response_format not in EMULATED_TTS_FORMATS:
+        return error_response(400, f"response_format '{response_format}' is not emulated; use pcm or wav.",
+                              param="response_format")
     if fault is not None and fault.kind == "malformed":
         # A proxy's error page where audio should be.
         return web.Response(status=200, text="<html><body>upstream error</body></html>", content_type="text/html")
