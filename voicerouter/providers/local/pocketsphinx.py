@@ -27,6 +27,7 @@ DECODER_RATE = 16000  # the bundled acoustic model is 16 kHz
 POOL_ENV = "VOICEROUTER_POCKETSPHINX_DECODERS"
 # Feed a streaming decoder in pieces of this size so partials follow the speech (100 ms at 16 kHz).
 STREAM_BLOCK_BYTES = 3200
+PARTIAL_EVERY_BYTES = 9600  # while catching up, look at the hypothesis at most every 300 ms of audio
 
 
 def _default_pool_size() -> int:
@@ -59,7 +60,9 @@ class DecoderPool:
         except ImportError as exc:
             raise EngineMissingError("pocketsphinx", PACKAGES, cause=f"cannot import {exc.name}") from None
         started = time.perf_counter()
-        decoder = Decoder(samprate=DECODER_RATE, loglevel="FATAL")
+        # cmn="batch": a whole utterance (full_utt) is normalised by its own cepstral mean, which keeps
+        # batch results independent of what the decoder heard before; streams still adapt live.
+        decoder = Decoder(samprate=DECODER_RATE, loglevel="FATAL", cmn="batch")
         self.load_seconds.append(time.perf_counter() - started)
         return decoder
 
@@ -205,6 +208,7 @@ class PocketSphinxStream:
         except BaseException as exc:
             self._post(self._resolve, None, _typed(exc, self._provider))
             return
+        in_utterance = False
         try:
             resampler = None
             if self._rate != DECODER_RATE:
@@ -212,47 +216,64 @@ class PocketSphinxStream:
 
                 resampler = soxr.ResampleStream(self._rate, DECODER_RATE, 1, dtype="int16")
             decoder.start_utt()
+            in_utterance = True
             last = ""
             pending = b""
-            while not self._cancelled.is_set():
+            since_partial = 0
+            done = False
+            while not done:
                 item = self._audio.get()
-                if item is _DONE:
-                    break
-                pending += self._to_16k(item, resampler)  # type: ignore[arg-type]
-                if len(pending) < STREAM_BLOCK_BYTES and not self._audio.empty():
-                    continue  # coalesce small frames; the decoder is faster on bigger blocks
+                # Take everything queued meanwhile: one bigger decode lets a late worker catch up.
+                while True:
+                    if item is _DONE:
+                        done = True
+                        break
+                    pending += self._to_16k(item, resampler)  # type: ignore[arg-type]
+                    try:
+                        item = self._audio.get_nowait()
+                    except queue.Empty:
+                        break
+                if self._cancelled.is_set():
+                    return
+                if done or len(pending) < STREAM_BLOCK_BYTES:
+                    continue
                 decoder.process_raw(pending, full_utt=False)
+                since_partial += len(pending)
                 pending = b""
+                if since_partial < PARTIAL_EVERY_BYTES and not self._audio.empty():
+                    continue  # behind the speaker: decode first, report partials when caught up
+                since_partial = 0
                 hyp = decoder.hyp()
                 text = hyp.hypstr.strip() if hyp is not None else ""
                 if text and text != last:
                     last = text
                     self._post(self._partial, text)
-            if self._cancelled.is_set():
-                decoder.end_utt()
-                return
             if resampler is not None:
-                import numpy as np
-
-                pending += resampler.resample_chunk(np.zeros(0, dtype="int16"), last=True).astype("<i2").tobytes()
+                pending += self._to_16k(b"", resampler, last=True)
             if pending:
                 decoder.process_raw(pending, full_utt=False)
             decoder.end_utt()
+            in_utterance = False
             hyp = decoder.hyp()
             self._post(self._resolve, hyp.hypstr.strip() if hyp is not None else "", None)
         except BaseException as exc:  # handed to finish(), raised there typed
             self._post(self._resolve, None, _typed(exc, self._provider))
         finally:
+            if in_utterance:
+                try:  # leave the decoder ready for its next user
+                    decoder.end_utt()
+                except RuntimeError:
+                    pass  # already out of the utterance: nothing to reset
             engine.release(decoder)
 
     @staticmethod
-    def _to_16k(pcm: bytes, resampler: Any) -> bytes:
+    def _to_16k(pcm: bytes, resampler: Any, *, last: bool = False) -> bytes:
         if resampler is None:
             return pcm
         import numpy as np
 
         samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2")
-        return resampler.resample_chunk(samples).astype("<i2").tobytes()
+        return resampler.resample_chunk(samples, last=last).astype("<i2").tobytes()
 
 
 class PocketSphinxSTT:
