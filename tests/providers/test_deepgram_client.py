@@ -1,0 +1,309 @@
+"""The Deepgram client against the Deepgram emulator over real HTTP and WebSocket on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from voicerouter.config.schema import ProviderConfig
+from voicerouter.errors import (
+    AuthError,
+    ConfigError,
+    MissingSecretError,
+    ProviderError,
+    ProviderTimeout,
+    RateLimitedError,
+    RequestError,
+    TransientProviderError,
+)
+from voicerouter.providers.base import AudioChunk, BuildContext, STTStream, Transcript
+from voicerouter.providers.deepgram import DeepgramSTT, DeepgramTTS, create
+from voicerouter.testing import emulate, tone
+
+CANARY = "dg-canary-7c1e5a90b2"  # must never appear in an error message
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+REFERENCE_WORDS = set("and so my fellow americans ask not what your country can do for you".split())
+
+
+def make(url: str, kind: str = "stt", key: str = CANARY, **fields) -> DeepgramSTT | DeepgramTTS:
+    config = ProviderConfig(type="deepgram", kind=kind, api_key="${DG_TEST_KEY}", base_url=url, **fields)
+    return create("dg", kind, config, BuildContext(env={"DG_TEST_KEY": key}))
+
+
+def speech_like(seconds: float = 1.2) -> bytes:
+    return tone(seconds, 16000, freq=180.0)
+
+
+async def stream_all(stt: DeepgramSTT, pcm: bytes, partials: list[Transcript] | None = None) -> Transcript:
+    stream = await stt.open_stream(16000, on_partial=partials.append if partials is not None else None)
+    assert isinstance(stream, STTStream)
+    try:
+        for i in range(0, len(pcm), 640):  # 20 ms frames, as the pipeline sends them
+            await stream.send(pcm[i : i + 640])
+        return await stream.finish()
+    finally:
+        await stream.aclose()
+
+
+def assert_clean(err: BaseException) -> None:
+    assert CANARY not in str(err)
+    assert CANARY not in repr(err.args)
+
+
+async def test_live_stream_returns_final_and_partials() -> None:
+    async with emulate("deepgram", api_key=CANARY, transcript="book a table for two") as emu:
+        stt = make(emu.url, model="nova-3", language="en-US", options={"endpointing": 300})
+        partials: list[Transcript] = []
+        try:
+            result = await stream_all(stt, speech_like(1.5), partials)
+        finally:
+            await stt.aclose()
+    assert result.text == "book a table for two"
+    assert result.is_final and result.provider == "dg"
+    assert partials and not partials[0].is_final
+    assert all(p.provider == "dg" for p in partials)
+    assert partials[-1].text == "book a table for two"
+    upgrade = next(r for r in emu.state.requests if r.get("method") == "GET")
+    assert upgrade["headers"]["Authorization"] == f"Token {CANARY}"
+    query = upgrade["query"]
+    assert query["model"] == "nova-3" and query["encoding"] == "linear16" and query["sample_rate"] == "16000"
+    assert query["channels"] == "1" and query["interim_results"] == "true" and query["punctuate"] == "true"
+    assert query["endpointing"] == "300" and query["language"] == "en-US"
+    controls = [r["control"] for r in emu.state.requests if "control" in r]
+    assert controls[-2:] == ["Finalize", "CloseStream"]
+
+
+async def test_empty_frames_are_never_sent() -> None:
+    async with emulate("deepgram", api_key=CANARY, transcript="ok") as emu:
+        stt = make(emu.url)
+        try:
+            stream = await stt.open_stream(16000)
+            await stream.send(b"")  # the emulator closes 1008 on an empty frame, like Deepgram
+            await stream.send(speech_like(0.3))
+            await stream.send(b"")
+            result = await stream.finish()
+        finally:
+            await stt.aclose()
+    assert result.text == "ok"
+
+
+async def test_keepalive_sent_while_idle() -> None:
+    async with emulate("deepgram", api_key=CANARY, transcript="still here") as emu:
+        stt = make(emu.url, options={"keepalive_s": 0.05})
+        try:
+            stream = await stt.open_stream(16000)
+            await stream.send(speech_like(0.2))
+            await asyncio.sleep(0.3)
+            result = await stream.finish()
+        finally:
+            await stt.aclose()
+    assert result.text == "still here"
+    assert "KeepAlive" in [r.get("control") for r in emu.state.requests]
+
+
+async def test_batch_transcribe_posts_wav() -> None:
+    async with emulate("deepgram", api_key=CANARY, transcript="hello there") as emu:
+        stt = make(emu.url)
+        try:
+            result = await stt.transcribe(AudioChunk(speech_like(), 16000))
+        finally:
+            await stt.aclose()
+    assert result.text == "hello there" and result.confidence is not None
+    request = emu.state.requests[-1]
+    assert request["method"] == "POST" and request["headers"]["Content-Type"] == "audio/wav"
+    assert request["query"]["model"] == "nova-3"
+
+
+async def test_live_handshake_401_is_auth_error_without_key() -> None:
+    async with emulate("deepgram", api_key="the-right-key") as emu:
+        stt = make(emu.url)
+        try:
+            with pytest.raises(AuthError) as info:
+                await stt.open_stream(16000)
+        finally:
+            await stt.aclose()
+    assert info.value.status == 401 and info.value.provider == "dg"
+    assert "Invalid credentials" in str(info.value)
+    assert_clean(info.value)
+
+
+async def test_live_handshake_429_is_rate_limited_with_retry_after() -> None:
+    async with emulate("deepgram", api_key=CANARY, faults="error:429:3") as emu:
+        stt = make(emu.url)
+        try:
+            with pytest.raises(RateLimitedError) as info:
+                await stt.open_stream(16000)
+        finally:
+            await stt.aclose()
+    assert info.value.retry_after == 3.0 and info.value.provider == "dg"
+
+
+@pytest.mark.parametrize("spec, error", [("error:1011", TransientProviderError), ("drop:0.3s", TransientProviderError),
+                                         ("drop", TransientProviderError), ("malformed", TransientProviderError)])
+async def test_live_failures_mid_stream_are_transient(spec: str, error: type[ProviderError]) -> None:
+    async with emulate("deepgram", api_key=CANARY, faults=spec) as emu:
+        stt = make(emu.url)
+        try:
+            with pytest.raises(error) as info:
+                await stream_all(stt, speech_like(1.0))
+        finally:
+            await stt.aclose()
+    assert info.value.retryable and info.value.provider == "dg"
+    assert not isinstance(info.value, ProviderTimeout)  # noticed at once, not by waiting
+    assert_clean(info.value)
+    if spec == "malformed":
+        assert "upstream error" in str(info.value)
+
+
+async def test_live_hang_at_upgrade_is_timeout() -> None:
+    async with emulate("deepgram", api_key=CANARY, faults="hang") as emu:
+        stt = make(emu.url, timeout_ms=300)
+        try:
+            with pytest.raises(ProviderTimeout):
+                await stt.open_stream(16000)
+        finally:
+            await stt.aclose()
+
+
+async def test_batch_errors_map_to_types() -> None:
+    async with emulate("deepgram", api_key=CANARY, faults="error:400*1,error:503*1,malformed*1") as emu:
+        stt = make(emu.url)
+        audio = AudioChunk(speech_like(0.5), 16000)
+        try:
+            with pytest.raises(RequestError) as bad:
+                await stt.transcribe(audio)
+            with pytest.raises(TransientProviderError) as down:
+                await stt.transcribe(audio)
+            with pytest.raises(TransientProviderError) as garbage:
+                await stt.transcribe(audio)
+        finally:
+            await stt.aclose()
+    assert bad.value.status == 400 and down.value.status == 503
+    assert "malformed" in str(garbage.value) and "502 upstream glitch" in str(garbage.value)
+    for info in (bad, down, garbage):
+        assert_clean(info.value)
+
+
+async def test_batch_hang_is_timeout() -> None:
+    async with emulate("deepgram", api_key=CANARY, faults="hang") as emu:
+        stt = make(emu.url, timeout_ms=300)
+        try:
+            with pytest.raises(ProviderTimeout) as info:
+                await stt.transcribe(AudioChunk(speech_like(0.3), 16000))
+        finally:
+            await stt.aclose()
+    assert info.value.provider == "dg"
+
+
+async def test_tts_streams_pcm_in_chunks() -> None:
+    async with emulate("deepgram", api_key=CANARY) as emu:
+        tts = make(emu.url, kind="tts", sample_rate=16000)
+        try:
+            chunks = [c async for c in tts.synthesize("Your table is booked for seven tonight.")]
+        finally:
+            await tts.aclose()
+    assert len(chunks) > 3
+    assert all(c.sample_rate == 16000 and len(c.pcm) % 2 == 0 for c in chunks)
+    total = sum(c.duration_s for c in chunks)
+    assert total == pytest.approx(0.06 * len("Your table is booked for seven tonight."), rel=0.01)
+    request = emu.state.requests[-1]
+    assert request["query"] == {"model": "aura-2-thalia-en", "encoding": "linear16", "container": "none",
+                                "sample_rate": "16000"}
+    assert json.loads(request["body"]) == {"text": "Your table is booked for seven tonight."}
+
+
+@pytest.mark.parametrize("spec, error, status", [
+    ("error:401", AuthError, 401), ("error:429:1", RateLimitedError, 429), ("error:503", TransientProviderError, 503),
+    ("malformed", TransientProviderError, None), ("drop", TransientProviderError, None),
+    ("truncate", TransientProviderError, None),
+])
+async def test_tts_errors(spec: str, error: type[ProviderError], status: int | None) -> None:
+    async with emulate("deepgram", api_key=CANARY, faults=spec) as emu:
+        tts = make(emu.url, kind="tts")
+        try:
+            with pytest.raises(error) as info:
+                async for _ in tts.synthesize("Hello there, how are you today?"):
+                    pass
+        finally:
+            await tts.aclose()
+    assert info.value.status == status and info.value.provider == "dg"
+    assert_clean(info.value)
+
+
+async def test_tts_stall_beyond_timeout_is_timeout() -> None:
+    async with emulate("deepgram", api_key=CANARY, faults="stall:2s") as emu:
+        tts = make(emu.url, kind="tts", timeout_ms=300)
+        got: list[AudioChunk] = []
+        try:
+            with pytest.raises(ProviderTimeout):
+                async for chunk in tts.synthesize("A sentence long enough to stall in the middle."):
+                    got.append(chunk)
+        finally:
+            await tts.aclose()
+    assert got  # audio before the stall still arrived
+
+
+async def test_tts_rejected_request_is_request_error() -> None:
+    async with emulate("deepgram", api_key=CANARY) as emu:
+        tts = make(emu.url, kind="tts", voice="not-a-model")
+        try:
+            with pytest.raises(RequestError) as info:
+                async for _ in tts.synthesize("Hi"):
+                    pass
+        finally:
+            await tts.aclose()
+    assert "No such model" in str(info.value)
+
+
+def test_missing_key_names_variable() -> None:
+    config = ProviderConfig(type="deepgram", kind="stt", api_key="${DG_MISSING_KEY}")
+    with pytest.raises(MissingSecretError) as info:
+        create("dg", "stt", config, BuildContext(env={}))
+    assert "DG_MISSING_KEY" in str(info.value)
+
+
+def test_plain_http_to_remote_host_refused() -> None:
+    with pytest.raises(ConfigError):
+        make("http://api.example.com", kind="stt")
+
+
+def test_unsupported_tts_rate_refused() -> None:
+    with pytest.raises(ConfigError):
+        make("http://127.0.0.1:9", kind="tts", sample_rate=22050)
+
+
+async def test_probe() -> None:
+    async with emulate("deepgram", api_key=CANARY, transcript="") as emu:
+        for kind in ("stt", "tts"):
+            provider = make(emu.url, kind=kind)
+            try:
+                await provider.probe()
+            finally:
+                await provider.aclose()
+
+
+@pytest.mark.slow
+async def test_real_speech_through_live_socket() -> None:
+    """jfk.flac streamed to the emulator running PocketSphinx (transcript=None)."""
+    sf = pytest.importorskip("soundfile")
+    soxr = pytest.importorskip("soxr")
+    path = FIXTURES / "jfk.flac"
+    if not path.exists():
+        pytest.skip("tests/fixtures/jfk.flac is missing")
+    data, rate = sf.read(path, dtype="float32", always_2d=True)
+    mono = soxr.resample(data.mean(axis=1), rate, 16000)
+    pcm = (mono[: 16000 * 7].clip(-1, 1) * 32767).astype("<i2").tobytes()  # "...what your country can do for you"
+    async with emulate("deepgram", api_key=CANARY, transcript=None) as emu:
+        stt = make(emu.url, timeout_ms=60000)
+        partials: list[Transcript] = []
+        try:
+            result = await stream_all(stt, pcm, partials)
+        finally:
+            await stt.aclose()
+    # PocketSphinx is a weak recognizer; the point is real words through the real wire, not its accuracy.
+    heard = set(result.text.lower().split())
+    assert len(heard & REFERENCE_WORDS) >= 3, result.text
+    assert partials

@@ -1,0 +1,393 @@
+"""Deepgram: live STT over the /v1/listen WebSocket, batch STT and /v1/speak TTS over HTTP.
+
+Everything vendor-specific about Deepgram lives here: the query parameters, `Authorization: Token`,
+the `err_code`/`err_msg` envelope, the Results/Metadata events and the close codes of the live socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import wave
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+
+from voicerouter.config.schema import ProviderConfig
+from voicerouter.config.secrets import expand, redact
+from voicerouter.errors import (
+    ConfigError,
+    ProviderError,
+    ProviderTimeout,
+    RequestError,
+    TransientProviderError,
+)
+from voicerouter.providers import http
+from voicerouter.providers.base import (
+    PIPELINE_RATE,
+    AudioChunk,
+    BuildContext,
+    Kind,
+    PartialCallback,
+    Transcript,
+)
+
+DEFAULT_BASE_URL = "https://api.deepgram.com"
+DEFAULT_KEY_REF = "${DEEPGRAM_API_KEY}"
+DEFAULT_STT_MODEL = "nova-3"
+DEFAULT_TTS_MODEL = "aura-2-thalia-en"
+TTS_RATES = (8000, 16000, 24000, 32000, 48000)  # linear16 rates /v1/speak accepts
+KEEPALIVE_S = 4.0  # Deepgram closes an idle live socket after 10 s (NET-0001)
+
+
+def create(name: str, kind: Kind, config: ProviderConfig, ctx: BuildContext) -> DeepgramSTT | DeepgramTTS:
+    """Factory named by the registry: a Deepgram STT or TTS provider for one routing-table entry."""
+    key = expand(config.api_key or DEFAULT_KEY_REF, ctx.env, what=f"provider {name}", secret=True)
+    base_url = http.check_base_url(config.base_url or DEFAULT_BASE_URL, provider=name)
+    timeout_s = (config.timeout_ms or 30000) / 1000
+    if kind == "stt":
+        return DeepgramSTT(name, config, key=key, base_url=base_url, timeout_s=timeout_s)
+    if kind == "tts":
+        return DeepgramTTS(name, config, key=key, base_url=base_url, timeout_s=timeout_s)
+    raise ConfigError(f"provider {name}: deepgram has no {kind} kind", hint="use kind: stt or kind: tts")
+
+
+def error_message(body: bytes) -> str | None:
+    """The message of Deepgram's error envelopes ({err_code, err_msg} or {category, message})."""
+    data = json.loads(body)
+    if not isinstance(data, dict):
+        return None
+    code = data.get("err_code") or data.get("error_code") or data.get("category")
+    text = data.get("err_msg") or data.get("message") or data.get("error_message")
+    if code and text:
+        return f"{code}: {text}"
+    return text or code
+
+
+def wav_bytes(pcm: bytes, sample_rate: int) -> bytes:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(sample_rate)
+        wav.writeframes(pcm)
+    return buffer.getvalue()
+
+
+class _Base:
+    type = "deepgram"
+
+    def __init__(self, name: str, config: ProviderConfig, *, key: str, base_url: str, timeout_s: float) -> None:
+        self.name = name
+        self.config = config
+        self.base_url = base_url
+        self.timeout_s = timeout_s
+        self._key = key
+        self._client = http.make_client(
+            base_url,
+            headers={"Authorization": f"Token {key}", "User-Agent": "voicerouter"},
+            timeout_s=timeout_s,
+            connect_timeout_s=min(5.0, timeout_s),
+        )
+
+    def _error(self, exc: Exception) -> ProviderError:
+        return http.transport_error(exc, provider=self.name).with_context(provider=self.name)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+class DeepgramSTT(_Base):
+    kind: Kind = "stt"
+    supports_streaming = True
+
+    def _query(self, **extra: Any) -> dict[str, str]:
+        options = self.config.options
+        query: dict[str, Any] = {"model": self.config.model or DEFAULT_STT_MODEL, "punctuate": "true"}
+        if self.config.language:
+            query["language"] = self.config.language
+        for option in ("smart_format", "endpointing", "utterance_end_ms", "keyterm"):
+            if option in options:
+                value = options[option]
+                query[option] = str(value).lower() if isinstance(value, bool) else value
+        query.update(extra)
+        return query
+
+    async def transcribe(self, audio: AudioChunk) -> Transcript:
+        """Batch: the utterance as a WAV body to POST /v1/listen (raw PCM there is not documented)."""
+        try:
+            response = await self._client.post(
+                "/v1/listen",
+                params=self._query(),
+                content=wav_bytes(audio.pcm, audio.sample_rate),
+                headers={"Content-Type": "audio/wav"},
+            )
+        except httpx.HTTPError as exc:
+            raise self._error(exc) from None
+        await http.raise_for_response(response, provider=self.name, message_of=error_message)
+        try:
+            alternative = response.json()["results"]["channels"][0]["alternatives"][0]
+            text = alternative["transcript"]
+            if not isinstance(text, str):
+                raise TypeError("transcript is not a string")
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise http.malformed("listen result", response.content, provider=self.name) from None
+        return Transcript(text.strip(), True, alternative.get("confidence"), self.name)
+
+    async def open_stream(
+        self, sample_rate: int = PIPELINE_RATE, on_partial: PartialCallback | None = None
+    ) -> DeepgramStream:
+        query = self._query(
+            encoding="linear16", sample_rate=sample_rate, channels=1, interim_results="true"
+        )
+        url = http.ws_url(self.base_url) + "/v1/listen?" + urlencode(query)
+        stream = DeepgramStream(self, url, on_partial)
+        await stream.connect()
+        return stream
+
+    async def probe(self) -> None:
+        """A 200 ms silent batch transcription: proves the key, the model and the route."""
+        await self.transcribe(AudioChunk(bytes(PIPELINE_RATE // 5 * 2), PIPELINE_RATE))
+
+
+class DeepgramStream:
+    """One utterance on the live socket: binary audio in, interim partials out, finals gathered."""
+
+    def __init__(self, provider: DeepgramSTT, url: str, on_partial: PartialCallback | None) -> None:
+        self._provider = provider
+        self._name = provider.name
+        self._url = url
+        self._on_partial = on_partial
+        self._ws: Any = None
+        self._finals: list[tuple[str, float | None]] = []
+        self._error: ProviderError | None = None
+        self._done = asyncio.Event()  # Metadata seen or the socket closed
+        self._last_send = 0.0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+        self._close_frame: tuple[int | None, str | None] | None = None  # (code, reason) the server sent
+
+    async def connect(self) -> None:
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import InvalidHandshake, InvalidStatus
+
+        timeout = self._provider.timeout_s
+        try:
+            self._ws = await connect(
+                self._url,
+                additional_headers={"Authorization": f"Token {self._provider._key}"},
+                user_agent_header="voicerouter",
+                open_timeout=timeout,
+                ping_interval=None,  # KeepAlive messages keep the session alive, not pings
+                max_size=2**22,
+            )
+        except InvalidStatus as exc:
+            raise self._handshake_error(exc.response) from None
+        except TimeoutError:
+            raise ProviderTimeout(
+                f"live socket not open after {timeout:g} s", provider=self._name
+            ) from None
+        except (InvalidHandshake, OSError) as exc:
+            raise TransientProviderError(
+                f"live socket failed to open: {type(exc).__name__}: {redact(str(exc))}", provider=self._name
+            ) from None
+        loop = asyncio.get_running_loop()
+        self._last_send = loop.time()
+        self._tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._keepalive())]
+
+    def _handshake_error(self, response: Any) -> ProviderError:
+        body = bytes(response.body or b"")
+        message = response.headers.get("dg-error")
+        if not message:
+            try:
+                message = error_message(body)
+            except ValueError:
+                message = None
+        message = redact(message) if message else http.snippet(body)
+        return http.error_for_status(
+            response.status_code, message, provider=self._name, headers=response.headers
+        )
+
+    async def _read(self) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            async for message in self._ws:
+                if isinstance(message, bytes):
+                    continue  # the listen socket sends no audio; ignore stray binary frames
+                self._handle(message)
+                if self._done.is_set():
+                    return
+            self._close_frame = self._ws.close_code, self._ws.close_reason
+        except ConnectionClosed as exc:
+            self._close_frame = (exc.rcvd.code, exc.rcvd.reason) if exc.rcvd else None
+        except ProviderError as exc:
+            self._error = exc
+        finally:
+            if not self._done.is_set() and self._error is None:
+                self._error = self._closed_error()
+            self._done.set()
+
+    def _closed_error(self) -> ProviderError | None:
+        """None for a normal close after CloseStream; otherwise the error the close code means."""
+        if self._close_frame is None:
+            return TransientProviderError("live socket dropped mid-stream (no close frame)", provider=self._name)
+        code, reason = self._close_frame
+        if code == 1000 and self._closing:
+            return None
+        reason = f" {redact(reason)}" if reason else ""
+        if code == 1008:
+            return RequestError(f"live socket closed 1008{reason}: audio not decodable", provider=self._name)
+        return TransientProviderError(f"live socket closed {code}{reason} mid-stream", provider=self._name)
+
+    def _handle(self, message: str) -> None:
+        try:
+            event = json.loads(message)
+            kind = event["type"]
+        except (ValueError, KeyError, TypeError):
+            raise http.malformed("live event", message, provider=self._name) from None
+        if kind == "Results":
+            try:
+                alternative = event["channel"]["alternatives"][0]
+                text = str(alternative.get("transcript") or "").strip()
+            except (KeyError, IndexError, TypeError, AttributeError):
+                raise http.malformed("Results event", message, provider=self._name) from None
+            if event.get("is_final"):
+                if text:
+                    self._finals.append((text, alternative.get("confidence")))
+                self._partial("")
+            elif text:
+                self._partial(text)
+        elif kind == "Metadata" and self._closing:
+            self._done.set()
+        elif kind in ("Error", "error"):
+            detail = event.get("description") or event.get("error_message") or event.get("message") or message
+            raise TransientProviderError(f"live socket error: {http.snippet(str(detail))}", provider=self._name)
+
+    def _partial(self, interim: str) -> None:
+        """Partials always cover the whole utterance so far: the finals, then the newest interim."""
+        if self._on_partial is None:
+            return
+        text = " ".join([t for t, _ in self._finals] + ([interim] if interim else []))
+        if text:
+            self._on_partial(Transcript(text, is_final=False, provider=self._name))
+
+    async def _keepalive(self) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        interval = float(self._provider.config.options.get("keepalive_s", KEEPALIVE_S))
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(ConnectionClosed):
+            while not self._done.is_set():
+                idle = loop.time() - self._last_send
+                if idle >= interval:
+                    await self._ws.send(json.dumps({"type": "KeepAlive"}))
+                    self._last_send = loop.time()
+                    continue
+                await asyncio.sleep(interval - idle)
+
+    async def send(self, pcm: bytes) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        if self._error is not None:
+            raise self._error
+        if not pcm:
+            return  # an empty binary frame makes Deepgram close the socket
+        if len(pcm) % 2:
+            raise RequestError("PCM16 audio must have an even number of bytes", provider=self._name)
+        try:
+            await self._ws.send(pcm)
+        except ConnectionClosed:
+            await self._done.wait()
+            raise (self._error or self._closed_error() or TransientProviderError(
+                "live socket closed while sending audio", provider=self._name
+            )) from None
+        self._last_send = asyncio.get_running_loop().time()
+
+    async def finish(self) -> Transcript:
+        """Finalize, then CloseStream; every is_final transcript up to Metadata makes the utterance."""
+        from websockets.exceptions import ConnectionClosed
+
+        if self._error is not None:
+            raise self._error
+        self._closing = True
+        try:
+            await self._ws.send(json.dumps({"type": "Finalize"}))
+            await self._ws.send(json.dumps({"type": "CloseStream"}))
+        except ConnectionClosed:
+            pass  # the reader reports why it closed
+        timeout = self._provider.timeout_s
+        try:
+            await asyncio.wait_for(self._done.wait(), timeout)
+        except TimeoutError:
+            await self.aclose()
+            raise ProviderTimeout(f"no final transcript {timeout:g} s after CloseStream", provider=self._name) from None
+        await self.aclose()
+        if self._error is not None:
+            raise self._error
+        confidences = [c for _, c in self._finals if isinstance(c, int | float)]
+        return Transcript(
+            " ".join(t for t, _ in self._finals),
+            is_final=True,
+            confidence=sum(confidences) / len(confidences) if confidences else None,
+            provider=self._name,
+        )
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        if self._ws is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._ws.close(), 1.0)
+
+
+class DeepgramTTS(_Base):
+    kind: Kind = "tts"
+
+    def __init__(self, name: str, config: ProviderConfig, **kw: Any) -> None:
+        super().__init__(name, config, **kw)
+        self.sample_rate = config.sample_rate or 24000
+        if self.sample_rate not in TTS_RATES:
+            raise ConfigError(
+                f"provider {name}: deepgram speak has no linear16 rate {self.sample_rate}",
+                hint=f"sample_rate: one of {', '.join(map(str, TTS_RATES))}",
+            )
+        self.model = config.voice or config.model or DEFAULT_TTS_MODEL
+
+    async def synthesize(self, text: str) -> AsyncIterator[AudioChunk]:
+        """POST /v1/speak with container=none: raw PCM16 streamed as it is generated."""
+        query = {"model": self.model, "encoding": "linear16", "container": "none", "sample_rate": self.sample_rate}
+        try:
+            async with self._client.stream("POST", "/v1/speak", params=query, json={"text": text}) as response:
+                await http.raise_for_response(response, provider=self.name, message_of=error_message)
+                content_type = response.headers.get("content-type", "")
+                if not content_type.startswith(("audio/", "application/octet-stream")):
+                    raise http.malformed(f"content-type {content_type or 'missing'}", await response.aread(),
+                                         provider=self.name)
+                carry = b""
+                async for data in response.aiter_bytes():
+                    data = carry + data
+                    usable = len(data) - len(data) % 2  # never split a sample between chunks
+                    carry = data[usable:]
+                    if usable:
+                        yield AudioChunk(data[:usable], self.sample_rate)
+        except httpx.HTTPError as exc:
+            raise self._error(exc) from None
+
+    async def probe(self) -> None:
+        """A one-word synthesis, read to its first audio chunk."""
+        stream = self.synthesize("Hi.")
+        try:
+            await anext(stream)
+        except StopAsyncIteration:
+            raise TransientProviderError("speak returned no audio", provider=self.name) from None
+        finally:
+            await stream.aclose()

@@ -1,0 +1,364 @@
+"""A Deepgram emulator: live /v1/listen WebSocket, batch /v1/listen and /v1/speak, with Deepgram's errors.
+
+Auth is `Authorization: Token KEY`; errors use the `err_code`/`err_msg`/`request_id` envelope, and a
+refused WebSocket upgrade carries `dg-error`, as the real service does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import uuid
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from voicerouter.testing.server import (
+    EmulatorState,
+    Fault,
+    delay_first_byte,
+    drop_connection,
+    hold_forever,
+    read_wav,
+    send_body,
+    stream_pcm,
+)
+
+TTS_RATES = (8000, 16000, 24000, 32000, 48000)
+INTERIM_EVERY_S = 0.5  # seconds of received audio between interim Results
+MAX_TTS_CHARS = 2000
+STATE = web.AppKey("state", EmulatorState)
+
+_CODES = {
+    400: "Bad Request", 401: "INVALID_AUTH", 402: "ASR_PAYMENT_REQUIRED", 403: "INSUFFICIENT_PERMISSIONS",
+    413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE", 429: "TOO_MANY_REQUESTS",
+}
+_MESSAGES = {401: "Invalid credentials.", 429: "Too many requests. Please try again later"}
+
+
+def build_app(state: EmulatorState) -> web.Application:
+    app = web.Application(client_max_size=64 * 2**20)
+    app[STATE] = state
+    app.router.add_get("/v1/listen", _listen_live)
+    app.router.add_post("/v1/listen", _listen_batch)
+    app.router.add_post("/v1/speak", _speak)
+    return app
+
+
+def _error(status: int, message: str | None = None, *, code: str | None = None, retry_after: str | None = None,
+           dg_header: bool = False) -> web.Response:
+    """Deepgram's JSON error envelope (and `dg-error` on refused WebSocket upgrades)."""
+    code = code or _CODES.get(status, "INTERNAL_SERVER_ERROR" if status >= 500 else "Bad Request")
+    message = message or _MESSAGES.get(status, "The request failed.")
+    request_id = str(uuid.uuid4())
+    headers = {"dg-request-id": request_id}
+    if dg_header:
+        headers["dg-error"] = message
+    if retry_after:
+        headers["Retry-After"] = retry_after
+    body = {"err_code": code, "err_msg": message, "request_id": request_id}
+    return web.json_response(body, status=status, headers=headers)
+
+
+def _auth_error(request: web.Request, state: EmulatorState, *, upgrade: bool = False) -> web.Response | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme in ("Token", "Bearer") and key == state.api_key:
+        return None
+    return _error(401, "Invalid credentials.", dg_header=upgrade)
+
+
+def _fault_error(fault: Fault | None, *, upgrade: bool = False) -> web.Response | None:
+    if fault is not None and fault.kind == "error" and fault.status < 1000:
+        return _error(fault.status, retry_after=fault.retry_after, dg_header=upgrade)
+    return None
+
+
+def _bool(value: str | None, default: bool = False) -> bool:
+    return default if value is None else value.lower() == "true"
+
+
+async def _listen_batch(request: web.Request) -> web.StreamResponse:
+    state: EmulatorState = request.app[STATE]
+    body = await request.read()
+    state.record(path="/v1/listen", method="POST", query=dict(request.query), headers=dict(request.headers),
+                 bytes=len(body))
+    denied = _auth_error(request, state)
+    if denied is not None:
+        return denied
+    fault = state.take_fault()
+    refused = _fault_error(fault)
+    if refused is not None:
+        return refused
+    content_type = request.headers.get("Content-Type", "")
+    if content_type.startswith("application/json"):
+        return _error(400, "Remote URLs are not supported by this emulator.")
+    if not (content_type.startswith("audio/") or content_type == "application/octet-stream"):
+        return _error(415, f"Unsupported media type {content_type!r}.", code="UNSUPPORTED_MEDIA_TYPE")
+    try:
+        pcm, rate, channels, width = read_wav(body)
+    except ValueError:
+        return _error(400, "Bad Request: failed to process audio: corrupt or unsupported data")
+    if width != 2 or channels != 1:
+        return _error(400, "Bad Request: the emulator decodes 16-bit mono WAV only")
+    text = await state.transcribe(pcm, rate) if pcm else ""
+    duration = len(pcm) / 2 / rate
+    payload = {
+        "metadata": {"transaction_key": "deprecated", "request_id": str(uuid.uuid4()), "duration": duration,
+                     "channels": 1, "models": [str(uuid.UUID(int=0))]},
+        "results": {"channels": [{"alternatives": [_alternative(text, 0.0, duration)]}]},
+    }
+    return await send_body(request, json.dumps(payload).encode(), "application/json", fault)
+
+
+def _alternative(text: str, start: float, duration: float) -> dict[str, Any]:
+    words = text.split()
+    step = duration / max(1, len(words))
+    return {
+        "transcript": text,
+        "confidence": 0.98 if text else 0.0,
+        "words": [
+            {"word": w.strip(".,?!").lower(), "start": round(start + i * step, 3),
+             "end": round(start + (i + 1) * step, 3), "confidence": 0.98, "punctuated_word": w}
+            for i, w in enumerate(words)
+        ],
+    }
+
+
+async def _speak(request: web.Request) -> web.StreamResponse:
+    state: EmulatorState = request.app[STATE]
+    raw = await request.read()
+    state.record(path="/v1/speak", method="POST", query=dict(request.query), headers=dict(request.headers),
+                 body=raw.decode("utf-8", "replace"))
+    denied = _auth_error(request, state)
+    if denied is not None:
+        return denied
+    fault = state.take_fault()
+    refused = _fault_error(fault)
+    if refused is not None:
+        return refused
+    query = request.query
+    content_type = request.headers.get("Content-Type", "")
+    if content_type.startswith("application/json"):
+        try:
+            text = json.loads(raw).get("text")
+        except (ValueError, AttributeError):
+            return _error(400, "Invalid JSON submitted.", code="INVALID_JSON")
+    elif content_type.startswith("text/plain"):
+        text = raw.decode("utf-8", "replace")
+    else:
+        return _error(415, "Content-Type must be application/json or text/plain.")
+    if not isinstance(text, str) or not text.strip():
+        return _error(400, "Text must not be empty.", code="INVALID_QUERY_PARAMETER")
+    if len(text) > MAX_TTS_CHARS:
+        return _error(413, f"Text exceeds the {MAX_TTS_CHARS} character limit.", code="PAYLOAD_TOO_LARGE")
+    model = query.get("model", "aura-asteria-en")
+    if not model.startswith("aura-"):
+        return _error(400, "No such model/version combination found.")
+    encoding = query.get("encoding", "linear16")
+    container = query.get("container", "wav")
+    try:
+        rate = int(query.get("sample_rate", "24000"))
+    except ValueError:
+        return _error(400, "sample_rate must be an integer.", code="INVALID_QUERY_PARAMETER")
+    if encoding != "linear16" or container not in ("wav", "none") or rate not in TTS_RATES:
+        return _error(400, f"Unsupported audio format: encoding={encoding} container={container} "
+                           f"sample_rate={rate}.", code="INVALID_QUERY_PARAMETER")
+    pcm = await state.synthesize(text, rate)
+    if container == "wav":
+        from voicerouter.providers.deepgram import wav_bytes
+
+        pcm = wav_bytes(pcm, rate)
+    headers = {"dg-request-id": str(uuid.uuid4()), "dg-model-name": model, "dg-char-count": str(len(text))}
+    content = f"audio/l16;rate={rate}" if container == "none" else "audio/wav"
+    return await stream_pcm(request, pcm, rate, fault, content_type=content, headers=headers)
+
+
+async def _listen_live(request: web.Request) -> web.StreamResponse:
+    state: EmulatorState = request.app[STATE]
+    state.record(path="/v1/listen", method="GET", query=dict(request.query), headers=dict(request.headers))
+    denied = _auth_error(request, state, upgrade=True)
+    if denied is not None:
+        return denied
+    fault = state.take_fault()
+    refused = _fault_error(fault, upgrade=True)
+    if refused is not None:
+        return refused
+    query = request.query
+    encoding = query.get("encoding")
+    if encoding not in (None, "linear16"):
+        return _error(400, f"The emulator accepts encoding=linear16 only, not {encoding}.", dg_header=True)
+    try:
+        rate = int(query.get("sample_rate", "16000"))
+        channels = int(query.get("channels", "1"))
+    except ValueError:
+        return _error(400, "sample_rate and channels must be integers.", dg_header=True)
+    if encoding is None or channels != 1:
+        return _error(400, "The emulator needs raw mono audio: encoding=linear16, channels=1.", dg_header=True)
+    await delay_first_byte(fault)
+    ws = web.WebSocketResponse(autoping=True, max_msg_size=2**22)
+    ws.headers["dg-request-id"] = str(uuid.uuid4())
+    await ws.prepare(request)
+    session = _LiveSession(state, ws, request, rate, fault, interim=_bool(query.get("interim_results")))
+    await session.run()
+    return ws
+
+
+class _LiveSession:
+    """One live socket: audio in, interim and final Results out, Metadata and close on CloseStream."""
+
+    def __init__(self, state: EmulatorState, ws: web.WebSocketResponse, request: web.Request, rate: int,
+                 fault: Fault | None, *, interim: bool) -> None:
+        self.state, self.ws, self.request, self.rate, self.fault = state, ws, request, rate, fault
+        self.interim = interim
+        self.segment = bytearray()  # audio since the last final
+        self.segment_start = 0.0
+        self.total_bytes = 0
+        self.next_interim = INTERIM_EVERY_S
+        self.faulted = False
+        self.fixed_given = False  # a fixed transcript belongs to the first final only
+        self.engine: Any = None  # a streaming PocketSphinx decoder when no fixed transcript is set
+        self.engine_partial = ""
+
+    @property
+    def received_s(self) -> float:
+        return self.total_bytes / 2 / self.rate
+
+    async def run(self) -> None:
+        kind = self.fault.kind if self.fault else None
+        try:
+            await self._serve(kind)
+        finally:
+            if self.engine is not None:
+                await self.engine.aclose()
+
+    async def _serve(self, kind: str | None) -> None:
+        async for message in self.ws:
+            if message.type == WSMsgType.BINARY:
+                if not message.data:
+                    await self.ws.close(code=1008, message=b"DATA-0000")
+                    return
+                self.segment.extend(message.data)
+                self.total_bytes += len(message.data)
+                await self._feed_engine(message.data)
+                if await self._audio_fault(kind):
+                    return
+                if self.interim and self.received_s >= self.next_interim:
+                    self.next_interim += INTERIM_EVERY_S
+                    await self._send_results(final=False)
+            elif message.type == WSMsgType.TEXT:
+                try:
+                    control = json.loads(message.data)
+                    control_type = control["type"]
+                except (ValueError, KeyError, TypeError):
+                    await self.ws.close(code=1008, message=b"DATA-0000")
+                    return
+                self.state.record(path="/v1/listen", control=control_type)
+                if control_type == "Finalize":
+                    if await self._final_fault(kind):
+                        return
+                    await self._send_results(final=True, from_finalize=True)
+                elif control_type == "CloseStream":
+                    if await self._final_fault(kind):
+                        return
+                    if self.segment:
+                        await self._send_results(final=True)
+                    await self.ws.send_json({
+                        "type": "Metadata", "transaction_key": "deprecated", "request_id": str(uuid.uuid4()),
+                        "created": "1970-01-01T00:00:00.000Z", "duration": round(self.received_s, 3),
+                        "channels": 1,
+                    })
+                    await self.ws.close(code=1000)
+                    return
+                elif control_type != "KeepAlive":
+                    await self.ws.close(code=1008, message=b"DATA-0000")
+                    return
+            else:
+                return
+
+    async def _audio_fault(self, kind: str | None) -> bool:
+        """Faults that strike while audio arrives; True when the session is over."""
+        if self.faulted or kind is None:
+            return False
+        fault = self.fault
+        assert fault is not None
+        if kind == "drop" and fault.seconds > 0 and self.received_s >= fault.seconds:
+            drop_connection(self.request)
+            return True
+        if kind == "error" and fault.status >= 1000 and self.received_s >= 0.2:
+            await self.ws.close(code=fault.status, message=b"NET-0000")
+            return True
+        if kind == "stall" and self.received_s >= 0.2:
+            self.faulted = True
+            await asyncio.sleep(fault.seconds)
+        return False
+
+    async def _final_fault(self, kind: str | None) -> bool:
+        """Faults that strike where the first final would go; True when the session is over."""
+        if self.faulted or kind is None:
+            return False
+        self.faulted = True
+        if kind == "drop":
+            drop_connection(self.request)
+            return True
+        if kind == "hang":
+            await hold_forever()
+        if kind in ("malformed", "truncate"):
+            text = await self._results_json(final=True)
+            await self.ws.send_str("upstream error" if kind == "malformed" else text[: len(text) // 2])
+        if kind == "error" and self.fault is not None and self.fault.status >= 1000:
+            await self.ws.close(code=self.fault.status, message=b"NET-0000")
+            return True
+        return False
+
+    async def _feed_engine(self, pcm: bytes) -> None:
+        """Real recognition streams like the vendor: partials come from a decoder fed as audio arrives."""
+        if self.state.transcript is not None:
+            return
+        if self.engine is None:
+            from voicerouter.providers.local.pocketsphinx import PocketSphinxStream
+
+            self.engine_partial = ""
+            self.engine = PocketSphinxStream("emulator", self.rate, self._on_engine_partial)
+        await self.engine.send(pcm)
+
+    def _on_engine_partial(self, partial: Any) -> None:
+        self.engine_partial = partial.text
+
+    async def _engine_text(self, pcm: bytes, *, final: bool) -> str:
+        if not final:
+            return self.engine_partial
+        if self.engine is not None:  # the live decoder served the partials; the final decodes the whole span
+            engine, self.engine = self.engine, None
+            await engine.aclose()
+        return await self.state.transcribe(pcm, self.rate) if pcm else ""
+
+    async def _results_json(self, *, final: bool, from_finalize: bool = False) -> str:
+        pcm = bytes(self.segment)
+        duration = len(pcm) / 2 / self.rate
+        if self.state.transcript is None:
+            text = await self._engine_text(pcm, final=final)
+        elif not final:
+            words = self.state.transcript.split()
+            progress = min(1.0, self.received_s / max(INTERIM_EVERY_S * 2, 1e-3))
+            text = " ".join(words[: max(1, math.ceil(len(words) * progress))])
+        else:
+            text = self.state.transcript
+        if final:
+            self.segment.clear()
+            start, self.segment_start = self.segment_start, self.segment_start + duration
+            if self.state.transcript is not None:
+                text, self.fixed_given = ("" if self.fixed_given else text), True
+        else:
+            start = self.segment_start
+        return json.dumps({
+            "type": "Results", "channel_index": [0, 1], "duration": round(duration, 3), "start": round(start, 3),
+            "is_final": final, "speech_final": final, "from_finalize": from_finalize,
+            "channel": {"alternatives": [_alternative(text, start, duration)]},
+            "metadata": {"request_id": str(uuid.uuid4()), "model_info": {"name": "emulator", "version": "0",
+                                                                           "arch": "emulator"}},
+        })
+
+    async def _send_results(self, *, final: bool, from_finalize: bool = False) -> None:
+        await self.ws.send_str(await self._results_json(final=final, from_finalize=from_finalize))
