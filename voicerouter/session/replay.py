@@ -87,12 +87,14 @@ async def replay_files(
     on_progress: ProgressCallback | None = None,
     env: Mapping[str, str] | None = None,
     preload: bool = True,
+    agent_factory: Callable[[SessionPlan], Any] | None = None,
 ) -> list[ReplayResult]:
     """Replay every file through its own session; results come back in the order of `paths`.
 
     With several files, session ids are `<ctx.session_id>-<n>` so sticky splits stay reproducible.
     `out_dir` receives `<stem>.reply.wav` (the spoken replies) and `<stem>.events.jsonl` per file.
     `preload` loads local engines (models) first, so the first turn's latency is not a model load.
+    `agent_factory(plan)` replaces the plan's agent with your own object (one per session).
     Errors other than unreadable files (missing secrets, capacity, bad routes) are raised.
     """
     from voicerouter.providers.pool import ProviderPool
@@ -101,7 +103,7 @@ async def replay_files(
         raise VoiceRouterError(f"concurrency must be at least 1, got {concurrency}")
     env = dict(os.environ if env is None else env)
     out = Path(out_dir) if out_dir is not None else None
-    stems = _output_stems([Path(p) for p in paths])
+    stems = output_stems([Path(p) for p in paths])
     jobs = []
     for index, path in enumerate(paths):
         file_ctx = ctx if len(paths) == 1 else dataclasses.replace(ctx, session_id=f"{ctx.session_id}-{index + 1}")
@@ -115,8 +117,9 @@ async def replay_files(
 
         async def one(path: str, plan: SessionPlan, stem: str) -> ReplayResult:
             async with gate:
+                agent = agent_factory(plan) if agent_factory is not None else None
                 result = await replay_one(path, plan, pool, realtime=realtime, out_dir=out, stem=stem,
-                                          faults=faults, env=env)
+                                          faults=faults, env=env, agent=agent)
             if on_progress is not None:
                 on_progress(result)
             return result
@@ -136,6 +139,7 @@ async def replay_one(
     stem: str | None = None,
     faults: Any = None,
     env: Mapping[str, str] | None = None,
+    agent: Any = None,
 ) -> ReplayResult:
     """One file through one session of `plan` (the pool is the caller's)."""
     from voicerouter.audio.sink import MemorySink, WavSink
@@ -173,7 +177,7 @@ async def replay_one(
                 ) from None
             bus.subscribe(JsonlWriter(stream))
             result.events_jsonl = os.fspath(events_path)
-        session = Session(plan, pool, source, sink, bus=bus, faults=faults, env=env)
+        session = Session(plan, pool, source, sink, bus=bus, faults=faults, env=env, agent=agent)
         try:
             result.session = await session.run()
         finally:
@@ -217,7 +221,7 @@ async def _preload(pool: Any, plans: list[SessionPlan]) -> None:
             await asyncio.to_thread(load)
 
 
-def _output_stems(paths: list[Path]) -> list[str]:
+def output_stems(paths: list[Path]) -> list[str]:
     # Two inputs named alike (a/x.wav, b/x.wav) must not overwrite each other's outputs.
     seen: dict[str, int] = {}
     stems = []

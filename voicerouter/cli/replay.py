@@ -1,0 +1,143 @@
+"""`voicerouter replay`: run audio files through routed sessions; print turns, check expectations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def replay(
+    files: Annotated[list[Path], typer.Argument(help="Audio files (WAV, FLAC, OGG; any rate and channel count).")],
+    tenant: Annotated[str | None, typer.Option("--tenant", "-t", help="Tenant id.")] = None,
+    region: Annotated[str | None, typer.Option("--region", "-r", help="Region, e.g. eu-west-1.")] = None,
+    flag: Annotated[list[str] | None, typer.Option("--flag", help="Feature flag: NAME or NAME=true|false (repeatable).")] = None,
+    session_id: Annotated[str | None, typer.Option("--session-id", "-s", help="Session id (decides sticky A/B splits); with several files each gets ID-1, ID-2, ...")] = None,
+    routes: Annotated[Path | None, typer.Option("--routes", help="Routing table (default: $VOICEROUTER_ROUTES, then ./routes.yaml, then the built-in offline table).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    out: Annotated[Path | None, typer.Option("--out", help="Write <stem>.reply.wav and <stem>.events.jsonl per file here.")] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", "-j", help="Files replayed at the same time.")] = 1,
+    realtime: Annotated[bool, typer.Option("--realtime", help="Feed audio at real-time pace (barge-in and timing as live).")] = False,
+    expect: Annotated[Path | None, typer.Option("--expect", help="Expectations YAML (turns, words, max_latency_ms per file or glob).")] = None,
+    junit: Annotated[Path | None, typer.Option("--junit", help="Write the expectation checks as JUnit XML.")] = None,
+    inject: Annotated[str | None, typer.Option("--inject", help="Inject faults, e.g. local-stt=error:503@0.5,local-tts=slow:300ms.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed for fault injection (default: the table's seed).")] = None,
+    timeline: Annotated[Path | None, typer.Option("--timeline", help="Draw <stem>.timeline.png per file here (needs matplotlib).")] = None,
+) -> None:
+    """Replay audio files through the routed pipeline: transcripts, replies, latencies, failovers."""
+    import asyncio
+    import json
+    import time
+
+    from voicerouter.cli.common import parse_flags, stderr_console, stdout_console
+    from voicerouter.errors import EXIT_FAILED, EXIT_OK, UsageError
+    from voicerouter.routing.plan import RouteContext
+    from voicerouter.session.console import render_checks, render_replay, replay_progress
+    from voicerouter.session.replay import exit_code, faults_for, output_stems, replay_files
+
+    if not files:
+        raise UsageError("no audio files given", hint="e.g. voicerouter replay samples/*.wav")
+    if concurrency < 1:
+        raise UsageError(f"--concurrency must be at least 1, got {concurrency}")
+    if junit is not None and expect is None:
+        raise UsageError("--junit needs --expect", hint="the JUnit report lists the expectation checks")
+    if timeline is not None:
+        _check_timeline_support()
+    table = _routing_table(routes)
+    expectations = None
+    if expect is not None:
+        from voicerouter.session.expectations import load_expectations
+
+        expectations = load_expectations(expect)
+    kwargs = {"session_id": session_id} if session_id else {}
+    ctx = RouteContext(tenant=tenant, region=region, flags=parse_flags(flag), **kwargs)
+    faults = faults_for(table, inject, seed)
+
+    started = time.perf_counter()
+    with replay_progress(len(files), stderr_console()) as on_progress:
+        results = asyncio.run(
+            replay_files(
+                list(files), ctx, table, realtime=realtime, concurrency=concurrency, out_dir=out,
+                faults=faults, on_progress=on_progress,
+            )
+        )
+    elapsed = time.perf_counter() - started
+
+    checks = []
+    if expectations is not None:
+        from voicerouter.session.expectations import check_results
+
+        checks = check_results(expectations, results)
+        if junit is not None:
+            from voicerouter.session.junit import write_junit
+
+            write_junit(junit, checks, time_s=elapsed)
+
+    if timeline is not None:
+        from voicerouter.observe.timeline_png import render_timeline_png
+
+        for result, stem in zip(results, output_stems([Path(f) for f in files]), strict=True):
+            if result.session is not None:
+                events = [e.to_dict() for e in result.session.events]
+                render_timeline_png(events, result.input_pcm, 16000, timeline / f"{stem}.timeline.png")
+
+    if json_out:
+        doc: dict = {"sessions": [r.to_dict() for r in results]}
+        if expectations is not None:
+            doc["expectations"] = {
+                "passed": all(c.passed for c in checks),
+                "checks": [{"file": c.file, "name": c.name, "passed": c.passed, "message": c.message} for c in checks],
+            }
+        typer.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+    else:
+        console = stdout_console()
+        render_replay(results, console)
+        if expectations is not None:
+            console.print()
+            render_checks(checks, console, unused=expectations.unused([r.file for r in results]))
+        if out is not None:
+            console.print(f"[dim]replies and event logs written to {out}[/]")
+        if timeline is not None:
+            console.print(f"[dim]timelines written to {timeline}[/]")
+
+    code = exit_code(results)
+    if code == EXIT_OK and any(not c.passed for c in checks):
+        code = EXIT_FAILED
+    if code != EXIT_OK:
+        raise typer.Exit(code)
+
+
+def _routing_table(option: Path | None):  # -> RoutingTable
+    """--routes, $VOICEROUTER_ROUTES, ./routes.yaml, else the built-in offline table (with a note)."""
+    from voicerouter.cli.common import find_routes, stderr_console
+    from voicerouter.config.loader import builtin_routes, load_routes
+    from voicerouter.errors import UsageError
+
+    try:
+        path = find_routes(option)
+    except UsageError:
+        stderr_console().print(
+            "[dim]note: no routing table found (--routes, $VOICEROUTER_ROUTES, ./routes.yaml); "
+            "using the built-in offline table (pocketsphinx → echo agent → piper)[/]"
+        )
+        return builtin_routes()
+    return load_routes(path)
+
+
+def _check_timeline_support() -> None:
+    from voicerouter.errors import UsageError
+
+    try:
+        import matplotlib  # noqa: F401
+
+        import voicerouter.observe.timeline_png  # noqa: F401
+    except ImportError as exc:
+        raise UsageError(
+            f"--timeline needs {exc.name or 'matplotlib'}, which is not installed",
+            hint="pip install 'voicerouter[plot]'",
+        ) from None
+
+
+def register(app: typer.Typer) -> None:
+    app.command("replay")(replay)
