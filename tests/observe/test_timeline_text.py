@@ -63,3 +63,36 @@ def test_retry_and_hedge_lines():
     text = render_session(sessions()["s-acme-2"])
     assert "↻ retry tts eleven #1 (rate_limited, wait 200 ms)" in text
     assert "⇉ hedge stt dg vs oai-stt, won by dg" in text
+
+
+def test_live_events_from_a_bus_history():
+    from voicerouter.session.events import EventBus, EventType
+
+    clock = [0.0]
+    bus = EventBus("live-1", route="r", clock=lambda: clock[0])
+    for t, kind, data in [
+        (0.0, EventType.SESSION_START, {"stt": ["a"], "tts": ["b"]}),
+        (1.0, EventType.SPEECH_START, {"audio_s": 1.0}),
+        (2.0, EventType.SPEECH_END, {"audio_s": 2.0}),
+        (2.5, EventType.TURN_END, {"turn": 1, "reason": "silence", "start_s": 1.0, "end_s": 2.0, "delay_ms": 500}),
+        (2.8, EventType.TTS_FIRST_AUDIO, {"turn": 1, "provider": "b", "latency_ms": 300}),
+        (3.8, EventType.TTS_DONE, {"turn": 1, "audio_s_out": 1.0, "start_audio_s": 2.8}),
+    ]:
+        clock[0] = t
+        bus.emit(kind, **data)
+    text = render_timeline_text(bus.history)
+    assert text.splitlines()[0] == "session live-1  route=r  stt=a tts=b"
+    assert "   2.50s turn 1  1.00–2.00 s  end silence +500 ms  tts b 300 ms  v→v 800 ms" in text
+
+
+def test_package_exports_load_lazily():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, voicerouter.observe as o; assert callable(o.render_timeline_text); "
+        "print(sorted(m for m in ('matplotlib', 'rich', 'opentelemetry') if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

@@ -461,3 +461,8 @@ def by_session(events: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any
     for ev in events:
         out.setdefault(ev["session_id"], []).append(ev)
     return out
+
+
+def as_dicts(events: Iterable[Any]) -> list[dict[str, Any]]:
+    """Accept log dicts or live `Event` objects (e.g. `bus.history`) alike."""
+    return [e if isinstance(e, dict) else e.to_dict() for e in events]

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from voicerouter.errors import UsageError, VoiceRouterError
-from voicerouter.observe.stats import analyze, audio_clock, by_session, speech_regions
+from voicerouter.observe.stats import analyze, as_dicts, audio_clock, by_session, speech_regions
 from voicerouter.observe.timeline_text import incident_line
 
 PLOT_HINT = "the timeline needs matplotlib: pip install 'voicerouter[plot]'"
@@ -65,9 +65,11 @@ def render_timeline_png(
 ) -> Path:
     """Draw one session's timeline (the first session in `events`) to a PNG at `path`; returns the path.
 
+    events: log dicts or live Event objects (`bus.history`).
     audio_pcm: the session's input as mono int16 PCM at `sample_rate`, or None to leave out the waveform.
     """
     plt = _pyplot()
+    events = as_dicts(events)
     if not events:
         raise UsageError("no events to draw a timeline from")
     session_id = events[0]["session_id"]
@@ -213,7 +215,7 @@ def write_timelines(
     _pyplot()  # fail early with the install hint, before any work
     out = Path(out_dir)
     paths = []
-    for session_id, session_events in by_session(events).items():
+    for session_id, session_events in by_session(as_dicts(events)).items():
         start = next((e for e in session_events if e["type"] == "session_start"), session_events[0])
         found = audio(session_id, start) if audio else None
         pcm, rate = found if found else (None, 0)

@@ -10,7 +10,7 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from voicerouter.observe.stats import TurnRecord, analyze, audio_clock, by_session, speech_regions
+from voicerouter.observe.stats import TurnRecord, analyze, as_dicts, audio_clock, by_session, speech_regions
 
 SPEECH, REPLY, BOTH, QUIET = "▇", "░", "▓", "·"
 TICK_STEPS = (0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600)
@@ -148,7 +148,7 @@ def render_session(events: list[dict[str, Any]], *, width: int = 72) -> str:
 
 
 def render_timeline_text(events: list[dict[str, Any]], *, width: int = 72) -> str:
-    """Text timeline of every session in `events` (blank line between sessions)."""
+    """Text timeline of every session in `events` (log dicts or Event objects; blank line between sessions)."""
     if not events:
         return "(no events)"
-    return "\n\n".join(render_session(evs, width=width) for evs in by_session(events).values())
+    return "\n\n".join(render_session(evs, width=width) for evs in by_session(as_dicts(events)).values())
