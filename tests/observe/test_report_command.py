@@ -15,8 +15,8 @@ import pytest
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-def report(*args: str, columns: int = 200) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")} | {"COLUMNS": str(columns)}
+def report(*args: str, columns: int = 200, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")} | {"COLUMNS": str(columns)} | (env or {})
     return subprocess.run(
         [sys.executable, "-m", "voicerouter", "report", *args], capture_output=True, text=True, env=env, timeout=120
     )
@@ -66,3 +66,12 @@ def test_bad_input_exit_codes(tmp_path):
     assert empty.returncode == 2 and "no events in" in empty.stderr
     bad_by = report(str(FIXTURES), "--by", "colour")
     assert bad_by.returncode == 2
+
+
+def test_otel_sends_the_logged_sessions_as_spans():
+    pytest.importorskip("opentelemetry.sdk.trace")
+    proc = report(str(FIXTURES / "acme.jsonl"), "--otel", env={"OTEL_TRACES_EXPORTER": "console"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count('"name": "voice.session"') == 2 and proc.stdout.count('"name": "voice.turn"') == 5
+    unset = report(str(FIXTURES / "acme.jsonl"), "--otel")
+    assert unset.returncode == 2 and "--otel needs an exporter" in unset.stderr

@@ -26,6 +26,7 @@ def report(
     text_timeline: Annotated[bool, typer.Option("--text-timeline", help="Print a text timeline of each session.")] = False,
     turns: Annotated[bool, typer.Option("--turns", help="Also list every turn.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Fail on the first bad log line instead of skipping it.")] = False,
+    otel: Annotated[bool, typer.Option("--otel", help="Also send the sessions' spans to the OpenTelemetry exporter set by OTEL_*.")] = False,
 ) -> None:
     """Report turns, voice-to-voice latency (p50/p90/p99), failovers, retries and errors from event logs."""
     from voicerouter.cli.common import stderr_console, stdout_console
@@ -63,6 +64,25 @@ def report(
         paths = write_timelines(log.events, timeline, audio=audio_from_logs(log.session_files, warn=warn))
         for path in paths:
             err.print(f"timeline: {path}", markup=False)
+    if otel:
+        _export_traces(log.events)
+
+
+def _export_traces(events: list[dict]) -> None:
+    from voicerouter.errors import UsageError
+    from voicerouter.observe import otel
+
+    if not otel.tracing_configured():
+        raise UsageError(
+            "--otel needs an exporter", hint="set OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_TRACES_EXPORTER=console)"
+        )
+    if not otel.otel_installed():
+        raise UsageError(f"--otel needs OpenTelemetry: {otel.INSTALL_HINT}")
+    provider = otel.default_tracer_provider()
+    otel.export_events(events, provider)
+    flush = getattr(provider, "force_flush", None)
+    if callable(flush):
+        flush()
 
 
 def register(app: typer.Typer) -> None:
