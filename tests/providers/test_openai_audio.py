@@ -303,3 +303,42 @@ async def test_real_speech_round_trip_through_the_emulator():
     assert "fellow america" in heard.text.lower() and "can do for your" in heard.text.lower()
     assert emu.state.requests[0]["audio_s"] == pytest.approx(11.0, abs=0.01)
     assert len(chunks) > 1 and sum(c.duration_s for c in chunks) > 1.0
+
+
+async def test_streamed_transcription_reports_partials():
+    partials: list[str] = []
+    async with emulate("openai", api_key=CANARY, transcript="ask not what your country can do") as emu:
+        stt = make("stt", emu.url, model="gpt-4o-transcribe", options={"stream": True})
+        try:
+            stream = await stt.open_stream(16000, on_partial=lambda t: partials.append(t.text))
+            for i in range(0, 32000, 640):
+                await stream.send(tone(1.0, 16000)[i : i + 640])
+            final = await stream.finish()
+            await stream.aclose()
+        finally:
+            await stt.aclose()
+    assert final.text == "ask not what your country can do" and final.is_final
+    assert partials[0] == "ask" and partials[-1] == final.text and len(partials) == 7
+    assert emu.state.requests[-1]["fields"]["stream"] == "true"
+
+
+async def test_stream_option_is_ignored_for_whisper_1():
+    async with emulate("openai", api_key=CANARY, transcript="plain") as emu:
+        stt = make("stt", emu.url, model="whisper-1", options={"stream": True})
+        try:
+            result = await stt.transcribe(utterance())
+        finally:
+            await stt.aclose()
+    assert result.text == "plain" and "stream" not in emu.state.requests[-1]["fields"]
+
+
+@pytest.mark.parametrize("fault", ["drop", "malformed"])
+async def test_broken_transcript_stream_is_transient(fault):
+    async with emulate("openai", api_key=CANARY, transcript="one two three four", faults=[fault]) as emu:
+        stt = make("stt", emu.url, model="gpt-4o-transcribe", options={"stream": True})
+        try:
+            with pytest.raises(TransientProviderError) as info:
+                await stt.transcribe(utterance())
+        finally:
+            await stt.aclose()
+    assert info.value.provider == "oai-stt" and not isinstance(info.value, ProviderTimeout)

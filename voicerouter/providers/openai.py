@@ -120,7 +120,12 @@ class OpenAISTT(OpenAIAudio):
 
     supports_streaming = False
 
-    async def transcribe(self, audio: AudioChunk) -> Transcript:
+    @property
+    def streams_text(self) -> bool:
+        """`options.stream: true` asks for SSE transcript deltas (the vendor ignores it for whisper-1)."""
+        return bool(self.config.options.get("stream", False)) and self.model != "whisper-1"
+
+    async def transcribe(self, audio: AudioChunk, on_partial: PartialCallback | None = None) -> Transcript:
         data: dict[str, str] = {"model": self.model, "response_format": "json"}
         language = self.config.language
         if language:
@@ -128,16 +133,44 @@ class OpenAISTT(OpenAIAudio):
         for option in ("prompt", "temperature"):
             if self.config.options.get(option) is not None:
                 data[option] = str(self.config.options[option])
+        if self.streams_text:
+            data["stream"] = "true"
         files = {"file": ("utterance.wav", wav_bytes(audio), "audio/wav")}
         try:
             async with asyncio.timeout(self.timeout_s):
-                response = await self.client.post("/audio/transcriptions", data=data, files=files)
-                await http.raise_for_response(response, provider=self.name, message_of=error_message)
+                async with self.client.stream("POST", "/audio/transcriptions", data=data, files=files) as response:
+                    await http.raise_for_response(response, provider=self.name, message_of=error_message)
+                    if response.headers.get("content-type", "").startswith("text/event-stream"):
+                        text = await self._read_events(response, on_partial)
+                    else:
+                        text = self._parse(await response.aread())
         except TimeoutError:
             raise ProviderTimeout(f"no transcript within {self.timeout_s:g} s", provider=self.name) from None
         except (httpx.HTTPError, OSError, ProviderError) as exc:
             raise self._fail(exc) from None
-        return Transcript(self._parse(response.content), is_final=True, provider=self.name)
+        return Transcript(text, is_final=True, provider=self.name)
+
+    async def _read_events(self, response: httpx.Response, on_partial: PartialCallback | None) -> str:
+        """SSE `transcript.text.delta` events (partials) up to `transcript.text.done` (the final text)."""
+        partial = ""
+        async for line in response.aiter_lines():
+            if not line.startswith("data:"):
+                continue
+            payload = line[len("data:"):].strip()
+            if payload == "[DONE]":
+                continue
+            try:
+                event = json.loads(payload)
+            except json.JSONDecodeError:
+                raise http.malformed("transcription event is not JSON", payload, provider=self.name) from None
+            kind = event.get("type") if isinstance(event, dict) else None
+            if kind == "transcript.text.delta":
+                partial += str(event.get("delta", ""))
+                if on_partial is not None:
+                    on_partial(Transcript(partial.strip(), is_final=False, provider=self.name))
+            elif kind == "transcript.text.done":
+                return str(event.get("text", partial)).strip()
+        raise http.malformed("transcription stream ended before transcript.text.done", partial, provider=self.name)
 
     def _parse(self, body: bytes) -> str:
         try:
@@ -150,25 +183,26 @@ class OpenAISTT(OpenAIAudio):
 
     async def open_stream(self, sample_rate: int = PIPELINE_RATE,
                           on_partial: PartialCallback | None = None) -> STTStream:
-        return BufferedStream(self, sample_rate)
+        return BufferedStream(self, sample_rate, on_partial)
 
     async def probe(self) -> None:
         await self.transcribe(silence(0.3))
 
 
 class BufferedStream:
-    """Streaming shape over a batch API: buffer the utterance, transcribe it on `finish`."""
+    """Streaming shape over a batch API: buffer the utterance, transcribe it on `finish` (SSE partials if enabled)."""
 
-    def __init__(self, stt: OpenAISTT, sample_rate: int) -> None:
+    def __init__(self, stt: OpenAISTT, sample_rate: int, on_partial: PartialCallback | None) -> None:
         self._stt = stt
         self._rate = sample_rate
+        self._on_partial = on_partial
         self._buf = bytearray()
 
     async def send(self, pcm: bytes) -> None:
         self._buf.extend(pcm)
 
     async def finish(self) -> Transcript:
-        return await self._stt.transcribe(AudioChunk(bytes(self._buf), self._rate))
+        return await self._stt.transcribe(AudioChunk(bytes(self._buf), self._rate), self._on_partial)
 
     async def aclose(self) -> None:
         self._buf.clear()

@@ -152,6 +152,32 @@ async def stream_audio(request: web.Request, pcm: bytes, content_type: str, faul
     return response
 
 
+async def stream_transcript(request: web.Request, text: str, fault: Fault | None) -> web.StreamResponse:
+    """`stream=true`: one `transcript.text.delta` SSE event per word, then `transcript.text.done`."""
+    kind = fault.kind if fault else None
+    response = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream"})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    words = text.split(" ")
+    for index, word in enumerate(words):
+        if index == len(words) // 2 and kind in ("drop", "truncate"):
+            abort(request)
+            return response
+        if index == len(words) // 2 and kind == "stall":
+            await asyncio.sleep(fault.seconds if fault.arg else 3600.0)  # type: ignore[union-attr]
+        if index == len(words) // 2 and kind == "malformed":
+            await response.write(b'data: {"type":"transcript.text.delta","delta":\n\n')
+            continue
+        delta = word if index == 0 else " " + word
+        await response.write(f"data: {json.dumps({'type': 'transcript.text.delta', 'delta': delta})}\n\n".encode())
+        await asyncio.sleep(0.005)
+    done = {"type": "transcript.text.done", "text": text, "usage": {"type": "tokens", "input_tokens": 1,
+                                                                   "output_tokens": len(words), "total_tokens": 0}}
+    await response.write(f"data: {json.dumps(done)}\n\n".encode())
+    await response.write_eof()
+    return response
+
+
 async def read_form(request: web.Request) -> tuple[dict[str, str], tuple[str, bytes] | None]:
     """Multipart fields as text, plus the uploaded file (filename, bytes)."""
     fields: dict[str, str] = {}
@@ -227,6 +253,11 @@ async def transcriptions(request: web.Request) -> web.StreamResponse:
                               param="file", code="invalid_value")
     state.requests[-1].update(sample_rate=rate, audio_s=len(pcm) / 2 / rate)
     text = await state.transcribe(pcm, rate)
+    if fields.get("stream") == "true" and model != "whisper-1":  # the vendor ignores stream for whisper-1
+        if response_format != "json":
+            return error_response(400, "Streaming is only supported with response_format json.",
+                                  param="response_format")
+        return await stream_transcript(request, text, fault)
     if response_format == "text":
         return await send_body(request, (text + "\n").encode(), "text/plain; charset=utf-8", fault)
     body: dict[str, Any] = {"text": text, "usage": {"type": "duration", "seconds": round(len(pcm) / 2 / rate)}}
