@@ -96,3 +96,17 @@ def test_package_exports_load_lazily():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_warning_barge_in_and_dropped_audio_lines():
+    from voicerouter.observe.timeline_text import incident_line
+
+    base = {"session_id": "s", "t": 1.0}
+    assert incident_line(base | {"type": "warning", "stage": "stt", "message": "no words recognised"}) == (
+        "! warning stt: no words recognised"
+    )
+    assert incident_line(base | {"type": "barge_in", "turn": 2}) == "✋ barge-in"
+    assert incident_line(base | {"type": "frames_dropped", "dropped": 3, "reason": "overflow"}) == (
+        "! 3 audio block(s) dropped (overflow)"
+    )
+    assert incident_line(base | {"type": "audio_level", "level_dbfs": -30}) is None

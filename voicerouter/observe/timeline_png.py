@@ -27,6 +27,8 @@ COLORS = {
     "error": "#b6202b",
     "breaker": "#9c755f",
     "barge_in": "#b07aa1",
+    "warning": "#f1a340",
+    "frames_dropped": "#f1a340",
 }
 LANES = {"you": 2.0, "reply": 1.0, "events": 0.0}
 

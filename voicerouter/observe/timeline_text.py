@@ -50,7 +50,8 @@ def turn_line(record: TurnRecord) -> str:
 
 
 def incident_line(ev: dict[str, Any]) -> str | None:
-    """One line for a failover, retry, hedge, breaker change, error or refusal; None for other events."""
+    """One line for a failover, retry, hedge, breaker change, error, refusal, warning, barge-in or
+    dropped audio; None for other events."""
     kind, stage = ev["type"], ev.get("stage") or ""
     provider = ev.get("provider") or ""
     if kind == "failover":
@@ -73,8 +74,12 @@ def incident_line(ev: dict[str, Any]) -> str | None:
     if kind in ("error", "refused"):
         where = " ".join(x for x in (stage, provider) if x)
         return f"✗ {kind} {where}: {_clip(ev.get('message') or ev.get('error'), 80)}".replace("  ", " ")
+    if kind == "warning":
+        return f"! warning {stage}: {_clip(ev.get('message'), 80)}".replace("  ", " ")
     if kind == "barge_in":
         return "✋ barge-in"
+    if kind == "frames_dropped":
+        return f"! {ev.get('dropped', '?')} audio block(s) dropped ({ev.get('reason', '?')})"
     return None
 
 
