@@ -1,0 +1,155 @@
+"""An ElevenLabs emulator: /v1/text-to-speech/{voice}[/stream] (pcm_* output) and /v1/speech-to-text.
+
+It checks `xi-api-key`, validates like the vendor (FastAPI 422 `detail` lists for missing fields,
+`detail: {status, message}` for the rest) and streams PCM16 in small chunks.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from voicerouter.testing.server import EmulatorState, read_wav, send_body, stream_pcm
+
+STATE = web.AppKey("state", EmulatorState)
+PCM_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
+OTHER_FORMATS = re.compile(r"^(mp3_\d+_\d+|wav_\d+|ulaw_8000|alaw_8000|opus_48000_\d+)$")
+CHAR_LIMITS = {"eleven_flash_v2_5": 40000, "eleven_turbo_v2_5": 40000, "eleven_flash_v2": 30000,
+               "eleven_turbo_v2": 30000, "eleven_multilingual_v2": 10000, "eleven_v3": 5000}
+STT_MODELS = ("scribe_v1", "scribe_v2")
+VOICE_ID = re.compile(r"^[A-Za-z0-9]{20}$")
+_STATUSES = {400: "invalid_request", 401: "invalid_api_key", 403: "only_for_creator+", 404: "not_found",
+             429: "too_many_concurrent_requests"}
+
+
+def build_app(state: EmulatorState) -> web.Application:
+    app = web.Application(client_max_size=64 * 2**20)
+    app[STATE] = state
+    app.router.add_post("/v1/text-to-speech/{voice_id}", _tts)
+    app.router.add_post("/v1/text-to-speech/{voice_id}/stream", _tts)
+    app.router.add_post("/v1/speech-to-text", _stt)
+    return app
+
+
+def _detail(status: int, code: str | None = None, message: str | None = None,
+            retry_after: str | None = None) -> web.Response:
+    code = code or _STATUSES.get(status, "internal_error" if status >= 500 else "invalid_request")
+    message = message or ("System is busy, please retry." if status >= 500 else f"Request failed ({code}).")
+    headers = {"request-id": uuid.uuid4().hex}
+    if retry_after:
+        headers["Retry-After"] = retry_after
+    return web.json_response({"detail": {"status": code, "message": message}}, status=status, headers=headers)
+
+
+def _invalid(*problems: tuple[list[str], str, str]) -> web.Response:
+    """FastAPI's 422: one {loc, msg, type} per invalid field."""
+    detail = [{"loc": loc, "msg": msg, "type": kind} for loc, msg, kind in problems]
+    return web.json_response({"detail": detail}, status=422)
+
+
+def _check(request: web.Request, state: EmulatorState) -> web.Response | None:
+    """Auth first, then the queued `error:` fault; both answer with the vendor's envelope."""
+    key = request.headers.get("xi-api-key")
+    if not key:
+        return _detail(401, "needs_authorization",
+                       "Neither authorization header nor xi-api-key received, please provide one.")
+    if key != state.api_key:
+        return _detail(401, "invalid_api_key", "Invalid API key")
+    return None
+
+
+async def _tts(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    raw = await request.read()
+    voice = request.match_info["voice_id"]
+    state.record(path=request.path, method="POST", query=dict(request.query), headers=dict(request.headers),
+                 body=raw.decode("utf-8", "replace"))
+    denied = _check(request, state)
+    if denied is not None:
+        return denied
+    fault = state.take_fault()
+    if fault is not None and fault.kind == "error":
+        return _detail(fault.status, retry_after=fault.retry_after)
+    output_format = request.query.get("output_format", "mp3_44100_128")
+    rate = int(output_format[4:]) if output_format.startswith("pcm_") and output_format[4:].isdigit() else None
+    if rate not in PCM_RATES:
+        if OTHER_FORMATS.match(output_format):
+            return _detail(400, "unsupported_output_format", f"The emulator streams pcm_* only, not {output_format}.")
+        return _invalid((["query", "output_format"], f"Input should be a valid output format, got {output_format!r}",
+                         "enum"))
+    if not request.headers.get("Content-Type", "").startswith("application/json"):
+        return _invalid((["body"], "Input should be a valid JSON object", "model_attributes_type"))
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return _invalid((["body"], "JSON decode error", "json_invalid"))
+    if not isinstance(body, dict):
+        return _invalid((["body"], "Input should be a valid dictionary", "dict_type"))
+    text = body.get("text")
+    if not isinstance(text, str):
+        return _invalid((["body", "text"], "Field required", "missing"))
+    if not text.strip():
+        return _detail(400, "empty_text", "Text must not be empty.")
+    model = body.get("model_id", "eleven_multilingual_v2")
+    if model not in CHAR_LIMITS:
+        return _detail(400, "model_not_found", f"A model with model ID {model} does not exist.")
+    if len(text) > CHAR_LIMITS[model]:
+        return _detail(400, "max_character_limit_exceeded",
+                       f"Text is {len(text)} characters; {model} allows {CHAR_LIMITS[model]}.")
+    settings = body.get("voice_settings")
+    if settings is not None and not isinstance(settings, dict):
+        return _invalid((["body", "voice_settings"], "Input should be a valid dictionary", "dict_type"))
+    if not VOICE_ID.match(voice):
+        return _detail(400, "voice_not_found", f"A voice with voice_id {voice} does not exist.")
+    pcm = await state.synthesize(text, rate)
+    headers = {"request-id": uuid.uuid4().hex, "character-cost": str(len(text))}
+    return await stream_pcm(request, pcm, rate, fault, content_type="audio/pcm", headers=headers)
+
+
+async def _stt(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    state.record(path=request.path, method="POST", query=dict(request.query), headers=dict(request.headers))
+    denied = _check(request, state)
+    if denied is not None:
+        return denied
+    fault = state.take_fault()
+    if fault is not None and fault.kind == "error":
+        return _detail(fault.status, retry_after=fault.retry_after)
+    if not request.headers.get("Content-Type", "").startswith("multipart/form-data"):
+        return _invalid((["body", "model_id"], "Field required", "missing"))
+    form = await request.post()
+    fields: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str)}
+    state.requests[-1]["form"] = fields
+    upload = form.get("file")
+    problems = []
+    if "model_id" not in fields:
+        problems.append((["body", "model_id"], "Field required", "missing"))
+    if upload is None or isinstance(upload, str):
+        problems.append((["body", "file"], "Field required", "missing"))
+    if problems:
+        return _invalid(*problems)
+    if fields["model_id"] not in STT_MODELS:
+        return _invalid((["body", "model_id"], f"Input should be {' or '.join(STT_MODELS)}", "literal_error"))
+    audio = upload.file.read()  # type: ignore[union-attr]
+    if fields.get("file_format") == "pcm_s16le_16":
+        pcm, rate = audio, 16000
+    else:
+        try:
+            pcm, rate, channels, width = read_wav(audio)
+        except ValueError:
+            return _detail(400, "invalid_audio", "The emulator decodes WAV (16-bit mono) uploads only.")
+        if channels != 1 or width != 2:
+            return _detail(400, "invalid_audio", "The emulator decodes 16-bit mono WAV only.")
+    text = await state.transcribe(pcm, rate) if pcm else ""
+    words = []
+    for index, word in enumerate(text.split()):
+        if index:
+            words.append({"text": " ", "start": float(index), "end": float(index), "type": "spacing"})
+        words.append({"text": word, "start": float(index), "end": index + 0.5, "type": "word", "logprob": -0.1})
+    payload = {"language_code": fields.get("language_code") or "en", "language_probability": 0.98, "text": text,
+               "words": words, "transcription_id": uuid.uuid4().hex}
+    return await send_body(request, json.dumps(payload).encode(), "application/json", fault)
