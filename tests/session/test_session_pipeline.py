@@ -76,7 +76,8 @@ async def test_two_turns_batch_stt_events_and_results():
     seq = types(result)
     assert seq[0] == "session_start" and seq[-1] == "session_end"
     turn_one = [str(e.type) for e in result.events if e.turn == 1 and e.type != EventType.PROVIDER_USED]
-    assert turn_one == ["turn_end", "final_transcript", "agent_reply", "tts_start", "tts_first_audio", "tts_done"]
+    assert turn_one == ["speech_start", "speech_end", "turn_end", "final_transcript", "agent_reply", "tts_start",
+                        "tts_first_audio", "tts_done"]
     used = [(e.data["stage"], e.data.get("provider") or e.provider) for e in result.events
             if e.type == EventType.PROVIDER_USED and e.turn == 1]
     assert ("stt", "stt-a") in used and ("tts", "tts-a") in used
@@ -215,7 +216,8 @@ async def test_s2s_pipeline_streams_audio_and_reports_transcripts():
     assert len(committed) == 2 and len(committed[0]) / 32000 > 2.0
     assert sink.duration_s == pytest.approx(0.3, abs=0.01)  # one 0.1 s chunk per reply word, at 24 kHz
     turn_one = [str(e.type) for e in result.events if e.turn == 1 and e.type != EventType.PROVIDER_USED]
-    assert turn_one == ["turn_end", "tts_start", "final_transcript", "tts_first_audio", "agent_reply", "tts_done"]
+    assert turn_one == ["speech_start", "speech_end", "turn_end", "tts_start", "final_transcript", "tts_first_audio",
+                        "agent_reply", "tts_done"]
     assert "tts_first_audio" in result.turns[0].latency_ms
 
 

@@ -6,9 +6,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
+from rich.padding import Padding
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from voicerouter.session.events import EventType
 
@@ -57,32 +60,46 @@ def render_file(result: ReplayResult, console: Console) -> None:
     for turn in session.turns:
         _render_turn(turn, console)
         for line in incidents.pop(turn.index, []):
-            console.print(f"      {line}")
+            console.print(f"    {line}")
     if not session.turns:
         console.print("  [yellow]no turns: no speech was detected[/]")
     for lines in incidents.values():  # incidents of turns that were dropped (noise)
         for line in lines:
             console.print(f"  {line}")
+    if session.turns:
+        console.print(_latency_table(session.turns))
     if session.reason != "end_of_audio":
         console.print(f"  [red]session ended: {escape(session.reason)}[/]")
 
 
 def _render_turn(turn: TurnResult, console: Console) -> None:
-    flags = " [yellow](interrupted)[/]" if turn.interrupted else ""
+    flags = " [yellow](interrupted by barge-in)[/]" if turn.interrupted else ""
     console.print(
-        f"  [bold]turn {turn.index}[/]  {turn.start_s:.2f}–{turn.end_s:.2f} s  [dim]{escape(turn.reason or '')}[/]{flags}"
+        f"  [bold]turn {turn.index}[/]  {turn.start_s:.2f}–{turn.end_s:.2f} s [dim]({escape(turn.reason or '?')})[/]{flags}"
     )
     transcript = "[red]-[/]" if turn.transcript is None else f'"{escape(turn.transcript)}"'
-    console.print(f"    you    {transcript}  [dim]{escape(turn.stt_provider or '')}[/]")
+    console.print(f"    you    {transcript}")
     if turn.reply is not None:
-        console.print(f'    reply  "{escape(turn.reply)}"  [dim]{escape(turn.tts_provider or "")}[/]')
-    lat = turn.latency_ms
-    console.print(
-        "    [dim]latency[/]  speech end→turn end "
-        f"{_ms(lat.get('turn_end_delay'))} · turn end→transcript {_ms(lat.get('stt_final'))}"
-        f" · agent {_ms(lat.get('agent'))} · turn end→first audio {_ms(lat.get('tts_first_audio'))}"
-        f" · voice→voice {_ms(lat.get('voice_to_voice'))}"
-    )
+        console.print(f'    reply  "{escape(turn.reply)}"')
+    via = [f"{stage} {name}" for stage, name in (("stt", turn.stt_provider), ("tts", turn.tts_provider)) if name]
+    if turn.stt_provider and turn.stt_provider == turn.tts_provider:
+        via = [f"s2s {turn.stt_provider}"]
+    if via:
+        console.print(f"    [dim]via    {escape(' · '.join(via))}[/]")
+
+
+def _latency_table(turns: list[TurnResult]) -> Padding:
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, show_edge=False)
+    table.add_column("turn (ms)", justify="right")
+    for header in ("speech end→\nturn end", "turn end→\ntranscript", "agent", "turn end→\nfirst audio", "voice→\nvoice"):
+        table.add_column(header.replace("\\n", "\n"), justify="right")
+    for turn in turns:
+        lat = turn.latency_ms
+        table.add_row(
+            str(turn.index),
+            *(_ms(lat.get(key)) for key in ("turn_end_delay", "stt_final", "agent", "tts_first_audio", "voice_to_voice")),
+        )
+    return Padding(table, (0, 0, 0, 4), expand=False)
 
 
 def _incidents(result: ReplayResult) -> dict[int | None, list[str]]:

@@ -293,14 +293,16 @@ class Session:
             if half_duplex and self._is_speaking():
                 continue  # the microphone is closed while the reply plays
             update = vad.process(frame)
-            if update.started:
-                self.bus.emit(EventType.SPEECH_START, audio_s=round(update.speech_start_s or 0.0, 3))
-                self._barged = False
             self._feed(frame, update)
+            # Speech events carry the turn the speech belongs to (the one being captured).
+            turn = self._capture.index if self._capture is not None else None
+            if update.started:
+                self.bus.emit(EventType.SPEECH_START, turn=turn, audio_s=round(update.speech_start_s or 0.0, 3))
+                self._barged = False
             if update.speaking:
                 self._maybe_barge_in(update)
             if update.ended:
-                self.bus.emit(EventType.SPEECH_END, audio_s=round(update.speech_end_s or update.t, 3))
+                self.bus.emit(EventType.SPEECH_END, turn=turn, audio_s=round(update.speech_end_s or update.t, 3))
             decision = turns.feed(update)
             if decision is not None:
                 await self._turn_ended(decision)
