@@ -27,6 +27,8 @@ EMULATORS: dict[str, str] = {
     "elevenlabs": "voicerouter.testing.elevenlabs",
     "cartesia": "voicerouter.testing.cartesia",
     "azure": "voicerouter.testing.azure",
+    "openai-chat": "voicerouter.testing.chat",  # the openai-chat agent's /chat/completions
+    "webhook": "voicerouter.testing.chat",  # the webhook agent's endpoint
 }
 
 FaultKind = Literal["error", "slow", "hang", "stall", "drop", "malformed", "truncate"]

@@ -1,0 +1,123 @@
+"""Loopback servers for the agents: an OpenAI chat-completions emulator and a generic webhook.
+
+`emulate("openai-chat")` serves `POST /v1/chat/completions` (also without the /v1 prefix) with
+OpenAI's Bearer auth, validation and error envelope; `emulate("webhook")` answers any POST with
+`{"reply": ...}`. Both reply "You said: <last user text>", or `state.reply` when a test sets it,
+record each request (body and headers) in `state.requests`, and honour the emulator faults.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from aiohttp import web
+
+from voicerouter.testing.openai import before_answer, check_auth, error_response, send_body
+from voicerouter.testing.server import EmulatorState
+
+STATE_KEY = web.AppKey("state", EmulatorState)
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+
+
+def configured_reply(state: EmulatorState, heard: str) -> str:
+    """`state.reply` if a test set one (an attribute added on the fly), else an echo of what was heard."""
+    reply = getattr(state, "reply", None)
+    return reply if isinstance(reply, str) else f"You said: {heard}"
+
+
+def build_app(state: EmulatorState) -> web.Application:
+    app = web.Application()
+    app[STATE_KEY] = state
+    if state.provider_type == "webhook":
+        app.router.add_post("/{path:.*}", webhook)
+    else:
+        app.router.add_post("/v1/chat/completions", chat_completions)
+        app.router.add_post("/chat/completions", chat_completions)
+    return app
+
+
+def _text_of(content: Any) -> str | None:
+    """Message content as text: a string, or the text parts of a content-part list."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+        if all(isinstance(p, str) for p in parts):
+            return " ".join(parts)  # type: ignore[arg-type]
+    return None
+
+
+def _validate(body: Any) -> str | None:
+    """What is wrong with a chat-completions request body, in OpenAI's words, or None."""
+    if not isinstance(body, dict):
+        return "We could not parse the JSON body of your request."
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        return "you must provide a model parameter"
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return "[] is too short - 'messages'" if messages == [] else "Missing required parameter: 'messages'."
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ROLES:
+            return f"Invalid value for 'messages[{index}].role'."
+        if _text_of(message.get("content")) is None:
+            return f"Invalid type for 'messages[{index}].content': expected a string or an array of text parts."
+    if body.get("stream"):
+        return "stream=true is not supported by this emulator"
+    return None
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE_KEY]
+    fault = state.take_fault()
+    early = await before_answer(fault)
+    if early is not None:
+        return early
+    denied = check_auth(request, state)
+    if denied is not None:
+        return denied
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    problem = _validate(body)
+    state.record(path=request.path, body=body, headers=dict(request.headers))
+    if problem is not None:
+        return error_response(400, problem, param="messages" if "messages" in problem else None)
+    users = [_text_of(m["content"]) for m in body["messages"] if m["role"] == "user"]
+    reply = configured_reply(state, users[-1] if users else "")
+    answer = {
+        "id": f"chatcmpl-emu{len(state.requests)}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body["model"],
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": reply, "refusal": None},
+            "logprobs": None,
+            "finish_reason": "stop",
+        }],
+        "usage": {"prompt_tokens": sum(len(str(m["content"]).split()) for m in body["messages"]),
+                  "completion_tokens": len(reply.split()), "total_tokens": 0},
+    }
+    answer["usage"]["total_tokens"] = answer["usage"]["prompt_tokens"] + answer["usage"]["completion_tokens"]
+    return await send_body(request, json.dumps(answer).encode(), "application/json", fault)
+
+
+async def webhook(request: web.Request) -> web.StreamResponse:
+    """Any POST: expects the webhook agent's JSON, answers {"reply": ...}; no auth of its own."""
+    state = request.app[STATE_KEY]
+    fault = state.take_fault()
+    early = await before_answer(fault)
+    if early is not None:
+        return early
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    state.record(path=request.path, body=body, headers=dict(request.headers))
+    if not isinstance(body, dict) or not isinstance(body.get("transcript"), str):
+        return web.json_response({"error": "expected a JSON object with a string transcript"}, status=400)
+    reply = configured_reply(state, body["transcript"])
+    return await send_body(request, json.dumps({"reply": reply}).encode(), "application/json", fault)
