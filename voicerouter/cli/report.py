@@ -56,7 +56,7 @@ def report(
         from voicerouter.observe.timeline_text import render_timeline_text
 
         # to stderr with --json, so stdout stays parseable; never re-wrapped to the terminal width
-        typer.echo(render_timeline_text(log.events), err=json_out)
+        typer.echo(("" if json_out else "\n") + render_timeline_text(log.events), err=json_out)
     if timeline is not None:
         from voicerouter.observe.timeline_png import audio_from_logs, write_timelines
 

@@ -57,6 +57,7 @@ METRIC_TITLES = {
 TABLE_METRICS = ("voice_to_voice", "stt_final", "tts_first_audio", "turn_end_delay")
 COUNTERS = ("failovers", "retries", "hedges", "errors")
 WIDE_LAYOUT_COLUMNS = 165  # below this the latency table is printed one metric per row
+WIDE_TURNS_COLUMNS = 110  # below this turn transcripts are listed under the turns table
 
 
 def build_report(log: EventLog, by: GroupBy | None = None) -> dict[str, Any]:
@@ -254,7 +255,9 @@ def _render_turns(turns: list[dict[str, Any]], console: Console) -> None:
         for column in ("#", "stt", "tts", "end", "delay", "STT", "TTS 1st", "v→v"):
             numeric = column in ("#", "delay", "STT", "TTS 1st", "v→v")
             table.add_column(column, justify="right" if numeric else "left", no_wrap=True)
-        table.add_column("transcript", ratio=1, overflow="fold")
+        inline = console.width >= WIDE_TURNS_COLUMNS  # else transcripts go below the table
+        if inline:
+            table.add_column("transcript", ratio=1, overflow="fold")
         for t in rows:
             providers = t["providers"]
             cells = (
@@ -266,10 +269,13 @@ def _render_turns(turns: list[dict[str, Any]], console: Console) -> None:
                 fmt_ms(t["stt_final_ms"]),
                 fmt_ms(t["tts_first_audio_ms"]),
                 fmt_ms(t["voice_to_voice_ms"]),
-                t["text"] or "",
-            )
+            ) + ((t["text"] or "",) if inline else ())
             table.add_row(*map(markup_safe, cells))
         console.print(table)
+        if not inline:
+            for t in rows:
+                if t["text"]:
+                    console.print(f"  {t['turn']:>2}  “{t['text']}”", markup=False, highlight=False)
 
 
 def _escaper():

@@ -81,7 +81,7 @@ class TurnRecord:
     stt_final_ms: float | None = None
     agent_reply_ms: float | None = None
     tts_first_audio_ms: float | None = None
-    reply_start_s: float | None = None  # reply audio span on the input-audio axis
+    reply_start_s: float | None = None  # reply audio span on the input-audio axis: end_s + voice-to-voice
     reply_audio_s: float | None = None
 
     @property
@@ -223,7 +223,7 @@ def analyze(events: Iterable[dict[str, Any]]) -> Analysis:
             out_s = _num(ev.get("audio_s_out"))
             start = _num(ev.get("start_audio_s"))
             if record.reply_start_s is None and start is not None:
-                record.reply_start_s = start
+                record.reply_start_s = start  # replaced below when the latencies are known
             if out_s is not None:
                 record.reply_audio_s = (record.reply_audio_s or 0.0) + out_s
     turns: list[TurnRecord] = []
@@ -231,7 +231,9 @@ def analyze(events: Iterable[dict[str, Any]]) -> Analysis:
         for record in sorted(state.turns.values(), key=lambda r: r.turn):
             if record.turn not in state.real_turns:
                 continue
-            if record.reply_start_s is None and record.end_s is not None and record.voice_to_voice_ms is not None:
+            # Where the reply starts on the input-audio axis: speech end + voice-to-voice latency. A replay
+            # pauses or speeds its input, so the audio position logged at first reply audio can mislead.
+            if record.end_s is not None and record.voice_to_voice_ms is not None:
                 record.reply_start_s = record.end_s + record.voice_to_voice_ms / 1000
             turns.append(record)
     return Analysis({sid: s.info for sid, s in states.items()}, turns, incidents)
