@@ -1,0 +1,131 @@
+"""Cartesia: TTS over POST /tts/bytes with raw PCM16 output, streamed as the body arrives.
+
+Every request names a dated `Cartesia-Version`; errors are plain `Title: Message` text on older
+versions and a JSON `{error_code, title, message}` envelope from 2026-03-01 on, so both are parsed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from voicerouter.config.schema import ProviderConfig
+from voicerouter.config.secrets import expand
+from voicerouter.errors import ConfigError, ProviderError, TransientProviderError
+from voicerouter.providers import http
+from voicerouter.providers.base import AudioChunk, BuildContext, Kind
+
+DEFAULT_BASE_URL = "https://api.cartesia.ai"
+DEFAULT_KEY_REF = "${CARTESIA_API_KEY}"
+# The newest version whose /tts/bytes still takes voice {"mode": "id", "id": ...} (SDK 3.5).
+DEFAULT_VERSION = "2025-11-04"
+DEFAULT_MODEL = "sonic-2"
+DEFAULT_VOICE = "694f9389-aac1-45b6-b726-9d9369183238"  # the voice of the vendor's quickstart
+PCM_RATES = (8000, 16000, 22050, 24000, 44100, 48000)
+DEFAULT_RATE = 24000
+_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def create(name: str, kind: Kind, config: ProviderConfig, ctx: BuildContext) -> CartesiaTTS:
+    """Factory named by the registry: a Cartesia TTS provider for one routing-table entry."""
+    if kind != "tts":
+        raise ConfigError(f"provider {name}: cartesia has no {kind} kind", hint="use kind: tts")
+    key = expand(config.api_key or DEFAULT_KEY_REF, ctx.env, what=f"provider {name}", secret=True)
+    base_url = http.check_base_url(config.base_url or DEFAULT_BASE_URL, provider=name)
+    return CartesiaTTS(name, config, key=key, base_url=base_url, timeout_s=(config.timeout_ms or 30000) / 1000)
+
+
+def error_message(body: bytes) -> str | None:
+    """JSON `{error_code, title, message}` (new versions) or plain `Title: Message` text (older ones)."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        text = body.decode("utf-8", "replace").strip()
+        return text or None
+    if not isinstance(data, dict):
+        return None
+    code, title, message = data.get("error_code"), data.get("title"), data.get("message") or data.get("error")
+    head = " ".join(str(p) for p in (code, title) if p)
+    if head and message:
+        return f"{head}: {message}"
+    return head or (str(message) if message else None)
+
+
+class CartesiaTTS:
+    type = "cartesia"
+    kind: Kind = "tts"
+
+    def __init__(self, name: str, config: ProviderConfig, *, key: str, base_url: str, timeout_s: float) -> None:
+        self.name = name
+        self.config = config
+        options = config.options
+        self.sample_rate = config.sample_rate or DEFAULT_RATE
+        if self.sample_rate not in PCM_RATES:
+            raise ConfigError(
+                f"provider {name}: cartesia has no raw output at {self.sample_rate} Hz",
+                hint=f"sample_rate: one of {', '.join(map(str, PCM_RATES))}",
+            )
+        self.version = str(options.get("version", DEFAULT_VERSION))
+        if not _VERSION.match(self.version):
+            raise ConfigError(
+                f"provider {name}: options.version {self.version!r} is not a Cartesia-Version date",
+                hint=f"e.g. version: {DEFAULT_VERSION}",
+            )
+        auth = str(options.get("auth", "x-api-key")).lower()
+        if auth not in ("x-api-key", "bearer"):
+            raise ConfigError(f"provider {name}: options.auth must be x-api-key or bearer, not {auth!r}")
+        headers = {"Cartesia-Version": self.version, "User-Agent": "voicerouter"}
+        headers.update({"X-API-Key": key} if auth == "x-api-key" else {"Authorization": f"Bearer {key}"})
+        self._client = http.make_client(
+            base_url, headers=headers, timeout_s=timeout_s, connect_timeout_s=min(5.0, timeout_s)
+        )
+
+    def _body(self, text: str) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model_id": self.config.model or DEFAULT_MODEL,
+            "transcript": text,
+            "voice": {"mode": "id", "id": self.config.voice or DEFAULT_VOICE},
+            "output_format": {"container": "raw", "encoding": "pcm_s16le", "sample_rate": self.sample_rate},
+            "language": (self.config.language or "en").split("-")[0].lower(),
+        }
+        if "speed" in self.config.options:
+            body["speed"] = self.config.options["speed"]
+        return body
+
+    async def synthesize(self, text: str) -> AsyncIterator[AudioChunk]:
+        """POST /tts/bytes (raw pcm_s16le): audio chunks as the HTTP body streams in."""
+        try:
+            async with self._client.stream("POST", "/tts/bytes", json=self._body(text)) as response:
+                await http.raise_for_response(response, provider=self.name, message_of=error_message)
+                content_type = response.headers.get("content-type", "")
+                if content_type.startswith(("application/json", "text/")):
+                    raise http.malformed(f"content-type {content_type}", await response.aread(), provider=self.name)
+                carry = b""
+                async for data in response.aiter_bytes():
+                    data = carry + data
+                    usable = len(data) - len(data) % 2  # never split a sample between chunks
+                    carry = data[usable:]
+                    if usable:
+                        yield AudioChunk(data[:usable], self.sample_rate)
+        except httpx.HTTPError as exc:
+            raise self._error(exc) from None
+
+    def _error(self, exc: Exception) -> ProviderError:
+        return http.transport_error(exc, provider=self.name).with_context(provider=self.name)
+
+    async def probe(self) -> None:
+        """A one-word synthesis, read to its first audio chunk."""
+        stream = self.synthesize("Hi.")
+        try:
+            await anext(stream)
+        except StopAsyncIteration:
+            raise TransientProviderError("tts/bytes returned no audio", provider=self.name) from None
+        finally:
+            await stream.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
