@@ -93,7 +93,10 @@ def test_route_logger_prefixes_context_and_redacts(caplog):
     with caplog.at_level(logging.INFO, logger="voicerouter.test"):
         log.info("provider %s failed with key %s", "dg", secret)
     record = caplog.records[-1]
-    assert record.getMessage() == "[session=sess-1 tenant=acme region=eu-west route=acme-eu] provider dg failed with key ***"
+    assert (
+        record.getMessage()
+        == "[session=sess-1 tenant=acme region=eu-west route=acme-eu] provider dg failed with key ***"
+    )
     assert record.route == "acme-eu" and record.tenant == "acme"
 
 

@@ -23,7 +23,9 @@ SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 async def test_replayed_log_reports_and_draws(tmp_path):
     pytest.importorskip("matplotlib")
     out = tmp_path / "out"
-    (result,) = await replay_files([SAMPLES / "hello.wav"], RouteContext(session_id="obs-hello"), builtin_routes(), out_dir=out)
+    (result,) = await replay_files(
+        [SAMPLES / "hello.wav"], RouteContext(session_id="obs-hello"), builtin_routes(), out_dir=out
+    )
     assert result.ok, result.to_dict()
     log = read_events([out], strict=True)  # the session writes only well-formed lines
     assert log.sessions() == ["obs-hello"]

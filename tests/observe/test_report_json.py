@@ -93,6 +93,13 @@ def test_group_with_no_finished_turn_renders_dashes(tmp_path):
     report = build_report(read_events([path]), "provider")
     (group,) = report["groups"]
     assert group["key"] == "a" and group["turns"] == 0 and group["errors"] == 1
-    assert group["latency_ms"]["voice_to_voice"] == {"n": 0, "p50": None, "p90": None, "p99": None, "mean": None, "max": None}
+    assert group["latency_ms"]["voice_to_voice"] == {
+        "n": 0,
+        "p50": None,
+        "p90": None,
+        "p99": None,
+        "mean": None,
+        "max": None,
+    }
     text = render(report, 200)
     assert "│ a " in text and " - / " not in text
