@@ -126,6 +126,7 @@ class PiperTTS:
         self._model_path = model_path
         self._syn = _syn_config(options, name)
         self._out_rate = sample_rate
+        self.sentences_synthesized = 0  # across all calls; shows that a closed stream stopped early
 
     @property
     def voice(self) -> PiperVoice:
@@ -160,6 +161,7 @@ class PiperTTS:
         def work() -> None:
             try:
                 for chunk in voice.synthesize(text, syn_config=self._syn):
+                    self.sentences_synthesized += 1
                     if stop.is_set():
                         return
                     pcm = resample_int16(chunk.audio_int16_bytes, rate, out_rate)
