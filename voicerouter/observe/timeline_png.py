@@ -96,7 +96,12 @@ def render_timeline_png(
     speech_spans = [(r.start_s, r.end_s if r.end_s is not None else duration) for r in regions]
 
     fig, (ax_wave, ax_lanes) = plt.subplots(
-        2, 1, figsize=(14, 6.5), dpi=110, sharex=True, gridspec_kw={"height_ratios": [2.2, 1.6], "hspace": 0.08}
+        2,
+        1,
+        figsize=(_width_in(duration), 6.5),
+        dpi=110,
+        sharex=True,
+        gridspec_kw={"height_ratios": [2.2, 1.6], "hspace": 0.08},
     )
     try:
         _title(fig, start, events[0])
@@ -112,6 +117,11 @@ def render_timeline_png(
     finally:
         plt.close(fig)
     return out
+
+
+def _width_in(duration_s: float) -> float:
+    """Figure width: 14 in up to a minute of audio, then wider (to 48 in) so labels keep room."""
+    return min(48.0, max(14.0, duration_s / 4.5))
 
 
 def _title(fig, start: dict[str, Any], first: dict[str, Any]) -> None:
@@ -136,7 +146,7 @@ def _draw_wave(ax, envelope, speech_spans, turns) -> None:
     ax.set_yticks([])
     ax.set_ylabel("input")
     top = ax.get_ylim()[1]
-    for record in turns:
+    for index, record in enumerate(turns):
         if record.turn_end_s is not None:
             ax.axvline(record.turn_end_s, color=COLORS["turn"], ls="--", lw=1)
             delay = f" +{record.turn_end_delay_ms:.0f} ms" if record.turn_end_delay_ms is not None else ""
@@ -151,7 +161,7 @@ def _draw_wave(ax, envelope, speech_spans, turns) -> None:
         if record.text and record.start_s is not None:
             ax.text(
                 record.start_s,
-                -top * 0.9,
+                -top * (0.9 if index % 2 == 0 else 0.72),  # staggered so close turns stay legible
                 f"“{_short(record.text, 60)}”",
                 fontsize=8.5,
                 va="bottom",
