@@ -94,6 +94,8 @@ def test_whole_word_phrase_matching():
     assert contains_words("it's fine", "it's")
     assert not contains_words("goodmorning", "good morning")
     assert not contains_words("bills", "bill")
+    assert contains_words("my account numbers", "number*") and contains_words("the number", "number*")
+    assert not contains_words("renumber", "number*")
 
 
 @pytest.mark.parametrize(

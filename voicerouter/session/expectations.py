@@ -11,7 +11,8 @@ The YAML maps a file name or glob to its expectations; every entry that matches 
       max_latency_ms: {tts_first_audio: 3000}   # per turn, every turn that has the measure
       allow_errors: false              # default: any session error fails the file
 
-Words are matched case-insensitively as whole words (a phrase matches as a sequence of words).
+Words are matched case-insensitively as whole words (a phrase matches as a sequence of words);
+a trailing `*` matches any ending (`number*` matches "numbers").
 """
 
 from __future__ import annotations
@@ -145,11 +146,13 @@ def _words(
 
 
 def contains_words(text: str, phrase: str) -> bool:
-    """Whole-word, case-insensitive match of `phrase` (one or more words) in `text`."""
-    words = re.findall(r"[\w']+", phrase.lower())
+    """Whole-word, case-insensitive match of `phrase` (one or more words, `*` ends a prefix) in `text`."""
+    words = re.findall(r"[\w']+\*?", phrase.lower())
     if not words:
         return True
-    pattern = r"(?<![\w'])" + r"\W+".join(re.escape(w) for w in words) + r"(?![\w'])"
+    # "number*" matches any word starting with "number" (number, numbers).
+    parts = [re.escape(w[:-1]) + r"[\w']*" if w.endswith("*") else re.escape(w) for w in words]
+    pattern = r"(?<![\w'])" + r"\W+".join(parts) + r"(?![\w'])"
     return re.search(pattern, text.lower()) is not None
 
 
