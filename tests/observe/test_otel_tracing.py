@@ -197,3 +197,26 @@ def test_unknown_exporter_is_a_usage_error():
 
     with pytest.raises(UsageError, match="unknown exporter 'zipkinn'"):
         otel._exporters({"OTEL_TRACES_EXPORTER": "zipkinn"})
+
+
+def test_a_turn_still_answering_when_the_next_one_ends_keeps_its_spans(memory):
+    provider, exporter = memory
+    clock = [0.0]
+    bus = EventBus("sess-3", route="r", clock=lambda: clock[0])
+    detach = otel.attach_tracing(bus, provider)
+    for t, kind, data in [
+        (0.0, EventType.SESSION_START, {}),
+        (1.0, EventType.TURN_END, {"turn": 1, "reason": "silence", "start_s": 0.2, "end_s": 0.8, "delay_ms": 200}),
+        (1.5, EventType.FINAL_TRANSCRIPT, {"turn": 1, "provider": "a", "text": "one", "latency_ms": 500}),
+        (2.0, EventType.TURN_END, {"turn": 2, "reason": "silence", "start_s": 1.2, "end_s": 1.8, "delay_ms": 200}),
+        (2.4, EventType.TTS_START, {"turn": 1, "provider": "b", "text": "x"}),
+        (2.6, EventType.TTS_FIRST_AUDIO, {"turn": 1, "provider": "b", "latency_ms": 1600}),
+        (3.0, EventType.TTS_DONE, {"turn": 1, "provider": "b", "audio_s_out": 0.4}),
+    ]:
+        clock[0] = t
+        bus.emit(kind, **data)
+    assert [s.name for s in exporter.get_finished_spans()] == ["stt", "tts", "voice.turn"]
+    tts = exporter.get_finished_spans()[1]
+    assert tts.attributes["voicerouter.turn"] == 1 and tts.attributes["voicerouter.provider"] == "b"
+    detach()
+    assert [s.name for s in exporter.get_finished_spans()][3:] == ["voice.turn", "voice.session"]

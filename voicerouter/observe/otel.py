@@ -9,8 +9,9 @@ Spans: `voice.session` -> `voice.turn` (speech end .. last event of the turn) ->
 Every span carries voicerouter.{session_id, tenant, region, route}; turn and stage spans also
 voicerouter.turn, stage spans voicerouter.{stage, provider, latency_ms}. Failovers, retries, hedges
 and breaker changes are span events on the stage span (else the turn, else the session span);
-errors are `exception` span events. A turn's spans are emitted when the next turn ends, the
-session ends, or the exporter is closed, because only then is the turn known to be complete.
+errors are `exception` span events. A turn's spans are emitted once it is complete: when its
+reply has been spoken (tts_done), when the turn after next ends (a turn that never replied), when
+the session ends, or when the exporter is closed.
 """
 
 from __future__ import annotations
@@ -174,7 +175,8 @@ class TraceExporter:
             self._end_session(ev["session_id"], wall, ev)
             return
         if kind == "turn_end" and number is not None:
-            for open_turn in [t for n, t in session.turns.items() if n != number]:
+            # Turns are answered in order, so one two back is finished even if it never spoke.
+            for open_turn in [t for n, t in session.turns.items() if n <= number - 2]:
                 self._end_turn(session, open_turn)
             delay = float(ev.get("delay_ms") or 0) / 1000
             attributes = dict(session.base) | _attrs({"turn": number, "turn.reason": ev.get("reason")})
@@ -189,6 +191,8 @@ class TraceExporter:
             self._incident(session, turn, ev, wall)
         elif turn is not None:
             self._stage_event(turn, ev, wall)
+            if kind == "tts_done":  # the reply has been spoken: the turn is complete
+                self._end_turn(session, turn)
 
     def _session(self, ev: dict[str, Any], wall: float) -> _Session:
         sid = ev["session_id"]
