@@ -1,0 +1,131 @@
+"""`voicerouter replay` on the sample recordings through the built-in offline route (real engines)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from voicerouter.cli.app import app
+from voicerouter.cli.common import run_app
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLES = ROOT / "samples"
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    # No routes.yaml in the working directory and no $VOICEROUTER_ROUTES: the built-in table applies.
+    from voicerouter.resilience import reset
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("VOICEROUTER_ROUTES", raising=False)
+    monkeypatch.setenv("COLUMNS", "120")
+    reset()
+    yield
+    reset()
+
+
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    argv = sys.argv
+    sys.argv = ["voicerouter", "replay", *map(str, args)]
+    try:
+        code = run_app(app)
+    finally:
+        sys.argv = argv
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.slow
+def test_json_expectations_junit_and_outputs(capsys, tmp_path):
+    files = [SAMPLES / "hello.wav", SAMPLES / "two_turns_8k.wav"]
+    junit = tmp_path / "junit.xml"
+    out = tmp_path / "out"
+    code, stdout, stderr = cli(
+        capsys, *files, "--json", "--expect", SAMPLES / "expectations.yaml", "--junit", junit, "--out", out,
+        "--session-id", "ci", "--tenant", "acme",
+    )
+    assert code == 0, stdout + stderr
+    assert "built-in offline table" in stderr
+    doc = json.loads(stdout)
+    sessions = doc["sessions"]
+    assert [s["file"] for s in sessions] == [str(f) for f in files]
+    assert [s["session_id"] for s in sessions] == ["ci-1", "ci-2"]
+    assert all(s["route"] == "offline" and s["errors"] == [] for s in sessions)
+    hello, two = sessions
+    assert len(hello["turns"]) == 1 and len(two["turns"]) == 2
+    turn = hello["turns"][0]
+    assert {"start_s", "end_s", "transcript", "reply", "stt_provider", "tts_provider", "latency_ms"} <= set(turn)
+    assert "good morning" in turn["transcript"] and turn["reply"].startswith("You said: good morning")
+    assert turn["stt_provider"] == "local-stt" and turn["tts_provider"] == "local-tts"
+    assert set(turn["latency_ms"]) == {"turn_end_delay", "stt_final", "agent", "tts_first_audio", "voice_to_voice"}
+    assert 0.2 < turn["start_s"] < turn["end_s"] < 4.2
+    assert two["turns"][0]["end_s"] < two["turns"][1]["start_s"]
+    assert doc["expectations"]["passed"] is True
+
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert suite is not None and suite.get("failures") == "0"
+    names = {(c.get("classname"), c.get("name")) for c in suite.findall("testcase")}
+    assert (str(files[1]), "words turn 2") in names and (str(files[0]), "turns") in names
+
+    for stem in ("hello", "two_turns_8k"):
+        info = sf.info(out / f"{stem}.reply.wav")
+        assert info.samplerate == 22050 and info.frames > 22050  # more than a second of spoken reply
+        events = [json.loads(line) for line in (out / f"{stem}.events.jsonl").read_text().splitlines()]
+        assert events[0]["type"] == "session_start" and events[-1]["type"] == "session_end"
+        assert {"turn_end", "final_transcript", "tts_first_audio", "tts_done"} <= {e["type"] for e in events}
+
+
+@pytest.mark.slow
+def test_human_output_and_a_failed_expectation(capsys, tmp_path):
+    expect = tmp_path / "expect.yaml"
+    expect.write_text("hello.wav:\n  turns: 2\n  words: [good morning, pineapple]\n")
+    code, stdout, _ = cli(capsys, SAMPLES / "hello.wav", "--expect", expect)
+    assert code == 1
+    assert "route offline" in stdout and "turn 1" in stdout and "good morning" in stdout
+    assert "turn end→" in stdout  # the latency table
+    assert "✗ " in stdout and "expected 2 turn(s), got 1" in stdout and "'pineapple'" in stdout
+    assert "FAILED" in stdout
+
+
+@pytest.mark.slow
+def test_a_corrupt_file_among_good_ones(capsys, tmp_path):
+    bad = tmp_path / "corrupt.wav"
+    bad.write_bytes(b"this is not audio at all" * 10)
+    code, stdout, _ = cli(capsys, SAMPLES / "weather_44k_stereo.wav", bad, SAMPLES / "hello.wav", "--json", "-j", "2")
+    assert code == 1
+    sessions = json.loads(stdout)["sessions"]
+    assert [len(s["turns"]) for s in sessions] == [1, 0, 1]
+    assert "weather" in sessions[0]["turns"][0]["transcript"]
+    assert sessions[1]["errors"][0]["message"].startswith(f"{bad}: not a readable audio file")
+
+
+@pytest.mark.slow
+def test_stt_down_for_every_turn_exits_3(capsys):
+    code, stdout, _ = cli(capsys, SAMPLES / "two_turns_8k.wav", "--inject", "local-stt=error:503", "--json")
+    assert code == 3
+    (session,) = json.loads(stdout)["sessions"]
+    assert session["reason"] == "providers_down"
+    assert [e["stage"] for e in session["errors"]] == ["stt", "stt"]
+
+
+def test_usage_errors(capsys, tmp_path):
+    code, _, err = cli(capsys, SAMPLES / "hello.wav", "--junit", tmp_path / "j.xml")
+    assert code == 2 and "--junit needs --expect" in err
+    code, _, err = cli(capsys, SAMPLES / "hello.wav", "--concurrency", "0")
+    assert code == 2 and "--concurrency must be at least 1" in err
+    code, _, err = cli(capsys, SAMPLES / "hello.wav", "--inject", "local-stt=explode")
+    assert code == 2 and "fault" in err
+
+
+def test_bad_expectations_file_is_reported_before_replaying(capsys, tmp_path):
+    expect = tmp_path / "expect.yaml"
+    expect.write_text("hello.wav:\n  turn: 1\n")
+    code, stdout, err = cli(capsys, SAMPLES / "hello.wav", "--expect", expect)
+    assert code == 1 and stdout == ""
+    assert f"{expect}:2" in err and "unknown expectation 'turn'" in err
