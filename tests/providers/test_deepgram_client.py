@@ -141,7 +141,8 @@ async def test_live_handshake_429_is_rate_limited_with_retry_after() -> None:
     assert info.value.retry_after == 3.0 and info.value.provider == "dg"
 
 
-@pytest.mark.parametrize("spec, error", [("error:1011", TransientProviderError), ("drop:0.3s", TransientProviderError),
+@pytest.mark.parametrize("spec, error", [("error:1011", TransientProviderError), ("error:1008", TransientProviderError),
+                                         ("drop:0.3s", TransientProviderError), ("truncate", TransientProviderError),
                                          ("drop", TransientProviderError), ("malformed", TransientProviderError)])
 async def test_live_failures_mid_stream_are_transient(spec: str, error: type[ProviderError]) -> None:
     async with emulate("deepgram", api_key=CANARY, faults=spec) as emu:
@@ -156,6 +157,35 @@ async def test_live_failures_mid_stream_are_transient(spec: str, error: type[Pro
     assert_clean(info.value)
     if spec == "malformed":
         assert "upstream error" in str(info.value)
+
+
+async def test_live_stall_is_timeout() -> None:
+    async with emulate("deepgram", api_key=CANARY, faults="stall:1s") as emu:
+        stt = make(emu.url, timeout_ms=300)
+        try:
+            with pytest.raises(ProviderTimeout) as info:
+                await stream_all(stt, speech_like(0.6))
+        finally:
+            await stt.aclose()
+    assert "CloseStream" in str(info.value)
+
+
+async def test_partial_callback_failure_is_not_disguised() -> None:
+    def broken(_: Transcript) -> None:
+        raise ZeroDivisionError("caller bug")
+
+    async with emulate("deepgram", api_key=CANARY, transcript="anything") as emu:
+        stt = make(emu.url)
+        try:
+            stream = await stt.open_stream(16000, on_partial=broken)
+            with pytest.raises(ZeroDivisionError):
+                for _ in range(100):
+                    await stream.send(speech_like(0.1))
+                    await asyncio.sleep(0.01)
+                await stream.finish()
+            await stream.aclose()
+        finally:
+            await stt.aclose()
 
 
 async def test_live_hang_at_upgrade_is_timeout() -> None:
@@ -256,6 +286,51 @@ async def test_tts_rejected_request_is_request_error() -> None:
         finally:
             await tts.aclose()
     assert "No such model" in str(info.value)
+
+
+async def test_emulator_closes_1008_on_empty_frame_and_bad_json() -> None:
+    """The emulator behaves like Deepgram, so the client tests above can fail."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    async with emulate("deepgram", api_key=CANARY) as emu:
+        url = emu.ws_url + "/v1/listen?model=nova-3&encoding=linear16&sample_rate=16000&channels=1"
+        for bad in (b"", "not json"):
+            async with connect(url, additional_headers={"Authorization": f"Token {CANARY}"}) as ws:
+                await ws.send(bad)
+                with pytest.raises(ConnectionClosed) as info:
+                    await ws.recv()
+            assert info.value.rcvd.code == 1008 and info.value.rcvd.reason == "DATA-0000"
+
+
+@pytest.mark.parametrize("query, body, content_type, status", [
+    ("model=aura-2-thalia-en&encoding=linear16&container=none&sample_rate=24000", b'{"text": ""}',
+     "application/json", 400),
+    ("model=aura-2-thalia-en&encoding=linear16&container=none&sample_rate=22050", b'{"text": "hi"}',
+     "application/json", 400),
+    ("model=aura-2-thalia-en&encoding=mp3&container=none&sample_rate=24000", b'{"text": "hi"}',
+     "application/json", 400),
+    ("model=aura-2-thalia-en", b"<text>hi</text>", "application/xml", 415),
+])
+async def test_emulator_speak_validates_like_deepgram(query: str, body: bytes, content_type: str, status: int) -> None:
+    import httpx
+
+    async with emulate("deepgram", api_key=CANARY) as emu, httpx.AsyncClient() as client:
+        response = await client.post(f"{emu.url}/v1/speak?{query}", content=body,
+                                     headers={"Authorization": f"Token {CANARY}", "Content-Type": content_type})
+    assert response.status_code == status
+    assert set(response.json()) == {"err_code", "err_msg", "request_id"}
+
+
+async def test_emulator_listen_refuses_wrong_content_type() -> None:
+    import httpx
+
+    async with emulate("deepgram", api_key=CANARY) as emu, httpx.AsyncClient() as client:
+        response = await client.post(f"{emu.url}/v1/listen", content=b"RIFF",
+                                     headers={"Authorization": f"Token {CANARY}", "Content-Type": "text/plain"})
+        upgrade = await client.get(f"{emu.url}/v1/listen", headers={"Authorization": "Token nope"})
+    assert response.status_code == 415
+    assert upgrade.status_code == 401 and upgrade.headers["dg-error"] == "Invalid credentials."
 
 
 def test_missing_key_names_variable() -> None:

@@ -68,6 +68,15 @@ def error_message(body: bytes) -> str | None:
     return text or code
 
 
+def _declared_rate(content_type: str) -> int | None:
+    """The rate in `audio/l16;rate=24000`, which is what the bytes really are."""
+    for part in content_type.split(";")[1:]:
+        name, _, value = part.strip().partition("=")
+        if name.lower() == "rate" and value.isdigit():
+            return int(value)
+    return None
+
+
 def wav_bytes(pcm: bytes, sample_rate: int) -> bytes:
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as wav:
@@ -164,7 +173,7 @@ class DeepgramStream:
         self._on_partial = on_partial
         self._ws: Any = None
         self._finals: list[tuple[str, float | None]] = []
-        self._error: ProviderError | None = None
+        self._error: BaseException | None = None  # a ProviderError, or the caller's on_partial failure
         self._done = asyncio.Event()  # Metadata seen or the socket closed
         self._last_send = 0.0
         self._tasks: list[asyncio.Task[None]] = []
@@ -225,7 +234,7 @@ class DeepgramStream:
             self._close_frame = self._ws.close_code, self._ws.close_reason
         except ConnectionClosed as exc:
             self._close_frame = (exc.rcvd.code, exc.rcvd.reason) if exc.rcvd else None
-        except ProviderError as exc:
+        except Exception as exc:  # typed provider errors, or on_partial raising: handed to send()/finish()
             self._error = exc
         finally:
             if not self._done.is_set() and self._error is None:
@@ -240,9 +249,9 @@ class DeepgramStream:
         if code == 1000 and self._closing:
             return None
         reason = f" {redact(reason)}" if reason else ""
-        if code == 1008:
-            return RequestError(f"live socket closed 1008{reason}: audio not decodable", provider=self._name)
-        return TransientProviderError(f"live socket closed {code}{reason} mid-stream", provider=self._name)
+        what = {1008: "payload not decodable as audio", 1011: "server timeout or internal error"}.get(code or 0)
+        detail = f" ({what})" if what else ""
+        return TransientProviderError(f"live socket closed {code}{reason} mid-stream{detail}", provider=self._name)
 
     def _handle(self, message: str) -> None:
         try:
@@ -282,7 +291,7 @@ class DeepgramStream:
         interval = float(self._provider.config.options.get("keepalive_s", KEEPALIVE_S))
         loop = asyncio.get_running_loop()
         with contextlib.suppress(ConnectionClosed):
-            while not self._done.is_set():
+            while not self._done.is_set() and not self._closing:
                 idle = loop.time() - self._last_send
                 if idle >= interval:
                     await self._ws.send(json.dumps({"type": "KeepAlive"}))
@@ -372,13 +381,14 @@ class DeepgramTTS(_Base):
                 if not content_type.startswith(("audio/", "application/octet-stream")):
                     raise http.malformed(f"content-type {content_type or 'missing'}", await response.aread(),
                                          provider=self.name)
+                rate = _declared_rate(content_type) or self.sample_rate
                 carry = b""
                 async for data in response.aiter_bytes():
                     data = carry + data
                     usable = len(data) - len(data) % 2  # never split a sample between chunks
                     carry = data[usable:]
                     if usable:
-                        yield AudioChunk(data[:usable], self.sample_rate)
+                        yield AudioChunk(data[:usable], rate)
         except httpx.HTTPError as exc:
             raise self._error(exc) from None
 
