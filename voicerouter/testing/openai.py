@@ -335,9 +335,19 @@ async def models(request: web.Request) -> web.Response:
     return web.json_response({"object": "list", "data": data})
 
 
+@web.middleware
+async def quiet_disconnects(request: web.Request, handler) -> web.StreamResponse:
+    """A client that gives up (deadline, failover) mid-answer is normal here, not a server error to log."""
+    try:
+        return await handler(request)
+    except ConnectionResetError:
+        return web.Response(status=499)
+
+
 def build_app(state: EmulatorState) -> web.Application:
     """The emulator app; the harness serves it on 127.0.0.1 (see `voicerouter.testing.server.emulate`)."""
-    app = web.Application(client_max_size=26 * 1024 * 1024)  # whisper-1's 25 MiB upload limit, plus the form
+    # whisper-1's 25 MiB upload limit, plus the form
+    app = web.Application(client_max_size=26 * 1024 * 1024, middlewares=[quiet_disconnects])
     app[STATE_KEY] = state
     app.router.add_post("/v1/audio/transcriptions", transcriptions)
     app.router.add_post("/v1/audio/speech", speech)

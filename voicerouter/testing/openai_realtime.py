@@ -263,6 +263,8 @@ async def respond(conn: Conn) -> None:
     response_id = conn.new_id("resp")
     try:
         await stream_response(conn, response_id)
+    except ConnectionResetError:
+        return  # the client went away mid-response
     except asyncio.CancelledError:
         if not conn.ws.closed:
             with contextlib.suppress(Exception):
@@ -346,9 +348,9 @@ async def stream_response(conn: Conn, response_id: str) -> None:
 
 def build_app(state: EmulatorState) -> web.Application:
     """The emulator app: `ws://HOST:PORT/v1/realtime?model=...` (see `voicerouter.testing.server.emulate`)."""
-    from voicerouter.testing.openai import not_found
+    from voicerouter.testing.openai import not_found, quiet_disconnects
 
-    app = web.Application()
+    app = web.Application(middlewares=[quiet_disconnects])
     app[STATE_KEY] = state
     app.router.add_get("/v1/realtime", realtime)
     app.router.add_route("*", "/{tail:.*}", not_found)
