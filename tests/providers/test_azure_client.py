@@ -184,3 +184,43 @@ async def test_real_speech_round_trip() -> None:
         text = await transcribe(make(emu.url, timeout_ms=60000),
                                 AudioChunk(b"".join(c.pcm for c in chunks), 22050))
     assert len(set(text.lower().split()) & set(phrase.split())) >= 3, text
+
+
+@pytest.mark.parametrize("query, content_type, status", [
+    ("format=simple", "audio/wav; codecs=audio/pcm; samplerate=16000", 400),  # no language
+    ("language=en-US", "audio/wav; codecs=audio/pcm; samplerate=8000", 400),
+    ("language=en-US", "application/octet-stream", 415),
+    ("language=en-US&format=verbose", "audio/wav; codecs=audio/pcm; samplerate=16000", 400),
+])
+async def test_emulator_recognition_validates_like_azure(query: str, content_type: str, status: int) -> None:
+    import httpx
+
+    from voicerouter.providers.azure import wav_bytes
+
+    path = "/speech/recognition/conversation/cognitiveservices/v1?" + query
+    async with emulate("azure", api_key=CANARY) as emu, httpx.AsyncClient() as client:
+        response = await client.post(emu.url + path, content=wav_bytes(tone(0.2, 16000), 16000),
+                                     headers={"Ocp-Apim-Subscription-Key": CANARY, "Content-Type": content_type})
+        keyless = await client.post(emu.url + path, content=b"", headers={"Content-Type": content_type})
+    assert response.status_code == status
+    assert keyless.status_code == 403
+
+
+@pytest.mark.parametrize("body, headers, status", [
+    ("<speak version='1.0' xml:lang='en-US'><voice name='v'>hi</voice></speak>", {"Content-Type": "text/xml"}, 415),
+    ("<speak version='1.0' xml:lang='en-US'><voice name='v'>a < b</voice></speak>", {}, 400),  # unescaped
+    ("<speak version='1.0' xml:lang='en-US'>no voice</speak>", {}, 400),
+    ("<speak version='1.0' xml:lang='en-US'><voice name='v'>hi</voice></speak>",
+     {"X-Microsoft-OutputFormat": "raw-16khz-8bit-mono-pcm"}, 400),
+    ("<speak version='1.0' xml:lang='en-US'><voice name='v'>hi</voice></speak>", {"User-Agent": ""}, 400),
+    ("<speak version='1.0' xml:lang='en-US'><voice name='v'>hi</voice></speak>", {}, 200),
+])
+async def test_emulator_synthesis_validates_like_azure(body: str, headers: dict, status: int) -> None:
+    import httpx
+
+    base = {"Ocp-Apim-Subscription-Key": CANARY, "Content-Type": "application/ssml+xml",
+            "X-Microsoft-OutputFormat": "raw-16khz-16bit-mono-pcm", "User-Agent": "test"}
+    async with emulate("azure", api_key=CANARY) as emu, httpx.AsyncClient() as client:
+        response = await client.post(emu.url + "/cognitiveservices/v1", content=body.encode(),
+                                     headers={**base, **headers})
+    assert response.status_code == status

@@ -148,3 +148,29 @@ async def test_real_speech_is_recognizable() -> None:
     text = pocketsphinx.transcribe_pcm(b"".join(c.pcm for c in chunks), 16000)
     assert len(chunks) > 3
     assert len(set(text.lower().split()) & set(phrase.split())) >= 3, text
+
+
+@pytest.mark.parametrize("patch, headers, status", [
+    ({"transcript": ""}, {}, 400),
+    ({"output_format": {"container": "raw", "encoding": "pcm_s16le", "sample_rate": 11025}}, {}, 400),
+    ({"output_format": {"container": "ogg", "encoding": "pcm_s16le", "sample_rate": 16000}}, {}, 400),
+    ({"output_format": {"container": "mp3", "sample_rate": 16000}}, {}, 400),
+    ({"voice": "694f9389-aac1-45b6-b726-9d9369183238"}, {}, 400),  # a bare id needs 2026-08-14
+    ({}, {"Cartesia-Version": ""}, 400),
+    ({}, {"Content-Type": "text/plain"}, 415),
+    ({}, {"X-API-Key": "wrong"}, 401),
+])
+async def test_emulator_validates_like_cartesia(patch: dict, headers: dict, status: int) -> None:
+    import httpx
+
+    body = {"model_id": "sonic-2", "transcript": "hi", "voice": {"mode": "id", "id": "v"},
+            "output_format": {"container": "raw", "encoding": "pcm_s16le", "sample_rate": 16000}, **patch}
+    base = {"X-API-Key": CANARY, "Cartesia-Version": "2025-11-04", "Content-Type": "application/json"}
+    async with emulate("cartesia", api_key=CANARY) as emu, httpx.AsyncClient() as client:
+        response = await client.post(emu.url + "/tts/bytes", content=json.dumps(body), headers={**base, **headers})
+        modern = await client.post(emu.url + "/tts/bytes", content=json.dumps(body),
+                                   headers={**base, "Cartesia-Version": "2026-08-14", **headers})
+    assert response.status_code == status
+    assert ": " in response.text and not response.text.startswith("{")  # "Title: Message" before 2026-03-01
+    if "voice" not in patch and "Cartesia-Version" not in headers:  # the same mistake, newer error format
+        assert modern.status_code == status and set(modern.json()) >= {"error_code", "title", "message"}

@@ -199,3 +199,26 @@ async def test_real_speech_round_trip() -> None:
             await stt.aclose()
     assert len(chunks) > 3
     assert len(set(result.text.lower().split()) & set(phrase.split())) >= 3, result.text
+
+
+@pytest.mark.parametrize("path, body, headers, status, shape", [
+    ("/v1/text-to-speech/JBFqnCBsd6RMkjVDRZzb/stream?output_format=pcm_16000", b'{"model_id": "eleven_flash_v2_5"}',
+     {"Content-Type": "application/json"}, 422, list),
+    ("/v1/text-to-speech/JBFqnCBsd6RMkjVDRZzb/stream?output_format=pcm_11025", b'{"text": "hi"}',
+     {"Content-Type": "application/json"}, 422, list),
+    ("/v1/text-to-speech/JBFqnCBsd6RMkjVDRZzb/stream?output_format=pcm_16000", b'{"text": "hi"}',
+     {"Content-Type": "text/plain"}, 422, list),
+    ("/v1/text-to-speech/JBFqnCBsd6RMkjVDRZzb/stream?output_format=pcm_16000", b'{"text": "hi", "model_id": "x"}',
+     {"Content-Type": "application/json"}, 400, dict),
+    ("/v1/speech-to-text", b"", {"Content-Type": "application/json"}, 422, list),
+])
+async def test_emulator_validates_like_elevenlabs(path: str, body: bytes, headers: dict, status: int,
+                                                  shape: type) -> None:
+    import httpx
+
+    async with emulate("elevenlabs", api_key=CANARY) as emu, httpx.AsyncClient() as client:
+        response = await client.post(emu.url + path, content=body, headers={"xi-api-key": CANARY, **headers})
+        missing = await client.post(emu.url + path, content=body, headers=headers)
+    assert response.status_code == status
+    assert isinstance(response.json()["detail"], shape)
+    assert missing.status_code == 401 and missing.json()["detail"]["status"] == "needs_authorization"
