@@ -58,6 +58,8 @@ def error_from_event(error: dict[str, Any], *, provider: str) -> ProviderError:
         return AuthError(text, provider=provider, hint="check the API key and its permissions")
     if code == "rate_limit_exceeded" or kind in ("rate_limit_error", "rate_limit_exceeded"):
         return RateLimitedError(text, provider=provider)
+    if code == "session_expired":
+        return TransientProviderError(text, provider=provider)  # a new connection fixes it
     if kind == "invalid_request_error" or code in ("invalid_value", "invalid_event", "missing_required_parameter"):
         return RequestError(text, provider=provider)
     return TransientProviderError(text, provider=provider)

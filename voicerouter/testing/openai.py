@@ -19,7 +19,7 @@ from voicerouter.testing.server import EmulatorState, Fault
 
 BASE_PATH = "/v1"  # clients take base_url = emulator URL + this, like https://api.openai.com/v1
 TTS_RATE = 24000
-CHUNK_BYTES = TTS_RATE * 2 // 50  # 20 ms of 24 kHz PCM16
+CHUNK_BYTES = TTS_RATE * 2 // 50 + 1  # ~20 ms of 24 kHz PCM16; odd, so samples straddle chunks as on a real network
 PACE = 0.25  # stream audio at 4x real time, so chunks arrive separately and drops land mid-stream
 
 STT_MODELS = frozenset(
