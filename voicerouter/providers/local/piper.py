@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -185,9 +186,10 @@ class PiperTTS:
             stop.set()  # the worker finishes at most the sentence it is on, then exits
 
     async def probe(self) -> None:
-        async for chunk in self.synthesize("Ok."):
-            if chunk.samples:
-                return
+        async with contextlib.aclosing(self.synthesize("Ok.")) as chunks:
+            async for chunk in chunks:
+                if chunk.samples:
+                    return
         raise TransientProviderError("piper produced no audio for a probe sentence", provider=self.name)
 
     async def aclose(self) -> None:
@@ -213,4 +215,9 @@ def create(name: str, kind: Kind, config: ProviderConfig, ctx: BuildContext) -> 
         import piper  # noqa: F401  (fail at build time, not mid-session)
     except ImportError as exc:
         raise EngineMissingError("piper", PACKAGES, provider=name, cause=f"cannot import {exc.name}") from None
+    if config.model is not None and not Path(config.model).is_file():
+        raise ConfigError(
+            f"provider {name}: piper voice model {config.model} does not exist",
+            hint="set `model` to a local .onnx voice file (its .onnx.json next to it), or omit it for joe",
+        )
     return PiperTTS(name, model_path=config.model, options=dict(config.options), sample_rate=config.sample_rate)
