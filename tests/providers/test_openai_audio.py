@@ -132,6 +132,17 @@ async def test_rate_limit_carries_retry_after():
     assert chunks
 
 
+async def test_rate_limit_reads_retry_after_ms():
+    async with emulate("openai", api_key=CANARY, faults=["error:429:1500ms"]) as emu:
+        stt = make("stt", emu.url)
+        try:
+            with pytest.raises(RateLimitedError) as info:
+                await stt.transcribe(utterance())
+        finally:
+            await stt.aclose()
+    assert info.value.retry_after == 1.5
+
+
 async def test_vendor_validation_errors_are_request_errors():
     async with emulate("openai", api_key=CANARY) as emu:
         bad_model = make("tts", emu.url, model="no-such-model")

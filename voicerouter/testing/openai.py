@@ -51,7 +51,10 @@ def error_response(status: int, message: str, type_: str = "invalid_request_erro
 def fault_error(fault: Fault) -> web.Response:
     """The response for an `error:STATUS[:RETRY_AFTER]` fault, shaped like OpenAI's."""
     status = fault.status
-    headers = {"Retry-After": fault.retry_after} if fault.retry_after else None
+    headers = None
+    if fault.retry_after:  # `error:429:2` -> Retry-After: 2; `error:429:1500ms` -> OpenAI's retry-after-ms: 1500
+        after = fault.retry_after.strip()
+        headers = {"retry-after-ms": after[:-2]} if after.endswith("ms") else {"Retry-After": after}
     if status == 429:
         return error_response(429, "Rate limit reached for requests", "requests", code="rate_limit_exceeded",
                               headers=headers)
