@@ -201,7 +201,10 @@ async def _listen_live(request: web.Request) -> web.StreamResponse:
     ws.headers["dg-request-id"] = str(uuid.uuid4())
     await ws.prepare(request)
     session = _LiveSession(state, ws, request, rate, fault, interim=_bool(query.get("interim_results")))
-    await session.run()
+    try:
+        await session.run()
+    except ConnectionResetError:
+        pass  # the client went away mid-stream
     return ws
 
 

@@ -277,13 +277,16 @@ async def stream_pcm(
     cut = len(chunks) // 2
     if kind == "drop" and fault is not None and fault.seconds > 0:
         cut = min(len(chunks) - 1, int(fault.seconds * 1000 / EMULATOR_CHUNK_MS))
-    for index, chunk in enumerate(chunks):
-        if index == cut and kind in ("drop", "truncate"):
-            drop_connection(request)
-            return response
-        if index == cut and kind == "stall":
-            await asyncio.sleep(fault.seconds)  # type: ignore[union-attr]
-        await response.write(chunk)
-        await asyncio.sleep(EMULATOR_PACE_S)
-    await response.write_eof()
+    try:
+        for index, chunk in enumerate(chunks):
+            if index == cut and kind in ("drop", "truncate"):
+                drop_connection(request)
+                return response
+            if index == cut and kind == "stall":
+                await asyncio.sleep(fault.seconds)  # type: ignore[union-attr]
+            await response.write(chunk)
+            await asyncio.sleep(EMULATOR_PACE_S)
+        await response.write_eof()
+    except ConnectionResetError:
+        pass  # the client gave up mid-stream (deadline, failover): normal here, not a server error
     return response
