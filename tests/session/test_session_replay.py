@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from voicerouter.config.loader import parse_routes
-from voicerouter.errors import EXIT_FAILED, EXIT_OK
+from voicerouter.errors import EXIT_FAILED, EXIT_OK, EXIT_PROVIDER
 from voicerouter.routing.plan import RouteContext
 from voicerouter.session.replay import exit_code, replay_files
 from voicerouter.testing.server import emulate
@@ -93,6 +93,32 @@ async def test_a_bad_file_is_an_error_entry_and_the_others_still_run(tmp_path):
     assert exit_code(results) == EXIT_FAILED
     assert sorted(r.file for r in seen) == sorted(r.file for r in results)
     assert broken.to_dict()["errors"][0]["stage"] == "input"
+
+
+async def test_a_full_route_refuses_the_extra_file_with_exit_code_3():
+    async with emulate("openai-realtime", api_key=KEY, transcript="hello") as emu:
+        # The route takes one session at a time; the second file arrives while the first runs.
+        table = parse_routes(
+            f"""
+version: 1
+providers:
+  rt: {{type: openai-realtime, api_key: "${{RT_KEY}}", base_url: "{emu.url}/v1"}}
+defaults:
+  pipeline: s2s
+  s2s: [rt]
+  resilience: {{max_concurrent_sessions: 1}}
+""",
+            name="limit.yaml",
+        )
+        results = await replay_files(
+            [SAMPLES / "hello.wav", SAMPLES / "weather_44k_stereo.wav"], RouteContext(), table,
+            concurrency=2, env={"RT_KEY": KEY},
+        )
+    codes = sorted(r.exit_code for r in results)
+    assert codes == [EXIT_OK, EXIT_PROVIDER]
+    refused = next(r for r in results if r.exit_code == EXIT_PROVIDER)
+    assert refused.error_type == "CapacityError" and refused.to_dict()["errors"][0]["stage"] == "admission"
+    assert exit_code(results) == EXIT_PROVIDER
 
 
 async def test_missing_key_fails_before_any_audio():

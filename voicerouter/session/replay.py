@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from voicerouter.config.secrets import redact
-from voicerouter.errors import EXIT_FAILED, EXIT_OK, EXIT_PROVIDER, AudioFileError, VoiceRouterError
+from voicerouter.errors import EXIT_FAILED, EXIT_OK, EXIT_PROVIDER, AudioFileError, CapacityError, VoiceRouterError
 from voicerouter.providers.base import BuildContext
 from voicerouter.routing.plan import RouteContext, SessionPlan
 from voicerouter.session.events import EventBus, JsonlWriter
@@ -36,6 +36,7 @@ class ReplayResult:
     session: SessionResult | None = None
     error: str | None = None
     error_type: str | None = None
+    error_stage: str | None = None  # input (unreadable file) or admission (no capacity)
     exit_code: int = EXIT_OK
     audio_s: float = 0.0  # length of the input audio
     wall_s: float = 0.0  # time the replay took
@@ -62,7 +63,9 @@ class ReplayResult:
             "wall_s": round(self.wall_s, 3),
         }
         if self.error is not None:
-            out["errors"].insert(0, {"message": self.error, "stage": "input", "error_type": self.error_type, "turn": None})
+            out["errors"].insert(
+                0, {"message": self.error, "stage": self.error_stage, "error_type": self.error_type, "turn": None}
+            )
         if session is not None:
             out["reason"] = session.reason
         if self.reply_wav:
@@ -111,6 +114,8 @@ async def replay_files(
 
     pool = ProviderPool(table.config.providers, BuildContext(env=env))
     try:
+        # A missing key fails the whole run before any audio is read, not file by file.
+        pool.check_secrets(dict.fromkeys(n for _, plan, _ in jobs for s in plan.stages() for n in s.providers))
         if preload:
             await _preload(pool, [plan for _, plan, _ in jobs])
         gate = asyncio.Semaphore(concurrency)
@@ -124,7 +129,10 @@ async def replay_files(
                 on_progress(result)
             return result
 
-        return list(await asyncio.gather(*(one(*job) for job in jobs)))
+        # A task group cancels the other files when one raises (a bug, an unwritable --out).
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(one(*job)) for job in jobs]
+        return [task.result() for task in tasks]
     finally:
         await pool.aclose()
 
@@ -152,6 +160,7 @@ async def replay_one(
         source = await asyncio.to_thread(FileSource, path, plan.vad.frame_ms, realtime)
     except AudioFileError as exc:
         result.error, result.error_type, result.exit_code = redact(str(exc)), type(exc).__name__, EXIT_FAILED
+        result.error_stage = "input"
         result.wall_s = time.perf_counter() - started
         return result
     result.audio_s = source.duration_s
@@ -180,6 +189,12 @@ async def replay_one(
         session = Session(plan, pool, source, sink, bus=bus, faults=faults, env=env, agent=agent)
         try:
             result.session = await session.run()
+        except CapacityError as exc:
+            # The route or a stage is full: this file is refused, the others may still get a slot.
+            result.error, result.error_type, result.exit_code = redact(str(exc)), type(exc).__name__, exc.exit_code
+            result.error_stage = "admission"
+            result.wall_s = time.perf_counter() - started
+            return result
         finally:
             await sink.aclose()
     result.exit_code = result.session.exit_code if result.session.exit_code else EXIT_OK
