@@ -162,6 +162,18 @@ async def test_malformed_frame_is_transient():
     assert "malformed" in str(info.value) and "502 Bad Gateway" in str(info.value)
 
 
+async def test_session_recovers_after_a_malformed_frame():
+    async with emulate("openai-realtime", api_key=CANARY, faults=["malformed*1"], transcript="again") as emu:
+        session = await make(emu.url).connect(instructions=None, history=Conversation())
+        try:
+            with pytest.raises(TransientProviderError):
+                await turn(session)
+            events = await turn(session)
+        finally:
+            await session.aclose()
+    assert events[-1].type == "done" and events[-1].text == "You said: again"
+
+
 async def test_probe_ok_and_bad():
     async with emulate("openai-realtime", api_key=CANARY) as emu:
         await make(emu.url).probe()

@@ -13,6 +13,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 import websockets
 from websockets.asyncio.client import ClientConnection
@@ -117,7 +118,7 @@ class OpenAIRealtime:
         headers = {"Authorization": f"Bearer {self._api_key}"}
         if self.beta:
             headers["OpenAI-Beta"] = "realtime=v1"
-        url = f"{self.url}?model={self.model}"
+        url = f"{self.url}?model={quote(self.model, safe='')}"
         try:
             ws = await websockets.connect(
                 url, additional_headers=headers, open_timeout=min(10.0, self.timeout_s), max_size=None,
@@ -171,6 +172,7 @@ class RealtimeSession:
         self._pushback: list[dict[str, Any]] = []  # events read ahead that belong to the next turn
         self._abandoned = False  # a response the caller stopped reading (barge-in) may still be streaming
         self._closed = False
+        self._dead: ProviderError | None = None  # set when the socket is gone
 
     async def _read(self) -> None:
         try:
@@ -184,12 +186,14 @@ class RealtimeSession:
                     await self._events.put(http.malformed("event is not a JSON object", raw, provider=self.name))
                     continue
                 await self._events.put(event)
-            close = self._ws.close_code
-            await self._events.put(TransientProviderError(
-                f"WebSocket closed by the server (code {close})", provider=self.name))
+            self._dead = TransientProviderError(
+                f"WebSocket closed by the server (code {self._ws.close_code})", provider=self.name)
         except ConnectionClosed as exc:
-            await self._events.put(TransientProviderError(
-                f"WebSocket dropped (code {exc.rcvd.code if exc.rcvd else 1006})", provider=self.name))
+            self._dead = TransientProviderError(
+                f"WebSocket dropped (code {exc.rcvd.code if exc.rcvd else 1006})", provider=self.name)
+        except Exception as exc:  # anything else that kills the socket ends the session the same way
+            self._dead = http.transport_error(exc, provider=self.name)
+        await self._events.put(self._dead)
 
     async def _next(self, timeout_s: float | None = None) -> dict[str, Any]:
         if self._pushback:
@@ -201,7 +205,8 @@ class RealtimeSession:
         except TimeoutError:
             raise ProviderTimeout(f"no event from the server for {timeout_s:g} s", provider=self.name) from None
         if isinstance(item, ProviderError):
-            self._events.put_nowait(item)  # the socket is gone: every later read fails the same way
+            if item is self._dead:
+                self._events.put_nowait(item)  # the socket is gone: every later read fails the same way
             raise item
         return item
 
