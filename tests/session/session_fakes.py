@@ -151,9 +151,11 @@ class FakeS2S:
     kind = "s2s"
     type = "fake"
 
-    def __init__(self, name: str, replies: list[tuple[str, str]]) -> None:
+    def __init__(self, name: str, replies: list[tuple[str, str]], *, hold: frozenset[int] = frozenset()) -> None:
         self.name = name
         self.replies = replies  # (user transcript, reply text) per turn
+        self.hold = hold  # responses (numbered across sessions) that stop after their first audio
+        self.responses = 0
         self.sessions: list[FakeS2SSession] = []
 
     async def connect(self, *, instructions: str | None, history: Conversation) -> FakeS2SSession:
@@ -183,11 +185,15 @@ class FakeS2SSession:
     async def respond(self) -> AsyncIterator[S2SEvent]:
         self.committed.append(bytes(self.pending))
         self.pending.clear()
-        user, reply = self.provider.replies[(len(self.committed) - 1) % len(self.provider.replies)]
+        self.provider.responses += 1
+        number = self.provider.responses
+        user, reply = self.provider.replies[(number - 1) % len(self.provider.replies)]
         yield S2SEvent("user_transcript", text=user)
         for word in reply.split():
             yield S2SEvent("reply_text", text=word + " ")
             yield S2SEvent("audio", audio=AudioChunk(bytes(4800), 24000))
+            if number in self.provider.hold:
+                await asyncio.Event().wait()
         yield S2SEvent("done")
 
     async def aclose(self) -> None:

@@ -122,6 +122,9 @@ class Session:
         self._s2s: Any = None
         self._s2s_session: S2SSession | None = None
         self._owned: list[Any] = []
+        self._s2s_lock = asyncio.Lock()
+        self._s2s_idle = asyncio.Event()
+        self._s2s_idle.set()
         self._last_provider: dict[str, str] = {}
         self._turns: list[TurnResult] = []
         self._errors: list[SessionError] = []
@@ -433,7 +436,9 @@ class Session:
         if transcript is None:
             return False
         if not transcript.strip():
-            self.bus.emit(EventType.WARNING, turn=turn.index, message="no words recognised", stage="stt")
+            # Speech without words (noise, a cough the VAD let through) is not a turn of the result.
+            self.bus.emit(EventType.WARNING, turn=turn.index, message="no words recognised; turn ignored", stage="stt")
+            self._turns.remove(turn)
             return True
         if previous is not None:
             await asyncio.wait([previous])  # answer turns in order
@@ -511,7 +516,8 @@ class Session:
         def on_partial(transcript: Transcript) -> None:
             # Engines may report from their own thread; the bus and detector live on the loop.
             if threading.get_ident() != self._loop_thread and self._loop is not None:
-                self._loop.call_soon_threadsafe(self._on_partial, capture, transcript)
+                if not self._loop.is_closed():  # a partial racing the end of the session is moot
+                    self._loop.call_soon_threadsafe(self._on_partial, capture, transcript)
             else:
                 self._on_partial(capture, transcript)
 
@@ -566,15 +572,19 @@ class Session:
     # ---- speech to speech ------------------------------------------------------------------
 
     async def _s2s_connect(self) -> S2SSession:
-        if self._s2s_session is None:
-            self._s2s_session = await self._s2s.connect(
-                instructions=self.plan.instructions, history=self.conversation
-            )
-        return self._s2s_session
+        async with self._s2s_lock:  # the next turn's sender and a reply may both need a connection
+            if self._s2s_session is None:
+                self._s2s_session = await self._s2s.connect(
+                    instructions=self.plan.instructions, history=self.conversation
+                )
+            return self._s2s_session
 
     async def _s2s_sender(self, capture: _Capture) -> None:
-        session = await self._s2s_connect()
         while (pcm := await capture.queue.get()) is not None:
+            # Audio of the next turn waits while a reply streams (a barge-in ends the reply), so
+            # it is committed with its own turn, never with the one being answered.
+            await self._s2s_idle.wait()
+            session = await self._s2s_connect()
             await session.send_audio(pcm, PIPELINE_RATE)
 
     async def _s2s_turn(
@@ -604,6 +614,7 @@ class Session:
         reply: list[str] = []
         played = _Playback(self, turn, end)
         self.bus.emit(EventType.TTS_START, turn=turn.index, text="")
+        self._s2s_idle.clear()
         try:
             async with contextlib.aclosing(session.respond()) as events:
                 async for event in events:
@@ -617,6 +628,7 @@ class Session:
                     # would look like a cut reply to the provider).
             await self.sink.drain()
         finally:
+            self._s2s_idle.set()
             turn.tts_provider = turn.stt_provider = self._last_provider.get("s2s")
             if turn.transcript is None:
                 turn.transcript = ""
