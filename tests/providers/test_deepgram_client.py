@@ -90,6 +90,17 @@ async def test_empty_frames_are_never_sent() -> None:
     assert result.text == "ok"
 
 
+async def test_stream_without_audio_is_empty() -> None:
+    async with emulate("deepgram", api_key=CANARY, transcript="never said") as emu:
+        stt = make(emu.url)
+        try:
+            stream = await stt.open_stream(16000)
+            result = await stream.finish()
+        finally:
+            await stt.aclose()
+    assert result.text == "" and result.is_final
+
+
 async def test_keepalive_sent_while_idle() -> None:
     async with emulate("deepgram", api_key=CANARY, transcript="still here") as emu:
         stt = make(emu.url, options={"keepalive_s": 0.05})

@@ -261,7 +261,8 @@ class _LiveSession:
                 if control_type == "Finalize":
                     if await self._final_fault(kind):
                         return
-                    await self._send_results(final=True, from_finalize=True)
+                    if self.segment:  # nothing buffered, nothing to finalize
+                        await self._send_results(final=True, from_finalize=True)
                 elif control_type == "CloseStream":
                     if await self._final_fault(kind):
                         return
