@@ -129,3 +129,12 @@ def test_bad_expectations_file_is_reported_before_replaying(capsys, tmp_path):
     code, stdout, err = cli(capsys, SAMPLES / "hello.wav", "--expect", expect)
     assert code == 1 and stdout == ""
     assert f"{expect}:2" in err and "unknown expectation 'turn'" in err
+
+
+@pytest.mark.slow
+def test_timeline_png_per_file(capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    code, stdout, _ = cli(capsys, SAMPLES / "weather_44k_stereo.wav", "--timeline", tmp_path / "tl")
+    assert code == 0 and "timelines written to" in stdout
+    png = tmp_path / "tl" / "weather_44k_stereo.timeline.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
