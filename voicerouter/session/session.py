@@ -294,7 +294,9 @@ class Session:
             self._raise_task_failures()
             self._audio_t += frame_s
             if half_duplex and self._is_speaking():
-                continue  # the microphone is closed while the reply plays
+                # The microphone is muted while the reply plays: the detectors hear silence, so
+                # their clocks keep running and a speech region in progress ends normally.
+                frame = bytes(len(frame))
             update = vad.process(frame)
             self._feed(frame, update)
             # Speech events carry the turn the speech belongs to (the one being captured).
