@@ -257,7 +257,8 @@ async def test_tts_streams_pcm_in_chunks() -> None:
 
 
 @pytest.mark.parametrize("spec, error, status", [
-    ("error:401", AuthError, 401), ("error:429:1", RateLimitedError, 429), ("error:503", TransientProviderError, 503),
+    ("error:401", AuthError, 401), ("error:403", AuthError, 403), ("error:402", RequestError, 402),
+    ("error:429:1", RateLimitedError, 429), ("error:503", TransientProviderError, 503),
     ("malformed", TransientProviderError, None), ("drop", TransientProviderError, None),
     ("truncate", TransientProviderError, None),
 ])
