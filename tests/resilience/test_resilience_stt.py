@@ -95,3 +95,13 @@ async def test_all_stt_providers_down():
     with pytest.raises(AllProvidersFailed) as info:
         await utter(stage)
     assert "a:" in str(info.value) and "b: HTTP 401" in str(info.value)
+
+
+async def test_members_whose_stream_broke_are_retried_by_replay_at_finish():
+    # the primary drops mid-utterance and the only other provider refuses the stream once:
+    # at finish the buffer is replayed, so the utterance is still transcribed in full
+    primary, backup = FakeSTT("dg", script=["drop:3"]), FakeSTT("dg2", script=["error:503"])
+    stage, bus = chain(FakePool(primary, backup), ("dg", "dg2"))
+    final = await utter(stage)
+    assert final.text == " ".join(WORDS)
+    assert final.provider in ("dg", "dg2")

@@ -77,6 +77,7 @@ class ChainSTTStream:
         self.queue: list[Member] = []  # members not tried yet, in order
         self.errors: list[ProviderError] = []
         self.failed: tuple[Member, ProviderError, bool] | None = None  # last live failure not yet reported
+        self.broken: list[Member] = []  # members whose live stream failed; finish() may retry them
         self.live: Member | None = None
         self._live_stream = None
         self._generation = 0  # partials from a replaced stream are ignored
@@ -151,6 +152,8 @@ class ChainSTTStream:
         self.runner._failed(member, error)
         self.errors.append(error)
         self.failed = (member, error, during == "send")
+        if member not in self.broken:
+            self.broken.append(member)
 
     async def send(self, pcm: bytes) -> None:
         self.buffer.append(pcm)
@@ -198,7 +201,10 @@ class ChainSTTStream:
                 return self.runner.settings.first_result_timeout_s
             return self.chain._replay_timeout(self.audio_s)
 
+        # the live stream first, then members not tried yet, then those whose stream broke earlier in
+        # the utterance (a replay is their retry; an open breaker or unhealthy mark still skips them)
         queue = ([live] if live is not None else []) + self.queue
+        queue += [m for m in self.broken if m not in queue and self.runner.settings.retries > 0]
         try:
             result = await last_item(self.runner.run(
                 op, first_timeout_s=first_timeout, queue=queue, errors=self.errors,
