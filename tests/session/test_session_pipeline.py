@@ -262,3 +262,24 @@ async def test_a_turn_without_words_is_not_a_turn():
     warnings = [e for e in result.events if e.type == EventType.WARNING and e.turn == 1]
     assert warnings and "no words" in warnings[0].data["message"]
     assert result.exit_code == 0 and not result.errors
+
+
+async def test_realtime_replay_reply_plays_for_its_duration_so_speech_barges_in():
+    from session_fakes import cut, jfk, silence
+
+    from voicerouter.session.replay import PacedSink
+
+    pcm = jfk()
+    audio = silence(0.3) + cut(pcm, 0.2, 2.5) + silence(1.0) + cut(pcm, 5.3, 6.6)
+    tts = FakeTTS("tts-a", chunks=8)  # 0.8 s of audio per sentence, synthesized at once
+    pool = FakePool({"stt-a": FakeSTT("stt-a", ["and so my fellow americans", "what your"]), "tts-a": tts})
+    sink = PacedSink(MemorySink())
+    session = Session(make_plan(pool), pool, PcmSource(audio, realtime=True, tail_silence_ms=700), sink,
+                      agent=EchoAgent())
+    assert session.lockstep is False
+    result = await asyncio.wait_for(session.run(), 30)
+    # Synthesis finished at once, but the reply was still "playing" when the user spoke again.
+    barge = [e for e in result.events if e.type == EventType.BARGE_IN]
+    assert len(barge) == 1 and barge[0].turn == 1
+    assert sink.clears == 1 and result.turns[0].interrupted
+    assert [t.transcript for t in result.turns] == ["and so my fellow americans", "what your"]

@@ -173,6 +173,8 @@ async def replay_one(
         result.reply_wav = os.fspath(sink.path)
     else:
         sink = MemorySink(22050)
+    if realtime:
+        sink = PacedSink(sink)
     with ExitStack() as stack:
         if out_dir is not None:
             events_path = out_dir / f"{stem}.events.jsonl"
@@ -202,6 +204,37 @@ async def replay_one(
         result.exit_code = EXIT_FAILED
     result.wall_s = time.perf_counter() - started
     return result
+
+
+class PacedSink:
+    """Plays into another sink at real-time pace: `drain()` returns when the audio would have
+    finished playing, and `clear()` cuts it off. A real-time replay uses it so a reply is "playing"
+    exactly as long as it would on a speaker, which is what barge-in and half duplex look at."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self._ends_at = 0.0  # loop time when the audio written so far has played
+
+    def __getattr__(self, name: str) -> Any:  # path, pcm, clears, ... of the wrapped sink
+        return getattr(self.inner, name)
+
+    async def write(self, chunk: Any) -> None:
+        now = asyncio.get_running_loop().time()
+        self._ends_at = max(self._ends_at, now) + chunk.duration_s
+        await self.inner.write(chunk)
+
+    async def drain(self) -> None:
+        delay = self._ends_at - asyncio.get_running_loop().time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await self.inner.drain()
+
+    def clear(self) -> None:
+        self._ends_at = 0.0
+        self.inner.clear()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 def faults_for(table: Any, inject: str | None, seed: int | None) -> Any:
