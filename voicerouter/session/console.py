@@ -36,6 +36,11 @@ def render_replay(results: list[ReplayResult], console: Console) -> None:
         if index:
             console.print()
         render_file(result, console)
+    if len(results) > 1:
+        turns = sum(len(r.session.turns) for r in results if r.session)
+        failed = sum(1 for r in results if not r.ok)
+        verdict = f"[red]{failed} failed[/]" if failed else "[green]all ok[/]"
+        console.print(f"\n{len(results)} files, {turns} turns: {verdict}")
 
 
 def render_file(result: ReplayResult, console: Console) -> None:
