@@ -3,6 +3,9 @@
 Both hosts are regional ({region}.stt / {region}.tts.speech.microsoft.com) unless `base_url` points
 both at one server. Auth is `Ocp-Apim-Subscription-Key`; Azure sends no error body to speak of, so
 errors are told apart by status, and recognition failures by `RecognitionStatus`.
+
+Table fields: region (or base_url), language (default en-US), voice (default en-US-ChristopherNeural),
+sample_rate (TTS raw PCM rate, default 24000); options: profanity (masked, removed, raw).
 """
 
 from __future__ import annotations

@@ -2,6 +2,9 @@
 
 Every request names a dated `Cartesia-Version`; errors are plain `Title: Message` text on older
 versions and a JSON `{error_code, title, message}` envelope from 2026-03-01 on, so both are parsed.
+
+Table fields: voice (voice id), model (default sonic-2), language, sample_rate (default 24000);
+options: version (Cartesia-Version, default 2025-11-04), auth (x-api-key or bearer), speed.
 """
 
 from __future__ import annotations

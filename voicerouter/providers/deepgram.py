@@ -2,6 +2,10 @@
 
 Everything vendor-specific about Deepgram lives here: the query parameters, `Authorization: Token`,
 the `err_code`/`err_msg` envelope, the Results/Metadata events and the close codes of the live socket.
+
+Table fields: model (STT, default nova-3), voice or model (TTS, default aura-2-thalia-en), language,
+sample_rate (TTS: 8000/16000/24000/32000/48000), timeout_ms; options: endpointing, smart_format,
+utterance_end_ms, keyterm (passed to /v1/listen), keepalive_s (idle KeepAlive interval, default 4).
 """
 
 from __future__ import annotations

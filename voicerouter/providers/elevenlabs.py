@@ -2,6 +2,10 @@
 
 Auth is the `xi-api-key` header; errors come as `{"detail": {"status", "message"}}`, or as FastAPI's
 422 `{"detail": [{"loc", "msg", "type"}]}` for a request that fails validation.
+
+Table fields: voice (voice id), model (TTS default eleven_flash_v2_5, STT default scribe_v1),
+language (sent as its ISO-639 part), sample_rate (pcm_* rates, default 16000); options:
+voice_settings, seed, apply_text_normalization, optimize_streaming_latency.
 """
 
 from __future__ import annotations
