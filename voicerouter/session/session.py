@@ -397,6 +397,8 @@ class Session:
         self._turns.append(turn)
         previous = self._last_turn_task
         task = asyncio.create_task(self._run_turn(capture, info, turn, previous))
+        # Finished turns are forgotten (a live session runs for hours); failed ones stay to be raised.
+        self._tasks = [t for t in self._tasks if not t.done() or (not t.cancelled() and t.exception())]
         self._tasks.append(task)
         self._last_turn_task = task
         if self.lockstep:
