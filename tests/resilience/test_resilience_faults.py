@@ -125,3 +125,10 @@ async def test_stall_mid_sentence_restarts_it():
     primary, backup = FakeTTS("eleven"), FakeTTS("piper")
     stage, bus, _ = chain(FakePool(primary, backup), ["eleven", "piper"], "eleven=stall")
     assert [provider_of(c) async for c in stage.synthesize("Hi.")] == ["eleven", "piper", "piper", "piper"]
+
+
+def test_check_names_an_unknown_provider():
+    plan = parse_faults("dg=hang,typo=error:500")
+    parse_faults("dg=hang").check(["dg", "eleven"])
+    with pytest.raises(UsageError, match="unknown provider 'typo'"):
+        plan.check(["dg", "eleven"])

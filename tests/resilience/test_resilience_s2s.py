@@ -69,3 +69,21 @@ async def test_connect_fails_over_and_all_down_is_reported():
     with pytest.raises(AllProvidersFailed) as info:
         await stage.connect(instructions=None, history=Conversation())
     assert "oai-rt: HTTP 401" in str(info.value) and "backup: HTTP 503" in str(info.value)
+
+
+async def test_connection_lost_while_the_user_speaks_is_replaced_and_the_turn_resent():
+    from voicerouter.errors import TransientProviderError
+
+    primary, backup = FakeS2S("oai-rt"), FakeS2S("backup")
+    stage, bus = chain(FakePool(primary, backup), ["oai-rt", "backup"])
+    session = await stage.connect(instructions=None, history=Conversation())
+
+    async def broken_send(pcm, sample_rate=16000):
+        raise TransientProviderError("websocket closed", provider="oai-rt")
+
+    primary.sessions[0].send_audio = broken_send
+    events_ = await turn(session, "book a table")
+    assert events_[0].text == "book a table" and backup.heard == [("book a table", 0)]
+    assert primary.sessions[0].closed
+    (failover,) = events(bus, EventType.FAILOVER)
+    assert failover["from_provider"] == "oai-rt" and failover["to_provider"] == "backup"

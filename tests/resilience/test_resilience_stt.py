@@ -105,3 +105,39 @@ async def test_members_whose_stream_broke_are_retried_by_replay_at_finish():
     final = await utter(stage)
     assert final.text == " ".join(WORDS)
     assert final.provider in ("dg", "dg2")
+
+
+async def test_hedged_finish_replays_the_buffer_to_the_next_provider_and_keeps_the_faster():
+    from voicerouter.config.schema import StagePolicy
+
+    policy = FAST.model_copy(update={"stt": StagePolicy(hedge_after_ms=20, first_result_timeout_ms=2000)})
+    primary, backup = FakeSTT("dg", script=["hang_finish"]), FakeSTT("batch", supports_streaming=False)
+    stage, bus = chain(FakePool(primary, backup), ("dg", "batch"), policy)
+    final = await utter(stage)
+    assert final.text == " ".join(WORDS) and final.provider == "batch"
+    (hedge,) = events(bus, EventType.HEDGE)
+    assert hedge["primary"] == "dg" and hedge["winner"] == "batch"
+    assert primary.cancelled == 1 and not events(bus, EventType.FAILOVER)
+
+
+async def test_provider_that_cannot_be_built_is_failed_over():
+    from voicerouter.errors import MissingSecretError
+
+    class BrokenPool(FakePool):
+        def get(self, name):
+            if name == "dg":
+                raise MissingSecretError("DG_KEY is not set")
+            return super().get(name)
+
+    backup = FakeSTT("oai")
+    stage, bus = chain(BrokenPool(FakeSTT("dg"), backup), ("dg", "oai"))
+    final = await utter(stage, WORDS[:2])
+    assert final.provider == "oai"
+    assert events(bus, EventType.FAILOVER)[0]["reason"] == "missingsecret"
+
+
+async def test_the_table_order_wins_over_streaming():
+    batch, streaming = FakeSTT("oai", supports_streaming=False), FakeSTT("dg")
+    stage, bus = chain(FakePool(batch, streaming), ("oai", "dg"))
+    final = await utter(stage, WORDS[:4])
+    assert final.provider == "oai" and batch.batches == [" ".join(WORDS[:4])] and not streaming.streams

@@ -29,7 +29,7 @@ __all__ = ["FaultPlan", "SessionAdmission", "build_stage", "parse_faults", "rese
 class _Unavailable:
     """Stands in for a provider that could not be built, so the chain fails over past it."""
 
-    supports_streaming = False
+    supports_streaming = True  # so an STT chain tries it (and fails over) in its place in the order
 
     def __init__(self, name: str, kind: str, error: ProviderError) -> None:
         self.name, self.kind, self.type, self.error = name, kind, "unavailable", error

@@ -37,10 +37,13 @@ class CircuitBreaker:
         if listener is not None and previous != state:
             listener(state, previous, reason)
 
+    def cooled(self) -> bool:
+        return self._clock() - self._opened_at >= self.config.cooldown_s
+
     def allow(self, listener: Listener | None = None) -> bool:
         """May a request go to this provider now? In half_open only one caller gets True (the probe)."""
         if self.state == "open":
-            if self._clock() - self._opened_at < self.config.cooldown_s:
+            if not self.cooled():
                 return False
             self._move("half_open", "cooldown elapsed", listener)
         if self.state == "half_open":

@@ -68,9 +68,12 @@ class SessionAdmission:
         config: Any = self.plan.providers.get(name)
         return provider_state(name, config, self.plan.resilience.breaker)
 
-    def _refuse(self, message: str, *, stage: str | None, hint: str) -> CapacityError:
+    def _refuse(self, message: str, *, stage: str | None, hint: str, providers: list[str] | None = None) -> CapacityError:
         if self.bus is not None:
-            self.bus.emit(EventType.REFUSED, message=message, stage=stage, error_type="CapacityError")
+            self.bus.emit(
+                EventType.REFUSED, provider=",".join(providers) if providers else None, message=message,
+                stage=stage, error_type="CapacityError", reason="capacity",
+            )
         return CapacityError(message, route=self.plan.route, session_id=self.session_id, hint=hint)
 
     async def __aenter__(self) -> SessionAdmission:
@@ -115,6 +118,7 @@ class SessionAdmission:
             f"no {stage} provider has room for another session: {', '.join(full)} full",
             stage=stage,
             hint="raise max_concurrent_sessions of a provider or add one to the chain",
+            providers=names,
         )
 
     def exit(self) -> None:

@@ -143,9 +143,28 @@ class StageRunner:
             self.bus.emit(
                 EventType.BREAKER, provider=member.name, turn=self.turn(), stage=self.stage,
                 state=state, previous=previous, reason=reason, failures=member.state.breaker.consecutive,
+                cooldown_s=member.state.breaker.config.cooldown_s,
             )
 
         return listener
+
+    def blocked(self, member: Member) -> bool:
+        """Would `_usable` turn this member away for health or breaker reasons? (Claims nothing.)"""
+        state = member.state
+        if not state.healthy:
+            cooled = time.monotonic() - state.unhealthy_since >= state.breaker.config.cooldown_s
+            if self._monitored(member) or not cooled:
+                return True
+        breaker = state.breaker
+        return breaker.state == "open" and not breaker.cooled()
+
+    def _skip_error(self, member: Member) -> ProviderError:
+        state = member.state
+        what = "unhealthy" if not state.healthy else "circuit breaker open"
+        last = f" after: {state.last_error}" if state.last_error else ""
+        return TransientProviderError(f"skipped: {what}{last}", provider=member.name).with_context(
+            route=self.session.route, session_id=self.session.session_id
+        )
 
     def _usable(self, member: Member) -> ProviderError | None:
         """None if the member may be tried now, else why not (claims the half-open probe if any)."""

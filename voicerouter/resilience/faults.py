@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,6 +133,16 @@ class FaultPlan:
 
     def providers(self) -> set[str]:
         return {f.provider for f in self.faults}
+
+    def check(self, known: Iterable[str]) -> None:
+        """UsageError when a fault names a provider instance the table does not define."""
+        known = set(known)
+        for fault in self.faults:
+            if fault.provider not in known:
+                raise UsageError(
+                    f"fault {fault.spec!r} names unknown provider {fault.provider!r}",
+                    hint=f"providers in the table: {', '.join(sorted(known)) or 'none'}",
+                )
 
     def pick(self, provider: str, turn: int | None) -> Fault | None:
         """The fault that applies to this call of `provider`, if any (consumes counted faults)."""

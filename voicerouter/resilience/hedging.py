@@ -52,15 +52,15 @@ async def race(
                 runner.bus.emit(
                     EventType.HEDGE, provider=names[winner], turn=runner.turn(), stage=runner.stage,
                     primary=primary_name, secondary=secondary_name, winner=names[winner],
-                    hedge_after_ms=round((runner.settings.hedge_after_s or 0) * 1000, 1),
+                    reason="slow_first_result", hedge_after_ms=round((runner.settings.hedge_after_s or 0) * 1000, 1),
                     elapsed_ms=round((loop.time() - t0) * 1000, 1),
                 )
                 return winner.result()
     finally:
         await _cancel(pending)
     runner.bus.emit(
-        EventType.HEDGE, turn=runner.turn(), stage=runner.stage, primary=primary_name,
-        secondary=secondary_name, winner=None, elapsed_ms=round((loop.time() - t0) * 1000, 1),
+        EventType.HEDGE, provider=primary_name, turn=runner.turn(), stage=runner.stage, primary=primary_name,
+        secondary=secondary_name, winner=None, reason="both_failed", elapsed_ms=round((loop.time() - t0) * 1000, 1),
     )
     assert failure is not None
     raise failure

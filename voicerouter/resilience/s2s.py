@@ -119,8 +119,10 @@ class ChainS2SSession:
             return base + REPLAY_SECONDS_PER_AUDIO_SECOND * self.audio_s
 
         queue = [m for m in self.runner.order() if m is not live]
-        if live is not None and (live_session is not None or self.failed is None):
+        if live is not None and live_session is not None:
             queue.insert(0, live)
+        elif live is not None and self.runner.settings.retries > 0:
+            queue.append(live)  # its connection broke while the user spoke: a new one is its retry
         ok = False
         try:
             async for event in self.runner.run(

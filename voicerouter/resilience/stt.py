@@ -98,16 +98,22 @@ class ChainSTTStream:
         await self._open_next()
 
     async def _open_next(self) -> None:
-        """Open a live stream on the next usable streaming member and replay the buffer into it."""
+        """Open a live stream on the next usable member, if it streams, and replay the buffer into it.
+
+        The table's order wins over streaming: when the next usable member only transcribes in
+        batch, no live stream is opened and `finish()` sends it the whole utterance.
+        """
         loop = asyncio.get_running_loop()
-        while True:
-            streaming = [m for m in self.queue if getattr(m.provider, "supports_streaming", False)]
-            if not streaming:
-                return  # buffer only; finish() goes to batch providers
-            # members before the next streaming one stay queued for finish() (they may transcribe in batch)
-            member = streaming[0]
+        while self.queue:
+            member = self.queue[0]
+            if not getattr(member.provider, "supports_streaming", False):
+                if self.runner.blocked(member):
+                    self.queue.pop(0)  # skipped without a request; finish() reports why if all fail
+                    self.errors.append(self.runner._skip_error(member))
+                    continue
+                return
+            self.queue.pop(0)
             why = self.runner._usable(member)
-            self.queue.remove(member)
             if why is not None:
                 self.errors.append(why)
                 continue
