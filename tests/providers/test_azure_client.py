@@ -224,3 +224,9 @@ async def test_emulator_synthesis_validates_like_azure(body: str, headers: dict,
         response = await client.post(emu.url + "/cognitiveservices/v1", content=body.encode(),
                                      headers={**base, **headers})
     assert response.status_code == status
+
+
+def test_unknown_option_is_config_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        make("http://127.0.0.1:9", options={"profanityy": "raw"})
+    assert "profanityy" in str(info.value)

@@ -174,3 +174,9 @@ async def test_emulator_validates_like_cartesia(patch: dict, headers: dict, stat
     assert ": " in response.text and not response.text.startswith("{")  # "Title: Message" before 2026-03-01
     if "voice" not in patch and "Cartesia-Version" not in headers:  # the same mistake, newer error format
         assert modern.status_code == status and set(modern.json()) >= {"error_code", "title", "message"}
+
+
+def test_unknown_option_is_config_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        make("http://127.0.0.1:9", options={"cartesia_version": "2025-11-04"})
+    assert "cartesia_version" in str(info.value) and "version" in str(info.value)

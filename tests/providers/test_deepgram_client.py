@@ -394,3 +394,9 @@ async def test_real_speech_through_live_socket() -> None:
     heard = set(result.text.lower().split())
     assert len(heard & REFERENCE_WORDS) >= 3, result.text
     assert partials
+
+
+def test_unknown_option_is_config_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        make("http://127.0.0.1:9", options={"endpointng": 300})
+    assert "endpointng" in str(info.value) and "endpointing" in str(info.value)

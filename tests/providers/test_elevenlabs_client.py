@@ -222,3 +222,9 @@ async def test_emulator_validates_like_elevenlabs(path: str, body: bytes, header
     assert response.status_code == status
     assert isinstance(response.json()["detail"], shape)
     assert missing.status_code == 401 and missing.json()["detail"]["status"] == "needs_authorization"
+
+
+def test_unknown_option_is_config_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        make("http://127.0.0.1:9", options={"voice_setting": {}})
+    assert "voice_setting" in str(info.value) and "voice_settings" in str(info.value)

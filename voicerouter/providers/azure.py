@@ -25,6 +25,7 @@ from voicerouter.providers import http
 from voicerouter.providers.base import PIPELINE_RATE, AudioChunk, BuildContext, Kind, PartialCallback, Transcript
 
 DEFAULT_KEY_REF = "${AZURE_SPEECH_KEY}"
+OPTIONS = frozenset({"profanity"})
 DEFAULT_LANGUAGE = "en-US"
 DEFAULT_VOICE = "en-US-ChristopherNeural"
 STT_RATE = 16000  # short-audio recognition takes 16 kHz mono WAV
@@ -41,6 +42,12 @@ def create(name: str, kind: Kind, config: ProviderConfig, ctx: BuildContext) -> 
     """Factory named by the registry: an Azure Speech STT or TTS provider for one routing-table entry."""
     if kind not in ("stt", "tts"):
         raise ConfigError(f"provider {name}: azure has no {kind} kind", hint="use kind: stt or kind: tts")
+    unknown = sorted(set(config.options) - OPTIONS)
+    if unknown:  # a typo in options must not silently do nothing
+        raise ConfigError(
+            f"provider {name}: unknown azure option(s) {', '.join(unknown)}",
+            hint=f"known options: {', '.join(sorted(OPTIONS))}",
+        )
     key = expand(config.api_key or DEFAULT_KEY_REF, ctx.env, what=f"provider {name}", secret=True)
     if config.base_url:
         base_url = config.base_url

@@ -24,6 +24,7 @@ from voicerouter.providers.base import AudioChunk, BuildContext, Kind
 
 DEFAULT_BASE_URL = "https://api.cartesia.ai"
 DEFAULT_KEY_REF = "${CARTESIA_API_KEY}"
+OPTIONS = frozenset({"version", "auth", "speed"})
 # The newest version whose /tts/bytes still takes voice {"mode": "id", "id": ...} (SDK 3.5).
 DEFAULT_VERSION = "2025-11-04"
 DEFAULT_MODEL = "sonic-2"
@@ -37,6 +38,12 @@ def create(name: str, kind: Kind, config: ProviderConfig, ctx: BuildContext) -> 
     """Factory named by the registry: a Cartesia TTS provider for one routing-table entry."""
     if kind != "tts":
         raise ConfigError(f"provider {name}: cartesia has no {kind} kind", hint="use kind: tts")
+    unknown = sorted(set(config.options) - OPTIONS)
+    if unknown:  # a typo in options must not silently do nothing
+        raise ConfigError(
+            f"provider {name}: unknown cartesia option(s) {', '.join(unknown)}",
+            hint=f"known options: {', '.join(sorted(OPTIONS))}",
+        )
     key = expand(config.api_key or DEFAULT_KEY_REF, ctx.env, what=f"provider {name}", secret=True)
     base_url = http.check_base_url(config.base_url or DEFAULT_BASE_URL, provider=name)
     return CartesiaTTS(name, config, key=key, base_url=base_url, timeout_s=(config.timeout_ms or 30000) / 1000)

@@ -42,6 +42,7 @@ from voicerouter.providers.base import (
 
 DEFAULT_BASE_URL = "https://api.deepgram.com"
 DEFAULT_KEY_REF = "${DEEPGRAM_API_KEY}"
+OPTIONS = frozenset({"endpointing", "smart_format", "utterance_end_ms", "keyterm", "keepalive_s"})
 DEFAULT_STT_MODEL = "nova-3"
 DEFAULT_TTS_MODEL = "aura-2-thalia-en"
 TTS_RATES = (8000, 16000, 24000, 32000, 48000)  # linear16 rates /v1/speak accepts
@@ -50,6 +51,12 @@ KEEPALIVE_S = 4.0  # Deepgram closes an idle live socket after 10 s (NET-0001)
 
 def create(name: str, kind: Kind, config: ProviderConfig, ctx: BuildContext) -> DeepgramSTT | DeepgramTTS:
     """Factory named by the registry: a Deepgram STT or TTS provider for one routing-table entry."""
+    unknown = sorted(set(config.options) - OPTIONS)
+    if unknown:  # a typo in options must not silently do nothing
+        raise ConfigError(
+            f"provider {name}: unknown deepgram option(s) {', '.join(unknown)}",
+            hint=f"known options: {', '.join(sorted(OPTIONS))}",
+        )
     key = expand(config.api_key or DEFAULT_KEY_REF, ctx.env, what=f"provider {name}", secret=True)
     base_url = http.check_base_url(config.base_url or DEFAULT_BASE_URL, provider=name)
     timeout_s = (config.timeout_ms or 30000) / 1000

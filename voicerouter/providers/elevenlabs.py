@@ -26,6 +26,7 @@ from voicerouter.providers.base import PIPELINE_RATE, AudioChunk, BuildContext, 
 
 DEFAULT_BASE_URL = "https://api.elevenlabs.io"
 DEFAULT_KEY_REF = "${ELEVENLABS_API_KEY}"
+OPTIONS = frozenset({"voice_settings", "seed", "apply_text_normalization", "optimize_streaming_latency"})
 DEFAULT_TTS_MODEL = "eleven_flash_v2_5"
 DEFAULT_STT_MODEL = "scribe_v1"
 DEFAULT_VOICE = "JBFqnCBsd6RMkjVDRZzb"  # "George", the voice of the vendor's own quickstart
@@ -35,6 +36,12 @@ DEFAULT_RATE = 16000
 
 def create(name: str, kind: Kind, config: ProviderConfig, ctx: BuildContext) -> ElevenLabsTTS | ElevenLabsSTT:
     """Factory named by the registry: an ElevenLabs TTS or STT provider for one routing-table entry."""
+    unknown = sorted(set(config.options) - OPTIONS)
+    if unknown:  # a typo in options must not silently do nothing
+        raise ConfigError(
+            f"provider {name}: unknown elevenlabs option(s) {', '.join(unknown)}",
+            hint=f"known options: {', '.join(sorted(OPTIONS))}",
+        )
     key = expand(config.api_key or DEFAULT_KEY_REF, ctx.env, what=f"provider {name}", secret=True)
     base_url = http.check_base_url(config.base_url or DEFAULT_BASE_URL, provider=name)
     timeout_s = (config.timeout_ms or 30000) / 1000
