@@ -148,3 +148,10 @@ def test_junit_xml_escapes_and_redacts():
     failure = root.find("testsuite/testcase/failure")
     assert failure is not None and "SECRETVALUE" not in failure.get("message")
     assert root.find("testsuite/testcase").get("classname") == "a<b>.wav"
+
+
+def test_errors_are_checked_once_per_file():
+    exp = parse("hello.wav: {turns: 1}\n'*.wav': {max_latency_ms: {tts_first_audio: 5000}}\n")
+    checks = check_results(exp, [replayed("hello.wav", ["hi"])])
+    assert [c.name for c in checks] == ["no errors", "turns", "max_latency_ms tts_first_audio"]
+    assert all(c.passed for c in checks)
