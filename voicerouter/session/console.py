@@ -128,11 +128,16 @@ def render_checks(checks: list[Check], console: Console, *, unused: list[str] | 
     if not checks:
         console.print("[yellow]expectations: no expectation matched the replayed files[/]")
     failed = [c for c in checks if not c.passed]
+    by_file: dict[str, list[Check]] = {}
     for check in checks:
-        if check.passed:
-            console.print(f"[green]✓[/] {escape(check.file)}: {escape(check.name)}")
-        else:
-            console.print(f"[red]✗ {escape(check.file)}: {escape(check.name)}[/] — {escape(check.message)}")
+        by_file.setdefault(check.file, []).append(check)
+    for file, file_checks in by_file.items():
+        bad = [c for c in file_checks if not c.passed]
+        if not bad:
+            names = ", ".join(c.name for c in file_checks)
+            console.print(f"[green]✓[/] {escape(file)}  [dim]{escape(names)}[/]")
+        for check in bad:
+            console.print(f"[red]✗ {escape(file)}: {escape(check.name)}[/] — {escape(check.message)}")
     for pattern in unused or []:
         console.print(f"[yellow]warning:[/] expectation {escape(pattern)!r} matched no replayed file")
     if checks:
