@@ -400,3 +400,9 @@ def test_unknown_option_is_config_error() -> None:
     with pytest.raises(ConfigError) as info:
         make("http://127.0.0.1:9", options={"endpointng": 300})
     assert "endpointng" in str(info.value) and "endpointing" in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["4", 0, 30, True])
+def test_bad_keepalive_is_config_error(value: object) -> None:
+    with pytest.raises(ConfigError):
+        make("http://127.0.0.1:9", options={"keepalive_s": value})

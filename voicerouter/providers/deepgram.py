@@ -125,6 +125,16 @@ class DeepgramSTT(_Base):
     kind: Kind = "stt"
     supports_streaming = True
 
+    def __init__(self, name: str, config: ProviderConfig, **kw: Any) -> None:
+        super().__init__(name, config, **kw)
+        keepalive = config.options.get("keepalive_s", KEEPALIVE_S)
+        if isinstance(keepalive, bool) or not isinstance(keepalive, int | float) or not 0 < keepalive <= 9:
+            raise ConfigError(
+                f"provider {name}: options.keepalive_s {keepalive!r} must be a number of seconds in (0, 9]",
+                hint="Deepgram closes a live socket after 10 s without data",
+            )
+        self.keepalive_s = float(keepalive)
+
     def _query(self, **extra: Any) -> dict[str, str]:
         options = self.config.options
         query: dict[str, Any] = {"model": self.config.model or DEFAULT_STT_MODEL, "punctuate": "true"}
@@ -299,7 +309,7 @@ class DeepgramStream:
     async def _keepalive(self) -> None:
         from websockets.exceptions import ConnectionClosed
 
-        interval = float(self._provider.config.options.get("keepalive_s", KEEPALIVE_S))
+        interval = self._provider.keepalive_s
         loop = asyncio.get_running_loop()
         with contextlib.suppress(ConnectionClosed):
             while not self._done.is_set() and not self._closing:
@@ -319,8 +329,12 @@ class DeepgramStream:
             return  # an empty binary frame makes Deepgram close the socket
         if len(pcm) % 2:
             raise RequestError("PCM16 audio must have an even number of bytes", provider=self._name)
+        timeout = self._provider.timeout_s
         try:
-            await self._ws.send(pcm)
+            # A server that stops reading fills the TCP window; do not block the pipeline forever on it.
+            await asyncio.wait_for(self._ws.send(pcm), timeout)
+        except TimeoutError:
+            raise ProviderTimeout(f"live socket took no audio for {timeout:g} s", provider=self._name) from None
         except ConnectionClosed:
             await self._done.wait()
             raise (self._error or self._closed_error() or TransientProviderError(
