@@ -52,7 +52,7 @@ def _invalid(*problems: tuple[list[str], str, str]) -> web.Response:
 
 
 def _check(request: web.Request, state: EmulatorState) -> web.Response | None:
-    """Auth first, then the queued `error:` fault; both answer with the vendor's envelope."""
+    """The `xi-api-key` check, answered with the vendor's envelope (401 missing or wrong)."""
     key = request.headers.get("xi-api-key")
     if not key:
         return _detail(401, "needs_authorization",
@@ -112,18 +112,19 @@ async def _tts(request: web.Request) -> web.StreamResponse:
 
 async def _stt(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
-    state.record(path=request.path, method="POST", query=dict(request.query), headers=dict(request.headers))
+    multipart = request.headers.get("Content-Type", "").startswith("multipart/form-data")
+    form = await request.post() if multipart else {}
+    fields: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str)}
+    state.record(path=request.path, method="POST", query=dict(request.query), headers=dict(request.headers),
+                 form=fields)
     denied = _check(request, state)
     if denied is not None:
         return denied
     fault = state.take_fault()
     if fault is not None and fault.kind == "error":
         return _detail(fault.status, retry_after=fault.retry_after)
-    if not request.headers.get("Content-Type", "").startswith("multipart/form-data"):
+    if not multipart:
         return _invalid((["body", "model_id"], "Field required", "missing"))
-    form = await request.post()
-    fields: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str)}
-    state.requests[-1]["form"] = fields
     upload = form.get("file")
     problems = []
     if "model_id" not in fields:
