@@ -168,3 +168,12 @@ async def test_stage_override_inherits_unset_fields():
     settings = StageSettings.resolve(policy, "tts")
     assert settings.first_result_timeout_s == 0.25 and settings.stall_timeout_s == 0.1 and settings.retries == 1
     assert StageSettings.resolve(policy, "stt").first_result_timeout_s == 0.1
+
+
+async def test_single_provider_mid_sentence_drop_restarts_the_sentence_on_it():
+    only = FakeTTS("piper", script=["drop:1"])
+    stage, bus = chain(FakePool(only), ("piper",))
+    assert await speak(stage) == ["piper"] * 4  # one chunk, then the whole sentence again
+    (retry,) = events(bus, EventType.RETRY)
+    assert retry["restarted_sentence"] is True and retry["provider"] == "piper"
+    assert only.texts == ["Hello there.", "Hello there."]

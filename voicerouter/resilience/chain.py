@@ -251,6 +251,7 @@ class StageRunner:
         first_timeout = first_timeout_s or self.settings.first_result_timeout_s
         errors = [] if errors is None else errors
         queue = self.order() if queue is None else list(queue)
+        restarts: dict[str, int] = {}  # mid-stream failures retried on the same provider
         while True:
             if preclaimed is not None and queue and queue[0] is preclaimed:
                 member: Member | None = queue.pop(0)
@@ -258,7 +259,14 @@ class StageRunner:
                 member = self._next_usable(queue, errors)
             if member is None:
                 break
-            if previous is not None:
+            if previous is not None and previous[0] is member:
+                failed, error, mid = previous
+                self.bus.emit(
+                    EventType.RETRY, provider=member.name, turn=self.turn(), stage=self.stage,
+                    attempt=restarts[member.name] + 1, delay_ms=0.0, reason=error.reason, error=error.message,
+                    why="restart after mid-stream failure", **{restart_key: True},
+                )
+            elif previous is not None:
                 failed, error, mid = previous
                 extra = {restart_key: True} if mid else {}
                 self.bus.emit(
@@ -294,6 +302,15 @@ class StageRunner:
                 self._failed(member, error)
                 errors.append(error)
                 previous = (member, error, True)
+                if (
+                    error.retryable
+                    and restarts.get(member.name, 0) < self.settings.retries
+                    and member.state.breaker.state != "open"
+                    and loop.time() < deadline
+                ):
+                    # after the others, restart on this provider too: one broken stream is often a blip
+                    restarts[member.name] = restarts.get(member.name, 0) + 1
+                    queue.append(member)
             finally:
                 await _aclose(iterator)
         raise AllProvidersFailed(
