@@ -28,6 +28,12 @@ SENTENCES = (
     "Is there anything else I can help you with today?",
 )
 REPLY = " ".join(SENTENCES)
+SAID = {
+    "hello.wav": "Good morning, I would like to check the status of my order.",
+    "short_pause_22k.wav": "I would like to order a large pizza with cheese.",
+    "two_turns_8k.wav": "My account number is one two three four. I would like to pay my bill today.",
+    "weather_44k_stereo.wav": "What is the weather today?",
+}
 
 
 def samples_16k() -> list[tuple[str, bytes]]:
@@ -51,6 +57,38 @@ async def first_chunk_latency(tts) -> tuple[float, float]:
     async for _ in tts.synthesize(REPLY):
         first = first if first is not None else time.perf_counter() - started
     return first or 0.0, time.perf_counter() - started
+
+
+def recall(said: str, heard: str) -> float:
+    import re
+
+    pool = re.findall(r"[a-z']+", heard.lower())
+    words = re.findall(r"[a-z']+", said.lower())
+    hits = 0
+    for word in words:
+        if word in pool:
+            pool.remove(word)
+            hits += 1
+    return hits / max(1, len(words))
+
+
+async def stream_at_real_time(final_pass: bool, pcm: bytes) -> tuple[float, str, int]:
+    """Feed 30 ms frames at the speaker's pace; (ms from finish() to final, final text, partials seen)."""
+    stt = sphinx_engine.create(
+        "bench", "stt", ProviderConfig(type="pocketsphinx", options={"final_pass": final_pass}), BuildContext(env={})
+    )
+    partials: list[str] = []
+    stream = await stt.open_stream(16000, lambda t: partials.append(t.text))
+    frame = 960
+    started = time.perf_counter()
+    for n, offset in enumerate(range(0, len(pcm), frame)):
+        await stream.send(pcm[offset : offset + frame])
+        await asyncio.sleep(max(0.0, started + (n + 1) * 0.03 - time.perf_counter()))
+    asked = time.perf_counter()
+    final = await stream.finish()
+    took = (time.perf_counter() - asked) * 1000
+    await stream.aclose()
+    return took, final.text, len(partials)
 
 
 def pool_throughput(size: int, clips: list[bytes]) -> float:
@@ -106,6 +144,13 @@ def main() -> None:
     for name, pcm in clips:
         best = min(timed(lambda pcm=pcm: sphinx_engine.transcribe_pcm(pcm, 16000))[1] for _ in range(args.repeat))
         print(f"pocketsphinx     {name:<24} {len(pcm) / 32000:4.1f} s  RTF {len(pcm) / 32000 / best:.1f}x")
+
+    for final_pass in (False, True):
+        mode = "final pass" if final_pass else "live final"
+        for name, pcm in clips:
+            took, text, partials = asyncio.run(stream_at_real_time(final_pass, pcm))
+            print(f"stream {mode:<10} {name:<24} finish->final {took:5.0f} ms  recall "
+                  f"{recall(SAID[name], text):4.0%}  {partials} partials  \"{text}\"")
 
     work = [pcm for _, pcm in clips] * 2
     lock_rate = max(pool_throughput(1, work) for _ in range(args.repeat))

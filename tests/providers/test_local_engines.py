@@ -75,6 +75,10 @@ def test_config_mistakes_are_config_errors():
         tts(voice="amy")
     with pytest.raises(ConfigError, match="only does tts"):
         piper_engine.create("x", "stt", ProviderConfig(type="piper"), CTX)
+    with pytest.raises(ConfigError, match="unknown pocketsphinx option"):
+        sphinx_engine.create("x", "stt", ProviderConfig(type="pocketsphinx", options={"beam": 1}), CTX)
+    with pytest.raises(ConfigError, match="final_pass must be true or false"):
+        sphinx_engine.create("x", "stt", ProviderConfig(type="pocketsphinx", options={"final_pass": "yes"}), CTX)
     with pytest.raises(ConfigError, match="language 'de' is not bundled"):
         sphinx_engine.create("x", "stt", ProviderConfig(type="pocketsphinx", language="de"), CTX)
 
@@ -97,7 +101,7 @@ def test_samples_have_their_documented_formats():
 
 @pytest.mark.slow
 async def test_round_trip_piper_to_pocketsphinx():
-    sentence = "Please send me a copy of my last bill."
+    sentence = "I would like to pay my bill today."
     chunks = [chunk async for chunk in tts().synthesize(sentence)]
     assert chunks and all(c.sample_rate == 22050 for c in chunks)
     audio = AudioChunk(b"".join(c.pcm for c in chunks), 22050)
@@ -162,6 +166,23 @@ async def test_streaming_resamples_other_rates():
     final = await stream.finish()
     await stream.aclose()
     assert recall("I would like to order a large pizza with cheese.", final.text) >= 0.6, final.text
+
+
+@pytest.mark.slow
+async def test_final_pass_redecodes_the_whole_utterance():
+    audio = read_mono("hello.wav")  # 16 kHz: no resampling, so the stream's audio is exactly the batch's
+    engine = sphinx_engine.create(
+        "stt-final", "stt", ProviderConfig(type="pocketsphinx", options={"final_pass": True}), CTX
+    )
+    partials: list[str] = []
+    stream = await engine.open_stream(audio.sample_rate, lambda t: partials.append(t.text))
+    for offset in range(0, len(audio.pcm), 960):
+        await stream.send(audio.pcm[offset : offset + 960])
+    final = await stream.finish()
+    await stream.aclose()
+    batch = await engine.transcribe(audio)
+    assert final.text == batch.text  # the final is the batch decode of everything streamed
+    assert recall("Good morning, I would like to check the status of my order.", final.text) >= 0.6
 
 
 @pytest.mark.slow
@@ -232,7 +253,7 @@ async def test_models_are_loaded_once_and_shared():
 async def test_probes_and_blocking_helpers():
     await stt().probe()
     await tts().probe()
-    pcm = piper_engine.synthesize_pcm("Thank you for calling.", 16000)
+    pcm = piper_engine.synthesize_pcm("What is the weather today?", 16000)
     samples = np.frombuffer(pcm, dtype="<i2")
     assert samples.size > 16000 * 0.5 and np.abs(samples).max() > 1000
-    assert recall("thank you for calling", sphinx_engine.transcribe_pcm(pcm, 16000)) >= 0.6
+    assert recall("what is the weather today", sphinx_engine.transcribe_pcm(pcm, 16000)) >= 0.6

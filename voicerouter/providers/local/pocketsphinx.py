@@ -27,6 +27,11 @@ DECODER_RATE = 16000  # the bundled acoustic model is 16 kHz
 POOL_ENV = "VOICEROUTER_POCKETSPHINX_DECODERS"
 # Feed a streaming decoder in pieces of this size so partials follow the speech (100 ms at 16 kHz).
 STREAM_BLOCK_BYTES = 3200
+EDGE_SILENCE = bytes(int(0.2 * DECODER_RATE) * 2)
+# Options a routing table may set under `options:`.
+OPTIONS = {
+    "final_pass": "re-decode a streamed utterance as a whole for its final transcript (more accurate, slower)",
+}
 PARTIAL_EVERY_BYTES = 9600  # while catching up, look at the hypothesis at most every 300 ms of audio
 
 
@@ -126,7 +131,9 @@ def preload() -> float:
 
 def _decode(decoder: Any, pcm16k: bytes) -> str:
     decoder.start_utt()
-    decoder.process_raw(pcm16k, full_utt=True)
+    # Speech that starts or stops at the very first/last sample (a bare TTS clip, a tight cut) loses
+    # its edge words: the model wants silence around an utterance, so give it some.
+    decoder.process_raw(EDGE_SILENCE + pcm16k + EDGE_SILENCE, full_utt=True)
     decoder.end_utt()
     hyp = decoder.hyp()
     return hyp.hypstr.strip() if hyp is not None else ""
@@ -149,8 +156,11 @@ _DONE = object()
 class PocketSphinxStream:
     """One streamed utterance: a worker thread feeds a pooled decoder and reports partials as they change."""
 
-    def __init__(self, provider: str, sample_rate: int, on_partial: PartialCallback | None) -> None:
+    def __init__(
+        self, provider: str, sample_rate: int, on_partial: PartialCallback | None, *, final_pass: bool = False
+    ) -> None:
         self._provider = provider
+        self._final_pass = final_pass
         self._rate = sample_rate
         self._on_partial = on_partial
         self._loop = asyncio.get_running_loop()
@@ -219,6 +229,7 @@ class PocketSphinxStream:
             in_utterance = True
             last = ""
             pending = b""
+            utterance = bytearray()  # kept only for the final pass
             since_partial = 0
             done = False
             while not done:
@@ -228,7 +239,10 @@ class PocketSphinxStream:
                     if item is _DONE:
                         done = True
                         break
-                    pending += self._to_16k(item, resampler)  # type: ignore[arg-type]
+                    piece = self._to_16k(item, resampler)  # type: ignore[arg-type]
+                    pending += piece
+                    if self._final_pass:
+                        utterance += piece
                     try:
                         item = self._audio.get_nowait()
                     except queue.Empty:
@@ -249,13 +263,23 @@ class PocketSphinxStream:
                     last = text
                     self._post(self._partial, text)
             if resampler is not None:
-                pending += self._to_16k(b"", resampler, last=True)
-            if pending:
-                decoder.process_raw(pending, full_utt=False)
-            decoder.end_utt()
-            in_utterance = False
-            hyp = decoder.hyp()
-            self._post(self._resolve, hyp.hypstr.strip() if hyp is not None else "", None)
+                tail = self._to_16k(b"", resampler, last=True)
+                pending += tail
+                utterance += tail if self._final_pass else b""
+            if self._final_pass:
+                # Partials came from the live decode; the final is a batch decode of the whole
+                # utterance (its own cepstral mean), which hears narrowband and first turns better.
+                decoder.end_utt()
+                in_utterance = False
+                text = _decode(decoder, bytes(utterance))
+            else:
+                if pending:
+                    decoder.process_raw(pending, full_utt=False)
+                decoder.end_utt()
+                in_utterance = False
+                hyp = decoder.hyp()
+                text = hyp.hypstr.strip() if hyp is not None else ""
+            self._post(self._resolve, text, None)
         except BaseException as exc:  # handed to finish(), raised there typed
             self._post(self._resolve, None, _typed(exc, self._provider))
         finally:
@@ -283,9 +307,10 @@ class PocketSphinxSTT:
     kind: Kind = "stt"
     supports_streaming = True
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, final_pass: bool = False) -> None:
         self.name = name
         self.pool = pool()
+        self.final_pass = final_pass
 
     def preload(self) -> float:
         return self.pool.preload()
@@ -304,7 +329,7 @@ class PocketSphinxSTT:
     ) -> PocketSphinxStream:
         if sample_rate <= 0:
             raise ConfigError(f"provider {self.name}: sample rate must be positive, got {sample_rate}")
-        return PocketSphinxStream(self.name, sample_rate, on_partial)
+        return PocketSphinxStream(self.name, sample_rate, on_partial, final_pass=self.final_pass)
 
     async def probe(self) -> None:
         await self.transcribe(AudioChunk(bytes(int(0.3 * DECODER_RATE) * 2), DECODER_RATE))
@@ -328,13 +353,17 @@ def create(name: str, kind: Kind, config: ProviderConfig, ctx: BuildContext) -> 
             f"provider {name}: pocketsphinx language {config.language!r} is not bundled",
             hint="only the en-US model ships with the package; omit `language` or set it to en-US",
         )
-    if config.options:
+    unknown = set(config.options) - set(OPTIONS)
+    if unknown:
         raise ConfigError(
-            f"provider {name}: pocketsphinx takes no options (got {', '.join(config.options)})",
-            hint=f"the decoder pool size is set process-wide with {POOL_ENV}",
+            f"provider {name}: unknown pocketsphinx option(s) {', '.join(sorted(unknown))}",
+            hint=f"known: {', '.join(OPTIONS)}; the decoder pool size is set process-wide with {POOL_ENV}",
         )
+    final_pass = config.options.get("final_pass", False)
+    if not isinstance(final_pass, bool):
+        raise ConfigError(f"provider {name}: pocketsphinx option final_pass must be true or false")
     try:
         import pocketsphinx  # noqa: F401  (fail at build time, not mid-session)
     except ImportError as exc:
         raise EngineMissingError("pocketsphinx", PACKAGES, provider=name, cause=f"cannot import {exc.name}") from None
-    return PocketSphinxSTT(name)
+    return PocketSphinxSTT(name, final_pass=final_pass)
