@@ -2,8 +2,9 @@
 
 Replays the sample recordings through the built-in offline route and reads the stage times from
 the session events: VAD + turn detection per second of audio, STT final (turn end -> final
-transcript), agent, TTS first audio (synthesis start -> first chunk), TTS total, and the turn end ->
-first reply audio the user waits for. Medians (and maxima) over every turn of every run.
+transcript), agent, TTS first audio (synthesis start -> first chunk), TTS total (synthesis start ->
+reply done; with --realtime that includes playing the reply at real-time pace), and the turn end
+-> first reply audio the user waits for. Medians (and maxima) over every turn of every run.
 
 Run: python bench/bench_pipeline.py [--repeat 3] [--realtime] [FILE ...]
 """
@@ -100,7 +101,7 @@ def main() -> None:
         ("STT final (turn end -> text)", "stt_final"),
         ("agent (echo)", "agent"),
         ("TTS first audio (per reply)", "tts_first"),
-        ("TTS total (whole reply)", "tts_total"),
+        ("TTS total (start -> reply done)", "tts_total"),
         ("turn end -> first reply audio", "first_audio"),
     )
     for label, key in rows:
