@@ -87,3 +87,18 @@ async def test_connection_lost_while_the_user_speaks_is_replaced_and_the_turn_re
     assert primary.sessions[0].closed
     (failover,) = events(bus, EventType.FAILOVER)
     assert failover["from_provider"] == "oai-rt" and failover["to_provider"] == "backup"
+
+
+async def test_reply_abandoned_by_the_caller_keeps_the_connection_and_commits_the_next_turn_alone():
+    primary = FakeS2S("oai-rt")
+    stage, bus = chain(FakePool(primary), ["oai-rt"])
+    session = await stage.connect(instructions=None, history=Conversation())
+    await session.send_audio(word_pcm("first"), 16000)
+    replies = session.respond()
+    assert (await anext(replies)).text == "first"
+    await session.send_audio(word_pcm("second"), 16000)  # the user barges in while the reply plays
+    await replies.aclose()
+    events_ = [event async for event in session.respond()]
+    assert events_[0].text == "second"  # not "first second": the first turn was already committed
+    assert len(primary.sessions) == 1 and not primary.sessions[0].closed
+    assert not events(bus, EventType.FAILOVER)

@@ -86,65 +86,67 @@ class ChainS2SSession:
         if session is not None:
             await _close(session)
 
-    @property
-    def audio_s(self) -> float:
-        return sum(len(pcm) / 2 / rate for pcm, rate in self.turn_audio)
-
     def respond(self) -> AsyncIterator[S2SEvent]:
         return self._respond()
 
     async def _respond(self) -> AsyncIterator[S2SEvent]:
         live, live_session = self.live, self.session
+        # respond() commits what was sent so far; audio arriving from now on is the next turn's
+        turn_audio, self.turn_audio = self.turn_audio, []
+        audio_s = sum(len(pcm) / 2 / rate for pcm, rate in turn_audio)
         created: dict[str, Any] = {}
+        answering: list[Member] = []  # the member whose reply is being streamed
 
         async def op(member: Member, attempt: int) -> AsyncIterator[S2SEvent]:
             if member is live and attempt == 1 and live_session is not None:
-                async for event in live_session.respond():
-                    yield event
-                return
-            session = await self._connect(member)
-            old = created.pop(member.name, None)
-            if old is not None:
-                await _close(old)
-            created[member.name] = session
-            for pcm, rate in self.turn_audio:
-                await session.send_audio(pcm, rate)
+                session = live_session
+            else:
+                session = await self._connect(member)
+                old = created.pop(member.name, None)
+                if old is not None:
+                    await _close(old)
+                created[member.name] = session
+                for pcm, rate in turn_audio:
+                    await session.send_audio(pcm, rate)
             async for event in session.respond():
+                if not answering or answering[-1] is not member:
+                    answering.append(member)
                 yield event
 
         def first_timeout(member: Member, attempt: int) -> float:
             base = self.runner.settings.first_result_timeout_s
             if member is live and attempt == 1 and live_session is not None:
                 return base
-            return base + REPLAY_SECONDS_PER_AUDIO_SECOND * self.audio_s
+            return base + REPLAY_SECONDS_PER_AUDIO_SECOND * audio_s
 
         queue = [m for m in self.runner.order() if m is not live]
         if live is not None and live_session is not None:
             queue.insert(0, live)
         elif live is not None and self.runner.settings.retries > 0:
             queue.append(live)  # its connection broke while the user spoke: a new one is its retry
-        ok = False
+        failed = True
         try:
             async for event in self.runner.run(
                 op, first_timeout_s=first_timeout, restart_key="restarted_reply", queue=queue,
                 previous=self.failed, preclaimed=live if live_session is not None else None,
             ):
                 yield event
-            ok = True
+            failed = False
+        except (GeneratorExit, asyncio.CancelledError):
+            failed = False  # the caller stopped listening (barge-in): not the provider's fault
+            raise
         finally:
-            winner = self.runner.last_used
-            keep = created.pop(winner.name, None) if ok and winner is not None else None
+            self.failed = None
+            winner = answering[-1] if answering else None
+            keep = created.pop(winner.name, None) if winner is not None and not failed else None
             for session in created.values():
                 await _close(session)
             if keep is not None:
                 if live_session is not None:
                     await _close(live_session)
                 self.live, self.session = winner, keep
-            elif not ok:
+            elif failed:
                 await self._close_live()
-            self.failed = None
-            if ok:
-                self.turn_audio.clear()
 
     async def aclose(self) -> None:
         await self._close_live()
