@@ -97,3 +97,35 @@ async def test_auth_error_from_the_wire_opens_the_breaker_for_later_sessions():
             assert len(dg.state.requests) == 1  # skipped: no second request reached it
         finally:
             await providers.aclose()
+
+
+async def test_realtime_connection_dropped_mid_reply_fails_over_with_history_and_the_turn_audio():
+    from voicerouter.providers.base import Conversation
+
+    async with emulate("openai-realtime", faults="drop") as rt, emulate("openai-realtime") as backup:
+        providers = ProviderPool({
+            "rt": ProviderConfig(type="openai-realtime", api_key="${OAI_KEY}", base_url=rt.url + "/v1"),
+            "rt-backup": ProviderConfig(type="openai-realtime", api_key="${OAI_KEY}", base_url=backup.url + "/v1"),
+        }, BuildContext(env=ENV))
+        bus = EventBus("s1", route="r1")
+        s2s = build_stage(StagePlan("s2s", ("rt", "rt-backup")), providers, POLICY, bus,
+                          session=SessionInfo("s1", route="r1"))
+        history = Conversation()
+        history.add("user", "hi there")
+        history.add("assistant", "hello, how can I help?")
+        session = await s2s.connect(instructions="Be brief.", history=history)
+        try:
+            pcm = tone(1.0, 16000)
+            for i in range(0, len(pcm), 640):
+                await session.send_audio(pcm[i : i + 640], 16000)
+            events = [event async for event in session.respond()]
+        finally:
+            await session.aclose()
+            await providers.aclose()
+        assert events[-1].type == "done"
+        (failover,) = kinds(bus, EventType.FAILOVER)
+        assert failover["from_provider"] == "rt" and failover["to_provider"] == "rt-backup"
+        sent = [r.get("event") for r in backup.state.requests if "event" in r]
+        assert sent.count("conversation.item.create") == 2  # the conversation so far
+        commit = next(r for r in backup.state.requests if r.get("event") == "input_audio_buffer.commit")
+        assert abs(commit["audio_s"] - 1.0) < 0.01  # the user's whole turn, resent
