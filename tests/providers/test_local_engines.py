@@ -186,6 +186,27 @@ async def test_final_pass_redecodes_the_whole_utterance():
 
 
 @pytest.mark.slow
+async def test_a_failing_partial_callback_surfaces_from_finish():
+    audio = read_mono("hello.wav")
+
+    called = asyncio.Event()
+
+    def on_partial(t: Transcript) -> None:
+        called.set()
+        raise ValueError(f"caller bug on {t.text!r}")
+
+    stream = await stt().open_stream(audio.sample_rate, on_partial)
+    half = len(audio.pcm) // 2 // 960 * 960
+    for offset in range(0, half, 960):
+        await stream.send(audio.pcm[offset : offset + 960])
+    await asyncio.wait_for(called.wait(), timeout=120)
+    with pytest.raises(ValueError, match="caller bug"):
+        await stream.send(audio.pcm[half:])  # still accepted: the error belongs to the utterance's result
+        await stream.finish()
+    await stream.aclose()
+
+
+@pytest.mark.slow
 async def test_abandoned_stream_returns_its_decoder():
     pool = sphinx_engine.pool()
     for _ in range(pool.max_size + 1):  # more streams than decoders: each must give its decoder back

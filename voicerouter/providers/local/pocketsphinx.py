@@ -141,7 +141,7 @@ def _decode(decoder: Any, pcm16k: bytes) -> str:
 
 def transcribe_pcm(pcm: bytes, sample_rate: int) -> str:
     """Blocking: the text of one utterance of mono PCM16 (resampled to 16 kHz when needed)."""
-    pcm16k = resample_int16(pcm, sample_rate, DECODER_RATE)
+    pcm16k = resample_int16(pcm[: len(pcm) // 2 * 2], sample_rate, DECODER_RATE)
     engine = pool()
     decoder = engine.acquire()
     try:
@@ -200,8 +200,13 @@ class PocketSphinxStream:
             self._cancelled.set()
 
     def _partial(self, text: str) -> None:
-        if self._on_partial is not None and not self._result.done():
+        if self._on_partial is None or self._result.done():
+            return
+        try:
             self._on_partial(Transcript(text, is_final=False, provider=self._provider))
+        except Exception as exc:  # the caller's bug: surface it from finish(), not as a loop log line
+            self._cancelled.set()
+            self._result.set_exception(exc)
 
     def _resolve(self, text: str | None, error: BaseException | None) -> None:
         if self._result.done():
@@ -228,7 +233,7 @@ class PocketSphinxStream:
             decoder.start_utt()
             in_utterance = True
             last = ""
-            pending = b""
+            pending = bytearray()
             utterance = bytearray()  # kept only for the final pass
             since_partial = 0
             done = False
@@ -251,9 +256,10 @@ class PocketSphinxStream:
                     return
                 if done or len(pending) < STREAM_BLOCK_BYTES:
                     continue
-                decoder.process_raw(pending, full_utt=False)
-                since_partial += len(pending)
-                pending = b""
+                whole = len(pending) // 2 * 2  # an odd byte waits for its other half
+                decoder.process_raw(bytes(pending[:whole]), full_utt=False)
+                since_partial += whole
+                del pending[:whole]
                 if since_partial < PARTIAL_EVERY_BYTES and not self._audio.empty():
                     continue  # behind the speaker: decode first, report partials when caught up
                 since_partial = 0
@@ -265,16 +271,17 @@ class PocketSphinxStream:
             if resampler is not None:
                 tail = self._to_16k(b"", resampler, last=True)
                 pending += tail
-                utterance += tail if self._final_pass else b""
+                if self._final_pass:
+                    utterance += tail
             if self._final_pass:
                 # Partials came from the live decode; the final is a batch decode of the whole
                 # utterance (its own cepstral mean), which hears narrowband and first turns better.
                 decoder.end_utt()
                 in_utterance = False
-                text = _decode(decoder, bytes(utterance))
+                text = _decode(decoder, bytes(utterance[: len(utterance) // 2 * 2]))
             else:
-                if pending:
-                    decoder.process_raw(pending, full_utt=False)
+                if len(pending) >= 2:
+                    decoder.process_raw(bytes(pending[: len(pending) // 2 * 2]), full_utt=False)
                 decoder.end_utt()
                 in_utterance = False
                 hyp = decoder.hyp()
@@ -318,9 +325,7 @@ class PocketSphinxSTT:
     async def transcribe(self, audio: AudioChunk) -> Transcript:
         try:
             text = await asyncio.to_thread(transcribe_pcm, audio.pcm, audio.sample_rate)
-        except BaseException as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                raise
+        except Exception as exc:
             raise _typed(exc, self.name) from None
         return Transcript(text, is_final=True, provider=self.name)
 
