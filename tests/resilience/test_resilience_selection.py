@@ -186,3 +186,21 @@ def test_breaker_failure_rate_over_window():
     assert not breaker.allow()  # one probe at a time
     breaker.release_probe()
     assert breaker.allow()
+
+
+async def test_successful_health_probe_half_opens_a_breaker_tripped_by_an_auth_error():
+    primary, backup = FakeTTS("eleven", script=["auth"]), FakeTTS("piper")
+    primary.probe_ok = False
+    policy = FAST.model_copy(update={"health": HealthConfig(interval_s=0.01, timeout_ms=100),
+                                     "breaker": BreakerConfig(failures=3, cooldown_s=3600)})
+    stage, bus = chain(FakePool(primary, backup), ["eleven", "piper"], policy)
+    assert (await speak(stage))[0] == "piper"
+    assert events(bus, EventType.BREAKER)[-1]["state"] == "open"
+    primary.probe_ok = True  # the key was fixed
+    for _ in range(100):
+        if any(e["healthy"] for e in events(bus, EventType.HEALTH)):
+            break
+        await asyncio.sleep(0.01)
+    assert (await speak(stage))[0] == "eleven"  # long before the hour of cooldown
+    assert [e["state"] for e in events(bus, EventType.BREAKER)] == ["open", "half_open", "closed"]
+    await stage.aclose()

@@ -45,8 +45,13 @@ class HealthMonitor:
         if self.state.mark_healthy():
             self._emit(True, None)
         if self.state.breaker.state == "open":
-            self.state.breaker.half_open("health probe succeeded")
+            self.state.breaker.half_open("health probe succeeded", self._breaker_event)
         return True
+
+    def _breaker_event(self, state: str, previous: str, reason: str) -> None:
+        for bus in list(self.state.buses):
+            bus.emit(EventType.BREAKER, provider=self.state.name, state=state, previous=previous, reason=reason,
+                     failures=self.state.breaker.consecutive, cooldown_s=self.state.breaker.config.cooldown_s)
 
     async def _loop(self) -> None:
         interval = self.config.interval_s or 0
