@@ -236,11 +236,6 @@ async def test_missing_secret_fails_before_any_audio():
     assert stt.calls == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="resilience/s2s.py: a reply cancelled by barge-in is treated as failed, so ChainS2SSession "
-    "keeps that turn's audio and replays it with the next turn on a new connection",
-)
 async def test_s2s_barge_in_cancels_the_response_and_the_next_turn_is_committed_alone():
     s2s = FakeS2S("rt", [("and so my fellow americans", "A very long answer"), ("what your country", "Sure")],
                   hold={1})

@@ -129,10 +129,15 @@ async def replay_files(
                 on_progress(result)
             return result
 
-        # A task group cancels the other files when one raises (a bug, an unwritable --out).
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(one(*job)) for job in jobs]
-        return [task.result() for task in tasks]
+        tasks = [asyncio.create_task(one(*job)) for job in jobs]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            # One file raised (a bug, an unwritable --out): stop the others, raise that error as is.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
     finally:
         await pool.aclose()
 
