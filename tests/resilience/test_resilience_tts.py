@@ -143,13 +143,25 @@ async def test_failed_half_open_probe_reopens():
 
 async def test_every_provider_down_names_each_error():
     a, b = FakeTTS("eleven", script=["auth"]), FakeTTS("cartesia", script=["hang", "hang"])
-    stage, bus = chain(FakePool(a, b), ("eleven", "cartesia"))
+    stage, bus = chain(FakePool(a, b), ("eleven", "cartesia"), FAST.model_copy(update={"turn_deadline_ms": 300}))
     with pytest.raises(AllProvidersFailed) as info:
         await speak(stage)
     message = str(info.value)
     assert "every tts provider failed" in message
-    assert "eleven: HTTP 401: bad key" in message and "cartesia: no first result within 100 ms" in message
+    assert "eleven: HTTP 401: bad key" in message and "cartesia: no first result within" in message
     assert info.value.route == "r1" and info.value.session_id == "s1"
+
+
+async def test_the_last_provider_on_its_last_attempt_may_use_the_rest_of_the_turn_deadline():
+    # slower than the first-result deadline, but nothing is left to fail over to: wait rather than fail
+    policy = FAST.model_copy(update={"retries": 0})
+    only = FakeTTS("piper", script=["slow:0.2"])
+    stage, bus = chain(FakePool(only), ("piper",), policy)
+    assert await speak(stage) == ["piper"] * 3
+    backup = FakeTTS("local")
+    first = FakeTTS("eleven", script=["slow:0.2"])
+    stage, bus = chain(FakePool(first, backup), ("eleven", "local"), policy, session="s2")
+    assert await speak(stage) == ["local"] * 3  # with a fallback, the deadline still applies
 
 
 async def test_turn_deadline_bounds_retries():

@@ -4,7 +4,9 @@ A stage call is expressed as `op(member, attempt) -> AsyncIterator[T]`; its firs
 "first result" (first transcript, first audio byte, first S2S event) and must arrive within the
 first-result deadline, later items within the stall deadline. A failure before the first result
 is retried or failed over; a failure after it restarts the whole call on the next provider (the
-caller learns that from the `failover` event's restart field).
+caller learns that from the `failover` event's restart field). The final attempt of the final
+provider gets the rest of the turn deadline instead: with nothing left to fail over to, a shorter
+deadline would only turn a slow answer into a failed turn.
 """
 
 from __future__ import annotations
@@ -377,6 +379,9 @@ class StageRunner:
                 errors.append(error)
                 raise _Failed(member, error)
             limit = first_timeout(member, attempt) if callable(first_timeout) else first_timeout
+            if not has_next and attempt > self.settings.retries:
+                # nothing left to fail over to: cutting this attempt short would only turn slow into failed
+                limit = remaining
             timeout = min(limit, remaining)
             iterator = op(member, attempt)
             try:
