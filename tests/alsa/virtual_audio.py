@@ -34,7 +34,8 @@ SPEAKER = "vr_spk"
 
 
 def asoundrc(mic_fifo: Path, speaker_fifo: Path, rate: int) -> str:
-    """The device definitions: `plug` pins the file plugin's format to S16_LE mono at `rate`."""
+    """The device definitions: `plug` pins the file plugin's format to S16_LE mono at `rate`;
+    ALSA's default device is the pair, so a program that picks no device uses them too."""
     return f"""
 pcm.{MIC} {{
     type plug
@@ -56,6 +57,7 @@ pcm.{SPEAKER} {{
     }}
     hint {{ show on; description "voicerouter test speaker" }}
 }}
+pcm.!default {{ type asym; playback.pcm "{SPEAKER}"; capture.pcm "{MIC}" }}
 """
 
 

@@ -395,8 +395,21 @@ async def _close_stream(stream: Any) -> None:
             loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
 
     threading.Thread(target=work, name="close-audio-stream", daemon=True).start()
-    with contextlib.suppress(TimeoutError):
+    try:
         await asyncio.wait_for(done, CLOSE_TIMEOUT_S)
+    except TimeoutError:
+        _skip_portaudio_shutdown()
+
+
+def _skip_portaudio_shutdown() -> None:
+    # PortAudio's exit handler (Pa_Terminate) would wait forever for the hung stream's thread, so
+    # the process could not exit; leave the cleanup to the operating system instead.
+    import atexit
+
+    sd = sounddevice()
+    handler = getattr(sd, "_exit_handler", None)
+    if handler is not None:
+        atexit.unregister(handler)
 
 
 class SpeakerSink:
