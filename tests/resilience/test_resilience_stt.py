@@ -141,3 +141,11 @@ async def test_the_table_order_wins_over_streaming():
     stage, bus = chain(FakePool(batch, streaming), ("oai", "dg"))
     final = await utter(stage, WORDS[:4])
     assert final.provider == "oai" and batch.batches == [" ".join(WORDS[:4])] and not streaming.streams
+
+
+async def test_single_provider_stream_drop_is_retried_by_replaying_the_buffer():
+    only = FakeSTT("dg", script=["drop:4"])
+    stage, bus = chain(FakePool(only), ("dg",))
+    final = await utter(stage)
+    assert final.text == " ".join(WORDS) and final.provider == "dg" and len(only.streams) == 2
+    assert events(bus, EventType.RETRY)[0]["provider"] == "dg"

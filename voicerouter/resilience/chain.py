@@ -265,8 +265,8 @@ class StageRunner:
                 failed, error, mid = previous
                 self.bus.emit(
                     EventType.RETRY, provider=member.name, turn=self.turn(), stage=self.stage,
-                    attempt=restarts[member.name] + 1, delay_ms=0.0, reason=error.reason, error=error.message,
-                    why="restart after mid-stream failure", **{restart_key: True},
+                    attempt=restarts.get(member.name, 0) + 1, delay_ms=0.0, reason=error.reason, error=error.message,
+                    why="restart after mid-stream failure" if mid else "replay", **({restart_key: True} if mid else {}),
                 )
             elif previous is not None:
                 failed, error, mid = previous
