@@ -271,6 +271,12 @@ async def test_models_are_loaded_once_and_shared():
 
 
 @pytest.mark.slow
+async def test_digital_silence_is_no_words():
+    assert (await stt().transcribe(AudioChunk(bytes(2 * 16000 * 2), 16000))).text == ""
+    assert (await stt().transcribe(AudioChunk(b"", 8000))).text == ""
+
+
+@pytest.mark.slow
 async def test_probes_and_blocking_helpers():
     await stt().probe()
     await tts().probe()

@@ -67,7 +67,8 @@ class DecoderPool:
         started = time.perf_counter()
         # cmn="batch": a whole utterance (full_utt) is normalised by its own cepstral mean, which keeps
         # batch results independent of what the decoder heard before; streams still adapt live.
-        decoder = Decoder(samprate=DECODER_RATE, loglevel="FATAL", cmn="batch")
+        # dither: digital silence (exact zeros) otherwise decodes to a word ("dog").
+        decoder = Decoder(samprate=DECODER_RATE, loglevel="FATAL", cmn="batch", dither=True)
         self.load_seconds.append(time.perf_counter() - started)
         return decoder
 
