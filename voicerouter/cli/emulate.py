@@ -42,8 +42,15 @@ def snippet(urls: dict[str, str]) -> str:
     from voicerouter.testing.server import EMULATORS
 
     lines = ["providers:"]
+    agents: list[str] = []
     for type_name, url in urls.items():
         ptype = get_type(type_name)
+        if ptype is None:  # an agent's endpoint, not a provider
+            if type_name == "webhook":
+                agents.append(f"#   agent: {{type: webhook, url: {url}/reply}}")
+            else:
+                agents.append(f"#   agent: {{type: {type_name}, base_url: {url}/v1, api_key: \"${{{KEY_VAR}}}\"}}")
+            continue
         base_path = getattr(importlib.import_module(EMULATORS[type_name]), "BASE_PATH", "")
         kinds = ptype.kinds if ptype else ("stt",)
         for kind in kinds:
@@ -54,6 +61,10 @@ def snippet(urls: dict[str, str]) -> str:
                 fields.append("region: local")
             lines.append(f"  {name}:")
             lines.extend(f"    {field}" for field in fields)
+    if len(lines) == 1:
+        lines = []
+    if agents:
+        lines += ["# under defaults: or a route:", *agents]
     return "\n".join(lines)
 
 
@@ -89,6 +100,7 @@ def emulate(
 ) -> None:
     """Serve provider emulators on loopback until Ctrl-C, with optional faults."""
     import asyncio
+    import importlib.util
 
     from voicerouter.cli.common import stderr_console, stdout_console
     from voicerouter.errors import UsageError
@@ -98,9 +110,10 @@ def emulate(
     if not is_loopback(host):
         raise UsageError(f"--host {host} is not a loopback address",
                          hint="emulators accept any request with the test key; serve them on 127.0.0.1 only")
-    unknown = [t for t in types if t not in EMULATORS]
+    unknown = [t for t in types if t not in EMULATORS or importlib.util.find_spec(EMULATORS[t]) is None]
     if unknown:
-        raise UsageError(f"no emulator for {', '.join(unknown)}", hint=f"known: {', '.join(EMULATORS)}")
+        known = [t for t in EMULATORS if importlib.util.find_spec(EMULATORS[t]) is not None]
+        raise UsageError(f"no emulator for {', '.join(unknown)}", hint=f"available: {', '.join(known)}")
     if tts not in ("tone", "piper"):
         raise UsageError(f"--tts {tts!r}: use tone or piper")
     types = list(dict.fromkeys(types))

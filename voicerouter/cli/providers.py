@@ -9,6 +9,8 @@ import typer
 
 def describe_types(env: dict[str, str]) -> list[dict[str, Any]]:
     """One JSON-ready row per registered type; env vars say only whether they are set."""
+    import importlib.util
+
     from voicerouter.providers.registry import provider_types
     from voicerouter.testing.server import EMULATORS
 
@@ -20,7 +22,7 @@ def describe_types(env: dict[str, str]) -> list[dict[str, Any]]:
             "required": list(ptype.required),
             "env": {var: bool(env.get(var)) for var in ptype.env_vars},
             "local": ptype.local,
-            "emulator": ptype.name in EMULATORS,
+            "emulator": ptype.name in EMULATORS and importlib.util.find_spec(EMULATORS[ptype.name]) is not None,
             "description": ptype.description,
         })
     return rows
