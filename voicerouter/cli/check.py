@@ -124,7 +124,10 @@ def render(results: list[ProbeResult], file: str) -> None:
         status = "[green]ok[/]" if r.ok else f"[red]{r.status}[/]"
         latency = f"{r.latency_ms:.0f}" if r.latency_ms is not None else "-"
         table.add_row(r.name, r.type, r.kind or "-", status, latency, r.error or "", )
+    failed = sum(not r.ok for r in results)
     stdout_console().print(table)
+    summary = f"{len(results) - failed} ok, {failed} failed" if results else "no providers to check"
+    stdout_console().print(f"[red]{summary}[/]" if failed else summary)
 
 
 def check(
