@@ -266,3 +266,15 @@ async def test_openai_chat_emulator_rejects_bad_body():
 def test_openai_chat_needs_a_key_for_openai():
     with pytest.raises(ConfigError, match="api_key"):
         make({"type": "openai-chat"})
+
+
+async def test_openai_chat_malformed_and_hang_are_transient():
+    async with emulate("openai-chat", api_key=CHAT_KEY, faults=["malformed*1", "hang*1"]) as emu:
+        agent = make({"type": "openai-chat", "base_url": emu.url + "/v1", "api_key": CHAT_KEY, "timeout_ms": 300})
+        try:
+            with pytest.raises(TransientProviderError, match="not JSON"):
+                await agent.reply("hello", Conversation(), SESSION)
+            with pytest.raises(ProviderTimeout, match="300 ms"):
+                await agent.reply("hello", Conversation(), SESSION)
+        finally:
+            await agent.aclose()
