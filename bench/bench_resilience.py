@@ -7,7 +7,7 @@ the primary TTS hanging, the primary STT dropping its stream mid-utterance and 3
 every provider. Prints turns answered / turns spoken, words lost against the clean run, and the
 dead air each failover added (time spent on the failing provider before the switch; median, max).
 
-Run: python bench/bench_resilience.py [--turns 6] [--seed 7] [--json]
+Run: python bench/bench_resilience.py [--turns 6] [--seed 7] [--retries 1] [--json]
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ class EchoAgent:
         return None
 
 
-def plan(dg: str, dg2: str, oai: str, session_id: str) -> tuple[SessionPlan, dict[str, ProviderConfig]]:
+def plan(dg: str, dg2: str, oai: str, session_id: str, retries: int = 1) -> tuple[SessionPlan, dict[str, ProviderConfig]]:
     providers = {
         "dg-stt": ProviderConfig(type="deepgram", kind="stt", api_key="${DG_KEY}", base_url=dg),
         "dg2-stt": ProviderConfig(type="deepgram", kind="stt", api_key="${DG_KEY}", base_url=dg2),
@@ -192,7 +192,8 @@ def plan(dg: str, dg2: str, oai: str, session_id: str) -> tuple[SessionPlan, dic
     }
     # schema defaults (800 ms to first result, 600 ms stall), but STT gets room for PocketSphinx
     # decoding inside the emulators, which can run slower than real time on a busy CPU
-    policy = ResilienceConfig(stt=StagePolicy(first_result_timeout_ms=15000, turn_deadline_ms=40000))
+    policy = ResilienceConfig(retries=retries,
+                              stt=StagePolicy(first_result_timeout_ms=15000, turn_deadline_ms=40000))
     return SessionPlan(
         context=RouteContext(tenant="bench", session_id=session_id), route="bench", matched=True, reasons=(),
         pipeline="stt_tts", stt=StagePlan("stt", ("dg-stt", "dg2-stt")), tts=StagePlan("tts", ("dg-tts", "oai-tts")),
@@ -201,14 +202,14 @@ def plan(dg: str, dg2: str, oai: str, session_id: str) -> tuple[SessionPlan, dic
     ), providers
 
 
-async def run_once(audio: bytes, faults: str | None, seed: int, label: str) -> dict[str, Any]:
+async def run_once(audio: bytes, faults: str | None, seed: int, label: str, retries: int) -> dict[str, Any]:
     resilience.reset()
     async with (
         emulate("deepgram", transcript=None) as dg,
         emulate("deepgram", transcript=None) as dg2,
         emulate("openai") as oai,
     ):
-        session_plan, providers = plan(dg.url, dg2.url, oai.url, f"bench-{label}")
+        session_plan, providers = plan(dg.url, dg2.url, oai.url, f"bench-{label}", retries)
         pool = RecordingPool(providers, BuildContext(env=ENV))
         plan_faults = resilience.parse_faults(faults, seed) if faults else None
         try:
@@ -271,13 +272,14 @@ async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=6)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--retries", type=int, default=1, help="resilience.retries (default 1, as the schema)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     # the emulators log a traceback each time a client gives up on a hung response: expected here
     logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
     audio = fixture(args.turns)
-    clean = await run_once(audio, None, args.seed, "clean")
-    faulted = await run_once(audio, FAULTS, args.seed, "faulted")
+    clean = await run_once(audio, None, args.seed, "clean", args.retries)
+    faulted = await run_once(audio, FAULTS, args.seed, "faulted", args.retries)
     for run in (clean, faulted):
         pairs = run.pop("pairs")
         full, missing_s, words = audio_lost(pairs)
@@ -286,7 +288,8 @@ async def main() -> int:
     if args.json:
         print(json.dumps({"clean": clean, "faulted": faulted, "faults": FAULTS, "seed": args.seed}, indent=2))
         return 0
-    print(f"fixture: {args.turns} utterances from jfk.flac, {len(audio) / 2 / RATE:.1f} s; seed {args.seed}")
+    print(f"fixture: {args.turns} utterances from jfk.flac, {len(audio) / 2 / RATE:.1f} s; seed {args.seed}; "
+          f"retries {args.retries}")
     print(f"faults: {FAULTS}")
     for run in (clean, faulted):
         v2v = [v for v in run["voice_to_voice_ms"] if v is not None]
