@@ -112,6 +112,12 @@ async def test_auth_error_is_not_retried_opens_breaker_and_later_sessions_skip_i
     assert breaker["provider"] == "eleven" and breaker["state"] == "open" and breaker["previous"] == "closed"
     assert events(bus, EventType.HEALTH)[0]["healthy"] is False
 
+    from voicerouter.resilience import snapshot
+
+    status = snapshot()
+    assert status["eleven"]["breaker"] == "open" and status["eleven"]["healthy"] is False
+    assert status["eleven"]["last_error"] == "HTTP 401: bad key" and status["piper"]["breaker"] == "closed"
+
     later, later_bus = chain(pool, ("eleven", "piper"), session="s2")
     assert await speak(later) == ["piper"] * 3
     assert primary.calls == 1  # skipped while open: no request reached it

@@ -2,7 +2,25 @@
 
 `build_stage` turns a `StagePlan` into an STT/TTS/S2S provider that selects, retries, enforces
 deadlines, hedges, trips breakers and fails over inside; the session never sees failover, only
-the events (`failover`, `retry`, `hedge`, `breaker`, `health`, `provider_used`).
+the events (`failover`, `retry`, `hedge`, `breaker`, `health`, `provider_used`, `refused`).
+
+The rules, per call of a stage (a sentence to speak, an utterance to transcribe, a reply):
+- Providers are tried in the plan's order (round_robin rotates it once per session, least_latency
+  sorts it by the first-result latency EWMA, untried first); skipped while their breaker is open,
+  while unhealthy, or when full (`max_concurrent_sessions`).
+- Each attempt must produce its first result within `first_result_timeout_ms` and each later
+  chunk within `stall_timeout_ms`; the whole stage call within `turn_deadline_ms`. The last
+  attempt of the last provider may use the rest of the turn deadline.
+- Transient errors retry (exponential backoff, full jitter) up to `retries`; a 429 waits its
+  Retry-After when that fits the deadline; a timeout fails over at once (a retry would double
+  the dead air); permanent errors (auth, bad request) fail over at once, open the breaker and
+  mark the provider unhealthy.
+- With `hedge_after_ms`, a provider silent for that long is raced by the next one; the first
+  to answer wins and the other is cancelled.
+- No lost words: STT keeps the utterance's audio and replays all of it to a fallback; a TTS
+  sentence that breaks mid-way is spoken again whole by the next provider (`restarted_sentence`);
+  S2S reconnects with the conversation and resends the user's turn (`restarted_reply`).
+Breakers, health and latency are process-wide per provider instance (`state.snapshot()`).
 """
 
 from __future__ import annotations
@@ -18,12 +36,13 @@ from voicerouter.resilience import health
 from voicerouter.resilience.capacity import SessionAdmission
 from voicerouter.resilience.faults import FaultPlan, parse_faults
 from voicerouter.resilience.policy import StageSettings
+from voicerouter.resilience.state import snapshot
 
 if TYPE_CHECKING:
     from voicerouter.routing.plan import StagePlan
     from voicerouter.session.events import EventBus
 
-__all__ = ["FaultPlan", "SessionAdmission", "build_stage", "parse_faults", "reset", "wrap_agent"]
+__all__ = ["FaultPlan", "SessionAdmission", "build_stage", "parse_faults", "reset", "snapshot", "wrap_agent"]
 
 
 class _Unavailable:

@@ -96,6 +96,22 @@ def next_round_robin(key: str) -> int:
     return value
 
 
+def snapshot() -> dict[str, dict[str, Any]]:
+    """What this process knows about each provider instance, by instance name (for status views)."""
+    out: dict[str, dict[str, Any]] = {}
+    for state in _STATES.values():
+        out[state.name] = {
+            "breaker": state.breaker.state,
+            "consecutive_failures": state.breaker.consecutive,
+            "healthy": state.healthy,
+            "last_error": state.last_error,
+            "latency_ms": None if state.latency_s is None else round(state.latency_s * 1000, 1),
+            "active_sessions": state.active_sessions,
+            "max_sessions": state.limit,
+        }
+    return out
+
+
 def reset() -> None:
     """Forget every breaker, health mark, latency figure and session count in this process."""
     _STATES.clear()
