@@ -175,15 +175,16 @@ class StageRunner:
             cooled = time.monotonic() - state.unhealthy_since >= state.breaker.config.cooldown_s
             if self._monitored(member) or not cooled:
                 return TransientProviderError(f"skipped: unhealthy ({state.last_error})", provider=member.name)
-        if state.limit is not None and not capacity.holds(self.session.session_id, state):
-            if not capacity.acquire(self.session.session_id, state):
-                return CapacityError(
-                    f"skipped: at capacity ({state.active_sessions}/{state.limit} sessions)", provider=member.name
-                )
-            self._lazy_slots.append(state)
+        needs_slot = state.limit is not None and not capacity.holds(self.session.session_id, state)
+        if needs_slot and not state.has_room():
+            return CapacityError(
+                f"skipped: at capacity ({state.active_sessions}/{state.limit} sessions)", provider=member.name
+            )
         if not state.breaker.allow(self._breaker_listener(member)):
             last = f" after: {state.last_error}" if state.last_error else ""
             return TransientProviderError(f"skipped: circuit breaker open{last}", provider=member.name)
+        if needs_slot and capacity.acquire(self.session.session_id, state):
+            self._lazy_slots.append(state)  # held for the rest of the session, released by aclose()
         return None
 
     def _next_usable(self, queue: list[Member], errors: list[ProviderError]) -> Member | None:
