@@ -74,7 +74,7 @@ async def test_transient_error_is_retried_with_backoff_on_the_same_provider():
     assert await speak(stage) == ["eleven"] * 3
     (retry,) = events(bus, EventType.RETRY)
     assert retry["provider"] == "eleven" and retry["attempt"] == 2 and retry["reason"] == "transientprovider"
-    assert 0 <= retry["delay_ms"] <= 10
+    assert 0 <= retry["delay_ms"] <= 10 and retry["elapsed_ms"] >= 0 and retry["route"] == "r1"
     assert not events(bus, EventType.FAILOVER) and backup.calls == 0
 
 

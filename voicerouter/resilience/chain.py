@@ -412,6 +412,7 @@ class StageRunner:
                         EventType.RETRY, provider=member.name, turn=self.turn(), stage=self.stage,
                         attempt=attempt + 1, delay_ms=round(decision.delay_s * 1000, 1), reason=error.reason,
                         error=error.message, why=decision.why,
+                        elapsed_ms=round((loop.time() - deadline + self.settings.turn_deadline_s) * 1000, 1),
                     )
                     await asyncio.sleep(decision.delay_s)
                     continue
