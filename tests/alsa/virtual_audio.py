@@ -33,9 +33,12 @@ MIC = "vr_mic"
 SPEAKER = "vr_spk"
 
 
-def asoundrc(mic_fifo: Path, speaker_fifo: Path, rate: int) -> str:
+def asoundrc(mic_fifo: Path, speaker_fifo: Path, rate: int, *, fixed_rate: bool = False) -> str:
     """The device definitions: `plug` pins the file plugin's format to S16_LE mono at `rate`;
-    ALSA's default device is the pair, so a program that picks no device uses them too."""
+    ALSA's default device is the pair, so a program that picks no device uses them too.
+    `fixed_rate` names a rate converter that does not exist, so the devices accept only `rate`
+    (like hardware with one clock) and refuse every other rate."""
+    converter = '\n    rate_converter "none_installed"' if fixed_rate else ""
     return f"""
 pcm.{MIC} {{
     type plug
@@ -44,7 +47,7 @@ pcm.{MIC} {{
         format S16_LE
         rate {rate}
         channels 1
-    }}
+    }}{converter}
     hint {{ show on; description "voicerouter test microphone" }}
 }}
 pcm.{SPEAKER} {{
@@ -54,7 +57,7 @@ pcm.{SPEAKER} {{
         format S16_LE
         rate {rate}
         channels 1
-    }}
+    }}{converter}
     hint {{ show on; description "voicerouter test speaker" }}
 }}
 pcm.!default {{ type asym; playback.pcm "{SPEAKER}"; capture.pcm "{MIC}" }}
@@ -69,9 +72,12 @@ class VirtualAudio:
     `block_frames` must be the capture blocksize the program opens the microphone with.
     """
 
-    def __init__(self, root: Path, mic_pcm: bytes, *, rate: int = 16000, block_frames: int = 480) -> None:
+    def __init__(
+        self, root: Path, mic_pcm: bytes, *, rate: int = 16000, block_frames: int = 480, fixed_rate: bool = False
+    ) -> None:
         self.root = root
         self.rate = rate
+        self.fixed_rate = fixed_rate
         self.block_bytes = block_frames * 2
         self.mic_pcm = mic_pcm
         self.home = root / "home"
@@ -100,7 +106,7 @@ class VirtualAudio:
 
     def __enter__(self) -> VirtualAudio:
         self.home.mkdir(parents=True, exist_ok=True)
-        (self.home / ".asoundrc").write_text(asoundrc(self.mic_fifo, self.speaker_fifo, self.rate))
+        (self.home / ".asoundrc").write_text(asoundrc(self.mic_fifo, self.speaker_fifo, self.rate, fixed_rate=self.fixed_rate))
         for fifo in (self.mic_fifo, self.speaker_fifo):
             if fifo.exists():
                 fifo.unlink()
@@ -202,3 +208,12 @@ def loud_segments(pcm: bytes, rate: int, *, threshold: int = 500, gap_s: float =
         else:
             segments.append((s, e))
     return segments
+
+
+def sounding_s(pcm: bytes, rate: int, start_s: float, end_s: float, *, threshold: int = 500) -> float:
+    """Seconds of sound between `start_s` and `end_s`, not counting gaps (a late chunk leaves one)."""
+    return sum(
+        min(e, end_s) - max(s, start_s)
+        for s, e in loud_segments(pcm, rate, threshold=threshold, gap_s=0.01)
+        if e > start_s and s < end_s
+    )

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from voicerouter.audio.devices import DeviceInfo, find_device
@@ -18,7 +19,7 @@ from voicerouter.audio.io import read_audio
 from voicerouter.errors import AudioError, UsageError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "alsa"))
-from virtual_audio import MIC, SPEAKER, VirtualAudio, loud_segments  # noqa: E402
+from virtual_audio import MIC, SPEAKER, VirtualAudio, loud_segments, sounding_s  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 NO_PORTAUDIO = ROOT / "tests" / "alsa" / "no_portaudio"
@@ -168,6 +169,7 @@ def test_mic_source_delivers_the_microphone_audio_unchanged(tmp_path: Path, repo
 
 SPEAKER_SCRIPT = r"""
 import asyncio, json, sys
+import numpy as np
 from voicerouter.audio.devices import SpeakerSink
 from voicerouter.providers.base import AudioChunk
 
@@ -199,12 +201,37 @@ def test_speaker_sink_plays_replies_and_clear_cuts_them(tmp_path: Path) -> None:
         proc = run_py(SPEAKER_SCRIPT, audio, SPEAKER)
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
-    segments = loud_segments(audio.speaker_pcm, RATE)
+    segments = loud_segments(audio.speaker_pcm, RATE, gap_s=0.6)
     assert len(segments) == 2, segments
-    first, second = (end - start for start, end in segments)
+    first, second = (sounding_s(audio.speaker_pcm, RATE, start, end) for start, end in segments)
     # The first reply is played whole (resampled 22.05 -> 16 kHz, nothing lost or added).
     assert first == pytest.approx(1.5, abs=0.05)
     # The second is cut by clear(): far less than its 4 s reached the speaker.
     assert 0.2 < second < 2.0
     assert info["clears"] == 1
     assert info["played_s"] == pytest.approx(1.5 + second, abs=0.3)
+
+
+@pytest.mark.slow
+def test_devices_with_one_fixed_rate_are_used_at_that_rate(tmp_path: Path, repo_root: Path) -> None:
+    from voicerouter.audio.convert import resample
+
+    # A telephone-band microphone and speaker that refuse every rate but 8 kHz.
+    phone = read_audio(repo_root / "samples" / "two_turns_8k.wav", sample_rate=8000).pcm[: 8000 * 2 * 3]
+    out = tmp_path / "captured.raw"
+    with VirtualAudio(tmp_path, phone, rate=8000, block_frames=8000 * FRAME_MS // 1000, fixed_rate=True) as audio:
+        mic = run_py(MIC_SCRIPT, audio, MIC, str(FRAME_MS), str(out), str(2 * RATE * 2))
+        speaker = run_py(SPEAKER_SCRIPT, audio, SPEAKER)
+    assert mic.returncode == 0, mic.stderr
+    info = json.loads(mic.stdout)
+    assert info["device_rate"] == 8000 and info["dropped"] == 0
+    # Delivered as 16 kHz frames: the same sound as resampling the whole recording at once.
+    captured = np.frombuffer(out.read_bytes(), dtype="<i2").astype(np.float64)[: 2 * RATE]
+    expected = np.frombuffer(resample(phone, 8000, RATE), dtype="<i2").astype(np.float64)[: 2 * RATE]
+    assert captured.size == expected.size == 2 * RATE
+    assert np.corrcoef(captured, expected)[0, 1] > 0.99
+
+    assert speaker.returncode == 0, speaker.stderr
+    assert json.loads(speaker.stdout)["device_rate"] == 8000
+    segments = loud_segments(audio.speaker_pcm, 8000, gap_s=0.6)
+    assert len(segments) == 2 and sounding_s(audio.speaker_pcm, 8000, *segments[0]) == pytest.approx(1.5, abs=0.05)

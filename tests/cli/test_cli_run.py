@@ -4,6 +4,7 @@ built-in offline route (pocketsphinx -> echo agent -> piper), replies checked on
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -16,10 +17,11 @@ import soundfile as sf
 from rich.console import Console
 
 from voicerouter.audio.io import read_audio
-from voicerouter.cli.live_view import LiveView, level_meter
+from voicerouter.cli.live_view import LiveView, level_meter, render_summary
 from voicerouter.config.loader import builtin_routes
 from voicerouter.routing.plan import RouteContext
 from voicerouter.session.events import EventBus, EventType
+from voicerouter.session.results import SessionError, SessionResult, TurnResult
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "alsa"))
 from virtual_audio import VirtualAudio, loud_segments  # noqa: E402
@@ -169,6 +171,40 @@ def test_a_microphone_that_stops_mid_session_is_an_audio_error(tmp_path: Path) -
 
 
 @pytest.mark.slow
+def test_ctrl_c_ends_the_session_cleanly_with_a_summary(tmp_path: Path) -> None:
+    mic = sample("weather_44k_stereo.wav") + silence(30.0)
+    with VirtualAudio(tmp_path, mic, block_frames=BLOCK) as audio:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "voicerouter", "run", "--tenant", "acme", "--json"],
+            env=live_env(audio), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        replied = threading.Event()
+        lines: list[str] = []
+
+        def watch() -> None:
+            for line in proc.stdout:  # type: ignore[union-attr]
+                lines.append(line)
+                if '"tts_done"' in line:
+                    replied.set()
+
+        reader = threading.Thread(target=watch, daemon=True)
+        reader.start()
+        try:
+            assert replied.wait(FIRST_LINE_TIMEOUT_S), "no reply was spoken"
+            proc.send_signal(signal.SIGINT)
+            code = proc.wait(timeout=30)
+        finally:
+            proc.kill()
+        reader.join(timeout=5)
+        stderr = proc.stderr.read() if proc.stderr else ""
+    assert code == 0, stderr
+    assert "ended (stopped)" in stderr and "1 turn(s)" in stderr and "median" in stderr
+    assert "Traceback" not in stderr
+    events = [json.loads(line) for line in lines]
+    assert events[-1]["type"] == "session_end" and events[-1]["reason"] == "stopped"
+
+
+@pytest.mark.slow
 def test_device_names_that_match_nothing_list_the_candidates(tmp_path: Path) -> None:
     with VirtualAudio(tmp_path, b"", block_frames=BLOCK) as audio:
         proc = subprocess.run(
@@ -274,3 +310,23 @@ def test_level_meter_spans_silence_to_full_scale() -> None:
     half = level_meter(-30.0).plain
     assert half.count("█") == 12 and "-30 dBFS" in half
     assert "--" in level_meter(None).plain
+
+
+def test_summary_lists_turns_latencies_and_medians_as_plain_text() -> None:
+    turns = [
+        TurnResult(1, 0.4, 2.0, transcript="what is [the] weather", reply="You said: what is [the] weather.",
+                   latency_ms={"turn_end_delay": 600, "stt_final": 100, "tts_first_audio": 500}, interrupted=True),
+        TurnResult(2, 5.0, 6.0, transcript="thanks", reply="You said: thanks.",
+                   latency_ms={"turn_end_delay": 400, "stt_final": 300, "tts_first_audio": 700}),
+    ]
+    result = SessionResult("s1", "offline", "stt_tts", turns=turns, reason="stopped",
+                           errors=[SessionError("every tts provider failed", stage="tts", turn=3)])
+    console = Console(record=True, width=160, force_terminal=False)
+    render_summary(result, console, dropped=3, out_files=["out/mic.wav"])
+    text = console.export_text()
+    assert "session s1 ended (stopped) · route offline · 2 turn(s) · 3 audio blocks dropped" in text
+    # Brackets in what was said are shown as said, not taken for markup.
+    assert "what is [the] weather" in text and "You said: what is [the] weather. [cut]" in text
+    median = next(line for line in text.splitlines() if "median" in line)
+    assert "500 ms" in median and "200 ms" in median and "600 ms" in median
+    assert "error turn 3: every tts provider failed" in text and "wrote out/mic.wav" in text

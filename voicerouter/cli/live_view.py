@@ -239,10 +239,13 @@ def render_summary(
     result: SessionResult, console: Console, *, dropped: int = 0, out_files: list[str] | None = None
 ) -> None:
     """The end-of-session summary: each turn with its latencies, then the medians."""
-    console.print(
-        f"[bold]session {result.session_id}[/] ended ({result.reason}) · route {result.route} · "
-        f"{len(result.turns)} turn(s)" + (f" · [red]{dropped} audio blocks dropped[/]" if dropped else "")
+    head = Text.assemble(
+        (f"session {result.session_id}", "bold"),
+        f" ended ({result.reason}) · route {result.route} · {len(result.turns)} turn(s)",
     )
+    if dropped:
+        head.append(f" · {dropped} audio blocks dropped", style="red")
+    console.print(head)
     if result.turns:
         table = Table(box=None, padding=(0, 1), header_style="dim")
         table.add_column("#", justify="right")
@@ -252,19 +255,22 @@ def render_summary(
         for name in ("turn end", "transcript", "agent", "1st audio", "voice→voice"):
             table.add_column(name, justify="right", no_wrap=True)
         for turn in result.turns:
-            reply = (turn.reply or "") + (" [cut]" if turn.interrupted else "")
+            # Text, not markup: transcripts and errors may contain [brackets].
+            reply = Text(turn.reply or "")
+            if turn.interrupted:
+                reply.append(" [cut]", style="cyan")
             if turn.error:
-                reply = f"[red]{turn.error}[/]"
+                reply = Text(turn.error, style="red")
             table.add_row(
-                str(turn.index), turn.transcript or "", reply, *(_ms(turn.latency_ms.get(k)) for k in keys)
+                str(turn.index), Text(turn.transcript or ""), reply, *(_ms(turn.latency_ms.get(k)) for k in keys)
             )
         medians = [_median([t.latency_ms[k] for t in result.turns if k in t.latency_ms]) for k in keys]
         table.add_row("", "[dim]median[/]", "", *(_ms(m) for m in medians))
         console.print(table)
     for error in result.errors:
-        console.print(f"[red]error[/] turn {error.turn}: {error.message}")
+        console.print(Text.assemble(("error", "red"), f" turn {error.turn}: {error.message}"))
     for path in out_files or []:
-        console.print(f"[dim]wrote {path}[/]")
+        console.print(Text(f"wrote {path}", style="dim"))
 
 
 def _median(values: list[float]) -> float | None:
