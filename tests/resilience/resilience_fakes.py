@@ -88,6 +88,7 @@ class FakeTTS(FakeBase):
     type: str = "fake"
     chunks: int = 3
     texts: list[str] = field(default_factory=list)
+    closed_early: int = 0  # streams the caller stopped reading (barge-in)
 
     def synthesize(self, text: str) -> AsyncIterator[AudioChunk]:
         return self._synthesize(text, self.step())
@@ -105,6 +106,9 @@ class FakeTTS(FakeBase):
                 await asyncio.sleep(0)
         except asyncio.CancelledError:
             self.cancelled += 1 if step != "hang" else 0
+            raise
+        except GeneratorExit:
+            self.closed_early += 1
             raise
 
 

@@ -195,3 +195,14 @@ async def test_single_provider_mid_sentence_drop_restarts_the_sentence_on_it():
     (retry,) = events(bus, EventType.RETRY)
     assert retry["restarted_sentence"] is True and retry["provider"] == "piper"
     assert only.texts == ["Hello there.", "Hello there."]
+
+
+async def test_caller_stopping_mid_sentence_closes_the_provider_stream_at_once():
+    import contextlib
+
+    primary = FakeTTS("eleven", chunks=5)
+    stage, bus = chain(FakePool(primary), ("eleven",))
+    async with contextlib.aclosing(stage.synthesize("A long sentence.")) as audio:
+        await anext(audio)  # barge-in after the first chunk
+    assert primary.closed_early == 1  # closed now, not left to garbage collection
+    assert not events(bus, EventType.FAILOVER) and not events(bus, EventType.BREAKER)

@@ -12,6 +12,7 @@ deadline would only turn a slow answer into a failed turn.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import random
 import time
 from collections.abc import AsyncIterator, Callable
@@ -78,6 +79,17 @@ class _Started(Generic[T]):
     first: Any
     latency_s: float
     attempt: int
+
+
+async def stream_of(result: Any) -> AsyncIterator[Any]:
+    """Iterate what a streaming method returned, also when it is a coroutine that returns the iterator."""
+    if inspect.isawaitable(result):
+        result = await result
+    try:
+        async for item in result:
+            yield item
+    finally:
+        await _aclose(result)  # now, not at garbage collection: it may hold a connection
 
 
 async def last_item(iterator: AsyncIterator[T]) -> T | None:

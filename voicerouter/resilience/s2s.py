@@ -10,12 +10,13 @@ restarted from the start on the next provider (`failover` event with `restarted_
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 from voicerouter.errors import ProviderError, ProviderTimeout
 from voicerouter.providers.base import PIPELINE_RATE, Conversation, S2SEvent
-from voicerouter.resilience.chain import Member, StageRunner
+from voicerouter.resilience.chain import Member, StageRunner, stream_of
 from voicerouter.resilience.retry import as_provider_error
 
 REPLAY_SECONDS_PER_AUDIO_SECOND = 0.25
@@ -108,10 +109,11 @@ class ChainS2SSession:
                 created[member.name] = session
                 for pcm, rate in turn_audio:
                     await session.send_audio(pcm, rate)
-            async for event in session.respond():
-                if not answering or answering[-1] is not member:
-                    answering.append(member)
-                yield event
+            async with contextlib.aclosing(stream_of(session.respond())) as events:
+                async for event in events:
+                    if not answering or answering[-1] is not member:
+                        answering.append(member)
+                    yield event
 
         def first_timeout(member: Member, attempt: int) -> float:
             base = self.runner.settings.first_result_timeout_s

@@ -8,10 +8,11 @@ and its audio follows; the `failover` event carries `restarted_sentence: true` s
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 from voicerouter.providers.base import AudioChunk
-from voicerouter.resilience.chain import Member, StageRunner
+from voicerouter.resilience.chain import Member, StageRunner, stream_of
 
 
 class TTSChain:
@@ -28,9 +29,10 @@ class TTSChain:
 
     def synthesize(self, text: str) -> AsyncIterator[AudioChunk]:
         async def op(member: Member, attempt: int) -> AsyncIterator[AudioChunk]:
-            async for chunk in member.provider.synthesize(text):
-                if chunk.pcm:  # an empty chunk is not a first audio byte
-                    yield chunk
+            async with contextlib.aclosing(stream_of(member.provider.synthesize(text))) as chunks:
+                async for chunk in chunks:
+                    if chunk.pcm:  # an empty chunk is not a first audio byte
+                        yield chunk
 
         return self.runner.run(op, restart_key="restarted_sentence")
 
