@@ -167,6 +167,41 @@ def test_mic_source_delivers_the_microphone_audio_unchanged(tmp_path: Path, repo
     assert max(info["levels"]) > -40 and min(info["levels"]) < -100
 
 
+SLOW_CONSUMER_SCRIPT = r"""
+import asyncio, json, sys
+from voicerouter.audio.devices import MicSource
+from voicerouter.session.events import EventBus, EventType
+
+async def main():
+    bus = EventBus("test")
+    mic = MicSource(sys.argv[1], frame_ms=30, bus=bus, queue_blocks=4)
+    n = 0
+    async for frame in mic.frames():
+        n += 1
+        await asyncio.sleep(0.09)  # three frames' time per frame: the consumer falls behind
+        if n == 20:
+            break
+    await mic.aclose()
+    drops = [e.data for e in bus.history if e.type == EventType.FRAMES_DROPPED]
+    print(json.dumps({"delivered": n, "dropped": mic.blocks_dropped, "events": drops}))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.slow
+def test_a_consumer_that_falls_behind_loses_blocks_and_says_so(tmp_path: Path) -> None:
+    with VirtualAudio(tmp_path, bytes(RATE * 2 * 5), block_frames=BLOCK) as audio:
+        proc = run_py(SLOW_CONSUMER_SCRIPT, audio, MIC)
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["delivered"] == 20
+    # The device kept its pace (about three blocks per frame taken): the excess was dropped, not queued.
+    assert info["dropped"] >= 20
+    assert info["events"] and info["events"][-1]["total"] == info["dropped"]
+    assert {e["reason"] for e in info["events"]} == {"consumer_behind"}
+
+
 SPEAKER_SCRIPT = r"""
 import asyncio, json, sys
 import numpy as np

@@ -170,12 +170,32 @@ def test_a_microphone_that_stops_mid_session_is_an_audio_error(tmp_path: Path) -
     assert "Traceback" not in stderr
 
 
+FAILOVER_ROUTES = """
+version: 1
+providers:
+  local-stt: {type: pocketsphinx}
+  tts-a: {type: piper}
+  tts-b: {type: piper}
+defaults:
+  stt: [local-stt]
+  tts: [tts-a, tts-b]
+  agent: echo
+routes:
+  - name: acme-live
+    match: {tenant: acme}
+"""
+
+
 @pytest.mark.slow
 def test_ctrl_c_ends_the_session_cleanly_with_a_summary(tmp_path: Path) -> None:
+    # Also: a routes file and an injected fault; the failover shows up live and the reply still plays.
+    routes = tmp_path / "live-routes.yaml"
+    routes.write_text(FAILOVER_ROUTES)
     mic = sample("weather_44k_stereo.wav") + silence(30.0)
     with VirtualAudio(tmp_path, mic, block_frames=BLOCK) as audio:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "voicerouter", "run", "--tenant", "acme", "--json"],
+            [sys.executable, "-m", "voicerouter", "run", "--tenant", "acme", "--json", "--routes", str(routes),
+             "--inject", "tts-a=error:503", "--seed", "7"],
             env=live_env(audio), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         replied = threading.Event()
@@ -200,8 +220,14 @@ def test_ctrl_c_ends_the_session_cleanly_with_a_summary(tmp_path: Path) -> None:
     assert code == 0, stderr
     assert "ended (stopped)" in stderr and "1 turn(s)" in stderr and "median" in stderr
     assert "Traceback" not in stderr
+    assert "built-in" not in stderr  # the routes file was used
     events = [json.loads(line) for line in lines]
     assert events[-1]["type"] == "session_end" and events[-1]["reason"] == "stopped"
+    assert {e["route"] for e in events} == {"acme-live"}
+    failovers = of_type(events, "failover")
+    assert failovers and failovers[0]["stage"] == "tts"
+    assert failovers[0]["from_provider"] == "tts-a" and failovers[0]["to_provider"] == "tts-b"
+    assert "weather" in transcribe(audio.speaker_pcm, *loud_segments(audio.speaker_pcm, RATE, gap_s=0.6)[0])
 
 
 @pytest.mark.slow

@@ -80,7 +80,6 @@ async def live_session(
     from voicerouter.session.session import Session
 
     ctx = plan.context
-    bus = EventBus(plan.session_id, tenant=ctx.tenant, region=ctx.region, route=plan.route)
     err = stderr_console()
     record = out is not None
 
@@ -88,8 +87,8 @@ async def live_session(
     devices = list_devices()
     mic_device = find_device(input_device, "input", devices)
     speaker_device = find_device(output_device, "output", devices)
-    mic = MicSource(mic_device, frame_ms=plan.vad.frame_ms, bus=bus, record=record)
-    speaker = SpeakerSink(speaker_device, bus=bus, record=record)
+    mic = MicSource(mic_device, frame_ms=plan.vad.frame_ms, record=record)
+    speaker = SpeakerSink(speaker_device, record=record)
 
     env = dict(os.environ)
     pool = ProviderPool(table.config.providers, BuildContext(env=env))
@@ -102,6 +101,9 @@ async def live_session(
         # Load the heavy engines before the microphone opens, so the first turn is not slow.
         with err.status("loading speech engines…", spinner="dots") if not json_out else contextlib.nullcontext():
             await _preload(pool, names)
+        # The session clock starts now, after loading: `t` in events and --duration count from here.
+        bus = EventBus(plan.session_id, tenant=ctx.tenant, region=ctx.region, route=plan.route)
+        mic.bus = speaker.bus = bus
         if out is not None:
             events_file = _open_events(out)
             bus.subscribe(JsonlWriter(events_file))
