@@ -19,12 +19,20 @@ The devices are defined in `<root>/home/.asoundrc`; run the program under test w
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import select
+import sys
 import threading
 import time
 from pathlib import Path
+
+import pytest
+
+if sys.platform.startswith("linux"):
+    import fcntl
+
+# Every test that runs a program on the virtual devices; they need Linux's ALSA (and FIFOs).
+requires_alsa = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ALSA virtual devices need Linux")
 
 F_SETPIPE_SZ = 1031  # Linux fcntl: shrink the pipe so little audio hides in it
 PIPE_SIZE = 4096

@@ -19,7 +19,7 @@ from voicerouter.audio.io import read_audio
 from voicerouter.errors import AudioError, UsageError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "alsa"))
-from virtual_audio import MIC, SPEAKER, VirtualAudio, loud_segments, sounding_s  # noqa: E402
+from virtual_audio import MIC, SPEAKER, VirtualAudio, loud_segments, requires_alsa, sounding_s  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 NO_PORTAUDIO = ROOT / "tests" / "alsa" / "no_portaudio"
@@ -95,6 +95,7 @@ def test_missing_portaudio_is_a_clear_error_not_a_traceback(tmp_path: Path) -> N
 
 
 @pytest.mark.slow
+@requires_alsa
 def test_devices_command_lists_the_virtual_devices(tmp_path: Path) -> None:
     with VirtualAudio(tmp_path, b"") as audio:
         proc = subprocess.run(
@@ -110,6 +111,7 @@ def test_devices_command_lists_the_virtual_devices(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@requires_alsa
 def test_devices_command_with_no_sound_card_says_so(tmp_path: Path) -> None:
     (tmp_path / "home").mkdir()
     (tmp_path / "home" / ".asoundrc").write_text("# no devices\n")
@@ -150,6 +152,7 @@ asyncio.run(main())
 
 
 @pytest.mark.slow
+@requires_alsa
 def test_mic_source_delivers_the_microphone_audio_unchanged(tmp_path: Path, repo_root: Path) -> None:
     speech = read_audio(repo_root / "samples" / "hello.wav").pcm
     out = tmp_path / "captured.raw"
@@ -190,6 +193,7 @@ asyncio.run(main())
 
 
 @pytest.mark.slow
+@requires_alsa
 def test_a_consumer_that_falls_behind_loses_blocks_and_says_so(tmp_path: Path) -> None:
     with VirtualAudio(tmp_path, bytes(RATE * 2 * 5), block_frames=BLOCK) as audio:
         proc = run_py(SLOW_CONSUMER_SCRIPT, audio, MIC)
@@ -231,6 +235,7 @@ asyncio.run(main())
 
 
 @pytest.mark.slow
+@requires_alsa
 def test_speaker_sink_plays_replies_and_clear_cuts_them(tmp_path: Path) -> None:
     with VirtualAudio(tmp_path, b"", block_frames=BLOCK) as audio:
         proc = run_py(SPEAKER_SCRIPT, audio, SPEAKER)
@@ -248,6 +253,7 @@ def test_speaker_sink_plays_replies_and_clear_cuts_them(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@requires_alsa
 def test_devices_with_one_fixed_rate_are_used_at_that_rate(tmp_path: Path, repo_root: Path) -> None:
     from voicerouter.audio.convert import resample
 

@@ -24,7 +24,7 @@ from voicerouter.session.events import EventBus, EventType
 from voicerouter.session.results import SessionError, SessionResult, TurnResult
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "alsa"))
-from virtual_audio import VirtualAudio, loud_segments  # noqa: E402
+from virtual_audio import VirtualAudio, loud_segments, requires_alsa  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 RATE = 16000
@@ -72,6 +72,7 @@ def transcribe(pcm: bytes, start_s: float, end_s: float) -> str:
 
 
 @pytest.mark.slow
+@requires_alsa
 def test_live_session_answers_each_turn_on_the_speaker(tmp_path: Path) -> None:
     # Two turns with room for each reply to play out before the next one.
     mic = sample("weather_44k_stereo.wav") + silence(7.0) + sample("hello.wav") + silence(5.0)
@@ -115,6 +116,7 @@ def test_live_session_answers_each_turn_on_the_speaker(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@requires_alsa
 def test_speaking_during_a_reply_cuts_it_short(tmp_path: Path) -> None:
     from voicerouter.providers.local.piper import synthesize_pcm
 
@@ -143,6 +145,7 @@ def test_speaking_during_a_reply_cuts_it_short(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@requires_alsa
 def test_a_microphone_that_stops_mid_session_is_an_audio_error(tmp_path: Path) -> None:
     with VirtualAudio(tmp_path, sample("hello.wav"), block_frames=BLOCK) as audio:
         proc = subprocess.Popen(
@@ -187,6 +190,7 @@ routes:
 
 
 @pytest.mark.slow
+@requires_alsa
 def test_ctrl_c_ends_the_session_cleanly_with_a_summary(tmp_path: Path) -> None:
     # Also: a routes file and an injected fault; the failover shows up live and the reply still plays.
     routes = tmp_path / "live-routes.yaml"
@@ -231,6 +235,7 @@ def test_ctrl_c_ends_the_session_cleanly_with_a_summary(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@requires_alsa
 def test_device_names_that_match_nothing_list_the_candidates(tmp_path: Path) -> None:
     with VirtualAudio(tmp_path, b"", block_frames=BLOCK) as audio:
         proc = subprocess.run(
@@ -248,6 +253,7 @@ def test_device_names_that_match_nothing_list_the_candidates(tmp_path: Path) -> 
 
 
 @pytest.mark.slow
+@requires_alsa
 def test_no_microphone_is_an_audio_error(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
