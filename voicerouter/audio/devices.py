@@ -28,9 +28,10 @@ from voicerouter.session.events import EventBus, EventType
 Direction = Literal["input", "output"]
 
 PORTAUDIO_HINT = "apt-get install libportaudio2 (Debian/Ubuntu), brew install portaudio (macOS)"
-# Output rates to try, after the device's own default, when a device rejects a rate.
+# Rates to try, after the preferred ones and the device's own default, when a device rejects a rate.
 _FALLBACK_RATES = (48000, 44100, 16000, 22050, 24000, 32000, 8000)
 LEVEL_INTERVAL_S = 0.1  # audio_level events: ten a second is smooth enough for a meter
+DROP_REPORT_INTERVAL_S = 0.5  # frames_dropped events: at most two a second, with the count since the last
 STALL_TIMEOUT_S = 2.0  # a device that delivers or takes nothing this long is considered gone
 
 
@@ -235,6 +236,9 @@ class MicSource:
         self.blocks_dropped = 0
         self.frames_delivered = 0
         self.recorded = bytearray() if record else None  # the 16 kHz audio delivered, for --out
+        self._unreported_drops = 0
+        self._drop_reason = "consumer_behind"
+        self._drop_report_due = 0.0
         self._queue_blocks = queue_blocks
         self._stream: Any = None
         self._queue: asyncio.Queue[bytes | BaseException | None] | None = None
@@ -292,13 +296,22 @@ class MicSource:
             dropped += 1
         if dropped:
             self.blocks_dropped += dropped
-            if self.bus is not None:
-                self.bus.emit(
-                    EventType.FRAMES_DROPPED,
-                    dropped=dropped,
-                    total=self.blocks_dropped,
-                    reason="overflow" if overflowed else "consumer_behind",
-                )
+            self._unreported_drops += dropped
+            self._drop_reason = "overflow" if overflowed else "consumer_behind"
+            # One event per interval, not per block: a stalled consumer must not flood the bus.
+            if time.monotonic() >= self._drop_report_due:
+                self._report_drops()
+
+    def _report_drops(self) -> None:
+        if self._unreported_drops and self.bus is not None:
+            self.bus.emit(
+                EventType.FRAMES_DROPPED,
+                dropped=self._unreported_drops,
+                total=self.blocks_dropped,
+                reason=self._drop_reason,
+            )
+        self._unreported_drops = 0
+        self._drop_report_due = time.monotonic() + DROP_REPORT_INTERVAL_S
 
     def _put_end(self) -> None:
         if self._closed or self._queue is None:
@@ -307,12 +320,11 @@ class MicSource:
             f"input device {self.device.label()} stopped (was it disconnected?)",
             hint="reconnect it or pick another device with --input-device",
         )
-        with contextlib.suppress(asyncio.QueueFull):
+        try:
             self._queue.put_nowait(error)
-        if self._queue.full():
+        except asyncio.QueueFull:
             # Make room: the error matters more than one more block of audio.
-            with contextlib.suppress(asyncio.QueueEmpty):
-                self._queue.get_nowait()
+            self._queue.get_nowait()
             self._queue.put_nowait(error)
 
     async def frames(self) -> AsyncIterator[bytes]:
@@ -323,38 +335,41 @@ class MicSource:
         pending = bytearray()
         level_due = 0.0
         level_pcm = bytearray()
-        while not self._closed:
-            try:
-                item = await asyncio.wait_for(self._queue.get(), STALL_TIMEOUT_S)
-            except TimeoutError:
-                if self._closed:
+        try:
+            while not self._closed:
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), STALL_TIMEOUT_S)
+                except TimeoutError:
+                    if self._closed:
+                        return
+                    raise AudioError(
+                        f"input device {self.device.label()} delivered no audio for {STALL_TIMEOUT_S:.0f} s "
+                        "(was it disconnected?)",
+                        hint="reconnect it or pick another device with --input-device",
+                    ) from None
+                if item is None:
                     return
-                raise AudioError(
-                    f"input device {self.device.label()} delivered no audio for {STALL_TIMEOUT_S:.0f} s "
-                    "(was it disconnected?)",
-                    hint="reconnect it or pick another device with --input-device",
-                ) from None
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            if self.channels > 1:
-                item = to_mono_int16(np.frombuffer(item, dtype="<i2"), self.channels).astype("<i2").tobytes()
-            pending += resampler.process(item)
-            while len(pending) >= size:
-                frame = bytes(pending[:size])
-                del pending[:size]
-                self.frames_delivered += 1
-                if self.recorded is not None:
-                    self.recorded += frame
-                if self.bus is not None:
-                    level_pcm += frame
-                    now = time.monotonic()
-                    if now >= level_due:
-                        self.bus.emit(EventType.AUDIO_LEVEL, level_dbfs=round(rms_dbfs(bytes(level_pcm)), 1))
-                        level_pcm.clear()
-                        level_due = now + LEVEL_INTERVAL_S
-                yield frame
+                if isinstance(item, BaseException):
+                    raise item
+                if self.channels > 1:
+                    item = to_mono_int16(np.frombuffer(item, dtype="<i2"), self.channels).astype("<i2").tobytes()
+                pending += resampler.process(item)
+                while len(pending) >= size:
+                    frame = bytes(pending[:size])
+                    del pending[:size]
+                    self.frames_delivered += 1
+                    if self.recorded is not None:
+                        self.recorded += frame
+                    if self.bus is not None:
+                        level_pcm += frame
+                        now = time.monotonic()
+                        if now >= level_due:
+                            self.bus.emit(EventType.AUDIO_LEVEL, level_dbfs=round(rms_dbfs(bytes(level_pcm)), 1))
+                            level_pcm.clear()
+                            level_due = now + LEVEL_INTERVAL_S
+                    yield frame
+        finally:
+            self._report_drops()  # the drops since the last report, before the consumer moves on
 
     def stop(self) -> None:
         """End `frames()` after the blocks already captured (called from the loop thread)."""
@@ -367,6 +382,7 @@ class MicSource:
         stream, self._stream = self._stream, None
         if stream is not None:
             await _close_stream(stream)
+        self._report_drops()
         if self._queue is not None:
             with contextlib.suppress(asyncio.QueueFull):
                 self._queue.put_nowait(None)

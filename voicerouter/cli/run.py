@@ -117,6 +117,7 @@ async def live_session(
         else:
             result = await _run_with_view(session, plan, mic, speaker, duration)
     finally:
+        mic.bus = speaker.bus = None  # the session has ended: no events after session_end
         await mic.aclose()
         await speaker.aclose()
         try:
