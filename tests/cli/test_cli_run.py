@@ -106,9 +106,18 @@ def test_live_session_answers_each_turn_on_the_speaker(tmp_path: Path) -> None:
     # --out: the microphone, the replies as played, the event log and the result.
     mic_wav, mic_rate = sf.read(out / "mic.wav", dtype="int16")
     assert mic_rate == RATE and len(mic_wav) / RATE > 10 and np.abs(mic_wav).max() > 5000
+    # replies.wav is the speaker's own timeline: what reached the virtual speaker, silence included.
     replies, replies_rate = sf.read(out / "replies.wav", dtype="int16")
     assert replies_rate == RATE
-    assert len(replies) / RATE == pytest.approx(done[1]["audio_s_out"] + done[2]["audio_s_out"], abs=0.3)
+    assert len(replies) / RATE == pytest.approx(len(mic_wav) / RATE, abs=1.0)
+    recorded = loud_segments(replies.tobytes(), RATE, gap_s=0.6)
+    assert len(recorded) == 2
+    for (rec_start, rec_end), (start, end) in zip(recorded, segments, strict=True):
+        assert rec_end - rec_start == pytest.approx(end - start, abs=0.05)
+    conversation, conversation_rate = sf.read(out / "conversation.wav", dtype="int16")
+    assert conversation_rate == RATE and conversation.shape[1] == 2
+    assert np.array_equal(conversation[: len(mic_wav), 0], mic_wav)
+    assert len(loud_segments(np.ascontiguousarray(conversation[:, 1]).tobytes(), RATE, gap_s=0.6)) == 2
     logged = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
     assert [e["type"] for e in logged] == [e["type"] for e in events]
     result = json.loads((out / "session.json").read_text())

@@ -434,8 +434,8 @@ class SpeakerSink:
     Reply chunks (any rate) are resampled to the device rate and appended to a buffer that the
     output callback plays from, silence when empty. `clear()` empties the buffer at once, so a
     barge-in stops playback within one callback; `drain()` returns when the buffer has been played
-    and the device's own latency has passed. With `record=True` everything played is kept in
-    `recorded` (mono int16 at `device_rate`), for `--out`.
+    and the device's own latency has passed. With `record=True` everything played, silence
+    included, is kept in `recorded` (interleaved int16 at `device_rate`; `recorded_pcm()` is mono).
     """
 
     def __init__(
@@ -500,8 +500,9 @@ class SpeakerSink:
             chunk = bytes(self._buffer[:n])
             del self._buffer[:n]
             emptied = n > 0 and not self._buffer
-            if self.recorded is not None and n:
-                self.recorded += chunk
+            if self.recorded is not None:
+                # Silence included, so the recording keeps time with the microphone's.
+                self.recorded += chunk + bytes(want - n)
         outdata[:n] = chunk
         if n < want:
             outdata[n:] = bytes(want - n)

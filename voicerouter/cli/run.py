@@ -23,7 +23,7 @@ def run(
     output_device: Annotated[str | None, typer.Option("--output-device", help="Speaker: index or part of the name (see `voicerouter devices`).")] = None,
     duration: Annotated[float | None, typer.Option("--duration", help="Stop after this many seconds (default: run until Ctrl-C).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print events as JSON lines on stdout instead of the live view.")] = False,
-    out: Annotated[Path | None, typer.Option("--out", help="Write mic.wav, replies.wav, events.jsonl and session.json here.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write mic.wav, replies.wav, conversation.wav (stereo), events.jsonl and session.json here.")] = None,
     inject: Annotated[str | None, typer.Option("--inject", help="Inject faults, e.g. local-stt=error:503@0.5,local-tts=slow:300ms.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed for fault injection (default: the table's seed).")] = None,
 ) -> None:
@@ -215,15 +215,35 @@ def _open_events(out: Path) -> Any:
 
 
 def _write_recordings(out: Path, mic: MicSource, speaker: SpeakerSink, result: SessionResult | None) -> list[str]:
-    """mic.wav (what the microphone heard, 16 kHz) and replies.wav (what the speaker played)."""
+    """mic.wav (what the microphone heard, 16 kHz), replies.wav (what the speaker played, silence
+    included, at its rate) and conversation.wav (both at 16 kHz: mic left, speaker right)."""
     import json
 
+    import numpy as np
+    import soundfile as sf
+
+    from voicerouter.audio.convert import resample
     from voicerouter.audio.io import write_wav
 
+    heard = bytes(mic.recorded or b"")
+    played = speaker.recorded_pcm()
     written = [
-        str(write_wav(out / "mic.wav", bytes(mic.recorded or b""), mic.sample_rate)),
-        str(write_wav(out / "replies.wav", speaker.recorded_pcm(), speaker.device_rate)),
+        str(write_wav(out / "mic.wav", heard, mic.sample_rate)),
+        str(write_wav(out / "replies.wav", played, speaker.device_rate)),
     ]
+    left = np.frombuffer(heard, dtype="<i2")
+    right = np.frombuffer(resample(played, speaker.device_rate, mic.sample_rate), dtype="<i2")
+    both = np.zeros((max(left.size, right.size), 2), dtype=np.int16)
+    both[: left.size, 0] = left
+    both[: right.size, 1] = right
+    path = out / "conversation.wav"
+    try:
+        sf.write(str(path), both, mic.sample_rate, subtype="PCM_16")
+    except (OSError, sf.SoundFileError) as exc:
+        from voicerouter.errors import AudioFileError
+
+        raise AudioFileError(f"{path}: cannot write WAV file ({exc})", hint="check that --out is writable") from None
+    written.append(str(path))
     if result is not None:
         path = out / "session.json"
         path.write_text(json.dumps(result.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
