@@ -108,8 +108,11 @@ class ProviderError(VoiceRouterError):
 
     @property
     def reason(self) -> str:
-        """Short machine-friendly reason used in events and reports."""
-        return type(self).__name__.removesuffix("Error").lower() or "error"
+        """Short machine-friendly reason used in events and reports (timeout, rate_limited, auth, ...)."""
+        for cls in type(self).__mro__:
+            if cls in _REASONS:
+                return _REASONS[cls]
+        return "error"
 
     def __str__(self) -> str:
         ctx = [
@@ -171,3 +174,16 @@ class AllProvidersFailed(ProviderError):
         super().__init__(f"every {stage} provider failed ({detail})", **kw)
         self.stage = stage
         self.errors = errors
+
+
+_REASONS: dict[type, str] = {
+    ProviderTimeout: "timeout",
+    RateLimitedError: "rate_limited",
+    TransientProviderError: "transient",
+    AuthError: "auth",
+    RequestError: "bad_request",
+    MissingSecretError: "missing_secret",
+    PermanentProviderError: "permanent",
+    CapacityError: "capacity",
+    AllProvidersFailed: "all_failed",
+}

@@ -94,7 +94,7 @@ async def test_check_reports_failures_and_exits_3(tmp_path):
     assert code == EXIT_PROVIDER, err
     rows = {r["name"]: r for r in json.loads(out)["providers"]}
     assert rows["oai-rt"]["status"] == "auth" and "401" in rows["oai-rt"]["error"]
-    assert rows["unused"]["status"] == "missingsecret" and "NOT_SET_ANYWHERE" in rows["unused"]["error"]
+    assert rows["unused"]["status"] == "missing_secret" and "NOT_SET_ANYWHERE" in rows["unused"]["error"]
     assert [rows[n]["status"] for n in ("oai-stt", "oai-tts")].count("transient") == 1  # one 503, one ok
     assert CANARY not in out and CANARY not in err
     assert table_code == EXIT_PROVIDER

@@ -43,7 +43,7 @@ async def test_tts_that_accepts_then_hangs_fails_over_within_the_first_result_de
         assert len(audio) > 16000  # the whole sentence, from the fallback
         (failover,) = kinds(bus, EventType.FAILOVER)
         assert failover["from_provider"] == "dg" and failover["to_provider"] == "oai"
-        assert failover["reason"] == "providertimeout"
+        assert failover["reason"] == "timeout"
         assert [r["path"] for r in oai.state.requests] == ["/v1/audio/speech"]
 
 
@@ -80,7 +80,7 @@ async def test_rate_limit_retry_after_from_the_wire():
             await providers.aclose()
         assert chunks and not other.state.requests
         (retry,) = kinds(bus, EventType.RETRY)
-        assert retry["reason"] == "ratelimited" and retry["delay_ms"] == 50
+        assert retry["reason"] == "rate_limited" and retry["delay_ms"] == 50
 
 
 async def test_auth_error_from_the_wire_opens_the_breaker_for_later_sessions():

@@ -60,7 +60,7 @@ async def test_hung_reply_fails_over_before_any_event():
     session = await stage.connect(instructions=None, history=Conversation())
     events_ = await turn(session, "are you there")
     assert events_[0].text == "are you there" and primary.cancelled == 1
-    assert events(bus, EventType.FAILOVER)[0]["reason"] == "providertimeout"
+    assert events(bus, EventType.FAILOVER)[0]["reason"] == "timeout"
 
 
 async def test_connect_fails_over_and_all_down_is_reported():

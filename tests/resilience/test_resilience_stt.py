@@ -57,7 +57,7 @@ async def test_stream_that_goes_silent_at_finish_falls_back_with_all_the_audio()
     assert backup.batches == [" ".join(WORDS)]
     assert primary.cancelled == 1
     (failover,) = events(bus, EventType.FAILOVER)
-    assert failover["reason"] == "providertimeout" and "restarted" not in failover
+    assert failover["reason"] == "timeout" and "restarted" not in failover
 
 
 async def test_retry_of_a_stream_replays_the_buffer_to_a_new_stream_of_the_same_provider():
@@ -69,7 +69,7 @@ async def test_retry_of_a_stream_replays_the_buffer_to_a_new_stream_of_the_same_
     primary.streams[0].step = "hang_finish"  # the only provider hangs: time out, then retry it
     final = await stream.finish()
     assert final.text == " ".join(WORDS[:3]) and len(primary.streams) == 2
-    assert events(bus, EventType.RETRY)[0]["reason"] == "providertimeout"
+    assert events(bus, EventType.RETRY)[0]["reason"] == "timeout"
 
 
 async def test_open_failure_moves_to_the_next_streaming_provider():
@@ -133,7 +133,7 @@ async def test_provider_that_cannot_be_built_is_failed_over():
     stage, bus = chain(BrokenPool(FakeSTT("dg"), backup), ("dg", "oai"))
     final = await utter(stage, WORDS[:2])
     assert final.provider == "oai"
-    assert events(bus, EventType.FAILOVER)[0]["reason"] == "missingsecret"
+    assert events(bus, EventType.FAILOVER)[0]["reason"] == "missing_secret"
 
 
 async def test_the_table_order_wins_over_streaming():

@@ -45,7 +45,7 @@ async def test_hanging_primary_fails_over_to_next_provider():
     assert await speak(stage) == ["piper"] * 3
     (failover,) = events(bus, EventType.FAILOVER)
     assert failover["from_provider"] == "eleven" and failover["to_provider"] == "piper"
-    assert failover["reason"] == "providertimeout" and "no first result" in failover["error"]
+    assert failover["reason"] == "timeout" and "no first result" in failover["error"]
     assert failover["route"] == "r1" and "elapsed_ms" in failover
     assert primary.cancelled == 1 and primary.calls == 1  # a timeout fails over at once, no retry
     assert events(bus, EventType.PROVIDER_USED)[-1]["provider"] == "piper"
@@ -73,7 +73,7 @@ async def test_transient_error_is_retried_with_backoff_on_the_same_provider():
     stage, bus = chain(FakePool(primary, backup), ("eleven", "piper"))
     assert await speak(stage) == ["eleven"] * 3
     (retry,) = events(bus, EventType.RETRY)
-    assert retry["provider"] == "eleven" and retry["attempt"] == 2 and retry["reason"] == "transientprovider"
+    assert retry["provider"] == "eleven" and retry["attempt"] == 2 and retry["reason"] == "transient"
     assert 0 <= retry["delay_ms"] <= 10 and retry["elapsed_ms"] >= 0 and retry["route"] == "r1"
     assert not events(bus, EventType.FAILOVER) and backup.calls == 0
 
@@ -91,7 +91,7 @@ async def test_rate_limit_retry_after_is_honoured_when_it_fits_the_deadline():
     stage, bus = chain(FakePool(primary, backup), ("eleven", "piper"))
     assert await speak(stage) == ["eleven"] * 3
     (retry,) = events(bus, EventType.RETRY)
-    assert retry["delay_ms"] == 50 and retry["why"] == "retry_after" and retry["reason"] == "ratelimited"
+    assert retry["delay_ms"] == 50 and retry["why"] == "retry_after" and retry["reason"] == "rate_limited"
 
 
 async def test_rate_limit_retry_after_beyond_the_deadline_fails_over_at_once():
@@ -99,7 +99,7 @@ async def test_rate_limit_retry_after_beyond_the_deadline_fails_over_at_once():
     stage, bus = chain(FakePool(primary, backup), ("eleven", "piper"))
     assert await speak(stage) == ["piper"] * 3
     assert not events(bus, EventType.RETRY) and primary.calls == 1
-    assert events(bus, EventType.FAILOVER)[0]["reason"] == "ratelimited"
+    assert events(bus, EventType.FAILOVER)[0]["reason"] == "rate_limited"
 
 
 async def test_auth_error_is_not_retried_opens_breaker_and_later_sessions_skip_it():

@@ -108,7 +108,7 @@ def build_stage(
     from voicerouter.resilience.tts import TTSChain
 
     settings = StageSettings.resolve(policy, stage.stage)
-    turn = TurnTracker(bus)
+    turn = TurnTracker(bus, follow_speech=stage.stage in ("stt", "s2s"))
     members: list[Member] = []
     for name in stage.providers:
         try:

@@ -49,14 +49,20 @@ class Member:
 
 
 class TurnTracker:
-    """Follows `turn_end` events on the bus, so wrappers know the turn number without being told."""
+    """Follows the bus so wrappers know the turn number without being told.
 
-    def __init__(self, bus: EventBus) -> None:
+    Speech-side stages (STT, S2S) work on a turn from its first syllable, so they also follow
+    `speech_start`; TTS and the agent work after `turn_end` (a barge-in's speech_start must not
+    relabel the reply still being spoken).
+    """
+
+    def __init__(self, bus: EventBus, *, follow_speech: bool = False) -> None:
         self.turn: int | None = None
+        self._types = {EventType.TURN_END, EventType.SPEECH_START} if follow_speech else {EventType.TURN_END}
         bus.subscribe(self._on_event)
 
     def _on_event(self, event: Event) -> None:
-        if event.type == EventType.TURN_END:
+        if event.type in self._types:
             turn = event.turn if event.turn is not None else event.data.get("turn")
             if isinstance(turn, int):
                 self.turn = turn
