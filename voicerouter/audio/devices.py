@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -37,11 +39,36 @@ STALL_TIMEOUT_S = 2.0  # a device that delivers or takes nothing this long is co
 
 def sounddevice() -> ModuleType:
     """Import sounddevice; a missing PortAudio library becomes an `AudioError` with the fix."""
+    _quiet_alsa()
     try:
         import sounddevice as sd
     except OSError as exc:  # sounddevice raises OSError when libportaudio cannot be loaded
         raise AudioError(f"PortAudio is not installed: {PORTAUDIO_HINT}", hint=str(exc) or None) from None
     return sd
+
+
+_alsa_handler: Any = None
+
+
+def _quiet_alsa() -> None:
+    """Silence alsa-lib's own stderr chatter ("ALSA lib pcm_dsnoop.c: unable to open slave", ...),
+    which PortAudio provokes on most Linux desktops while probing devices. What matters reaches us
+    as PortAudio errors anyway; VOICEROUTER_DEBUG=1 keeps the chatter."""
+    global _alsa_handler
+    if _alsa_handler is not None or not sys.platform.startswith("linux") or os.environ.get("VOICEROUTER_DEBUG"):
+        return
+    import ctypes
+    import ctypes.util
+
+    try:
+        asound = ctypes.cdll.LoadLibrary(ctypes.util.find_library("asound") or "libasound.so.2")
+    except OSError:
+        _alsa_handler = False  # no ALSA: nothing to silence
+        return
+    # void handler(const char *file, int line, const char *function, int err, const char *fmt, ...)
+    handler_type = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p)
+    _alsa_handler = handler_type(lambda *args: None)  # kept referenced: ALSA calls it for the process's life
+    asound.snd_lib_error_set_handler(_alsa_handler)
 
 
 @dataclass(frozen=True)
