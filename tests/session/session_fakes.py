@@ -151,10 +151,14 @@ class FakeS2S:
     kind = "s2s"
     type = "fake"
 
-    def __init__(self, name: str, replies: list[tuple[str, str]], *, hold: frozenset[int] = frozenset()) -> None:
+    def __init__(
+        self, name: str, replies: list[tuple[str, str]], *, hold: frozenset[int] = frozenset(),
+        drop: frozenset[int] = frozenset(),
+    ) -> None:
         self.name = name
         self.replies = replies  # (user transcript, reply text) per turn
         self.hold = hold  # responses (numbered across sessions) that stop after their first audio
+        self.drop = drop  # responses whose connection breaks after their first word
         self.responses = 0
         self.sessions: list[FakeS2SSession] = []
 
@@ -194,6 +198,8 @@ class FakeS2SSession:
             yield S2SEvent("audio", audio=AudioChunk(bytes(4800), 24000))
             if number in self.provider.hold:
                 await asyncio.Event().wait()
+            if number in self.provider.drop:
+                raise TransientProviderError("connection dropped mid-response", provider=self.provider.name)
         yield S2SEvent("done")
 
     async def aclose(self) -> None:

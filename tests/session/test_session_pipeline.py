@@ -278,3 +278,20 @@ async def test_realtime_replay_reply_plays_for_its_duration_so_speech_barges_in(
     assert len(barge) == 1 and barge[0].turn == 1
     assert sink.clears == 1 and result.turns[0].interrupted
     assert [t.transcript for t in result.turns] == ["and so my fellow americans", "what your"]
+
+
+async def test_s2s_failover_mid_reply_keeps_only_the_fallback_reply_and_one_user_message():
+    primary = FakeS2S("rt", [("and so my fellow americans", "Broken answer")], drop=frozenset({1}))
+    backup = FakeS2S("rt-backup", [("and so my fellow americans", "Hello there"), ("what your country", "Indeed")])
+    pool = FakePool({"rt": primary, "rt-backup": backup})
+    plan = make_plan(pool, pipeline="s2s")
+    sink = MemorySink()
+    session = Session(plan, pool, PcmSource(two_turns()), sink, agent=EchoAgent())
+    result = await asyncio.wait_for(session.run(), 60)
+
+    first = result.turns[0]
+    assert first.reply == "Hello there"  # not "Broken Hello there": the restarted reply replaces the cut one
+    failovers = [e for e in result.events if e.type == EventType.FAILOVER]
+    assert failovers and failovers[0].data["restarted_reply"] is True
+    users = [m.text for m in session.conversation.messages if m.role == "user"]
+    assert users.count("and so my fellow americans") == 1

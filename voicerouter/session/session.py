@@ -619,9 +619,13 @@ class Session:
         played = _Playback(self, turn, end)
         self.bus.emit(EventType.TTS_START, turn=turn.index, text="")
         self._s2s_idle.clear()
+        seen = len(self.bus.history)
         try:
             async with contextlib.aclosing(session.respond()) as events:
                 async for event in events:
+                    seen, restarted = self._s2s_restarted(seen)
+                    if restarted:
+                        reply.clear()  # the next provider speaks the whole reply again
                     if event.type == "user_transcript":
                         self._s2s_user_text(turn, end, event.text)
                     elif event.type == "reply_text":
@@ -643,10 +647,24 @@ class Session:
                 self.bus.emit(EventType.AGENT_REPLY, turn=turn.index, provider=turn.tts_provider, text=text)
             played.done()
 
+    def _s2s_restarted(self, seen: int) -> tuple[int, bool]:
+        """Whether the S2S chain failed over mid-reply since `seen` (it restarts the reply from the start)."""
+        history = self.bus.history
+        restarted = any(
+            e.type == EventType.FAILOVER and e.data.get("stage") == "s2s" and e.data.get("restarted_reply")
+            for e in history[seen:]
+        )
+        return len(history), restarted
+
     def _s2s_user_text(self, turn: TurnResult, end: _TurnEnd, text: str) -> None:
+        again = turn.transcript is not None  # a fallback provider transcribed the resent turn
         turn.transcript = text.strip()
-        turn.latency_ms["stt_final"] = (self.bus.now() - end.t) * 1000
-        self.conversation.add("user", turn.transcript)
+        turn.latency_ms.setdefault("stt_final", (self.bus.now() - end.t) * 1000)
+        messages = self.conversation.messages
+        if again and messages and messages[-1].role == "user":
+            messages[-1].text = turn.transcript
+        else:
+            self.conversation.add("user", turn.transcript)
         self.bus.emit(
             EventType.FINAL_TRANSCRIPT,
             turn=turn.index,
