@@ -295,3 +295,27 @@ async def test_s2s_failover_mid_reply_keeps_only_the_fallback_reply_and_one_user
     assert failovers and failovers[0].data["restarted_reply"] is True
     users = [m.text for m in session.conversation.messages if m.role == "user"]
     assert users.count("and so my fellow americans") == 1
+
+
+async def test_session_exports_spans_with_route_attributes():
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    pool = FakePool({"stt-a": FakeSTT("stt-a", ["and so my fellow americans", "what your country"]),
+                     "tts-a": FakeTTS("tts-a")})
+    session = Session(make_plan(pool), pool, PcmSource(two_turns()), MemorySink(), agent=EchoAgent(),
+                      tracer_provider=provider)
+    await asyncio.wait_for(session.run(), 60)
+
+    spans = exporter.get_finished_spans()
+    names = [s.name for s in spans]
+    assert names.count("voice.session") == 1 and names.count("voice.turn") == 2
+    stt = next(s for s in spans if s.name == "stt")
+    assert stt.attributes["voicerouter.route"] == "test-route"
+    assert stt.attributes["voicerouter.tenant"] == "acme"
+    assert stt.attributes["voicerouter.provider"] == "stt-a"

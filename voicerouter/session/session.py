@@ -97,8 +97,10 @@ class Session:
         env: Mapping[str, str] | None = None,
         agent: Agent | None = None,
         lockstep: bool | None = None,
+        tracer_provider: Any = None,
     ) -> None:
         self.plan = plan
+        self.tracer_provider = tracer_provider  # None: trace only when OTEL_* asks for it
         self.pool = pool
         self.source = source
         self.sink = sink
@@ -156,6 +158,9 @@ class Session:
         self.bus.subscribe(self._observe)
         names = [name for stage in self.plan.stages() for name in stage.providers]
         await _maybe_await(self.pool.check_secrets(names))
+        from voicerouter.observe.otel import attach_tracing
+
+        detach_tracing = attach_tracing(self.bus, self.tracer_provider, env=self.env)
         async with SessionAdmission(self.plan, self.bus):
             await self._prepare()
             self.bus.emit(
@@ -172,6 +177,7 @@ class Session:
                 await self._cleanup()
         reason = self._end_reason or ("stopped" if self._stop.is_set() else "end_of_audio")
         self.bus.emit(EventType.SESSION_END, turns=len(self._turns), reason=reason)
+        detach_tracing()
         return SessionResult(
             session_id=self.plan.session_id,
             route=self.plan.route,
