@@ -251,7 +251,9 @@ def faults_for(table: Any, inject: str | None, seed: int | None) -> Any:
         entries.extend(part.strip() for part in inject.split(",") if part.strip())
     if not entries:
         return None
-    return parse_faults(entries, seed if seed is not None else getattr(table.config, "seed", None))
+    plan = parse_faults(entries, seed if seed is not None else getattr(table.config, "seed", None))
+    plan.check(table.config.providers)  # a typo in a provider name must not silently inject nothing
+    return plan
 
 
 def exit_code(results: list[ReplayResult]) -> int:
