@@ -95,6 +95,7 @@ class VirtualAudio:
         self._speaker = bytearray()
         self._stop = threading.Event()
         self._mic_unplugged = threading.Event()
+        self._speaker_unplugged = threading.Event()
         self._threads: list[threading.Thread] = []
         self._fds: list[int] = []
 
@@ -111,6 +112,10 @@ class VirtualAudio:
     def unplug_mic(self) -> None:
         """Stop feeding the microphone: its reads block, like a device that vanished mid-stream."""
         self._mic_unplugged.set()
+
+    def unplug_speaker(self) -> None:
+        """Stop taking audio from the speaker: its writes block, like a device that vanished."""
+        self._speaker_unplugged.set()
 
     def __enter__(self) -> VirtualAudio:
         self.home.mkdir(parents=True, exist_ok=True)
@@ -175,6 +180,11 @@ class VirtualAudio:
         t0: float | None = None
         taken = 0
         while True:
+            if self._speaker_unplugged.is_set():
+                if self._stop.is_set():
+                    return
+                time.sleep(0.05)
+                continue
             readable, _, _ = select.select([fd], [], [], 0.05)
             if not readable:
                 if self._stop.is_set():

@@ -281,3 +281,47 @@ def test_devices_with_one_fixed_rate_are_used_at_that_rate(tmp_path: Path, repo_
     assert json.loads(speaker.stdout)["device_rate"] == 8000
     segments = loud_segments(audio.speaker_pcm, 8000, gap_s=0.6)
     assert len(segments) == 2 and sounding_s(audio.speaker_pcm, 8000, *segments[0]) == pytest.approx(1.5, abs=0.05)
+
+
+UNPLUG_SCRIPT = r"""
+import asyncio, sys, time
+from voicerouter.audio.devices import SpeakerSink
+from voicerouter.errors import AudioError
+from voicerouter.providers.base import AudioChunk
+
+async def main():
+    sink = SpeakerSink(sys.argv[1])
+    await sink.write(AudioChunk(bytes(16000 * 2), 16000))
+    await sink.drain()
+    print("unplug", flush=True)
+    sys.stdin.readline()  # the test has unplugged the speaker
+    await sink.write(AudioChunk(b"\x10\x00" * 16000 * 5, 16000))
+    try:
+        await sink.drain()
+    except AudioError as exc:
+        print("error:", exc, flush=True)
+    await sink.aclose()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.slow
+@requires_alsa
+def test_a_speaker_that_stops_taking_audio_is_an_audio_error(tmp_path: Path) -> None:
+    with VirtualAudio(tmp_path, b"", block_frames=BLOCK) as audio:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", UNPLUG_SCRIPT, SPEAKER], env=audio.env(), text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout.readline().strip() == "unplug"
+        audio.unplug_speaker()
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        try:
+            out, err = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "error: output device" in out and "stopped playing (was it disconnected?)" in out
