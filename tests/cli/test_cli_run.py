@@ -243,9 +243,20 @@ def test_ctrl_c_ends_the_session_cleanly_with_a_summary(tmp_path: Path) -> None:
     assert "weather" in transcribe(audio.speaker_pcm, *loud_segments(audio.speaker_pcm, RATE, gap_s=0.6)[0])
 
 
+CLOUD_ROUTES = """
+version: 1
+providers:
+  oai-stt: {type: openai, kind: stt, model: gpt-4o-transcribe, api_key: "${VR_TEST_UNSET_KEY}"}
+  local-tts: {type: piper}
+defaults:
+  stt: [oai-stt]
+  tts: [local-tts]
+"""
+
+
 @pytest.mark.slow
 @requires_alsa
-def test_device_names_that_match_nothing_list_the_candidates(tmp_path: Path) -> None:
+def test_bad_device_names_and_missing_keys_fail_before_the_session(tmp_path: Path) -> None:
     with VirtualAudio(tmp_path, b"", block_frames=BLOCK) as audio:
         proc = subprocess.run(
             [sys.executable, "-m", "voicerouter", "run", "--input-device", "no-such-mic", "--duration", "1"],
@@ -255,10 +266,21 @@ def test_device_names_that_match_nothing_list_the_candidates(tmp_path: Path) -> 
             [sys.executable, "-m", "voicerouter", "run", "--output-device", "vr_", "--duration", "1"],
             env=live_env(audio), cwd=tmp_path, capture_output=True, text=True, timeout=60,
         )
+        routes = tmp_path / "cloud.yaml"
+        routes.write_text(CLOUD_ROUTES)
+        env = live_env(audio)
+        env.pop("VR_TEST_UNSET_KEY", None)
+        no_key = subprocess.run(
+            [sys.executable, "-m", "voicerouter", "run", "--routes", str(routes), "--duration", "1"],
+            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        )
     assert proc.returncode == 2, proc.stderr
     assert "no input device matches 'no-such-mic'" in proc.stderr and "vr_mic" in proc.stderr
     assert ambiguous.returncode == 2, ambiguous.stderr
     assert "matches" in ambiguous.stderr and "vr_mic" in ambiguous.stderr and "vr_spk" in ambiguous.stderr
+    # A missing key stops the session before the microphone opens.
+    assert no_key.returncode == 3, no_key.stderr
+    assert "VR_TEST_UNSET_KEY" in no_key.stderr and "Traceback" not in no_key.stderr
 
 
 @pytest.mark.slow
