@@ -158,6 +158,7 @@ async def _run_until_stopped(session: Any, duration: float | None, view: Any) ->
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     stopping = False
+    stopper: list[asyncio.Task[Any]] = []  # keep a reference: the loop holds tasks only weakly
 
     def request_stop() -> None:
         nonlocal stopping
@@ -168,7 +169,7 @@ async def _run_until_stopped(session: Any, duration: float | None, view: Any) ->
         stopping = True
         if view is not None:
             view.stopping()
-        loop.create_task(session.stop())
+        stopper.append(loop.create_task(session.stop()))
 
     handled = []
     for sig in (signal.SIGINT, signal.SIGTERM):
