@@ -87,6 +87,21 @@ def find_routes(option: Path | None) -> Path:
     )
 
 
+def routes_or_builtin(option: Path | None):  # -> RoutingTable
+    """For commands that run sessions: the table `find_routes` finds, else the built-in offline one (with a note)."""
+    from voicerouter.config.loader import builtin_routes, load_routes
+
+    try:
+        path = find_routes(option)
+    except UsageError:
+        stderr_console().print(
+            "[dim]note: no routing table found (--routes, $VOICEROUTER_ROUTES, ./routes.yaml); "
+            "using the built-in offline table (pocketsphinx → echo agent → piper)[/]"
+        )
+        return builtin_routes()
+    return load_routes(path)
+
+
 def parse_flags(values: list[str] | None) -> dict[str, bool]:
     """`--flag s2s` -> {"s2s": True}; `--flag beta=false` -> {"beta": False}."""
     flags: dict[str, bool] = {}

@@ -30,7 +30,7 @@ def replay(
     import json
     import time
 
-    from voicerouter.cli.common import parse_flags, stderr_console, stdout_console
+    from voicerouter.cli.common import parse_flags, routes_or_builtin, stderr_console, stdout_console
     from voicerouter.errors import EXIT_FAILED, EXIT_OK, UsageError
     from voicerouter.routing.plan import RouteContext
     from voicerouter.session.console import render_checks, render_replay, replay_progress
@@ -44,7 +44,7 @@ def replay(
         raise UsageError("--junit needs --expect", hint="the JUnit report lists the expectation checks")
     if timeline is not None:
         _check_timeline_support()
-    table = _routing_table(routes)
+    table = routes_or_builtin(routes)
     expectations = None
     if expect is not None:
         from voicerouter.session.expectations import load_expectations
@@ -106,23 +106,6 @@ def replay(
         code = EXIT_FAILED
     if code != EXIT_OK:
         raise typer.Exit(code)
-
-
-def _routing_table(option: Path | None):  # -> RoutingTable
-    """--routes, $VOICEROUTER_ROUTES, ./routes.yaml, else the built-in offline table (with a note)."""
-    from voicerouter.cli.common import find_routes, stderr_console
-    from voicerouter.config.loader import builtin_routes, load_routes
-    from voicerouter.errors import UsageError
-
-    try:
-        path = find_routes(option)
-    except UsageError:
-        stderr_console().print(
-            "[dim]note: no routing table found (--routes, $VOICEROUTER_ROUTES, ./routes.yaml); "
-            "using the built-in offline table (pocketsphinx → echo agent → piper)[/]"
-        )
-        return builtin_routes()
-    return load_routes(path)
 
 
 def _check_timeline_support() -> None:

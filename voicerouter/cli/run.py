@@ -30,13 +30,13 @@ def run(
     """Talk to the routed pipeline live: microphone in, replies on the speaker, until Ctrl-C or --duration."""
     import asyncio
 
-    from voicerouter.cli.common import parse_flags
+    from voicerouter.cli.common import parse_flags, routes_or_builtin
     from voicerouter.errors import UsageError
     from voicerouter.routing.plan import RouteContext
 
     if duration is not None and duration <= 0:
         raise UsageError(f"--duration must be positive, got {duration:g}")
-    table = _routing_table(routes)
+    table = routes_or_builtin(routes)
     kwargs = {"session_id": session_id} if session_id else {}
     ctx = RouteContext(tenant=tenant, region=region, flags=parse_flags(flag), **kwargs)
     plan = table.resolve(ctx)
@@ -250,23 +250,6 @@ def _write_recordings(out: Path, mic: MicSource, speaker: SpeakerSink, result: S
         path.write_text(json.dumps(result.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
         written.append(str(path))
     return written
-
-
-def _routing_table(option: Path | None) -> Any:
-    """--routes, $VOICEROUTER_ROUTES, ./routes.yaml, else the built-in offline table (with a note)."""
-    from voicerouter.cli.common import find_routes, stderr_console
-    from voicerouter.config.loader import builtin_routes, load_routes
-    from voicerouter.errors import UsageError
-
-    try:
-        path = find_routes(option)
-    except UsageError:
-        stderr_console().print(
-            "[dim]note: no routing table found (--routes, $VOICEROUTER_ROUTES, ./routes.yaml); "
-            "using the built-in offline table (pocketsphinx → echo agent → piper)[/]"
-        )
-        return builtin_routes()
-    return load_routes(path)
 
 
 def register(app: typer.Typer) -> None:
