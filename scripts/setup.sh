@@ -14,7 +14,7 @@ if ! ldconfig -p 2>/dev/null | grep -q libportaudio; then
     if [ -z "$SUDO" ] || command -v sudo >/dev/null 2>&1; then
       echo "setup: installing PortAudio (libportaudio2) for live audio" >&2
       $SUDO apt-get update -qq >/dev/null
-      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libportaudio2 alsa-utils >/dev/null
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends libportaudio2 >/dev/null
     fi
   elif command -v brew >/dev/null 2>&1; then
     brew list portaudio >/dev/null 2>&1 || brew install portaudio
