@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -32,34 +32,8 @@ class ProbeResult:
         return "ok" if self.ok else (self.error_type or "error")
 
 
-def stage_names(spec: Any) -> list[str]:
-    """Provider names a stage spec refers to (name, list, chain or split)."""
-    from voicerouter.config.schema import ChainSpec, SplitSpec
-
-    if spec is None:
-        return []
-    if isinstance(spec, str):
-        return [spec]
-    if isinstance(spec, list):
-        return list(spec)
-    if isinstance(spec, ChainSpec):
-        return list(spec.providers)
-    if isinstance(spec, SplitSpec):
-        return [*spec.split, *spec.fallback]
-    return []
-
-
-def used_providers(table: RoutingTable) -> list[str]:
-    """Every provider some route (or the defaults) can send a session to, in table order."""
-    used: dict[str, None] = {}
-    for settings in (table.config.defaults, *table.route_settings):
-        for stage in ("stt", "tts", "s2s"):
-            used.update(dict.fromkeys(stage_names(getattr(settings, stage))))
-    return [name for name in table.config.providers if name in used]
-
-
 def error_type(exc: Exception) -> str:
-    """Short status word: auth, ratelimited, timeout, transient, missingsecret, config, ..."""
+    """Short status word: auth, rate_limited, timeout, transient, missing_secret, config, ..."""
     from voicerouter.errors import ProviderError
 
     reason = exc.reason if isinstance(exc, ProviderError) else type(exc).__name__.removesuffix("Error").lower()
@@ -146,6 +120,7 @@ def check(
     from voicerouter.cli.common import find_routes, parse_flags
     from voicerouter.config.loader import load_routes
     from voicerouter.errors import EXIT_PROVIDER
+    from voicerouter.routing.checks import used_providers
     from voicerouter.routing.plan import RouteContext
 
     table = load_routes(find_routes(routes))

@@ -100,7 +100,7 @@ async def live_session(
         pool.check_secrets(names)
         # Load the heavy engines before the microphone opens, so the first turn is not slow.
         with err.status("loading speech engines…", spinner="dots") if not json_out else contextlib.nullcontext():
-            await _preload(pool, names)
+            await pool.preload(names)
         # The session clock starts now, after loading: `t` in events and --duration count from here.
         bus = EventBus(plan.session_id, tenant=ctx.tenant, region=ctx.region, route=plan.route)
         mic.bus = speaker.bus = bus
@@ -184,21 +184,6 @@ async def _run_until_stopped(session: Any, duration: float | None, view: Any) ->
             timer.cancel()
         for sig in handled:
             loop.remove_signal_handler(sig)
-
-
-async def _preload(pool: Any, names: list[str]) -> None:
-    import asyncio
-
-    from voicerouter.errors import VoiceRouterError
-
-    for name in names:
-        try:
-            provider = pool.get(name)
-        except VoiceRouterError:
-            continue  # the session reports it (and fails over) when it builds its stages
-        load = getattr(provider, "preload", None)
-        if callable(load):
-            await asyncio.to_thread(load)
 
 
 def _open_events(out: Path) -> Any:

@@ -12,7 +12,7 @@ from typing import Any
 
 from voicerouter.config.schema import ProviderConfig
 from voicerouter.config.secrets import expand
-from voicerouter.errors import ConfigError, ProviderError
+from voicerouter.errors import ConfigError, ProviderError, VoiceRouterError
 from voicerouter.providers.base import BuildContext, Kind
 from voicerouter.providers.registry import ProviderType, get_type
 
@@ -79,6 +79,20 @@ class ProviderPool:
                     expand(cfg.api_key, self.ctx.env, what=f"provider {name}", secret=True)
                 except ProviderError as exc:
                     raise exc.with_context(provider=name) from None
+
+    async def preload(self, names: Iterable[str]) -> None:
+        """Build these providers and load the heavy local engines now (off the event loop), so the
+        first turn is not slow. A provider that cannot be built is left for the session to report."""
+        import asyncio
+
+        for name in dict.fromkeys(names):
+            try:
+                provider = self.get(name)
+            except VoiceRouterError:
+                continue  # the session reports it (and fails over) when it builds its stages
+            load = getattr(provider, "preload", None)
+            if callable(load):
+                await asyncio.to_thread(load)
 
     async def aclose(self) -> None:
         """Close every built instance; the first failure is raised after all were tried."""

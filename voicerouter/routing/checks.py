@@ -103,7 +103,10 @@ def _check_url(url: str, owner: str, path: PathKey, out: _Collector) -> None:
         out.add("error", "insecure-url", f"{owner}: {url!r} must use https (plain http only for loopback)", path)
 
 
-def stage_names(spec: StageSpec) -> list[str]:
+def stage_names(spec: StageSpec | None) -> list[str]:
+    """Provider names a stage spec refers to (name, list, chain or split with its fallback)."""
+    if spec is None:
+        return []
     if isinstance(spec, str):
         return [spec]
     if isinstance(spec, list):
@@ -160,13 +163,17 @@ def _check_settings(
                 _check_url(url, f"{owner} agent", path + ("agent", field), out)
 
 
-def _check_unused(table: RoutingTable, out: _Collector) -> None:
+def used_providers(table: RoutingTable) -> list[str]:
+    """Every provider some route (or the defaults) can send a session to, in table order."""
     used: set[str] = set()
     for settings in [table.config.defaults, *table.route_settings]:
         for stage in STAGES:
-            spec = getattr(settings, stage)
-            if spec is not None:
-                used.update(stage_names(spec))
+            used.update(stage_names(getattr(settings, stage)))
+    return [name for name in table.config.providers if name in used]
+
+
+def _check_unused(table: RoutingTable, out: _Collector) -> None:
+    used = set(used_providers(table))
     for name in table.config.providers:
         if name not in used:
             out.add("warning", "unused-provider", f"provider {name!r} is not used by defaults or any route", ("providers", name), key=True)

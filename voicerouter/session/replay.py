@@ -117,7 +117,7 @@ async def replay_files(
         # A missing key fails the whole run before any audio is read, not file by file.
         pool.check_secrets(dict.fromkeys(n for _, plan, _ in jobs for s in plan.stages() for n in s.providers))
         if preload:
-            await _preload(pool, [plan for _, plan, _ in jobs])
+            await pool.preload(n for _, plan, _ in jobs for s in plan.stages() for n in s.providers)
         gate = asyncio.Semaphore(concurrency)
 
         async def one(path: str, plan: SessionPlan, stem: str) -> ReplayResult:
@@ -262,18 +262,6 @@ def exit_code(results: list[ReplayResult]) -> int:
     if EXIT_PROVIDER in codes:
         return EXIT_PROVIDER
     return EXIT_FAILED if codes - {EXIT_OK} else EXIT_OK
-
-
-async def _preload(pool: Any, plans: list[SessionPlan]) -> None:
-    names = dict.fromkeys(name for plan in plans for stage in plan.stages() for name in stage.providers)
-    for name in names:
-        try:
-            provider = pool.get(name)
-        except VoiceRouterError:
-            continue  # the session reports it (and fails over) when it builds its stages
-        load = getattr(provider, "preload", None)
-        if callable(load):
-            await asyncio.to_thread(load)
 
 
 def output_stems(paths: list[Path]) -> list[str]:
