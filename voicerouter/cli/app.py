@@ -39,6 +39,8 @@ def build_app(only: str | None = None) -> typer.Typer:
         help="Route voice sessions to STT, TTS and speech-to-speech providers, with failover.",
         no_args_is_help=True,
         add_completion=False,
+        epilog="Exit codes: 0 ok, 1 failed (invalid table, failed expectation, session error), 2 usage error, "
+        "3 providers unavailable (all failed, missing secret, capacity), 4 audio device error, 130 interrupted.",
         pretty_exceptions_enable=False,
     )
 
@@ -46,11 +48,7 @@ def build_app(only: str | None = None) -> typer.Typer:
     def root(
         version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
     ) -> None:
-        """Route voice sessions to STT, TTS and speech-to-speech providers, with failover.
-
-        Exit codes: 0 ok, 1 failed (invalid table, failed expectation, session error), 2 usage error,
-        3 providers unavailable (all failed, missing secret, capacity), 4 audio device error, 130 interrupted.
-        """
+        """Route voice sessions to STT, TTS and speech-to-speech providers, with failover."""
 
     for name in COMMANDS if only is None else (only,):
         try:
