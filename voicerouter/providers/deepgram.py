@@ -31,6 +31,7 @@ from voicerouter.errors import (
     TransientProviderError,
 )
 from voicerouter.providers import http
+from voicerouter.providers._common import probe_synthesis
 from voicerouter.providers.base import (
     PIPELINE_RATE,
     AudioChunk,
@@ -407,22 +408,11 @@ class DeepgramTTS(_Base):
                     raise http.malformed(f"content-type {content_type or 'missing'}", await response.aread(),
                                          provider=self.name)
                 rate = _declared_rate(content_type) or self.sample_rate
-                carry = b""
-                async for data in response.aiter_bytes():
-                    data = carry + data
-                    usable = len(data) - len(data) % 2  # never split a sample between chunks
-                    carry = data[usable:]
-                    if usable:
-                        yield AudioChunk(data[:usable], rate)
+                async for chunk in http.pcm_chunks(response, rate):
+                    yield chunk
         except httpx.HTTPError as exc:
             raise self._error(exc) from None
 
     async def probe(self) -> None:
         """A one-word synthesis, read to its first audio chunk."""
-        stream = self.synthesize("Hi.")
-        try:
-            await anext(stream)
-        except StopAsyncIteration:
-            raise TransientProviderError("speak returned no audio", provider=self.name) from None
-        finally:
-            await stream.aclose()
+        await probe_synthesis(self, what="speak")

@@ -20,8 +20,9 @@ import httpx
 
 from voicerouter.config.schema import ProviderConfig
 from voicerouter.config.secrets import expand
-from voicerouter.errors import ConfigError, ProviderError, RequestError, TransientProviderError
+from voicerouter.errors import ConfigError, ProviderError, RequestError
 from voicerouter.providers import http
+from voicerouter.providers._common import probe_synthesis
 from voicerouter.providers.base import PIPELINE_RATE, AudioChunk, BuildContext, Kind, PartialCallback, Transcript
 
 DEFAULT_BASE_URL = "https://api.elevenlabs.io"
@@ -139,28 +140,15 @@ class ElevenLabsTTS(_Base):
         try:
             async with self._client.stream("POST", path, params=params, json=self._body(text)) as response:
                 await http.raise_for_response(response, provider=self.name, message_of=error_message)
-                content_type = response.headers.get("content-type", "")
-                if content_type.startswith(("application/json", "text/")):
-                    raise http.malformed(f"content-type {content_type}", await response.aread(), provider=self.name)
-                carry = b""
-                async for data in response.aiter_bytes():
-                    data = carry + data
-                    usable = len(data) - len(data) % 2  # never split a sample between chunks
-                    carry = data[usable:]
-                    if usable:
-                        yield AudioChunk(data[:usable], self.sample_rate)
+                await http.refuse_text_body(response, provider=self.name)
+                async for chunk in http.pcm_chunks(response, self.sample_rate):
+                    yield chunk
         except httpx.HTTPError as exc:
             raise self._error(exc) from None
 
     async def probe(self) -> None:
         """A one-word synthesis, read to its first audio chunk."""
-        stream = self.synthesize("Hi.")
-        try:
-            await anext(stream)
-        except StopAsyncIteration:
-            raise TransientProviderError("text-to-speech returned no audio", provider=self.name) from None
-        finally:
-            await stream.aclose()
+        await probe_synthesis(self, what="text-to-speech")
 
 
 class ElevenLabsSTT(_Base):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from urllib.parse import urlsplit
 
 import httpx
@@ -25,6 +25,7 @@ from voicerouter.errors import (
     TransientProviderError,
 )
 from voicerouter.netaddr import is_loopback
+from voicerouter.providers.base import AudioChunk
 
 SNIPPET_CHARS = 200
 
@@ -138,3 +139,21 @@ def transport_error(exc: Exception, *, provider: str) -> ProviderError:
 
 def malformed(what: str, body: bytes | str, *, provider: str) -> TransientProviderError:
     return TransientProviderError(f"malformed response ({what}): {snippet(body)!r}", provider=provider)
+
+
+async def refuse_text_body(response: httpx.Response, *, provider: str) -> None:
+    """A 2xx that carries JSON or text where raw PCM was asked for (a proxy's page, a vendor error) is malformed."""
+    content_type = response.headers.get("content-type", "")
+    if content_type.startswith(("application/json", "text/")):
+        raise malformed(f"content-type {content_type}", await response.aread(), provider=provider)
+
+
+async def pcm_chunks(response: httpx.Response, sample_rate: int) -> AsyncIterator[AudioChunk]:
+    """A streamed raw PCM16 body as audio chunks, as it arrives; a trailing odd byte is dropped."""
+    carry = b""
+    async for data in response.aiter_bytes():
+        data = carry + data
+        usable = len(data) - len(data) % 2  # never split a sample between chunks
+        carry = data[usable:]
+        if usable:
+            yield AudioChunk(data[:usable], sample_rate)

@@ -241,14 +241,9 @@ class OpenAITTS(OpenAIAudio):
                     body = await response.aread()
                     raise http.malformed(f"expected audio, got {content_type.split(';')[0]}", body,
                                          provider=self.name)
-                remainder = b""
-                async for data in response.aiter_bytes():
-                    data = remainder + data
-                    cut = len(data) - len(data) % 2  # a sample may straddle two network reads
-                    remainder = data[cut:]
-                    if cut:
-                        total += cut
-                        yield AudioChunk(data[:cut], rate)
+                async for chunk in http.pcm_chunks(response, rate):  # a sample may straddle two reads
+                    total += len(chunk.pcm)
+                    yield chunk
         except (httpx.HTTPError, OSError, ProviderError) as exc:
             raise self._fail(exc) from None
         if total == 0:
