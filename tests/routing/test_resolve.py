@@ -142,3 +142,13 @@ def test_builtin_table_is_offline():
     types = {cfg.type for cfg in plan.providers.values()}
     assert types == {"pocketsphinx", "piper"}
     assert plan.agent.type == "echo"
+
+
+def test_committed_json_schema_is_current(repo_root):
+    # routes.example.yaml points editors at routes.schema.json; regenerate it with `voicerouter schema`.
+    import json
+
+    from voicerouter.config.schema import json_schema
+
+    committed = json.loads((repo_root / "routes.schema.json").read_text())
+    assert committed == json_schema(), "run: voicerouter schema > routes.schema.json"
