@@ -5,9 +5,49 @@ One copy each, so every vendor probes, packs uploads and rejects typos in `optio
 
 from __future__ import annotations
 
+import io
+import wave
+from collections.abc import Iterable
 from typing import Any
 
-from voicerouter.errors import TransientProviderError
+from voicerouter.config.schema import ProviderConfig
+from voicerouter.config.secrets import expand
+from voicerouter.errors import ConfigError, TransientProviderError
+from voicerouter.providers.base import BuildContext
+
+DEFAULT_TIMEOUT_MS = 30000
+
+
+def check_options(name: str, vendor: str, config: ProviderConfig, known: Iterable[str]) -> None:
+    """A typo in `options` must not silently do nothing: unknown keys fail the build."""
+    known = frozenset(known)
+    unknown = sorted(set(config.options) - known)
+    if unknown:
+        raise ConfigError(
+            f"provider {name}: unknown {vendor} option(s) {', '.join(unknown)}",
+            hint=f"known options: {', '.join(sorted(known))}",
+        )
+
+
+def api_key(name: str, config: ProviderConfig, ctx: BuildContext, default_ref: str) -> str:
+    """The entry's `api_key`, or the vendor's conventional `${VAR}`, expanded as a secret."""
+    return expand(config.api_key or default_ref, ctx.env, what=f"provider {name}", secret=True)
+
+
+def timeout_of(config: ProviderConfig) -> float:
+    """The entry's request timeout in seconds (`timeout_ms`, 30 s when unset)."""
+    return (config.timeout_ms or DEFAULT_TIMEOUT_MS) / 1000
+
+
+def wav_bytes(pcm: bytes, sample_rate: int) -> bytes:
+    """Mono PCM16 packed as a WAV file, for vendors that take an upload rather than raw PCM."""
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(sample_rate)
+        wav.writeframes(pcm)
+    return buffer.getvalue()
 
 
 async def probe_synthesis(tts: Any, *, what: str) -> None:

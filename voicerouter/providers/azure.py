@@ -10,8 +10,6 @@ sample_rate (TTS raw PCM rate, default 24000); options: profanity (masked, remov
 
 from __future__ import annotations
 
-import io
-import wave
 from collections.abc import AsyncIterator
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
@@ -19,10 +17,9 @@ from xml.sax.saxutils import escape, quoteattr
 import httpx
 
 from voicerouter.config.schema import ProviderConfig
-from voicerouter.config.secrets import expand
-from voicerouter.errors import ConfigError, ProviderError, RequestError, TransientProviderError
+from voicerouter.errors import ConfigError, RequestError, TransientProviderError
 from voicerouter.providers import http
-from voicerouter.providers._common import probe_synthesis
+from voicerouter.providers._common import api_key, check_options, probe_synthesis, timeout_of, wav_bytes
 from voicerouter.providers.base import PIPELINE_RATE, AudioChunk, BuildContext, Kind, PartialCallback, Transcript
 
 DEFAULT_KEY_REF = "${AZURE_SPEECH_KEY}"
@@ -43,13 +40,8 @@ def create(name: str, kind: Kind, config: ProviderConfig, ctx: BuildContext) -> 
     """Factory named by the registry: an Azure Speech STT or TTS provider for one routing-table entry."""
     if kind not in ("stt", "tts"):
         raise ConfigError(f"provider {name}: azure has no {kind} kind", hint="use kind: stt or kind: tts")
-    unknown = sorted(set(config.options) - OPTIONS)
-    if unknown:  # a typo in options must not silently do nothing
-        raise ConfigError(
-            f"provider {name}: unknown azure option(s) {', '.join(unknown)}",
-            hint=f"known options: {', '.join(sorted(OPTIONS))}",
-        )
-    key = expand(config.api_key or DEFAULT_KEY_REF, ctx.env, what=f"provider {name}", secret=True)
+    check_options(name, "azure", config, OPTIONS)
+    key = api_key(name, config, ctx, DEFAULT_KEY_REF)
     if config.base_url:
         base_url = config.base_url
     elif config.region:
@@ -60,19 +52,9 @@ def create(name: str, kind: Kind, config: ProviderConfig, ctx: BuildContext) -> 
             f"provider {name}: azure needs a region (or a base_url)", hint="e.g. region: westeurope"
         )
     base_url = http.check_base_url(base_url, provider=name)
-    timeout_s = (config.timeout_ms or 30000) / 1000
+    timeout_s = timeout_of(config)
     cls = AzureSTT if kind == "stt" else AzureTTS
     return cls(name, config, key=key, base_url=base_url, timeout_s=timeout_s)
-
-
-def wav_bytes(pcm: bytes, sample_rate: int) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(sample_rate)
-        wav.writeframes(pcm)
-    return buffer.getvalue()
 
 
 def to_16k(pcm: bytes, sample_rate: int) -> bytes:
@@ -93,25 +75,12 @@ def ssml(text: str, voice: str, language: str) -> str:
     )
 
 
-class _Base:
+class _Base(http.ClientProvider):
     type = "azure"
 
     def __init__(self, name: str, config: ProviderConfig, *, key: str, base_url: str, timeout_s: float) -> None:
-        self.name = name
-        self.config = config
+        super().__init__(name, config, base_url=base_url, timeout_s=timeout_s, headers={"Ocp-Apim-Subscription-Key": key})
         self.language = config.language or DEFAULT_LANGUAGE
-        self._client = http.make_client(
-            base_url,
-            headers={"Ocp-Apim-Subscription-Key": key, "User-Agent": "voicerouter"},
-            timeout_s=timeout_s,
-            connect_timeout_s=min(5.0, timeout_s),
-        )
-
-    def _error(self, exc: Exception) -> ProviderError:
-        return http.transport_error(exc, provider=self.name).with_context(provider=self.name)
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
 
 
 class AzureSTT(_Base):

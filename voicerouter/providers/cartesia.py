@@ -17,10 +17,9 @@ from typing import Any
 import httpx
 
 from voicerouter.config.schema import ProviderConfig
-from voicerouter.config.secrets import expand
-from voicerouter.errors import ConfigError, ProviderError
+from voicerouter.errors import ConfigError
 from voicerouter.providers import http
-from voicerouter.providers._common import probe_synthesis
+from voicerouter.providers._common import api_key, check_options, probe_synthesis, timeout_of
 from voicerouter.providers.base import AudioChunk, BuildContext, Kind
 
 DEFAULT_BASE_URL = "https://api.cartesia.ai"
@@ -39,15 +38,10 @@ def create(name: str, kind: Kind, config: ProviderConfig, ctx: BuildContext) -> 
     """Factory named by the registry: a Cartesia TTS provider for one routing-table entry."""
     if kind != "tts":
         raise ConfigError(f"provider {name}: cartesia has no {kind} kind", hint="use kind: tts")
-    unknown = sorted(set(config.options) - OPTIONS)
-    if unknown:  # a typo in options must not silently do nothing
-        raise ConfigError(
-            f"provider {name}: unknown cartesia option(s) {', '.join(unknown)}",
-            hint=f"known options: {', '.join(sorted(OPTIONS))}",
-        )
-    key = expand(config.api_key or DEFAULT_KEY_REF, ctx.env, what=f"provider {name}", secret=True)
+    check_options(name, "cartesia", config, OPTIONS)
+    key = api_key(name, config, ctx, DEFAULT_KEY_REF)
     base_url = http.check_base_url(config.base_url or DEFAULT_BASE_URL, provider=name)
-    return CartesiaTTS(name, config, key=key, base_url=base_url, timeout_s=(config.timeout_ms or 30000) / 1000)
+    return CartesiaTTS(name, config, key=key, base_url=base_url, timeout_s=timeout_of(config))
 
 
 def error_message(body: bytes) -> str | None:
@@ -66,13 +60,11 @@ def error_message(body: bytes) -> str | None:
     return head or (str(message) if message else None)
 
 
-class CartesiaTTS:
+class CartesiaTTS(http.ClientProvider):
     type = "cartesia"
     kind: Kind = "tts"
 
     def __init__(self, name: str, config: ProviderConfig, *, key: str, base_url: str, timeout_s: float) -> None:
-        self.name = name
-        self.config = config
         options = config.options
         self.sample_rate = config.sample_rate or DEFAULT_RATE
         if self.sample_rate not in PCM_RATES:
@@ -89,11 +81,9 @@ class CartesiaTTS:
         auth = str(options.get("auth", "x-api-key")).lower()
         if auth not in ("x-api-key", "bearer"):
             raise ConfigError(f"provider {name}: options.auth must be x-api-key or bearer, not {auth!r}")
-        headers = {"Cartesia-Version": self.version, "User-Agent": "voicerouter"}
+        headers = {"Cartesia-Version": self.version}
         headers.update({"X-API-Key": key} if auth == "x-api-key" else {"Authorization": f"Bearer {key}"})
-        self._client = http.make_client(
-            base_url, headers=headers, timeout_s=timeout_s, connect_timeout_s=min(5.0, timeout_s)
-        )
+        super().__init__(name, config, base_url=base_url, timeout_s=timeout_s, headers=headers)
 
     def _body(self, text: str) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -118,12 +108,6 @@ class CartesiaTTS:
         except httpx.HTTPError as exc:
             raise self._error(exc) from None
 
-    def _error(self, exc: Exception) -> ProviderError:
-        return http.transport_error(exc, provider=self.name).with_context(provider=self.name)
-
     async def probe(self) -> None:
         """A one-word synthesis, read to its first audio chunk."""
         await probe_synthesis(self, what="tts/bytes")
-
-    async def aclose(self) -> None:
-        await self._client.aclose()

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
-import wave
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlencode
@@ -22,7 +20,7 @@ from urllib.parse import urlencode
 import httpx
 
 from voicerouter.config.schema import ProviderConfig
-from voicerouter.config.secrets import expand, redact
+from voicerouter.config.secrets import redact
 from voicerouter.errors import (
     ConfigError,
     ProviderError,
@@ -31,7 +29,7 @@ from voicerouter.errors import (
     TransientProviderError,
 )
 from voicerouter.providers import http
-from voicerouter.providers._common import probe_synthesis
+from voicerouter.providers._common import api_key, check_options, probe_synthesis, timeout_of, wav_bytes
 from voicerouter.providers.base import (
     PIPELINE_RATE,
     AudioChunk,
@@ -52,15 +50,10 @@ KEEPALIVE_S = 4.0  # Deepgram closes an idle live socket after 10 s (NET-0001)
 
 def create(name: str, kind: Kind, config: ProviderConfig, ctx: BuildContext) -> DeepgramSTT | DeepgramTTS:
     """Factory named by the registry: a Deepgram STT or TTS provider for one routing-table entry."""
-    unknown = sorted(set(config.options) - OPTIONS)
-    if unknown:  # a typo in options must not silently do nothing
-        raise ConfigError(
-            f"provider {name}: unknown deepgram option(s) {', '.join(unknown)}",
-            hint=f"known options: {', '.join(sorted(OPTIONS))}",
-        )
-    key = expand(config.api_key or DEFAULT_KEY_REF, ctx.env, what=f"provider {name}", secret=True)
+    check_options(name, "deepgram", config, OPTIONS)
+    key = api_key(name, config, ctx, DEFAULT_KEY_REF)
     base_url = http.check_base_url(config.base_url or DEFAULT_BASE_URL, provider=name)
-    timeout_s = (config.timeout_ms or 30000) / 1000
+    timeout_s = timeout_of(config)
     if kind == "stt":
         return DeepgramSTT(name, config, key=key, base_url=base_url, timeout_s=timeout_s)
     if kind == "tts":
@@ -89,37 +82,14 @@ def _declared_rate(content_type: str) -> int | None:
     return None
 
 
-def wav_bytes(pcm: bytes, sample_rate: int) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(sample_rate)
-        wav.writeframes(pcm)
-    return buffer.getvalue()
-
-
-class _Base:
+class _Base(http.ClientProvider):
     type = "deepgram"
 
     def __init__(self, name: str, config: ProviderConfig, *, key: str, base_url: str, timeout_s: float) -> None:
-        self.name = name
-        self.config = config
+        super().__init__(name, config, base_url=base_url, timeout_s=timeout_s, headers={"Authorization": f"Token {key}"})
         self.base_url = base_url
         self.timeout_s = timeout_s
         self._key = key
-        self._client = http.make_client(
-            base_url,
-            headers={"Authorization": f"Token {key}", "User-Agent": "voicerouter"},
-            timeout_s=timeout_s,
-            connect_timeout_s=min(5.0, timeout_s),
-        )
-
-    def _error(self, exc: Exception) -> ProviderError:
-        return http.transport_error(exc, provider=self.name).with_context(provider=self.name)
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
 
 
 class DeepgramSTT(_Base):

@@ -10,19 +10,16 @@ voice_settings, seed, apply_text_normalization, optimize_streaming_latency.
 
 from __future__ import annotations
 
-import io
 import json
-import wave
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 
 from voicerouter.config.schema import ProviderConfig
-from voicerouter.config.secrets import expand
-from voicerouter.errors import ConfigError, ProviderError, RequestError
+from voicerouter.errors import ConfigError, RequestError
 from voicerouter.providers import http
-from voicerouter.providers._common import probe_synthesis
+from voicerouter.providers._common import api_key, check_options, probe_synthesis, timeout_of, wav_bytes
 from voicerouter.providers.base import PIPELINE_RATE, AudioChunk, BuildContext, Kind, PartialCallback, Transcript
 
 DEFAULT_BASE_URL = "https://api.elevenlabs.io"
@@ -37,15 +34,10 @@ DEFAULT_RATE = 16000
 
 def create(name: str, kind: Kind, config: ProviderConfig, ctx: BuildContext) -> ElevenLabsTTS | ElevenLabsSTT:
     """Factory named by the registry: an ElevenLabs TTS or STT provider for one routing-table entry."""
-    unknown = sorted(set(config.options) - OPTIONS)
-    if unknown:  # a typo in options must not silently do nothing
-        raise ConfigError(
-            f"provider {name}: unknown elevenlabs option(s) {', '.join(unknown)}",
-            hint=f"known options: {', '.join(sorted(OPTIONS))}",
-        )
-    key = expand(config.api_key or DEFAULT_KEY_REF, ctx.env, what=f"provider {name}", secret=True)
+    check_options(name, "elevenlabs", config, OPTIONS)
+    key = api_key(name, config, ctx, DEFAULT_KEY_REF)
     base_url = http.check_base_url(config.base_url or DEFAULT_BASE_URL, provider=name)
-    timeout_s = (config.timeout_ms or 30000) / 1000
+    timeout_s = timeout_of(config)
     if kind == "tts":
         return ElevenLabsTTS(name, config, key=key, base_url=base_url, timeout_s=timeout_s)
     if kind == "stt":
@@ -74,34 +66,11 @@ def language_code(language: str | None) -> str | None:
     return language.split("-")[0].lower() if language else None
 
 
-def wav_bytes(pcm: bytes, sample_rate: int) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(sample_rate)
-        wav.writeframes(pcm)
-    return buffer.getvalue()
-
-
-class _Base:
+class _Base(http.ClientProvider):
     type = "elevenlabs"
 
     def __init__(self, name: str, config: ProviderConfig, *, key: str, base_url: str, timeout_s: float) -> None:
-        self.name = name
-        self.config = config
-        self._client = http.make_client(
-            base_url,
-            headers={"xi-api-key": key, "User-Agent": "voicerouter"},
-            timeout_s=timeout_s,
-            connect_timeout_s=min(5.0, timeout_s),
-        )
-
-    def _error(self, exc: Exception) -> ProviderError:
-        return http.transport_error(exc, provider=self.name).with_context(provider=self.name)
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
+        super().__init__(name, config, base_url=base_url, timeout_s=timeout_s, headers={"xi-api-key": key})
 
 
 class ElevenLabsTTS(_Base):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import email.utils
 import time
 from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import httpx
@@ -26,6 +27,9 @@ from voicerouter.errors import (
 )
 from voicerouter.netaddr import is_loopback
 from voicerouter.providers.base import AudioChunk
+
+if TYPE_CHECKING:
+    from voicerouter.config.schema import ProviderConfig
 
 SNIPPET_CHARS = 200
 
@@ -157,3 +161,25 @@ async def pcm_chunks(response: httpx.Response, sample_rate: int) -> AsyncIterato
         carry = data[usable:]
         if usable:
             yield AudioChunk(data[:usable], sample_rate)
+
+
+class ClientProvider:
+    """The shell of a vendor HTTP provider: its name and entry, one pooled client, transport-error mapping."""
+
+    def __init__(
+        self, name: str, config: ProviderConfig, *, base_url: str, timeout_s: float, headers: Mapping[str, str]
+    ) -> None:
+        self.name = name
+        self.config = config
+        self._client = make_client(
+            base_url,
+            headers={**headers, "User-Agent": "voicerouter"},
+            timeout_s=timeout_s,
+            connect_timeout_s=min(5.0, timeout_s),  # a short timeout_ms bounds the connect as well
+        )
+
+    def _error(self, exc: Exception) -> ProviderError:
+        return transport_error(exc, provider=self.name).with_context(provider=self.name)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

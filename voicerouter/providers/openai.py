@@ -7,9 +7,7 @@ instance, so the resilience layer can retry, fail over or give up.
 from __future__ import annotations
 
 import asyncio
-import io
 import json
-import wave
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,7 +16,7 @@ import httpx
 from voicerouter.config.schema import ProviderConfig
 from voicerouter.config.secrets import expand, remember_secret
 from voicerouter.errors import ConfigError, ProviderError, ProviderTimeout
-from voicerouter.providers import http
+from voicerouter.providers import _common, http
 from voicerouter.providers.base import (
     PIPELINE_RATE,
     AudioChunk,
@@ -56,13 +54,7 @@ def error_message(body: bytes) -> str | None:
 
 
 def wav_bytes(audio: AudioChunk) -> bytes:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(audio.sample_rate)
-        w.writeframes(audio.pcm)
-    return buf.getvalue()
+    return _common.wav_bytes(audio.pcm, audio.sample_rate)
 
 
 def silence(duration_s: float, sample_rate: int = PIPELINE_RATE) -> AudioChunk:
