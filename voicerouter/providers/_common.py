@@ -34,6 +34,16 @@ def api_key(name: str, config: ProviderConfig, ctx: BuildContext, default_ref: s
     return expand(config.api_key or default_ref, ctx.env, what=f"provider {name}", secret=True)
 
 
+def pcm_rate(name: str, config: ProviderConfig, default: int, rates: Iterable[int], *, what: str) -> int:
+    """The entry's `sample_rate` (or the vendor default), refused unless the vendor offers it; `what` says whose."""
+    rate = config.sample_rate or default
+    if rate not in rates:
+        raise ConfigError(
+            f"provider {name}: {what} at {rate} Hz", hint=f"sample_rate: one of {', '.join(map(str, rates))}"
+        )
+    return rate
+
+
 def timeout_of(config: ProviderConfig) -> float:
     """The entry's request timeout in seconds (`timeout_ms`, 30 s when unset)."""
     return (config.timeout_ms or DEFAULT_TIMEOUT_MS) / 1000

@@ -19,7 +19,7 @@ import httpx
 from voicerouter.config.schema import ProviderConfig
 from voicerouter.errors import ConfigError, RequestError, TransientProviderError
 from voicerouter.providers import http
-from voicerouter.providers._common import api_key, check_options, probe_synthesis, timeout_of, wav_bytes
+from voicerouter.providers._common import api_key, check_options, pcm_rate, probe_synthesis, timeout_of, wav_bytes
 from voicerouter.providers.base import PIPELINE_RATE, AudioChunk, BuildContext, Kind, PartialCallback, Transcript
 
 DEFAULT_KEY_REF = "${AZURE_SPEECH_KEY}"
@@ -142,12 +142,7 @@ class AzureTTS(_Base):
 
     def __init__(self, name: str, config: ProviderConfig, **kw: Any) -> None:
         super().__init__(name, config, **kw)
-        self.sample_rate = config.sample_rate or DEFAULT_TTS_RATE
-        if self.sample_rate not in OUTPUT_FORMATS:
-            raise ConfigError(
-                f"provider {name}: azure has no raw PCM output at {self.sample_rate} Hz",
-                hint=f"sample_rate: one of {', '.join(map(str, OUTPUT_FORMATS))}",
-            )
+        self.sample_rate = pcm_rate(name, config, DEFAULT_TTS_RATE, OUTPUT_FORMATS, what="azure has no raw PCM output")
         self.voice = config.voice or DEFAULT_VOICE
 
     async def synthesize(self, text: str) -> AsyncIterator[AudioChunk]:
@@ -157,14 +152,8 @@ class AzureTTS(_Base):
             "X-Microsoft-OutputFormat": OUTPUT_FORMATS[self.sample_rate],
         }
         body = ssml(text, self.voice, self.language).encode("utf-8")
-        try:
-            async with self._client.stream("POST", "/cognitiveservices/v1", headers=headers, content=body) as response:
-                await http.raise_for_response(response, provider=self.name)
-                await http.refuse_text_body(response, provider=self.name)
-                async for chunk in http.pcm_chunks(response, self.sample_rate):
-                    yield chunk
-        except httpx.HTTPError as exc:
-            raise self._error(exc) from None
+        async for chunk in self._post_for_pcm("/cognitiveservices/v1", self.sample_rate, headers=headers, content=body):
+            yield chunk
 
     async def probe(self) -> None:
         """A one-word synthesis, read to its first audio chunk."""

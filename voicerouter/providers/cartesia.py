@@ -14,12 +14,10 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
-
 from voicerouter.config.schema import ProviderConfig
 from voicerouter.errors import ConfigError
 from voicerouter.providers import http
-from voicerouter.providers._common import api_key, check_options, probe_synthesis, timeout_of
+from voicerouter.providers._common import api_key, check_options, pcm_rate, probe_synthesis, timeout_of
 from voicerouter.providers.base import AudioChunk, BuildContext, Kind
 
 DEFAULT_BASE_URL = "https://api.cartesia.ai"
@@ -66,12 +64,7 @@ class CartesiaTTS(http.ClientProvider):
 
     def __init__(self, name: str, config: ProviderConfig, *, key: str, base_url: str, timeout_s: float) -> None:
         options = config.options
-        self.sample_rate = config.sample_rate or DEFAULT_RATE
-        if self.sample_rate not in PCM_RATES:
-            raise ConfigError(
-                f"provider {name}: cartesia has no raw output at {self.sample_rate} Hz",
-                hint=f"sample_rate: one of {', '.join(map(str, PCM_RATES))}",
-            )
+        self.sample_rate = pcm_rate(name, config, DEFAULT_RATE, PCM_RATES, what="cartesia has no raw output")
         self.version = str(options.get("version", DEFAULT_VERSION))
         if not _VERSION.match(self.version):
             raise ConfigError(
@@ -99,14 +92,10 @@ class CartesiaTTS(http.ClientProvider):
 
     async def synthesize(self, text: str) -> AsyncIterator[AudioChunk]:
         """POST /tts/bytes (raw pcm_s16le): audio chunks as the HTTP body streams in."""
-        try:
-            async with self._client.stream("POST", "/tts/bytes", json=self._body(text)) as response:
-                await http.raise_for_response(response, provider=self.name, message_of=error_message)
-                await http.refuse_text_body(response, provider=self.name)
-                async for chunk in http.pcm_chunks(response, self.sample_rate):
-                    yield chunk
-        except httpx.HTTPError as exc:
-            raise self._error(exc) from None
+        async for chunk in self._post_for_pcm(
+            "/tts/bytes", self.sample_rate, message_of=error_message, json=self._body(text)
+        ):
+            yield chunk
 
     async def probe(self) -> None:
         """A one-word synthesis, read to its first audio chunk."""

@@ -19,7 +19,7 @@ import httpx
 from voicerouter.config.schema import ProviderConfig
 from voicerouter.errors import ConfigError, RequestError
 from voicerouter.providers import http
-from voicerouter.providers._common import api_key, check_options, probe_synthesis, timeout_of, wav_bytes
+from voicerouter.providers._common import api_key, check_options, pcm_rate, probe_synthesis, timeout_of, wav_bytes
 from voicerouter.providers.base import PIPELINE_RATE, AudioChunk, BuildContext, Kind, PartialCallback, Transcript
 
 DEFAULT_BASE_URL = "https://api.elevenlabs.io"
@@ -78,12 +78,7 @@ class ElevenLabsTTS(_Base):
 
     def __init__(self, name: str, config: ProviderConfig, **kw: Any) -> None:
         super().__init__(name, config, **kw)
-        self.sample_rate = config.sample_rate or DEFAULT_RATE
-        if self.sample_rate not in PCM_RATES:
-            raise ConfigError(
-                f"provider {name}: elevenlabs has no pcm output at {self.sample_rate} Hz",
-                hint=f"sample_rate: one of {', '.join(map(str, PCM_RATES))}",
-            )
+        self.sample_rate = pcm_rate(name, config, DEFAULT_RATE, PCM_RATES, what="elevenlabs has no pcm output")
         self.voice = config.voice or DEFAULT_VOICE
         self.model = config.model or DEFAULT_TTS_MODEL
 
@@ -106,14 +101,10 @@ class ElevenLabsTTS(_Base):
         if "optimize_streaming_latency" in self.config.options:
             params["optimize_streaming_latency"] = self.config.options["optimize_streaming_latency"]
         path = f"/v1/text-to-speech/{self.voice}/stream"
-        try:
-            async with self._client.stream("POST", path, params=params, json=self._body(text)) as response:
-                await http.raise_for_response(response, provider=self.name, message_of=error_message)
-                await http.refuse_text_body(response, provider=self.name)
-                async for chunk in http.pcm_chunks(response, self.sample_rate):
-                    yield chunk
-        except httpx.HTTPError as exc:
-            raise self._error(exc) from None
+        async for chunk in self._post_for_pcm(
+            path, self.sample_rate, message_of=error_message, params=params, json=self._body(text)
+        ):
+            yield chunk
 
     async def probe(self) -> None:
         """A one-word synthesis, read to its first audio chunk."""

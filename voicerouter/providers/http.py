@@ -10,7 +10,7 @@ from __future__ import annotations
 import email.utils
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -180,6 +180,19 @@ class ClientProvider:
 
     def _error(self, exc: Exception) -> ProviderError:
         return transport_error(exc, provider=self.name).with_context(provider=self.name)
+
+    async def _post_for_pcm(
+        self, path: str, sample_rate: int, *, message_of: Any = None, **request: Any
+    ) -> AsyncIterator[AudioChunk]:
+        """POST for a raw PCM16 answer and yield it as it streams in, every failure typed."""
+        try:
+            async with self._client.stream("POST", path, **request) as response:
+                await raise_for_response(response, provider=self.name, message_of=message_of)
+                await refuse_text_body(response, provider=self.name)
+                async for chunk in pcm_chunks(response, sample_rate):
+                    yield chunk
+        except httpx.HTTPError as exc:
+            raise self._error(exc) from None
 
     async def aclose(self) -> None:
         await self._client.aclose()
