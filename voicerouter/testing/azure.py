@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 
 from aiohttp import web
 
-from voicerouter.testing.server import EmulatorState, Fault, read_wav, send_body, stream_pcm
+from voicerouter.testing.server import EmulatorState, Fault, admit, read_wav, send_body, stream_pcm
 
 STATE = web.AppKey("state", EmulatorState)
 STT_PATH = "/speech/recognition/conversation/cognitiveservices/v1"
@@ -67,11 +67,7 @@ async def _recognize(request: web.Request) -> web.StreamResponse:
     body = await request.read()
     state.record(path=request.path, method="POST", query=dict(request.query), headers=dict(request.headers),
                  bytes=len(body))
-    denied = _auth(request, state)
-    if denied is not None:
-        return denied
-    fault = state.take_fault()
-    refused = _error_fault(fault)
+    fault, refused = admit(state, _auth(request, state), _error_fault)
     if refused is not None:
         return refused
     language = request.query.get("language")
@@ -114,11 +110,7 @@ async def _synthesize(request: web.Request) -> web.StreamResponse:
     info = {"path": request.path, "method": "POST", "headers": dict(request.headers),
             "body": raw.decode("utf-8", "replace")}
     state.record(**info)
-    denied = _auth(request, state)
-    if denied is not None:
-        return denied
-    fault = state.take_fault()
-    refused = _error_fault(fault)
+    fault, refused = admit(state, _auth(request, state), _error_fault)
     if refused is not None:
         return refused
     if not request.headers.get("Content-Type", "").startswith("application/ssml+xml"):
@@ -145,7 +137,7 @@ async def _synthesize(request: web.Request) -> web.StreamResponse:
         return _status(400)
     pcm = await state.synthesize(text, rate)
     if output_format in RIFF_FORMATS:
-        from voicerouter.providers.azure import wav_bytes
+        from voicerouter.providers._common import wav_bytes
 
         pcm = wav_bytes(pcm, rate)
     return await stream_pcm(request, pcm, rate, fault, content_type="audio/x-wav" if output_format in RIFF_FORMATS

@@ -6,11 +6,9 @@ It needs `Cartesia-Version` and `X-API-Key` (or `Authorization: Bearer`); errors
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import uuid
-import wave
 
 from aiohttp import web
 
@@ -113,11 +111,7 @@ async def _tts_bytes(request: web.Request) -> web.StreamResponse:
     pcm = await state.synthesize(transcript, rate)
     content_type = "audio/pcm"
     if container == "wav":
-        buffer = io.BytesIO()
-        with wave.open(buffer, "wb") as out:
-            out.setnchannels(1)
-            out.setsampwidth(2)
-            out.setframerate(rate)
-            out.writeframes(pcm)
-        pcm, content_type = buffer.getvalue(), "audio/wav"
+        from voicerouter.providers._common import wav_bytes
+
+        pcm, content_type = wav_bytes(pcm, rate), "audio/wav"
     return await stream_pcm(request, pcm, rate, fault, content_type=content_type)

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from voicerouter.testing.openai import before_answer, check_auth, error_response, send_body
+from voicerouter.testing.openai import error_response, fault_then_auth, send_body
 from voicerouter.testing.server import EmulatorState
 
 STATE_KEY = web.AppKey("state", EmulatorState)
@@ -70,13 +70,9 @@ def _validate(body: Any) -> str | None:
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
-    fault = state.take_fault()
-    early = await before_answer(fault)
+    fault, early = await fault_then_auth(request, state)
     if early is not None:
         return early
-    denied = check_auth(request, state)
-    if denied is not None:
-        return denied
     try:
         body = await request.json()
     except ValueError:
@@ -108,8 +104,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 async def webhook(request: web.Request) -> web.StreamResponse:
     """Any POST: expects the webhook agent's JSON, answers {"reply": ...}; no auth of its own."""
     state = request.app[STATE_KEY]
-    fault = state.take_fault()
-    early = await before_answer(fault)
+    fault, early = await fault_then_auth(request, state, auth=False)
     if early is not None:
         return early
     try:

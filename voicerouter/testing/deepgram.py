@@ -17,6 +17,7 @@ from aiohttp import WSMsgType, web
 from voicerouter.testing.server import (
     EmulatorState,
     Fault,
+    admit,
     delay_first_byte,
     drop_connection,
     hold_forever,
@@ -84,11 +85,7 @@ async def _listen_batch(request: web.Request) -> web.StreamResponse:
     body = await request.read()
     state.record(path="/v1/listen", method="POST", query=dict(request.query), headers=dict(request.headers),
                  bytes=len(body))
-    denied = _auth_error(request, state)
-    if denied is not None:
-        return denied
-    fault = state.take_fault()
-    refused = _fault_error(fault)
+    fault, refused = admit(state, _auth_error(request, state), _fault_error)
     if refused is not None:
         return refused
     content_type = request.headers.get("Content-Type", "")
@@ -131,11 +128,7 @@ async def _speak(request: web.Request) -> web.StreamResponse:
     raw = await request.read()
     state.record(path="/v1/speak", method="POST", query=dict(request.query), headers=dict(request.headers),
                  body=raw.decode("utf-8", "replace"))
-    denied = _auth_error(request, state)
-    if denied is not None:
-        return denied
-    fault = state.take_fault()
-    refused = _fault_error(fault)
+    fault, refused = admit(state, _auth_error(request, state), _fault_error)
     if refused is not None:
         return refused
     query = request.query
@@ -167,7 +160,7 @@ async def _speak(request: web.Request) -> web.StreamResponse:
                            f"sample_rate={rate}.", code="INVALID_QUERY_PARAMETER")
     pcm = await state.synthesize(text, rate)
     if container == "wav":
-        from voicerouter.providers.deepgram import wav_bytes
+        from voicerouter.providers._common import wav_bytes
 
         pcm = wav_bytes(pcm, rate)
     headers = {"dg-request-id": str(uuid.uuid4()), "dg-model-name": model, "dg-char-count": str(len(text))}
@@ -178,11 +171,9 @@ async def _speak(request: web.Request) -> web.StreamResponse:
 async def _listen_live(request: web.Request) -> web.StreamResponse:
     state: EmulatorState = request.app[STATE]
     state.record(path="/v1/listen", method="GET", query=dict(request.query), headers=dict(request.headers))
-    denied = _auth_error(request, state, upgrade=True)
-    if denied is not None:
-        return denied
-    fault = state.take_fault()
-    refused = _fault_error(fault, upgrade=True)
+    fault, refused = admit(
+        state, _auth_error(request, state, upgrade=True), lambda fault: _fault_error(fault, upgrade=True)
+    )
     if refused is not None:
         return refused
     query = request.query

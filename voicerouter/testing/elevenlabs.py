@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from voicerouter.testing.server import EmulatorState, read_wav, send_body, stream_pcm
+from voicerouter.testing.server import EmulatorState, Fault, admit, read_wav, send_body, stream_pcm
 
 STATE = web.AppKey("state", EmulatorState)
 PCM_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
@@ -62,18 +62,20 @@ def _check(request: web.Request, state: EmulatorState) -> web.Response | None:
     return None
 
 
+def _fault_detail(fault: Fault) -> web.Response | None:
+    """An `error` fault, answered with the vendor's envelope."""
+    return _detail(fault.status, retry_after=fault.retry_after) if fault.kind == "error" else None
+
+
 async def _tts(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     raw = await request.read()
     voice = request.match_info["voice_id"]
     state.record(path=request.path, method="POST", query=dict(request.query), headers=dict(request.headers),
                  body=raw.decode("utf-8", "replace"))
-    denied = _check(request, state)
-    if denied is not None:
-        return denied
-    fault = state.take_fault()
-    if fault is not None and fault.kind == "error":
-        return _detail(fault.status, retry_after=fault.retry_after)
+    fault, refused = admit(state, _check(request, state), _fault_detail)
+    if refused is not None:
+        return refused
     output_format = request.query.get("output_format", "mp3_44100_128")
     rate = int(output_format[4:]) if output_format.startswith("pcm_") and output_format[4:].isdigit() else None
     if rate not in PCM_RATES:
@@ -117,12 +119,9 @@ async def _stt(request: web.Request) -> web.StreamResponse:
     fields: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str)}
     state.record(path=request.path, method="POST", query=dict(request.query), headers=dict(request.headers),
                  form=fields)
-    denied = _check(request, state)
-    if denied is not None:
-        return denied
-    fault = state.take_fault()
-    if fault is not None and fault.kind == "error":
-        return _detail(fault.status, retry_after=fault.retry_after)
+    fault, refused = admit(state, _check(request, state), _fault_detail)
+    if refused is not None:
+        return refused
     if not multipart:
         return _invalid((["body", "model_id"], "Field required", "missing"))
     upload = form.get("file")

@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from voicerouter.testing.server import EmulatorState, Fault
+from voicerouter.testing.server import EmulatorState, Fault, drop_connection
 
 BASE_PATH = "/v1"  # clients take base_url = emulator URL + this, like https://api.openai.com/v1
 TTS_RATE = 24000
@@ -94,11 +94,18 @@ async def before_answer(fault: Fault | None) -> web.Response | None:
     return None
 
 
-def abort(request: web.Request) -> None:
-    """Close the TCP connection without finishing the body (what a crashed upstream looks like)."""
-    transport = request.transport
-    if transport is not None:
-        transport.abort()
+async def fault_then_auth(
+    request: web.Request, state: EmulatorState, *, auth: bool = True
+) -> tuple[Fault | None, web.StreamResponse | None]:
+    """The request's fault first (error, slow, hang act before auth, as on OpenAI), then the key check.
+
+    Returns (fault, answer to send now or None); `auth=False` for endpoints without a key of their own.
+    """
+    fault = state.take_fault()
+    early = await before_answer(fault)
+    if early is None and auth:
+        early = check_auth(request, state)
+    return fault, early
 
 
 async def send_body(request: web.Request, body: bytes, content_type: str, fault: Fault | None) -> web.StreamResponse:
@@ -116,7 +123,7 @@ async def send_body(request: web.Request, body: bytes, content_type: str, fault:
             await asyncio.sleep(fault.seconds if fault.arg else 3600.0)  # type: ignore[union-attr]
             await response.write(body[half:])
         else:
-            abort(request)
+            drop_connection(request)  # what a crashed upstream looks like
             return response
     else:
         await response.write(body)
@@ -143,7 +150,7 @@ async def stream_audio(request: web.Request, pcm: bytes, content_type: str, faul
         if kind in ("drop", "truncate") and (
             offset >= half or (kind == "drop" and fault.arg and time.monotonic() - started >= fault.seconds)  # type: ignore[union-attr]
         ):
-            abort(request)
+            drop_connection(request)  # what a crashed upstream looks like
             return response
         if kind == "stall" and not stalled and offset >= half:
             stalled = True
@@ -164,7 +171,7 @@ async def stream_transcript(request: web.Request, text: str, fault: Fault | None
     words = text.split(" ")
     for index, word in enumerate(words):
         if index == len(words) // 2 and kind in ("drop", "truncate"):
-            abort(request)
+            drop_connection(request)  # what a crashed upstream looks like
             return response
         if index == len(words) // 2 and kind == "stall":
             await asyncio.sleep(fault.seconds if fault.arg else 3600.0)  # type: ignore[union-attr]
@@ -210,13 +217,9 @@ def decode_audio(data: bytes) -> tuple[bytes, int]:
 
 async def transcriptions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
-    fault = state.take_fault()
-    early = await before_answer(fault)
+    fault, early = await fault_then_auth(request, state)
     if early is not None:
         return early
-    denied = check_auth(request, state)
-    if denied is not None:
-        return denied
     if not request.content_type.startswith("multipart/form-data"):
         return error_response(400, "Invalid Content-Type header; expected multipart/form-data.")
     try:
@@ -271,13 +274,9 @@ async def transcriptions(request: web.Request) -> web.StreamResponse:
 
 async def speech(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
-    fault = state.take_fault()
-    early = await before_answer(fault)
+    fault, early = await fault_then_auth(request, state)
     if early is not None:
         return early
-    denied = check_auth(request, state)
-    if denied is not None:
-        return denied
     try:
         payload = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):

@@ -12,7 +12,7 @@ import importlib
 import math
 import random
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -213,6 +213,20 @@ async def delay_first_byte(fault: Fault | None) -> None:
         await asyncio.sleep(fault.seconds)
     elif fault.kind == "hang":
         await hold_forever()
+
+
+def admit(
+    state: EmulatorState, denied: Any | None, refuse: Callable[[Fault], Any | None]
+) -> tuple[Fault | None, Any | None]:
+    """Auth first (a refused request consumes no fault), then the request's fault.
+
+    `denied` is the vendor's auth answer (None when the key is right); `refuse(fault)` is the vendor's
+    answer to an `error` fault, or None. Returns (fault, answer to send now or None).
+    """
+    if denied is not None:
+        return None, denied
+    fault = state.take_fault()
+    return fault, (refuse(fault) if fault is not None else None)
 
 
 def drop_connection(request: Any) -> None:
