@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from provider_helpers import build, collect, probe_each, words_in_common
 
 from voicerouter.config.schema import ProviderConfig
 from voicerouter.errors import (
@@ -23,8 +24,7 @@ CANARY = "azcanary9f8e7d6c5b4a"  # must never appear in an error message
 
 
 def make(url: str | None, kind: str = "stt", key: str = CANARY, **fields) -> AzureSTT | AzureTTS:
-    config = ProviderConfig(type="azure", kind=kind, api_key="${AZ_TEST_KEY}", base_url=url, **fields)
-    return create("az", kind, config, BuildContext(env={"AZ_TEST_KEY": key}))
+    return build(create, "azure", "az", url, kind, key=key, env_var="AZ_TEST_KEY", **fields)
 
 
 async def transcribe(stt: AzureSTT, audio: AudioChunk) -> str:
@@ -32,13 +32,6 @@ async def transcribe(stt: AzureSTT, audio: AudioChunk) -> str:
         return (await stt.transcribe(audio)).text
     finally:
         await stt.aclose()
-
-
-async def collect(tts: AzureTTS, text: str) -> list[AudioChunk]:
-    try:
-        return [chunk async for chunk in tts.synthesize(text)]
-    finally:
-        await tts.aclose()
 
 
 async def test_recognition_success() -> None:
@@ -167,12 +160,7 @@ def test_config() -> None:
 
 async def test_probe() -> None:
     async with emulate("azure", api_key=CANARY, transcript="") as emu:
-        for kind in ("stt", "tts"):
-            provider = make(emu.url, kind=kind)
-            try:
-                await provider.probe()
-            finally:
-                await provider.aclose()
+        await probe_each(lambda kind: make(emu.url, kind=kind), ("stt", "tts"))
 
 
 @pytest.mark.slow
@@ -183,7 +171,7 @@ async def test_real_speech_round_trip() -> None:
         chunks = await collect(make(emu.url, kind="tts", sample_rate=22050), phrase)
         text = await transcribe(make(emu.url, timeout_ms=60000),
                                 AudioChunk(b"".join(c.pcm for c in chunks), 22050))
-    assert len(set(text.lower().split()) & set(phrase.split())) >= 3, text
+    assert words_in_common(text, phrase) >= 3, text
 
 
 @pytest.mark.parametrize("query, content_type, status", [

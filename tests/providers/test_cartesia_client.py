@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
+import provider_helpers
 import pytest
+from provider_helpers import build, probe_each, synthesize_into, words_in_common
 
 from voicerouter.config.schema import ProviderConfig
 from voicerouter.errors import (
@@ -26,15 +28,11 @@ TEXT = "Thanks for calling, how can I help?"
 
 
 def make(url: str, key: str = CANARY, kind: str = "tts", **fields) -> CartesiaTTS:
-    config = ProviderConfig(type="cartesia", kind=kind, api_key="${CARTESIA_TEST_KEY}", base_url=url, **fields)
-    return create("sonic", kind, config, BuildContext(env={"CARTESIA_TEST_KEY": key}))
+    return build(create, "cartesia", "sonic", url, kind, key=key, env_var="CARTESIA_TEST_KEY", **fields)
 
 
 async def collect(tts: CartesiaTTS, text: str = TEXT) -> list[AudioChunk]:
-    try:
-        return [chunk async for chunk in tts.synthesize(text)]
-    finally:
-        await tts.aclose()
+    return await provider_helpers.collect(tts, text)
 
 
 async def test_streams_raw_pcm_with_versioned_request() -> None:
@@ -103,8 +101,7 @@ async def test_hang_and_stall_are_timeouts() -> None:
         got: list[AudioChunk] = []
         tts = make(emu.url, timeout_ms=300)
         with pytest.raises(ProviderTimeout):
-            async for chunk in tts.synthesize(TEXT):
-                got.append(chunk)
+            await synthesize_into(tts, TEXT, got)
         await tts.aclose()
     assert got
 
@@ -131,11 +128,7 @@ def test_config_errors() -> None:
 
 async def test_probe() -> None:
     async with emulate("cartesia", api_key=CANARY) as emu:
-        tts = make(emu.url)
-        try:
-            await tts.probe()
-        finally:
-            await tts.aclose()
+        await probe_each(lambda kind: make(emu.url, kind=kind), ("tts",))
 
 
 @pytest.mark.slow
@@ -147,7 +140,7 @@ async def test_real_speech_is_recognizable() -> None:
         chunks = await collect(make(emu.url, sample_rate=16000), text=phrase)
     text = pocketsphinx.transcribe_pcm(b"".join(c.pcm for c in chunks), 16000)
     assert len(chunks) > 3
-    assert len(set(text.lower().split()) & set(phrase.split())) >= 3, text
+    assert words_in_common(text, phrase) >= 3, text
 
 
 @pytest.mark.parametrize("patch, headers, status", [

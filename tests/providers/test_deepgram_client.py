@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from provider_helpers import build, probe_each, synthesize_into
 
 from voicerouter.config.schema import ProviderConfig
 from voicerouter.errors import (
@@ -29,8 +30,7 @@ REFERENCE_WORDS = set("and so my fellow americans ask not what your country can 
 
 
 def make(url: str, kind: str = "stt", key: str = CANARY, **fields) -> DeepgramSTT | DeepgramTTS:
-    config = ProviderConfig(type="deepgram", kind=kind, api_key="${DG_TEST_KEY}", base_url=url, **fields)
-    return create("dg", kind, config, BuildContext(env={"DG_TEST_KEY": key}))
+    return build(create, "deepgram", "dg", url, kind, key=key, env_var="DG_TEST_KEY", **fields)
 
 
 def speech_like(seconds: float = 1.2) -> bytes:
@@ -281,8 +281,7 @@ async def test_tts_stall_beyond_timeout_is_timeout() -> None:
         got: list[AudioChunk] = []
         try:
             with pytest.raises(ProviderTimeout):
-                async for chunk in tts.synthesize("A sentence long enough to stall in the middle."):
-                    got.append(chunk)
+                await synthesize_into(tts, "A sentence long enough to stall in the middle.", got)
         finally:
             await tts.aclose()
     assert got  # audio before the stall still arrived
@@ -364,12 +363,7 @@ def test_unsupported_tts_rate_refused() -> None:
 
 async def test_probe() -> None:
     async with emulate("deepgram", api_key=CANARY, transcript="") as emu:
-        for kind in ("stt", "tts"):
-            provider = make(emu.url, kind=kind)
-            try:
-                await provider.probe()
-            finally:
-                await provider.aclose()
+        await probe_each(lambda kind: make(emu.url, kind=kind), ("stt", "tts"))
 
 
 @pytest.mark.slow

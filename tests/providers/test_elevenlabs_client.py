@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
+import provider_helpers
 import pytest
+from provider_helpers import build, probe_each, words_in_common
 
 from voicerouter.config.schema import ProviderConfig
 from voicerouter.errors import (
@@ -26,15 +28,11 @@ TEXT = "Your order ships tomorrow morning."
 
 
 def make(url: str, kind: str = "tts", key: str = CANARY, **fields) -> ElevenLabsTTS | ElevenLabsSTT:
-    config = ProviderConfig(type="elevenlabs", kind=kind, api_key="${XI_TEST_KEY}", base_url=url, **fields)
-    return create("eleven", kind, config, BuildContext(env={"XI_TEST_KEY": key}))
+    return build(create, "elevenlabs", "eleven", url, kind, key=key, env_var="XI_TEST_KEY", **fields)
 
 
 async def collect(tts: ElevenLabsTTS, text: str = TEXT) -> list[AudioChunk]:
-    try:
-        return [chunk async for chunk in tts.synthesize(text)]
-    finally:
-        await tts.aclose()
+    return await provider_helpers.collect(tts, text)
 
 
 def assert_clean(err: BaseException) -> None:
@@ -178,12 +176,7 @@ def test_bad_rate_and_plain_http_refused() -> None:
 
 async def test_probe() -> None:
     async with emulate("elevenlabs", api_key=CANARY, transcript="") as emu:
-        for kind in ("tts", "stt"):
-            provider = make(emu.url, kind=kind)
-            try:
-                await provider.probe()
-            finally:
-                await provider.aclose()
+        await probe_each(lambda kind: make(emu.url, kind=kind), ("tts", "stt"))
 
 
 @pytest.mark.slow
@@ -198,7 +191,7 @@ async def test_real_speech_round_trip() -> None:
         finally:
             await stt.aclose()
     assert len(chunks) > 3
-    assert len(set(result.text.lower().split()) & set(phrase.split())) >= 3, result.text
+    assert words_in_common(result.text, phrase) >= 3, result.text
 
 
 @pytest.mark.parametrize("path, body, headers, status, shape", [

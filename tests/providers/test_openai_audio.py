@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from provider_helpers import synthesize_into
 
 from voicerouter.config.schema import ProviderConfig
 from voicerouter.errors import (
@@ -192,8 +193,7 @@ async def test_stall_mid_stream_times_out():
         got: list[AudioChunk] = []
         try:
             with pytest.raises(ProviderTimeout):
-                async for chunk in tts.synthesize("a sentence long enough to stall in the middle"):
-                    got.append(chunk)
+                await synthesize_into(tts, "a sentence long enough to stall in the middle", got)
         finally:
             await tts.aclose()
     assert got  # audio flowed before the stall
