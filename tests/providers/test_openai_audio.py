@@ -36,6 +36,14 @@ async def collect(tts, text: str = "hello there, this is a test") -> list[AudioC
     return [chunk async for chunk in tts.synthesize(text)]
 
 
+async def request_once(provider, kind: str) -> None:
+    """One request of the provider's kind: a transcription, or a whole synthesis."""
+    if kind == "stt":
+        await provider.transcribe(utterance())
+    else:
+        await collect(provider)
+
+
 async def test_transcribe_uploads_wav_and_returns_text():
     async with emulate("openai", api_key=CANARY, transcript="ask not what your country can do") as emu:
         stt = make("stt", emu.url, model="whisper-1", language="en-US")
@@ -108,10 +116,7 @@ async def test_status_faults_map_to_typed_errors(fault, error, status):
             provider = make(kind, emu.url)
             try:
                 with pytest.raises(error) as info:
-                    if kind == "stt":
-                        await provider.transcribe(utterance())
-                    else:
-                        await collect(provider)
+                    await request_once(provider, kind)
             finally:
                 await provider.aclose()
             assert info.value.status == status
@@ -178,10 +183,7 @@ async def test_hang_times_out():
             provider = make(kind, emu.url, timeout_ms=300)
             try:
                 with pytest.raises(ProviderTimeout) as info:
-                    if kind == "stt":
-                        await provider.transcribe(utterance())
-                    else:
-                        await collect(provider)
+                    await request_once(provider, kind)
             finally:
                 await provider.aclose()
             assert info.value.retryable and info.value.provider == f"oai-{kind}"
@@ -206,10 +208,7 @@ async def test_dropped_or_truncated_body_is_transient(fault):
             provider = make(kind, emu.url)
             try:
                 with pytest.raises(TransientProviderError) as info:
-                    if kind == "stt":
-                        await provider.transcribe(utterance())
-                    else:
-                        await collect(provider)
+                    await request_once(provider, kind)
             finally:
                 await provider.aclose()
             assert info.value.retryable and not isinstance(info.value, ProviderTimeout)
