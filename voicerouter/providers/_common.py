@@ -12,8 +12,8 @@ from typing import Any
 
 from voicerouter.config.schema import ProviderConfig
 from voicerouter.config.secrets import expand
-from voicerouter.errors import ConfigError, TransientProviderError
-from voicerouter.providers.base import BuildContext
+from voicerouter.errors import ConfigError, RequestError, TransientProviderError
+from voicerouter.providers.base import PIPELINE_RATE, AudioChunk, BuildContext
 
 DEFAULT_TIMEOUT_MS = 30000
 
@@ -47,6 +47,16 @@ def pcm_rate(name: str, config: ProviderConfig, default: int, rates: Iterable[in
 def timeout_of(config: ProviderConfig) -> float:
     """The entry's request timeout in seconds (`timeout_ms`, 30 s when unset)."""
     return (config.timeout_ms or DEFAULT_TIMEOUT_MS) / 1000
+
+
+def silence(duration_s: float, sample_rate: int = PIPELINE_RATE) -> AudioChunk:
+    """Silent audio: what a batch STT probe sends to prove the key, the model and the route."""
+    return AudioChunk(b"\0\0" * int(duration_s * sample_rate), sample_rate)
+
+
+def batch_only(what: str, *, provider: str) -> RequestError:
+    """The error of `open_stream` on a vendor API that only transcribes whole utterances."""
+    return RequestError(f"{what} is batch only", provider=provider, hint="use transcribe() for this provider")
 
 
 def wav_bytes(pcm: bytes, sample_rate: int) -> bytes:

@@ -19,7 +19,16 @@ import httpx
 from voicerouter.config.schema import ProviderConfig
 from voicerouter.errors import ConfigError, RequestError, TransientProviderError
 from voicerouter.providers import http
-from voicerouter.providers._common import api_key, check_options, pcm_rate, probe_synthesis, timeout_of, wav_bytes
+from voicerouter.providers._common import (
+    api_key,
+    batch_only,
+    check_options,
+    pcm_rate,
+    probe_synthesis,
+    silence,
+    timeout_of,
+    wav_bytes,
+)
 from voicerouter.providers.base import PIPELINE_RATE, AudioChunk, BuildContext, Kind, PartialCallback, Transcript
 
 DEFAULT_KEY_REF = "${AZURE_SPEECH_KEY}"
@@ -128,13 +137,11 @@ class AzureSTT(_Base):
     async def open_stream(
         self, sample_rate: int = PIPELINE_RATE, on_partial: PartialCallback | None = None
     ) -> Any:
-        raise RequestError(
-            "azure short-audio recognition is batch only", provider=self.name, hint="use transcribe() for this provider"
-        )
+        raise batch_only("azure short-audio recognition", provider=self.name)
 
     async def probe(self) -> None:
         """A 200 ms silent recognition (answers NoMatch/InitialSilenceTimeout): proves key, region, language."""
-        await self.transcribe(AudioChunk(bytes(STT_RATE // 5 * 2), STT_RATE))
+        await self.transcribe(silence(0.2, STT_RATE))
 
 
 class AzureTTS(_Base):

@@ -29,7 +29,7 @@ from voicerouter.errors import (
     TransientProviderError,
 )
 from voicerouter.providers import http
-from voicerouter.providers._common import api_key, check_options, probe_synthesis, timeout_of, wav_bytes
+from voicerouter.providers._common import api_key, check_options, probe_synthesis, silence, timeout_of, wav_bytes
 from voicerouter.providers.base import (
     PIPELINE_RATE,
     AudioChunk,
@@ -152,7 +152,7 @@ class DeepgramSTT(_Base):
 
     async def probe(self) -> None:
         """A 200 ms silent batch transcription: proves the key, the model and the route."""
-        await self.transcribe(AudioChunk(bytes(PIPELINE_RATE // 5 * 2), PIPELINE_RATE))
+        await self.transcribe(silence(0.2))
 
 
 class DeepgramStream:

@@ -17,9 +17,18 @@ from typing import Any
 import httpx
 
 from voicerouter.config.schema import ProviderConfig
-from voicerouter.errors import ConfigError, RequestError
+from voicerouter.errors import ConfigError
 from voicerouter.providers import http
-from voicerouter.providers._common import api_key, check_options, pcm_rate, probe_synthesis, timeout_of, wav_bytes
+from voicerouter.providers._common import (
+    api_key,
+    batch_only,
+    check_options,
+    pcm_rate,
+    probe_synthesis,
+    silence,
+    timeout_of,
+    wav_bytes,
+)
 from voicerouter.providers.base import PIPELINE_RATE, AudioChunk, BuildContext, Kind, PartialCallback, Transcript
 
 DEFAULT_BASE_URL = "https://api.elevenlabs.io"
@@ -142,10 +151,8 @@ class ElevenLabsSTT(_Base):
     async def open_stream(
         self, sample_rate: int = PIPELINE_RATE, on_partial: PartialCallback | None = None
     ) -> Any:
-        raise RequestError(
-            "elevenlabs speech-to-text is batch only", provider=self.name, hint="use transcribe() for this provider"
-        )
+        raise batch_only("elevenlabs speech-to-text", provider=self.name)
 
     async def probe(self) -> None:
         """A 200 ms silent transcription: proves the key and the model."""
-        await self.transcribe(AudioChunk(bytes(PIPELINE_RATE // 5 * 2), PIPELINE_RATE))
+        await self.transcribe(silence(0.2, PIPELINE_RATE))

@@ -57,10 +57,6 @@ def wav_bytes(audio: AudioChunk) -> bytes:
     return _common.wav_bytes(audio.pcm, audio.sample_rate)
 
 
-def silence(duration_s: float, sample_rate: int = PIPELINE_RATE) -> AudioChunk:
-    return AudioChunk(b"\0\0" * int(duration_s * sample_rate), sample_rate)
-
-
 def resolve_key(name: str, config: ProviderConfig, ctx: BuildContext, *, required: bool) -> str | None:
     """The API key from its `${VAR}` reference; a missing variable fails the session start, before audio."""
     reference = config.api_key
@@ -178,7 +174,7 @@ class OpenAISTT(OpenAIAudio):
         return BufferedStream(self, sample_rate, on_partial)
 
     async def probe(self) -> None:
-        await self.transcribe(silence(0.3))
+        await self.transcribe(_common.silence(0.3))
 
 
 class BufferedStream:
