@@ -49,6 +49,14 @@ def _text_of(content: Any) -> str | None:
     return None
 
 
+async def _json_or_none(request: web.Request) -> Any:
+    """The request's JSON body, or None when it is not JSON (the handler answers that in its own words)."""
+    try:
+        return await request.json()
+    except ValueError:
+        return None
+
+
 def _validate(body: Any) -> str | None:
     """What is wrong with a chat-completions request body, in OpenAI's words, or None."""
     if not isinstance(body, dict):
@@ -73,10 +81,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     fault, early = await fault_then_auth(request, state)
     if early is not None:
         return early
-    try:
-        body = await request.json()
-    except ValueError:
-        body = None
+    body = await _json_or_none(request)
     problem = _validate(body)
     state.record(path=request.path, body=body, headers=dict(request.headers))
     if problem is not None:
@@ -107,10 +112,7 @@ async def webhook(request: web.Request) -> web.StreamResponse:
     fault, early = await fault_then_auth(request, state, auth=False)
     if early is not None:
         return early
-    try:
-        body = await request.json()
-    except ValueError:
-        body = None
+    body = await _json_or_none(request)
     state.record(path=request.path, body=body, headers=dict(request.headers))
     if not isinstance(body, dict) or not isinstance(body.get("transcript"), str):
         return web.json_response({"error": "expected a JSON object with a string transcript"}, status=400)
