@@ -138,3 +138,14 @@ def test_timeline_png_per_file(capsys, tmp_path):
     assert code == 0 and "timelines written to" in stdout
     png = tmp_path / "tl" / "weather_44k_stereo.timeline.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_quickstart_command_meets_the_sample_expectations(capsys, tmp_path):
+    # The README's one-command demo: every sample through the offline route, expectations checked.
+    code, stdout, stderr = cli(
+        capsys, *sorted(SAMPLES.glob("*.wav")), "--expect", SAMPLES / "expectations.yaml", "--out", tmp_path
+    )
+    assert code == 0, stdout + stderr
+    assert "expectations passed" in stdout + stderr
+    assert len(list(tmp_path.glob("*.reply.wav"))) == len(list(SAMPLES.glob("*.wav")))
