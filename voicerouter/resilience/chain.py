@@ -450,3 +450,22 @@ class StageRunner:
         for state in self._lazy_slots:
             capacity.release(self.session.session_id, state)
         self._lazy_slots.clear()
+
+
+class ChainProvider:
+    """What every stage chain shares: it is a provider of its stage's kind over the runner's members."""
+
+    kind = ""
+    type = "chain"
+
+    def __init__(self, runner: StageRunner) -> None:
+        self.runner = runner
+        self.name = f"{self.kind}:" + ",".join(m.name for m in runner.members)
+
+    async def probe(self) -> None:
+        """The preferred provider's probe (health checks probe every member themselves)."""
+        if self.runner.members:
+            await self.runner.members[0].provider.probe()
+
+    async def aclose(self) -> None:
+        await self.runner.aclose()

@@ -16,32 +16,19 @@ from typing import Any
 
 from voicerouter.errors import ProviderError, ProviderTimeout
 from voicerouter.providers.base import PIPELINE_RATE, Conversation, S2SEvent
-from voicerouter.resilience.chain import Member, StageRunner, stream_of
+from voicerouter.resilience.chain import ChainProvider, Member, StageRunner, stream_of
 from voicerouter.resilience.retry import as_provider_error
 
 REPLAY_SECONDS_PER_AUDIO_SECOND = 0.25
 
 
-class S2SChain:
+class S2SChain(ChainProvider):
     kind = "s2s"
-    type = "chain"
-
-    def __init__(self, runner: StageRunner) -> None:
-        self.runner = runner
-        self.name = "s2s:" + ",".join(m.name for m in runner.members)
 
     async def connect(self, *, instructions: str | None, history: Conversation) -> ChainS2SSession:
         session = ChainS2SSession(self.runner, instructions, history)
         await session.start()
         return session
-
-    async def probe(self) -> None:
-        for member in self.runner.members:
-            await member.provider.probe()
-            return
-
-    async def aclose(self) -> None:
-        await self.runner.aclose()
 
 
 class ChainS2SSession:

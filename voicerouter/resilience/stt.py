@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 
 from voicerouter.errors import ProviderError, ProviderTimeout
 from voicerouter.providers.base import PIPELINE_RATE, AudioChunk, PartialCallback, Transcript
-from voicerouter.resilience.chain import Member, StageRunner, last_item
+from voicerouter.resilience.chain import ChainProvider, Member, StageRunner, last_item
 from voicerouter.resilience.retry import as_provider_error
 from voicerouter.session.events import EventType
 
@@ -28,13 +28,11 @@ def _tag(transcript: Transcript, name: str) -> Transcript:
     return transcript if transcript.provider else dataclasses.replace(transcript, provider=name)
 
 
-class STTChain:
+class STTChain(ChainProvider):
     kind = "stt"
-    type = "chain"
 
     def __init__(self, runner: StageRunner) -> None:
-        self.runner = runner
-        self.name = "stt:" + ",".join(m.name for m in runner.members)
+        super().__init__(runner)
         self.supports_streaming = any(getattr(m.provider, "supports_streaming", False) for m in runner.members)
 
     def _replay_timeout(self, audio_s: float) -> float:
@@ -55,14 +53,6 @@ class STTChain:
         stream = ChainSTTStream(self, sample_rate, on_partial)
         await stream.start()
         return stream
-
-    async def probe(self) -> None:
-        for member in self.runner.members:
-            await member.provider.probe()
-            return
-
-    async def aclose(self) -> None:
-        await self.runner.aclose()
 
 
 class ChainSTTStream:

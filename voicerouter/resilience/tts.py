@@ -12,16 +12,11 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from voicerouter.providers.base import AudioChunk
-from voicerouter.resilience.chain import Member, StageRunner, stream_of
+from voicerouter.resilience.chain import ChainProvider, Member, stream_of
 
 
-class TTSChain:
+class TTSChain(ChainProvider):
     kind = "tts"
-    type = "chain"
-
-    def __init__(self, runner: StageRunner) -> None:
-        self.runner = runner
-        self.name = "tts:" + ",".join(m.name for m in runner.members)
 
     @property
     def sample_rate(self) -> int | None:
@@ -39,6 +34,3 @@ class TTSChain:
     async def probe(self) -> None:
         async for _ in self.synthesize("ok"):
             break
-
-    async def aclose(self) -> None:
-        await self.runner.aclose()
