@@ -72,6 +72,7 @@ def test_spans_carry_route_context_and_nest(memory):
     detach()  # ends turn 2 and the session, which never sent session_end
     clock[0] = 9.0
     bus.emit(EventType.TURN_END, turn=3, reason="silence", start_s=8, end_s=8.5, delay_ms=100)  # ignored now
+    assert len(bus._subscribers) == 0  # detach unsubscribed the exporter
     spans = {(s.name, s.attributes.get("voicerouter.turn")): s for s in exporter.get_finished_spans()}
     assert set(spans) == {
         ("stt", 1),

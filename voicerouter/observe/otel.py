@@ -319,7 +319,12 @@ def attach_tracing(
         tracer_provider = default_tracer_provider(env)
     exporter = TraceExporter(tracer_provider)
     bus.subscribe(exporter)
-    return exporter.close
+
+    def detach() -> None:
+        bus.unsubscribe(exporter)
+        exporter.close()
+
+    return detach
 
 
 def export_events(events: Iterable[dict[str, Any]], tracer_provider: Any) -> int:
