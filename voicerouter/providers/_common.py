@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import io
 import wave
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from voicerouter.config.schema import ProviderConfig
 from voicerouter.config.secrets import expand
 from voicerouter.errors import ConfigError, RequestError, TransientProviderError
+from voicerouter.providers import http
 from voicerouter.providers.base import PIPELINE_RATE, AudioChunk, BuildContext
 
 DEFAULT_TIMEOUT_MS = 30000
@@ -27,6 +28,34 @@ def check_options(name: str, vendor: str, config: ProviderConfig, known: Iterabl
             f"provider {name}: unknown {vendor} option(s) {', '.join(unknown)}",
             hint=f"known options: {', '.join(sorted(known))}",
         )
+
+
+def build_vendor(
+    name: str,
+    kind: str,
+    config: ProviderConfig,
+    ctx: BuildContext,
+    *,
+    vendor: str,
+    classes: Mapping[str, Callable[..., Any]],
+    options: Iterable[str],
+    key_ref: str,
+    base_url: str | Callable[[str], str],
+) -> Any:
+    """The one way a vendor factory builds its provider: kind, options, key, base URL, timeout.
+
+    `classes` maps each kind the vendor offers to its class; `base_url` is the default URL, or a
+    function of the kind for vendors whose host depends on it (a `base_url` in the table wins).
+    """
+    cls = classes.get(kind)
+    if cls is None:
+        offered = " or ".join(f"kind: {k}" for k in classes)
+        raise ConfigError(f"provider {name}: {vendor} has no {kind} kind", hint=f"use {offered}")
+    check_options(name, vendor, config, options)
+    key = api_key(name, config, ctx, key_ref)
+    url = config.base_url or (base_url(kind) if callable(base_url) else base_url)
+    checked = http.check_base_url(url, provider=name)
+    return cls(name, config, key=key, base_url=checked, timeout_s=timeout_of(config))
 
 
 def api_key(name: str, config: ProviderConfig, ctx: BuildContext, default_ref: str) -> str:

@@ -20,13 +20,11 @@ from voicerouter.config.schema import ProviderConfig
 from voicerouter.errors import ConfigError, RequestError, TransientProviderError
 from voicerouter.providers import http
 from voicerouter.providers._common import (
-    api_key,
     batch_only,
-    check_options,
+    build_vendor,
     pcm_rate,
     probe_synthesis,
     silence,
-    timeout_of,
     wav_bytes,
 )
 from voicerouter.providers.base import PIPELINE_RATE, AudioChunk, BuildContext, Kind, PartialCallback, Transcript
@@ -47,23 +45,17 @@ EMPTY_STATUSES = ("NoMatch", "InitialSilenceTimeout", "BabbleTimeout")
 
 def create(name: str, kind: Kind, config: ProviderConfig, ctx: BuildContext) -> AzureSTT | AzureTTS:
     """Factory named by the registry: an Azure Speech STT or TTS provider for one routing-table entry."""
-    if kind not in ("stt", "tts"):
-        raise ConfigError(f"provider {name}: azure has no {kind} kind", hint="use kind: stt or kind: tts")
-    check_options(name, "azure", config, OPTIONS)
-    key = api_key(name, config, ctx, DEFAULT_KEY_REF)
-    if config.base_url:
-        base_url = config.base_url
-    elif config.region:
-        host = "stt" if kind == "stt" else "tts"
-        base_url = f"https://{config.region}.{host}.speech.microsoft.com"
-    else:
-        raise ConfigError(
-            f"provider {name}: azure needs a region (or a base_url)", hint="e.g. region: westeurope"
-        )
-    base_url = http.check_base_url(base_url, provider=name)
-    timeout_s = timeout_of(config)
-    cls = AzureSTT if kind == "stt" else AzureTTS
-    return cls(name, config, key=key, base_url=base_url, timeout_s=timeout_s)
+    def regional(kind: str) -> str:
+        if not config.region:
+            raise ConfigError(
+                f"provider {name}: azure needs a region (or a base_url)", hint="e.g. region: westeurope"
+            )
+        return f"https://{config.region}.{kind}.speech.microsoft.com"
+
+    return build_vendor(
+        name, kind, config, ctx, vendor="azure", classes={"stt": AzureSTT, "tts": AzureTTS},
+        options=OPTIONS, key_ref=DEFAULT_KEY_REF, base_url=regional,
+    )
 
 
 def to_16k(pcm: bytes, sample_rate: int) -> bytes:

@@ -17,7 +17,7 @@ from typing import Any
 from voicerouter.config.schema import ProviderConfig
 from voicerouter.errors import ConfigError
 from voicerouter.providers import http
-from voicerouter.providers._common import api_key, check_options, pcm_rate, probe_synthesis, timeout_of
+from voicerouter.providers._common import build_vendor, pcm_rate, probe_synthesis
 from voicerouter.providers.base import AudioChunk, BuildContext, Kind
 
 DEFAULT_BASE_URL = "https://api.cartesia.ai"
@@ -34,12 +34,10 @@ _VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 def create(name: str, kind: Kind, config: ProviderConfig, ctx: BuildContext) -> CartesiaTTS:
     """Factory named by the registry: a Cartesia TTS provider for one routing-table entry."""
-    if kind != "tts":
-        raise ConfigError(f"provider {name}: cartesia has no {kind} kind", hint="use kind: tts")
-    check_options(name, "cartesia", config, OPTIONS)
-    key = api_key(name, config, ctx, DEFAULT_KEY_REF)
-    base_url = http.check_base_url(config.base_url or DEFAULT_BASE_URL, provider=name)
-    return CartesiaTTS(name, config, key=key, base_url=base_url, timeout_s=timeout_of(config))
+    return build_vendor(
+        name, kind, config, ctx, vendor="cartesia", classes={"tts": CartesiaTTS},
+        options=OPTIONS, key_ref=DEFAULT_KEY_REF, base_url=DEFAULT_BASE_URL,
+    )
 
 
 def error_message(body: bytes) -> str | None:

@@ -29,7 +29,7 @@ from voicerouter.errors import (
     TransientProviderError,
 )
 from voicerouter.providers import http
-from voicerouter.providers._common import api_key, check_options, probe_synthesis, silence, timeout_of, wav_bytes
+from voicerouter.providers._common import build_vendor, probe_synthesis, silence, wav_bytes
 from voicerouter.providers.base import (
     PIPELINE_RATE,
     AudioChunk,
@@ -50,15 +50,10 @@ KEEPALIVE_S = 4.0  # Deepgram closes an idle live socket after 10 s (NET-0001)
 
 def create(name: str, kind: Kind, config: ProviderConfig, ctx: BuildContext) -> DeepgramSTT | DeepgramTTS:
     """Factory named by the registry: a Deepgram STT or TTS provider for one routing-table entry."""
-    check_options(name, "deepgram", config, OPTIONS)
-    key = api_key(name, config, ctx, DEFAULT_KEY_REF)
-    base_url = http.check_base_url(config.base_url or DEFAULT_BASE_URL, provider=name)
-    timeout_s = timeout_of(config)
-    if kind == "stt":
-        return DeepgramSTT(name, config, key=key, base_url=base_url, timeout_s=timeout_s)
-    if kind == "tts":
-        return DeepgramTTS(name, config, key=key, base_url=base_url, timeout_s=timeout_s)
-    raise ConfigError(f"provider {name}: deepgram has no {kind} kind", hint="use kind: stt or kind: tts")
+    return build_vendor(
+        name, kind, config, ctx, vendor="deepgram", classes={"stt": DeepgramSTT, "tts": DeepgramTTS},
+        options=OPTIONS, key_ref=DEFAULT_KEY_REF, base_url=DEFAULT_BASE_URL,
+    )
 
 
 def error_message(body: bytes) -> str | None:

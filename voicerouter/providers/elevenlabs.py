@@ -17,16 +17,13 @@ from typing import Any
 import httpx
 
 from voicerouter.config.schema import ProviderConfig
-from voicerouter.errors import ConfigError
 from voicerouter.providers import http
 from voicerouter.providers._common import (
-    api_key,
     batch_only,
-    check_options,
+    build_vendor,
     pcm_rate,
     probe_synthesis,
     silence,
-    timeout_of,
     wav_bytes,
 )
 from voicerouter.providers.base import PIPELINE_RATE, AudioChunk, BuildContext, Kind, PartialCallback, Transcript
@@ -43,15 +40,10 @@ DEFAULT_RATE = 16000
 
 def create(name: str, kind: Kind, config: ProviderConfig, ctx: BuildContext) -> ElevenLabsTTS | ElevenLabsSTT:
     """Factory named by the registry: an ElevenLabs TTS or STT provider for one routing-table entry."""
-    check_options(name, "elevenlabs", config, OPTIONS)
-    key = api_key(name, config, ctx, DEFAULT_KEY_REF)
-    base_url = http.check_base_url(config.base_url or DEFAULT_BASE_URL, provider=name)
-    timeout_s = timeout_of(config)
-    if kind == "tts":
-        return ElevenLabsTTS(name, config, key=key, base_url=base_url, timeout_s=timeout_s)
-    if kind == "stt":
-        return ElevenLabsSTT(name, config, key=key, base_url=base_url, timeout_s=timeout_s)
-    raise ConfigError(f"provider {name}: elevenlabs has no {kind} kind", hint="use kind: tts or kind: stt")
+    return build_vendor(
+        name, kind, config, ctx, vendor="elevenlabs", classes={"tts": ElevenLabsTTS, "stt": ElevenLabsSTT},
+        options=OPTIONS, key_ref=DEFAULT_KEY_REF, base_url=DEFAULT_BASE_URL,
+    )
 
 
 def error_message(body: bytes) -> str | None:
