@@ -173,7 +173,7 @@ async def emulate(
     seed: int = 0,
 ) -> AsyncIterator[Emulator]:
     """Run one emulator for the duration of the block: `async with emulate("deepgram") as emu: emu.url`."""
-    from aiohttp import web
+    from voicerouter.httpserver import start_server
 
     module_name = EMULATORS.get(provider_type)
     if module_name is None:
@@ -183,15 +183,11 @@ async def emulate(
         tts_engine=tts_engine, seed=seed,
     )
     app = importlib.import_module(module_name).build_app(state)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    server = await start_server(app, host, port)
     try:
-        yield Emulator(f"http://{host}:{bound}", state)
+        yield Emulator(server.url, state)
     finally:
-        await runner.cleanup()
+        await server.aclose()
 
 
 # --- Helpers the vendor emulators share (added with the deepgram/elevenlabs/cartesia/azure emulators) ---
