@@ -15,23 +15,36 @@ def resolve(
     session_id: Annotated[str | None, typer.Option("--session-id", "-s", help="Session id (decides sticky A/B splits); random if unset.")] = None,
     routes: Annotated[Path | None, typer.Option("--routes", help="Routing table (default: $VOICEROUTER_ROUTES, then ./routes.yaml).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+    to: Annotated[str | None, typer.Option("--to", help="Explain a phone call to this number (E.164): the table's numbers: give tenant, region and flags; --tenant/--region/--flag override them.")] = None,
 ) -> None:
-    """Show the session plan for a tenant/region/flags/session id."""
+    """Show the session plan for a tenant/region/flags/session id, or for a call to a number (--to)."""
     from voicerouter.cli.common import find_routes, parse_flags
     from voicerouter.config.loader import load_routes
     from voicerouter.routing.plan import RouteContext
 
     table = load_routes(find_routes(routes))
     kwargs = {"session_id": session_id} if session_id else {}
-    ctx = RouteContext(tenant=tenant, region=region, flags=parse_flags(flag), **kwargs)
+    call = None
+    if to is not None:
+        from voicerouter.routing.numbers import call_context
+
+        call = call_context(table.config.numbers, to, tenant=tenant, region=region, flags=parse_flags(flag))
+        ctx = call.route_context(session_id)
+    else:
+        ctx = RouteContext(tenant=tenant, region=region, flags=parse_flags(flag), **kwargs)
     plan = table.resolve(ctx)
     if json_out:
         import json
 
-        typer.echo(json.dumps(plan.to_dict(), indent=2))
+        data = plan.to_dict()
+        if call is not None:
+            data["call"] = {"to": call.number, "number_match": call.pattern, "set_by_call": list(call.overridden)}
+        typer.echo(json.dumps(data, indent=2))
     else:
         from voicerouter.cli.render_plan import render_plan
 
+        if call is not None:
+            typer.echo(f"call: {call.explain()}")
         render_plan(plan, table.file)
     if plan.warnings:
         from voicerouter.cli.common import stderr_console

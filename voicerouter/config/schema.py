@@ -187,11 +187,25 @@ class FaultConfig(Strict):
     fault: str = Field(description="e.g. error:503@0.3, hang@turn2, drop_ws@1.5s, slow:300ms")
 
 
+class NumberConfig(Strict):
+    """The routing context of calls to one number (or a glob of numbers)."""
+
+    tenant: str | None = None
+    region: str | None = None
+    flags: dict[str, bool] = Field(default_factory=dict)
+    description: str | None = None
+
+
 class RoutingTableConfig(Strict):
     version: Literal[1] = 1
     providers: dict[str, ProviderConfig]
     defaults: RouteSettings = RouteSettings()
     routes: list[RouteConfig] = Field(default_factory=list)
+    numbers: dict[str, NumberConfig] = Field(
+        default_factory=dict,
+        description="Called number (E.164 like +15551230000, or a glob like +4420*) -> tenant, region, flags "
+        "of the call's session; first match in file order wins.",
+    )
     faults: list[FaultConfig] = Field(default_factory=list)
     seed: int | None = Field(None, description="Seed for fault injection and jitter.")
 

@@ -48,7 +48,29 @@ def check_table(table: RoutingTable, *, env: Mapping[str, str]) -> list[Finding]
                 break
     _check_unused(table, out)
     _check_secrets(table, env, out)
+    _check_numbers(table, out)
     return out.findings
+
+
+def _check_numbers(table: RoutingTable, out: _Collector) -> None:
+    """`numbers:` keys are E.164 numbers or globs; an entry an earlier glob covers can never match."""
+    from fnmatch import fnmatchcase
+
+    from voicerouter.routing.numbers import E164_PATTERN, normalize
+
+    seen: list[str] = []
+    for pattern in table.config.numbers:
+        path = ("numbers", pattern)
+        if not E164_PATTERN.match(pattern):
+            out.add("error", "bad-number", f"numbers: {pattern!r} is not an E.164 number or glob (like +15551230000 or +4420*)", path, key=True)
+            continue
+        literal = not any(c in pattern for c in "*?[")
+        for earlier in seen:
+            if (literal and fnmatchcase(normalize(pattern), earlier)) or earlier == "+*":
+                out.add("warning", "shadowed-number", f"numbers: {pattern!r} can never match: {earlier!r} before it matches it", path, key=True)
+                break
+        if not literal:
+            seen.append(pattern)
 
 
 def _earlier_candidates(table: RoutingTable, index: int) -> list[int]:
