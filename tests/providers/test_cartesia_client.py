@@ -38,30 +38,35 @@ async def collect(tts: CartesiaTTS, text: str = TEXT) -> list[AudioChunk]:
 async def test_streams_raw_pcm_with_versioned_request() -> None:
     async with emulate("cartesia", api_key=CANARY) as emu:
         chunks = await collect(make(emu.url, language="en-US", voice="a0e99841-438c-4a64-b679-ae501e7d6091"))
+        await collect(make(emu.url))
     assert len(chunks) > 3
     assert all(c.sample_rate == 24000 and len(c.pcm) % 2 == 0 for c in chunks)
     assert sum(c.duration_s for c in chunks) == pytest.approx(0.06 * len(TEXT), rel=0.01)
-    request = emu.state.requests[-1]
-    assert request["headers"]["Cartesia-Version"] == "2025-11-04"
-    assert request["headers"]["X-API-Key"] == CANARY
+    request, bare = emu.state.requests[-2:]
+    assert request["headers"]["Cartesia-Version"] == "2026-08-14"
+    assert request["headers"]["Authorization"] == f"Bearer {CANARY}" and "X-API-Key" not in request["headers"]
     assert json.loads(request["body"]) == {
-        "model_id": "sonic-2", "transcript": TEXT,
-        "voice": {"mode": "id", "id": "a0e99841-438c-4a64-b679-ae501e7d6091"},
+        "model_id": "sonic-3", "transcript": TEXT,
+        "voice": "a0e99841-438c-4a64-b679-ae501e7d6091",
         "output_format": {"container": "raw", "encoding": "pcm_s16le", "sample_rate": 24000},
         "language": "en",
     }
+    assert "language" not in json.loads(bare["body"])  # the language goes only when the table sets it
 
 
-async def test_bearer_auth_and_newer_version_json_errors() -> None:
+async def test_older_version_sends_voice_mode_and_x_api_key_on_request() -> None:
     async with emulate("cartesia", api_key=CANARY, faults="error:429:4*1") as emu:
-        tts = make(emu.url, sample_rate=16000, options={"auth": "bearer", "version": "2026-03-01"})
+        tts = make(emu.url, sample_rate=16000, options={"auth": "x-api-key", "version": "2026-03-01"})
         with pytest.raises(RateLimitedError) as info:
             await collect(tts)
-        ok = await collect(make(emu.url, sample_rate=16000, options={"auth": "bearer"}))
+        ok = await collect(make(emu.url, sample_rate=16000, options={"version": "2025-11-04"}))
     assert info.value.retry_after == 4.0
     assert "concurrency_limited Too many concurrent requests: You have exceeded" in str(info.value)
+    assert emu.state.requests[0]["headers"]["X-API-Key"] == CANARY
     assert {c.sample_rate for c in ok} == {16000}
-    assert emu.state.requests[-1]["headers"]["Authorization"] == f"Bearer {CANARY}"
+    last = emu.state.requests[-1]
+    assert last["headers"]["Authorization"] == f"Bearer {CANARY}"
+    assert json.loads(last["body"])["voice"] == {"mode": "id", "id": "694f9389-aac1-45b6-b726-9d9369183238"}
 
 
 async def test_wrong_key_is_auth_error_without_key() -> None:

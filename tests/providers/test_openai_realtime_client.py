@@ -14,7 +14,7 @@ from voicerouter.errors import (
     RequestError,
     TransientProviderError,
 )
-from voicerouter.providers.base import BuildContext, Conversation, S2SEvent
+from voicerouter.providers.base import BuildContext, Conversation, S2SEvent, SessionInfo
 from voicerouter.providers.openai_realtime import create, error_from_event
 from voicerouter.testing.server import Fault, emulate, tone
 
@@ -257,3 +257,36 @@ async def test_real_speech_turn():
     heard = " ".join(e.text for e in events if e.type == "user_transcript").lower()
     assert "fellow america" in heard and "can do for your" in heard
     assert events[-1].text.lower().startswith("you said:") and "fellow america" in events[-1].text.lower()
+
+
+@pytest.mark.parametrize("delay_s", [1.0, None])
+async def test_reply_is_complete_at_response_done_when_the_transcript_is_late_or_missing(monkeypatch, delay_s):
+    """The input transcription is asynchronous: a turn whose reply arrived never fails waiting for it, and a
+    transcript landing after response.done is not taken for the next turn's."""
+    from voicerouter.config.schema import ResilienceConfig
+    from voicerouter.providers.pool import ProviderPool
+    from voicerouter.resilience import build_stage
+    from voicerouter.routing.plan import StagePlan
+    from voicerouter.session.events import EventBus, EventType
+    from voicerouter.testing import openai_realtime as emulator
+
+    monkeypatch.setattr(emulator, "TRANSCRIPTION_DELAY_S", delay_s)
+    async with emulate("openai-realtime", api_key=CANARY, transcript="what time is it") as emu:
+        pool = ProviderPool({"rt": ProviderConfig(type="openai-realtime", api_key="${OPENAI_API_KEY}",
+                                                  base_url=emu.url + "/v1")}, BuildContext(env=ENV))
+        bus = EventBus("s1", route="r1")
+        policy = ResilienceConfig(retries=0, stall_timeout_ms=600, first_result_timeout_ms=3000)
+        s2s = build_stage(StagePlan("s2s", ("rt",)), pool, policy, bus, session=SessionInfo("s1", route="r1"))
+        session = await s2s.connect(instructions=None, history=Conversation())
+        try:
+            first = await turn(session)
+            second = await turn(session, 0.5)
+        finally:
+            await session.aclose()
+            await pool.aclose()
+    for events in (first, second):
+        assert events[-1].type == "done" and events[-1].text == "You said: what time is it"
+        assert sum(1 for e in events if e.type == "audio") > 1
+    # The first turn's transcript lands while the second reply streams (or never): neither turn claims it.
+    assert not [e for e in first + second if e.type == "user_transcript"]
+    assert not [e for e in bus.history if e.type in (EventType.ERROR, EventType.FAILOVER)]

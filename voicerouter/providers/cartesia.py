@@ -3,8 +3,10 @@
 Every request names a dated `Cartesia-Version`; errors are plain `Title: Message` text on older
 versions and a JSON `{error_code, title, message}` envelope from 2026-03-01 on, so both are parsed.
 
-Table fields: voice (voice id), model (default sonic-2), language, sample_rate (default 24000);
-options: version (Cartesia-Version, default 2025-11-04), auth (x-api-key or bearer), speed.
+Table fields: voice (voice id), model (default sonic-3), language (sent only when set), sample_rate
+(default 24000); options: version (Cartesia-Version date, default 2026-08-14, the current SDK's),
+auth (bearer, the documented server-side scheme, or x-api-key), speed.
+The voice goes as a plain id from version 2026-08-14 on and as `{"mode": "id", "id": ...}` before.
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ from voicerouter.providers.base import AudioChunk, BuildContext, Kind
 DEFAULT_BASE_URL = "https://api.cartesia.ai"
 DEFAULT_KEY_REF = "${CARTESIA_API_KEY}"
 OPTIONS = frozenset({"version", "auth", "speed"})
-# The newest version whose /tts/bytes still takes voice {"mode": "id", "id": ...} (SDK 3.5).
-DEFAULT_VERSION = "2025-11-04"
-DEFAULT_MODEL = "sonic-2"
+DEFAULT_VERSION = "2026-08-14"  # what cartesia-python 4.x sends
+PLAIN_VOICE_FROM = "2026-08-14"  # the first version whose voice is a plain id (no `mode`)
+DEFAULT_MODEL = "sonic-3"
 DEFAULT_VOICE = "694f9389-aac1-45b6-b726-9d9369183238"  # the voice of the vendor's quickstart
 PCM_RATES = (8000, 16000, 22050, 24000, 44100, 48000)
 DEFAULT_RATE = 24000
@@ -69,7 +71,7 @@ class CartesiaTTS(http.ClientProvider):
                 f"provider {name}: options.version {self.version!r} is not a Cartesia-Version date",
                 hint=f"e.g. version: {DEFAULT_VERSION}",
             )
-        auth = str(options.get("auth", "x-api-key")).lower()
+        auth = str(options.get("auth", "bearer")).lower()
         if auth not in ("x-api-key", "bearer"):
             raise ConfigError(f"provider {name}: options.auth must be x-api-key or bearer, not {auth!r}")
         headers = {"Cartesia-Version": self.version}
@@ -77,13 +79,15 @@ class CartesiaTTS(http.ClientProvider):
         super().__init__(name, config, base_url=base_url, timeout_s=timeout_s, headers=headers)
 
     def _body(self, text: str) -> dict[str, Any]:
+        voice_id = self.config.voice or DEFAULT_VOICE
         body: dict[str, Any] = {
             "model_id": self.config.model or DEFAULT_MODEL,
             "transcript": text,
-            "voice": {"mode": "id", "id": self.config.voice or DEFAULT_VOICE},
+            "voice": voice_id if self.version >= PLAIN_VOICE_FROM else {"mode": "id", "id": voice_id},
             "output_format": {"container": "raw", "encoding": "pcm_s16le", "sample_rate": self.sample_rate},
-            "language": (self.config.language or "en").split("-")[0].lower(),
         }
+        if self.config.language:
+            body["language"] = self.config.language.split("-")[0].lower()
         if "speed" in self.config.options:
             body["speed"] = self.config.options["speed"]
         return body

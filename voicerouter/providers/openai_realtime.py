@@ -40,7 +40,6 @@ DEFAULT_MODEL = "gpt-realtime"
 DEFAULT_VOICE = "marin"
 DEFAULT_TRANSCRIPTION_MODEL = "gpt-4o-mini-transcribe"
 DEFAULT_TIMEOUT_S = 30.0
-TRANSCRIPT_GRACE_S = 1.5  # input transcription is async and may land just after response.done
 
 AUDIO_DELTA = frozenset({"response.output_audio.delta", "response.audio.delta"})
 TEXT_DELTA = frozenset({"response.output_audio_transcript.delta", "response.audio_transcript.delta",
@@ -171,6 +170,7 @@ class RealtimeSession:
         self._appended = 0  # bytes of 24 kHz audio since the last commit
         self._pushback: list[dict[str, Any]] = []  # events read ahead that belong to the next turn
         self._abandoned = False  # a response the caller stopped reading (barge-in) may still be streaming
+        self._stale_items: set[str] = set()  # user items whose transcript came after their reply ended
         self._closed = False
         self._dead: ProviderError | None = None  # set when the socket is gone
 
@@ -265,6 +265,9 @@ class RealtimeSession:
                 await self._abandon()
 
     async def _events_of_response(self, committed: bool) -> AsyncIterator[S2SEvent]:
+        """The reply is complete at `response.done`. The user's transcript is asynchronous: it is
+        yielded when it comes before (or queued with) `response.done`, and otherwise stays unknown;
+        one that lands later is recognised by its item id and never taken for the next turn's."""
         reply: list[str] = []
         user_item: str | None = None
         heard = not committed  # no audio, no transcript to wait for
@@ -274,7 +277,7 @@ class RealtimeSession:
             self._raise_error_event(event)
             if kind == "input_audio_buffer.committed":
                 user_item = event.get("item_id")
-            elif kind == USER_TRANSCRIPT and (user_item is None or event.get("item_id") == user_item):
+            elif self._user_transcript(event, user_item):
                 heard = True
                 yield S2SEvent("user_transcript", text=str(event.get("transcript", "")).strip())
             elif kind == USER_TRANSCRIPT_FAILED:
@@ -298,18 +301,36 @@ class RealtimeSession:
                                            provider=self.name)
                 break
         if not heard:
-            with contextlib.suppress(ProviderTimeout):
-                while True:
-                    event = await self._next(TRANSCRIPT_GRACE_S)
-                    if event["type"] == USER_TRANSCRIPT and (user_item is None or event.get("item_id") == user_item):
-                        yield S2SEvent("user_transcript", text=str(event.get("transcript", "")).strip())
-                        break
-                    if event["type"] == USER_TRANSCRIPT_FAILED:
-                        break
-                    if event["type"] == "error":
-                        self._pushback.append(event)  # not this turn's: the next call reports it
-                        break
+            text = self._queued_transcript(user_item)
+            if text is not None:
+                yield S2SEvent("user_transcript", text=text)
+            elif user_item is not None:
+                self._stale_items.add(user_item)
         yield S2SEvent("done", text="".join(reply))
+
+    def _user_transcript(self, event: dict[str, Any], user_item: str | None) -> bool:
+        """Whether `event` is this turn's input transcription (not a late one of an earlier turn)."""
+        if event["type"] != USER_TRANSCRIPT:
+            return False
+        item = event.get("item_id")
+        if item in self._stale_items:
+            self._stale_items.discard(item)
+            return False
+        return user_item is None or item == user_item
+
+    def _queued_transcript(self, user_item: str | None) -> str | None:
+        """The turn's transcript if it already arrived behind `response.done`; nothing is awaited."""
+        while not self._events.empty():
+            item = self._events.get_nowait()
+            if isinstance(item, ProviderError):
+                self._events.put_nowait(item)  # the next turn reports the dead socket
+                return None
+            if self._user_transcript(item, user_item):
+                return str(item.get("transcript", "")).strip()
+            if item["type"] == USER_TRANSCRIPT_FAILED:
+                return None
+            self._pushback.append(item)  # the next response's business
+        return None
 
     async def _abandon(self) -> None:
         """The caller stopped reading mid-response (barge-in or an error): cancel it on the server."""

@@ -1,4 +1,4 @@
-"""A Cartesia emulator: POST /tts/bytes with raw or WAV pcm_s16le output, versioned like the vendor.
+"""A Cartesia emulator: POST /tts/bytes in every output_format (raw, wav, mp3), versioned like the vendor.
 
 It needs `Cartesia-Version` and `X-API-Key` (or `Authorization: Bearer`); errors are JSON
 `{error_code, title, message, request_id}` for versions from 2026-03-01 and `Title: Message` text before.
@@ -12,6 +12,7 @@ import uuid
 
 from aiohttp import web
 
+from voicerouter.testing import codecs
 from voicerouter.testing.server import EmulatorState, stream_pcm
 
 STATE = web.AppKey("state", EmulatorState)
@@ -103,15 +104,10 @@ async def _tts_bytes(request: web.Request) -> web.StreamResponse:
     if container == "mp3":
         if fmt.get("bit_rate") not in (32000, 64000, 96000, 128000, 192000):
             return _error(request, 400, "output_format.bit_rate is required for mp3.")
-        return _error(request, 400, "The emulator produces pcm_s16le only.")
-    if encoding not in ENCODINGS:
+        audio_format = codecs.AudioFormat("mp3", rate)
+    elif encoding not in ENCODINGS:
         return _error(request, 400, f"output_format.encoding {encoding!r} is not supported for {container}.")
-    if encoding != "pcm_s16le":
-        return _error(request, 400, "The emulator produces pcm_s16le only.")
-    pcm = await state.synthesize(transcript, rate)
-    content_type = "audio/pcm"
-    if container == "wav":
-        from voicerouter.providers._common import wav_bytes
-
-        pcm, content_type = wav_bytes(pcm, rate), "audio/wav"
-    return await stream_pcm(request, pcm, rate, fault, content_type=content_type)
+    else:
+        audio_format = codecs.AudioFormat(container, rate, encoding)
+    audio = codecs.encode(await state.synthesize(transcript, rate), audio_format)
+    return await stream_pcm(request, audio, rate, fault, content_type=audio_format.content_type)

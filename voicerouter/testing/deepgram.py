@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from voicerouter.testing import codecs
 from voicerouter.testing.server import (
     EmulatorState,
     Fault,
@@ -21,7 +22,6 @@ from voicerouter.testing.server import (
     delay_first_byte,
     drop_connection,
     hold_forever,
-    read_wav,
     send_body,
     stream_pcm,
 )
@@ -94,11 +94,9 @@ async def _listen_batch(request: web.Request) -> web.StreamResponse:
     if not (content_type.startswith("audio/") or content_type == "application/octet-stream"):
         return _error(415, f"Unsupported media type {content_type!r}.", code="UNSUPPORTED_MEDIA_TYPE")
     try:
-        pcm, rate, channels, width = read_wav(body)
+        pcm, rate = _decode_upload(body, request.query)
     except ValueError:
         return _error(400, "Bad Request: failed to process audio: corrupt or unsupported data")
-    if width != 2 or channels != 1:
-        return _error(400, "Bad Request: the emulator decodes 16-bit mono WAV only")
     text = await state.transcribe(pcm, rate) if pcm else ""
     duration = len(pcm) / 2 / rate
     payload = {
@@ -107,6 +105,24 @@ async def _listen_batch(request: web.Request) -> web.StreamResponse:
         "results": {"channels": [{"alternatives": [_alternative(text, 0.0, duration)]}]},
     }
     return await send_body(request, json.dumps(payload).encode(), "application/json", fault)
+
+
+# Deepgram `encoding` values for headerless audio that libsndfile decodes (flac/opus are containerized).
+RAW_ENCODINGS = {"linear16": "pcm_s16le", "linear32": "pcm_s32le", "mulaw": "pcm_mulaw", "alaw": "pcm_alaw"}
+
+
+def _decode_upload(body: bytes, query: Any) -> tuple[bytes, int]:
+    """Containerized audio is sniffed; with `encoding` (+ `sample_rate`, `channels`) it is raw, as Deepgram reads it."""
+    encoding = query.get("encoding")
+    if encoding is None or encoding in ("flac", "opus", "ogg-opus"):
+        return codecs.decode(body)
+    if encoding not in RAW_ENCODINGS:
+        raise ValueError(f"encoding {encoding} is not decodable here")
+    try:
+        rate, channels = int(query.get("sample_rate", "")), int(query.get("channels", "1"))
+    except ValueError:
+        raise ValueError("sample_rate is required with encoding") from None
+    return codecs.decode_raw(body, RAW_ENCODINGS[encoding], rate, channels), rate
 
 
 def _alternative(text: str, start: float, duration: float) -> dict[str, Any]:
@@ -149,23 +165,48 @@ async def _speak(request: web.Request) -> web.StreamResponse:
     model = query.get("model", "aura-asteria-en")
     if not model.startswith("aura-"):
         return _error(400, "No such model/version combination found.")
-    encoding = query.get("encoding", "linear16")
-    container = query.get("container", "wav")
-    try:
-        rate = int(query.get("sample_rate", "24000"))
-    except ValueError:
-        return _error(400, "sample_rate must be an integer.", code="INVALID_QUERY_PARAMETER")
-    if encoding != "linear16" or container not in ("wav", "none") or rate not in TTS_RATES:
-        return _error(400, f"Unsupported audio format: encoding={encoding} container={container} "
-                           f"sample_rate={rate}.", code="INVALID_QUERY_PARAMETER")
-    pcm = await state.synthesize(text, rate)
-    if container == "wav":
-        from voicerouter.providers._common import wav_bytes
-
-        pcm = wav_bytes(pcm, rate)
+    fmt = _speak_format(query)
+    if fmt is None:
+        return _error(400, f"Unsupported audio format: encoding={query.get('encoding')} "
+                           f"container={query.get('container')} sample_rate={query.get('sample_rate')}.",
+                      code="INVALID_QUERY_PARAMETER")
+    audio = codecs.encode(await state.synthesize(text, fmt.sample_rate), fmt)
     headers = {"dg-request-id": str(uuid.uuid4()), "dg-model-name": model, "dg-char-count": str(len(text))}
-    content = f"audio/l16;rate={rate}" if container == "none" else "audio/wav"
-    return await stream_pcm(request, pcm, rate, fault, content_type=content, headers=headers)
+    content = fmt.content_type
+    if fmt.container == "raw":
+        kind = {"pcm_s16le": "l16", "pcm_mulaw": "mulaw", "pcm_alaw": "alaw"}[fmt.encoding]
+        content = f"audio/{kind};rate={fmt.sample_rate}"
+    return await stream_pcm(request, audio, fmt.sample_rate, fault, content_type=content, headers=headers)
+
+
+# /v1/speak: encoding -> (containers, rates, default rate); the first container is the default.
+SPEAK_FORMATS: dict[str, tuple[tuple[str, ...], tuple[int, ...], int]] = {
+    "linear16": (("wav", "none"), TTS_RATES, 24000),
+    "mulaw": (("wav", "none"), (8000, 16000), 8000),
+    "alaw": (("wav", "none"), (8000, 16000), 8000),
+    "mp3": (("none",), (22050,), 22050),
+    "opus": (("ogg",), (48000,), 48000),
+    "flac": (("none",), (8000, 16000, 22050, 32000, 48000), 48000),
+}
+
+
+def _speak_format(query: Any) -> codecs.AudioFormat | None:
+    """The documented encoding/container/sample_rate combination asked for, or None (AAC is not produced)."""
+    encoding = query.get("encoding", "linear16")
+    if encoding not in SPEAK_FORMATS:
+        return None
+    containers, rates, default_rate = SPEAK_FORMATS[encoding]
+    container = query.get("container", containers[0])
+    try:
+        rate = int(query.get("sample_rate", default_rate))
+    except ValueError:
+        return None
+    if container not in containers or rate not in rates:
+        return None
+    if encoding in ("mp3", "opus", "flac"):
+        return codecs.AudioFormat({"mp3": "mp3", "opus": "ogg", "flac": "flac"}[encoding], rate)
+    pcm = {"linear16": "pcm_s16le", "mulaw": "pcm_mulaw", "alaw": "pcm_alaw"}[encoding]
+    return codecs.AudioFormat("wav" if container == "wav" else "raw", rate, pcm)
 
 
 async def _listen_live(request: web.Request) -> web.StreamResponse:

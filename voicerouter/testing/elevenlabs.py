@@ -1,7 +1,7 @@
-"""An ElevenLabs emulator: /v1/text-to-speech/{voice}[/stream] (pcm_* output) and /v1/speech-to-text.
+"""An ElevenLabs emulator: /v1/text-to-speech/{voice}[/stream] in every output_format but none, and /v1/speech-to-text.
 
 It checks `xi-api-key`, validates like the vendor (FastAPI 422 `detail` lists for missing fields,
-`detail: {status, message}` for the rest) and streams PCM16 in small chunks.
+`detail: {status, message}` for the rest) and streams the audio in small chunks.
 """
 
 from __future__ import annotations
@@ -13,11 +13,13 @@ from typing import Any
 
 from aiohttp import web
 
-from voicerouter.testing.server import EmulatorState, Fault, admit, read_wav, send_body, stream_pcm
+from voicerouter.testing import codecs
+from voicerouter.testing.server import EmulatorState, Fault, admit, send_body, stream_pcm
 
 STATE = web.AppKey("state", EmulatorState)
 PCM_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
-OTHER_FORMATS = re.compile(r"^(mp3_\d+_\d+|wav_\d+|ulaw_8000|alaw_8000|opus_48000_\d+)$")
+MP3_FORMATS = {"mp3_22050_32", "mp3_24000_48", *(f"mp3_44100_{k}" for k in (32, 64, 96, 128, 192))}
+OPUS_FORMATS = {f"opus_48000_{k}" for k in (32, 64, 96, 128, 192)}
 CHAR_LIMITS = {"eleven_flash_v2_5": 40000, "eleven_turbo_v2_5": 40000, "eleven_flash_v2": 30000,
                "eleven_turbo_v2": 30000, "eleven_multilingual_v2": 10000, "eleven_v3": 5000}
 STT_MODELS = ("scribe_v1", "scribe_v2")
@@ -77,10 +79,8 @@ async def _tts(request: web.Request) -> web.StreamResponse:
     if refused is not None:
         return refused
     output_format = request.query.get("output_format", "mp3_44100_128")
-    rate = int(output_format[4:]) if output_format.startswith("pcm_") and output_format[4:].isdigit() else None
-    if rate not in PCM_RATES:
-        if OTHER_FORMATS.match(output_format):
-            return _detail(400, "unsupported_output_format", f"The emulator streams pcm_* only, not {output_format}.")
+    fmt = output_format_of(output_format)
+    if fmt is None:
         return _invalid((["query", "output_format"], f"Input should be a valid output format, got {output_format!r}",
                          "enum"))
     if not request.headers.get("Content-Type", "").startswith("application/json"):
@@ -107,9 +107,27 @@ async def _tts(request: web.Request) -> web.StreamResponse:
         return _invalid((["body", "voice_settings"], "Input should be a valid dictionary", "dict_type"))
     if not VOICE_ID.match(voice):
         return _detail(400, "voice_not_found", f"A voice with voice_id {voice} does not exist.")
-    pcm = await state.synthesize(text, rate)
+    audio = codecs.encode(await state.synthesize(text, fmt.sample_rate), fmt)
     headers = {"request-id": uuid.uuid4().hex, "character-cost": str(len(text))}
-    return await stream_pcm(request, pcm, rate, fault, content_type="audio/pcm", headers=headers)
+    return await stream_pcm(request, audio, fmt.sample_rate, fault, content_type=fmt.content_type, headers=headers)
+
+
+def output_format_of(name: str) -> codecs.AudioFormat | None:
+    """`mp3_44100_128`, `pcm_16000`, `wav_24000`, `ulaw_8000`, `alaw_8000`, `opus_48000_64` -> the format, else None."""
+    codec, _, rest = name.partition("_")
+    rate_text = rest.split("_")[0]
+    if not rate_text.isdigit():
+        return None
+    rate = int(rate_text)
+    if name in MP3_FORMATS:
+        return codecs.AudioFormat("mp3", rate)
+    if name in OPUS_FORMATS:
+        return codecs.AudioFormat("ogg", rate)
+    if codec in ("pcm", "wav") and rate in PCM_RATES and rest == rate_text:
+        return codecs.AudioFormat("raw" if codec == "pcm" else "wav", rate)
+    if name in ("ulaw_8000", "alaw_8000"):
+        return codecs.AudioFormat("raw", 8000, "pcm_mulaw" if codec == "ulaw" else "pcm_alaw")
+    return None
 
 
 async def _stt(request: web.Request) -> web.StreamResponse:
@@ -139,11 +157,9 @@ async def _stt(request: web.Request) -> web.StreamResponse:
         pcm, rate = audio, 16000
     else:
         try:
-            pcm, rate, channels, width = read_wav(audio)
+            pcm, rate = codecs.decode(audio)
         except ValueError:
-            return _detail(400, "invalid_audio", "The emulator decodes WAV (16-bit mono) uploads only.")
-        if channels != 1 or width != 2:
-            return _detail(400, "invalid_audio", "The emulator decodes 16-bit mono WAV only.")
+            return _detail(400, "invalid_audio", "The audio file could not be decoded.")
     text = await state.transcribe(pcm, rate) if pcm else ""
     words = []
     for index, word in enumerate(text.split()):

@@ -8,13 +8,14 @@ stalls, dropped connections, malformed and truncated bodies.
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import time
 from typing import Any
 
 from aiohttp import web
 
+from voicerouter.testing import codecs
+from voicerouter.testing.codecs import AudioFormat
 from voicerouter.testing.server import EmulatorState, Fault, drop_connection
 
 BASE_PATH = "/v1"  # clients take base_url = emulator URL + this, like https://api.openai.com/v1
@@ -32,7 +33,10 @@ VOICES = frozenset(
 )
 STT_FORMATS = frozenset({"json", "text", "srt", "verbose_json", "vtt", "diarized_json"})
 TTS_FORMATS = frozenset({"mp3", "opus", "aac", "flac", "wav", "pcm"})
-EMULATED_TTS_FORMATS = frozenset({"pcm", "wav"})
+# Every documented format but AAC, which libsndfile cannot encode. OpenAI serves 24 kHz audio.
+ENCODED_TTS_FORMATS = {"mp3": AudioFormat("mp3", TTS_RATE), "opus": AudioFormat("ogg", TTS_RATE),
+                       "flac": AudioFormat("flac", TTS_RATE)}
+EMULATED_TTS_FORMATS = frozenset({"pcm", "wav", *ENCODED_TTS_FORMATS})
 
 STATE_KEY = web.AppKey("state", EmulatorState)
 
@@ -207,12 +211,7 @@ async def read_form(request: web.Request) -> tuple[dict[str, str], tuple[str, by
 
 def decode_audio(data: bytes) -> tuple[bytes, int]:
     """Any soundfile-readable upload -> mono PCM16 bytes and its rate."""
-    import numpy as np
-    import soundfile as sf
-
-    samples, rate = sf.read(io.BytesIO(data), dtype="int16", always_2d=True)
-    mono = samples.mean(axis=1).astype(np.int16) if samples.shape[1] > 1 else samples[:, 0]
-    return mono.astype("<i2").tobytes(), int(rate)
+    return codecs.decode(data)
 
 
 async def transcriptions(request: web.Request) -> web.StreamResponse:
@@ -306,7 +305,8 @@ async def speech(request: web.Request) -> web.StreamResponse:
     if not isinstance(speed, int | float) or not 0.25 <= speed <= 4.0:
         return error_response(400, "'speed' must be between 0.25 and 4.0.", param="speed")
     if response_format not in EMULATED_TTS_FORMATS:
-        return error_response(400, f"response_format '{response_format}' is not emulated; use pcm or wav.",
+        return error_response(400, f"response_format '{response_format}' is not emulated; use "
+                              f"{', '.join(sorted(EMULATED_TTS_FORMATS))}.",
                               param="response_format")
     if fault is not None and fault.kind == "malformed":
         # A proxy's error page where audio should be.
@@ -314,6 +314,9 @@ async def speech(request: web.Request) -> web.StreamResponse:
     pcm = await state.synthesize(text, TTS_RATE)
     if response_format == "wav":
         return await stream_audio(request, pcm, "audio/wav", fault, header=wav_header(len(pcm), TTS_RATE))
+    if response_format in ENCODED_TTS_FORMATS:
+        fmt = ENCODED_TTS_FORMATS[response_format]
+        return await stream_audio(request, codecs.encode(pcm, fmt), fmt.content_type, fault)
     return await stream_audio(request, pcm, "audio/pcm", fault)
 
 

@@ -29,6 +29,9 @@ DELTA_BYTES = RATE * 2 // 20  # 50 ms of audio per output_audio.delta
 PACE = 0.25  # 4x real time, so a drop lands mid-response
 DEFAULT_MODEL = "gpt-realtime"
 STATE_KEY = web.AppKey("state", EmulatorState)
+# Seconds between a commit and its input transcription (0: at once; None: never). The vendor sends
+# it asynchronously, so tests move it behind `response.done`.
+TRANSCRIPTION_DELAY_S: float | None = 0.0
 
 # GA name -> beta name, for clients that send `OpenAI-Beta: realtime=v1`.
 BETA_NAMES = {
@@ -56,6 +59,7 @@ class Conn:
     ids: itertools.count = field(default_factory=lambda: itertools.count(1))
     responding: asyncio.Task | None = None
     transport: asyncio.BaseTransport | None = None
+    background: set[asyncio.Task] = field(default_factory=set)
 
     def new_id(self, prefix: str) -> str:
         return f"{prefix}_{next(self.ids):06d}"
@@ -244,8 +248,23 @@ async def commit(conn: Conn, event_id: str | None) -> None:
     if not conn.beta:
         await conn.send("conversation.item.done", previous_item_id=previous, item=item)
     if (conn.session.get("audio") or {}).get("input", {}).get("transcription"):
-        await conn.send("conversation.item.input_audio_transcription.completed", item_id=item_id, content_index=0,
-                        transcript=transcript, usage={"type": "duration", "seconds": round(len(pcm) / 2 / RATE)})
+        completed = {"item_id": item_id, "content_index": 0, "transcript": transcript,
+                     "usage": {"type": "duration", "seconds": round(len(pcm) / 2 / RATE)}}
+        if TRANSCRIPTION_DELAY_S is None:
+            return  # the transcription never comes
+        if TRANSCRIPTION_DELAY_S > 0:  # asynchronous, as the vendor says: it may land after response.done
+            task = asyncio.create_task(_later(conn, TRANSCRIPTION_DELAY_S, completed))
+            conn.background.add(task)
+            task.add_done_callback(conn.background.discard)
+            return
+        await conn.send("conversation.item.input_audio_transcription.completed", **completed)
+
+
+async def _later(conn: Conn, delay_s: float, completed: dict[str, Any]) -> None:
+    await asyncio.sleep(delay_s)
+    with contextlib.suppress(ConnectionResetError, RuntimeError):
+        if not conn.ws.closed:
+            await conn.send("conversation.item.input_audio_transcription.completed", **completed)
 
 
 def reply_for(conn: Conn) -> str:
