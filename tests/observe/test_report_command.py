@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -34,11 +35,21 @@ def test_json_for_scripts_with_text_timeline_on_stderr():
 
 
 def test_tables_for_people():
-    proc = report(str(FIXTURES / "acme.jsonl"), str(FIXTURES / "globex.jsonl"), "--by", "route", "--turns")
+    # As on a terminal (rich's TTY_COMPATIBLE): boxed tables; styles stripped for the comparison.
+    proc = report(str(FIXTURES / "acme.jsonl"), str(FIXTURES / "globex.jsonl"), "--by", "route", "--turns",
+                  env={"TTY_COMPATIBLE": "1", "NO_COLOR": "1"})
     assert proc.returncode == 0, proc.stderr
-    out = proc.stdout
+    out = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout)
     assert "│ acme-eu   │        2 │     5 │  850 / 1768 / 2157 │" in out
     assert "Resilience by provider" in out and "Errors" in out and "Turns of s-globex-1" in out
+
+
+def test_tables_in_a_pipe_are_tab_separated():
+    proc = report(str(FIXTURES / "acme.jsonl"), "--by", "route", columns=30)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split("\t") for line in proc.stdout.splitlines()]
+    assert ["acme-eu", "2", "5"] == next(r for r in rows if r[0] == "acme-eu")[:3]
+    assert all(line == line.rstrip() for line in proc.stdout.splitlines())
 
 
 def test_timeline_pngs_use_the_source_audio_next_to_the_log(tmp_path):

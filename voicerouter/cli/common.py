@@ -60,15 +60,15 @@ def print_error(exc: VoiceRouterError) -> None:
 
 
 def stderr_console() -> Console:
-    from rich.console import Console
+    from voicerouter.cli.output import console
 
-    return Console(stderr=True, highlight=False)
+    return console(stderr=True)
 
 
 def stdout_console() -> Console:
-    from rich.console import Console
+    from voicerouter.cli.output import console
 
-    return Console(highlight=False)
+    return console()
 
 
 def find_routes(option: Path | None) -> Path:

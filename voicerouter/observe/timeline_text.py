@@ -73,9 +73,11 @@ def incident_line(ev: dict[str, Any]) -> str | None:
         return f"⊘ breaker {provider} {ev.get('previous', '?')} → {ev.get('state', '?')}".replace("  ", " ")
     if kind in ("error", "refused"):
         where = " ".join(x for x in (stage, provider) if x)
-        return f"✗ {kind} {where}: {_clip(ev.get('message') or ev.get('error'), 80)}".replace("  ", " ")
+        # An error's cause is never cut: the end of the message is often the part that explains it.
+        message = " ".join(str(ev.get("message") or ev.get("error") or "").split())
+        return f"✗ {kind} {where}: {message}".replace("  ", " ")
     if kind == "warning":
-        return f"! warning {stage}: {_clip(ev.get('message'), 80)}".replace("  ", " ")
+        return f"! warning {stage}: {' '.join(str(ev.get('message') or '').split())}".replace("  ", " ")
     if kind == "barge_in":
         return "✋ barge-in"
     if kind == "frames_dropped":

@@ -1,0 +1,81 @@
+"""Output for pipes and files: when stdout is not a terminal nothing is wrapped, padded or cut."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if k != "VOICEROUTER_ROUTES"}
+    # A narrow terminal size must not matter when stdout is a pipe.
+    return subprocess.run(
+        [sys.executable, "-m", "voicerouter", *args], capture_output=True, text=True, timeout=120,
+        env=base | {"COLUMNS": "40"} | (env or {}), cwd=cwd,
+    )
+
+
+def test_providers_rows_are_whole_lines_for_grep():
+    proc = run("providers")
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split("\t") for line in proc.stdout.splitlines()]
+    compatible = [r for r in rows if r[0] == "openai-compatible"]
+    assert len(compatible) == 1, proc.stdout
+    assert "self-hosted Whisper" in compatible[0][-1]  # the description, not cut at 40 columns
+    header = next(r for r in rows if r[0] == "type")
+    assert header[:2] == ["type", "kinds"]
+
+
+def test_resolve_lines_are_not_padded(example_routes):
+    proc = run("resolve", "--routes", str(example_routes), "--tenant", "acme", "--region", "eu-west-1")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines and all(line == line.rstrip() for line in lines)
+    turn = next(line for line in lines if line.startswith("turn\t"))
+    assert "max_turn_ms=30000" in turn  # one line, however long
+
+
+def test_check_errors_are_never_cut(tmp_path):
+    table = tmp_path / "routes.yaml"
+    table.write_text(
+        "version: 1\n"
+        "providers:\n"
+        "  far-stt: {type: openai-compatible, kind: stt, base_url: 'http://127.0.0.1:9', timeout_ms: 2000}\n"
+        "  far-tts: {type: openai-compatible, kind: tts, base_url: 'http://127.0.0.1:9', timeout_ms: 2000}\n"
+        "defaults: {stt: [far-stt], tts: [far-tts]}\n"
+    )
+    as_json = run("check", "--routes", str(table), "--json", "--timeout-ms", "3000")
+    as_text = run("check", "--routes", str(table), "--timeout-ms", "3000")
+    assert as_json.returncode == as_text.returncode == 3
+    errors = [p["error"] for p in json.loads(as_json.stdout)["providers"]]
+    assert errors and all(errors)
+    for error in errors:
+        assert error in as_text.stdout  # the whole cause, on one line
+    assert all(line == line.rstrip() for line in as_text.stdout.splitlines())
+
+
+def test_incident_lines_keep_the_whole_cause():
+    from voicerouter.observe.timeline_text import incident_line
+
+    cause = "every stt provider failed (dg: skipped: circuit breaker open after: live socket: [Errno -2] Name or service not known)"
+    line = incident_line({"type": "error", "stage": "stt", "message": cause})
+    assert line is not None and line.endswith("Name or service not known)")
+
+
+@pytest.mark.slow
+def test_replay_replies_are_not_split(tmp_path):
+    sample = ROOT / "samples" / "two_turns_8k.wav"
+    proc = run("replay", str(sample), "--session-id", "pipe", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    replies = [line.strip() for line in proc.stdout.splitlines() if line.strip().startswith("reply")]
+    assert replies, proc.stdout
+    for reply in replies:
+        assert reply.endswith('"') and reply.count('"') == 2, reply  # the whole reply on its line
+    assert all(line == line.rstrip() for line in proc.stdout.splitlines())
