@@ -114,3 +114,23 @@ async def test_wav_sink_writes_file_at_its_rate_on_close(tmp_path):
     assert (info.samplerate, info.channels, info.subtype) == (22050, 1, "PCM_16")
     assert abs(info.frames - 22050) <= 2
     assert read_audio(path).duration_s == pytest.approx(1.0, abs=0.001)
+
+
+async def test_sinks_and_sources_meet_the_transport_protocols():
+    for sink in (NullSink(), MemorySink()):
+        assert isinstance(sink, AudioSink)
+        await sink.write(AudioChunk(bytes(16000), 8000))  # 1 s
+        assert sink.played_s == pytest.approx(1.0)  # stored audio counts as played
+    assert isinstance(PcmSource(bytes(3200)), AudioSource)
+
+
+async def test_paced_sink_counts_only_what_was_played_before_a_barge_in():
+    from voicerouter.session.replay import PacedSink
+
+    inner = MemorySink()
+    sink = PacedSink(inner)
+    assert isinstance(sink, AudioSink)
+    await sink.write(AudioChunk(bytes(32000 * 2), 16000))  # 2 s, "playing" from now on
+    sink.clear()  # barge-in at once: almost nothing was heard
+    assert sink.played_s < 1.0
+    assert inner.played_s == pytest.approx(2.0)  # the wrapped store still holds it all

@@ -565,6 +565,11 @@ class SpeakerSink:
             self._emptied.set()
 
     @property
+    def played_s(self) -> float:
+        """Seconds of audio the device has taken from the buffer (the `AudioSink` contract)."""
+        return self.seconds_played
+
+    @property
     def buffered_s(self) -> float:
         """Seconds of audio queued and not yet handed to the device."""
         with self._lock:

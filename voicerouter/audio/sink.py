@@ -15,7 +15,14 @@ from voicerouter.providers.base import AudioChunk
 
 @runtime_checkable
 class AudioSink(Protocol):
-    """Plays or stores reply audio. Chunks may come at any sample rate."""
+    """Where a session's reply audio goes, whatever the transport (speaker, file, phone call).
+
+    Chunks may come at any sample rate. A sink may queue audio ahead of playback (a speaker's
+    buffer, a carrier's jitter buffer), so what was written is not what was heard: `played_s`
+    says how much has really been played, as far as the sink can know (a speaker counts the
+    samples its device consumed; a phone transport learns it from the carrier's `mark` echoes;
+    a sink that stores audio counts it as played once written).
+    """
 
     async def write(self, chunk: AudioChunk) -> None:
         """Queue a chunk for output; may return before it is played."""
@@ -25,6 +32,11 @@ class AudioSink(Protocol):
 
     def clear(self) -> None:
         """Drop audio that is queued but not yet played (barge-in)."""
+
+    @property
+    def played_s(self) -> float:
+        """Seconds of audio played since the sink was opened (never counts cleared audio)."""
+        ...
 
     async def aclose(self) -> None: ...
 
@@ -47,6 +59,10 @@ class NullSink:
     def clear(self) -> None:
         self.clears += 1
 
+    @property
+    def played_s(self) -> float:
+        return self.seconds_written
+
     async def aclose(self) -> None:
         return None
 
@@ -66,6 +82,7 @@ class MemorySink:
         self.sample_rate = sample_rate
         self.clears = 0
         self.chunks_written = 0
+        self.seconds_written = 0.0
         self._buf = bytearray()
         self._resampler: StreamResampler | None = None
         self._closed = False
@@ -87,6 +104,7 @@ class MemorySink:
         if self._closed:
             raise RuntimeError(f"{type(self).__name__} is closed")
         self.chunks_written += 1
+        self.seconds_written += chunk.duration_s
         if chunk.sample_rate == self.sample_rate:
             self._flush()
             self._buf += chunk.pcm
@@ -106,6 +124,11 @@ class MemorySink:
 
     def clear(self) -> None:
         self.clears += 1
+
+    @property
+    def played_s(self) -> float:
+        """Everything written counts as played (it is stored at once)."""
+        return self.seconds_written
 
     async def aclose(self) -> None:
         self._flush()

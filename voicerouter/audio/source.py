@@ -16,10 +16,19 @@ from voicerouter.providers.base import PIPELINE_RATE
 
 @runtime_checkable
 class AudioSource(Protocol):
-    """A stream of equally sized frames of mono int16 PCM at `sample_rate` (always 16 kHz)."""
+    """Where a session's audio comes from, whatever the transport (file, microphone, phone call).
+
+    A stream of equally sized frames of mono int16 PCM at `sample_rate` (always 16 kHz).
+    `realtime` says whether frames arrive at the pace they were spoken (a microphone, a call):
+    then the session runs against the wall clock. A source that is not real time (a file read
+    as fast as possible) makes the session run in lockstep on the audio clock, which is what
+    keeps replays deterministic.
+    """
 
     sample_rate: int
     frame_ms: int
+    realtime: bool
+    name: str  # for events and reports, e.g. a file path or "mic:<device>"
 
     def frames(self) -> AsyncIterator[bytes]:
         """Yield frames of exactly `frame_ms`; the iterator ends when the input ends."""

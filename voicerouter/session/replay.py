@@ -15,14 +15,17 @@ from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from voicerouter.config.secrets import redact
 from voicerouter.errors import EXIT_FAILED, EXIT_OK, EXIT_PROVIDER, AudioFileError, CapacityError, VoiceRouterError
-from voicerouter.providers.base import BuildContext
+from voicerouter.providers.base import AudioChunk, BuildContext
 from voicerouter.routing.plan import RouteContext, SessionPlan
 from voicerouter.session.events import EventBus, JsonlWriter
 from voicerouter.session.results import SessionResult
+
+if TYPE_CHECKING:
+    from voicerouter.audio.sink import AudioSink
 
 
 @dataclass
@@ -216,16 +219,25 @@ class PacedSink:
     finished playing, and `clear()` cuts it off. A real-time replay uses it so a reply is "playing"
     exactly as long as it would on a speaker, which is what barge-in and half duplex look at."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: AudioSink) -> None:
         self.inner = inner
         self._ends_at = 0.0  # loop time when the audio written so far has played
+        self._kept_s = 0.0  # seconds written and not cleared
 
     def __getattr__(self, name: str) -> Any:  # path, pcm, clears, ... of the wrapped sink
         return getattr(self.inner, name)
 
-    async def write(self, chunk: Any) -> None:
+    def _unplayed_s(self) -> float:
+        return max(0.0, self._ends_at - asyncio.get_running_loop().time())
+
+    @property
+    def played_s(self) -> float:
+        return max(0.0, self._kept_s - self._unplayed_s())
+
+    async def write(self, chunk: AudioChunk) -> None:
         now = asyncio.get_running_loop().time()
         self._ends_at = max(self._ends_at, now) + chunk.duration_s
+        self._kept_s += chunk.duration_s
         await self.inner.write(chunk)
 
     async def drain(self) -> None:
@@ -235,6 +247,7 @@ class PacedSink:
         await self.inner.drain()
 
     def clear(self) -> None:
+        self._kept_s -= self._unplayed_s()
         self._ends_at = 0.0
         self.inner.clear()
 

@@ -1,0 +1,59 @@
+"""The audio of the turn being spoken and the turn detector's decision that ends it.
+
+Shared by the intake (which fills a capture frame by frame) and the turn runners (which stream it
+to an STT or S2S provider and answer it), so neither needs to know the other's internals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Capture:
+    """The audio of the turn being spoken, and the streaming work fed from it.
+
+    `buffer` keeps the whole utterance (VAD pre-roll included) until its transcript is final, so a
+    failed streaming STT can be replaced by a batch transcription of all of it (no lost words).
+    """
+
+    index: int
+    start_s: float
+    buffer: bytearray = field(default_factory=bytearray)
+    queue: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
+    worker: asyncio.Task[Any] | None = None  # streams frames to the STT stream or S2S session
+    last_partial: str = ""
+
+    def feed(self, pcm: bytes) -> None:
+        self.buffer += pcm
+        if self.worker is not None:
+            self.queue.put_nowait(pcm)
+
+    async def close_worker(self) -> None:
+        """Tell the worker the utterance is complete and wait for it to finish; its errors are
+        the caller's to inspect (`worker.exception()`); a cancelled worker raises CancelledError."""
+        if self.worker is None:
+            return
+        self.queue.put_nowait(None)
+        await asyncio.wait([self.worker])
+        if self.worker.cancelled():
+            raise asyncio.CancelledError
+
+    async def cancel_worker(self) -> None:
+        """Stop the worker (the turn was dropped or the session ends) and wait until it has stopped."""
+        if self.worker is not None and not self.worker.done():
+            self.worker.cancel()
+            await asyncio.wait([self.worker])
+
+
+@dataclass
+class TurnEnd:
+    """The turn detector's decision, in the session's own terms."""
+
+    reason: str
+    start_s: float
+    end_s: float
+    delay_ms: float
+    t: float  # session clock when the turn ended

@@ -1,0 +1,157 @@
+"""The STT -> agent -> TTS turn: streaming the utterance to the STT while it is spoken, the final
+transcript (with a batch fallback over the buffered utterance), the agent's reply in turn order,
+and the reply spoken sentence by sentence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from typing import TYPE_CHECKING, Any
+
+from voicerouter.config.secrets import redact
+from voicerouter.errors import ProviderError
+from voicerouter.providers.base import (
+    PIPELINE_RATE,
+    Agent,
+    AudioChunk,
+    PartialCallback,
+    STTProvider,
+    Transcript,
+    TTSProvider,
+)
+from voicerouter.session.capture import Capture, TurnEnd
+from voicerouter.session.events import EventType
+from voicerouter.session.playback import Playback
+from voicerouter.session.results import TurnResult
+from voicerouter.session.sentences import split_sentences
+
+if TYPE_CHECKING:
+    from voicerouter.session.session import Session
+
+
+class PipelineTurns:
+    """Answers a session's turns with its STT, agent and TTS (each a failover chain)."""
+
+    def __init__(self, session: Session, stt: STTProvider, tts: TTSProvider, agent: Agent) -> None:
+        self.session = session
+        self.stt = stt
+        self.tts = tts
+        self.agent = agent
+
+    def start_worker(self, capture: Capture) -> None:
+        """Stream the turn to the STT as it is spoken, when the STT can stream."""
+        if getattr(self.stt, "supports_streaming", False):
+            capture.worker = asyncio.create_task(self._stream(capture))
+
+    async def run(self, capture: Capture, end: TurnEnd, turn: TurnResult, previous: asyncio.Task[Any] | None) -> bool:
+        """Answer one turn; False when a stage failed entirely."""
+        s = self.session
+        transcript = await self._final_transcript(capture, end, turn)
+        if transcript is None:
+            return False
+        if not transcript.strip():
+            # Speech without words (noise, a cough the VAD let through) is not a turn of the result.
+            s.bus.emit(EventType.WARNING, turn=turn.index, message="no words recognised; turn ignored", stage="stt")
+            s.forget_turn(turn)
+            return True
+        if previous is not None:
+            await asyncio.wait([previous])  # answer turns in order
+        s.conversation.add("user", transcript)
+        started = s.bus.now()
+        try:
+            reply = await self.agent.reply(transcript, s.conversation, s.info)
+        except ProviderError as exc:
+            s.stage_failed("agent", exc, turn)
+            return False
+        turn.latency_ms["agent"] = (s.bus.now() - started) * 1000
+        turn.reply = reply
+        s.conversation.add("assistant", reply)
+        s.bus.emit(
+            EventType.AGENT_REPLY,
+            turn=turn.index,
+            provider=getattr(self.agent, "name", None),
+            text=reply,
+            latency_ms=round(turn.latency_ms["agent"], 1),
+        )
+        if not reply.strip():
+            return True
+        return await s.respond(turn, self._speak(turn, end, reply))
+
+    async def _final_transcript(self, capture: Capture, end: TurnEnd, turn: TurnResult) -> str | None:
+        s = self.session
+        result: Transcript | None = None
+        try:
+            if capture.worker is not None:
+                await capture.close_worker()
+                exc = capture.worker.exception()
+                if isinstance(exc, ProviderError):
+                    # No lost words: the whole utterance is still buffered, transcribe it in one go.
+                    s.bus.emit(
+                        EventType.WARNING,
+                        turn=turn.index,
+                        message=f"streaming STT failed, transcribing the buffered utterance: {redact(str(exc))}",
+                        stage="stt",
+                        error_type=type(exc).__name__,
+                    )
+                elif exc is not None:
+                    raise exc
+                else:
+                    result = capture.worker.result()
+            if result is None:
+                result = await self.stt.transcribe(AudioChunk(bytes(capture.buffer), PIPELINE_RATE))
+        except ProviderError as exc:
+            s.stage_failed("stt", exc, turn)
+            return None
+        turn.latency_ms["stt_final"] = (s.bus.now() - end.t) * 1000
+        turn.transcript = result.text.strip()
+        turn.stt_provider = result.provider or s.last_provider.get("stt")
+        s.bus.emit(
+            EventType.FINAL_TRANSCRIPT,
+            turn=turn.index,
+            provider=turn.stt_provider,
+            text=turn.transcript,
+            latency_ms=round(turn.latency_ms["stt_final"], 1),
+        )
+        return turn.transcript
+
+    async def _stream(self, capture: Capture) -> Transcript:
+        stream = await self.stt.open_stream(PIPELINE_RATE, on_partial=self._partial_callback(capture))
+        try:
+            while (pcm := await capture.queue.get()) is not None:
+                await stream.send(pcm)
+            return await stream.finish()
+        finally:
+            with contextlib.suppress(ProviderError):
+                await stream.aclose()
+
+    def _partial_callback(self, capture: Capture) -> PartialCallback:
+        s = self.session
+        loop = asyncio.get_running_loop()
+        loop_thread = threading.get_ident()
+
+        def on_partial(transcript: Transcript) -> None:
+            # Engines may report from their own thread; the bus and detector live on the loop.
+            if threading.get_ident() != loop_thread:
+                if not loop.is_closed():  # a partial racing the end of the session is moot
+                    loop.call_soon_threadsafe(s.on_partial, capture, transcript)
+            else:
+                s.on_partial(capture, transcript)
+
+        return on_partial
+
+    async def _speak(self, turn: TurnResult, end: TurnEnd, reply: str) -> None:
+        s = self.session
+        sentences = split_sentences(reply)
+        s.bus.emit(EventType.TTS_START, turn=turn.index, text=reply, sentences=len(sentences))
+        played = Playback(s, turn, end)
+        try:
+            for sentence in sentences:
+                async with contextlib.aclosing(self.tts.synthesize(sentence)) as chunks:
+                    async for chunk in chunks:
+                        await played.write(chunk)
+            await s.sink.drain()
+        finally:
+            turn.tts_provider = s.last_provider.get("tts") or turn.tts_provider
+            played.done()

@@ -1,0 +1,111 @@
+"""Speaking a reply: one reply at a time goes to the sink, as its own task so a barge-in can cut
+just that, and each reply reports its first-audio latency and how much of it was played.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from voicerouter.audio.sink import AudioSink
+from voicerouter.errors import ProviderError
+from voicerouter.providers.base import AudioChunk
+from voicerouter.session.capture import TurnEnd
+from voicerouter.session.events import EventType
+from voicerouter.session.results import TurnResult
+
+if TYPE_CHECKING:
+    from voicerouter.session.session import Session
+
+
+class ReplyPlayer:
+    """Owns the reply being spoken: at most one at a time, cancellable by a barge-in."""
+
+    def __init__(self, sink: AudioSink) -> None:
+        self.sink = sink
+        self._current: tuple[asyncio.Task[None], TurnResult] | None = None
+
+    @property
+    def speaking(self) -> bool:
+        return self._current is not None and not self._current[0].done()
+
+    def interrupt(self) -> TurnResult | None:
+        """Barge-in: drop the audio queued in the sink and cancel the reply; returns its turn."""
+        if not self.speaking:
+            return None
+        task, turn = self._current  # type: ignore[misc]
+        self.sink.clear()
+        task.cancel()
+        turn.interrupted = True
+        return turn
+
+    async def play(self, turn: TurnResult, work: Coroutine[Any, Any, None]) -> ProviderError | None:
+        """Run `work` (which writes the reply to the sink) as the reply of `turn`.
+
+        Returns the provider error that ended it, if any; a barge-in is no error (the turn is
+        marked interrupted). Other errors (a bug, a broken sink) are raised.
+        """
+        task = asyncio.create_task(work)
+        self._current = (task, turn)
+        try:
+            await asyncio.wait([task])
+        finally:
+            if self._current is not None and self._current[0] is task:
+                self._current = None
+            if not task.done():
+                task.cancel()
+                await asyncio.wait([task])
+        if task.cancelled():
+            turn.interrupted = True
+            return None
+        exc = task.exception()
+        if isinstance(exc, ProviderError):
+            return exc
+        if exc is not None:
+            raise exc
+        return None
+
+
+class Playback:
+    """Writes one reply's audio to the sink and reports first audio and the amount played."""
+
+    def __init__(self, session: Session, turn: TurnResult, end: TurnEnd) -> None:
+        self.session = session
+        self.turn = turn
+        self.end = end
+        self.seconds = 0.0
+        self.start_audio_s: float | None = None
+        self._played_at_start = session.sink.played_s
+
+    async def write(self, chunk: AudioChunk) -> None:
+        if not chunk.pcm:
+            return
+        s = self.session
+        if self.start_audio_s is None:
+            self.start_audio_s = s.audio_t
+            first = (s.bus.now() - self.end.t) * 1000
+            self.turn.latency_ms["tts_first_audio"] = first
+            self.turn.latency_ms["voice_to_voice"] = self.end.delay_ms + first
+            stage = "s2s" if s.plan.pipeline == "s2s" else "tts"
+            s.bus.emit(
+                EventType.TTS_FIRST_AUDIO,
+                turn=self.turn.index,
+                provider=s.last_provider.get(stage),
+                latency_ms=round(first, 1),
+            )
+        await s.sink.write(chunk)
+        self.seconds += chunk.duration_s
+
+    def done(self) -> None:
+        self.turn.reply_audio_s = self.seconds
+        played = max(0.0, self.session.sink.played_s - self._played_at_start)
+        self.session.bus.emit(
+            EventType.TTS_DONE,
+            turn=self.turn.index,
+            provider=self.turn.tts_provider,
+            audio_s_out=round(self.seconds, 3),
+            audio_s_played=round(min(played, self.seconds), 3),
+            start_audio_s=None if self.start_audio_s is None else round(self.start_audio_s, 3),
+            interrupted=self.turn.interrupted,
+        )
