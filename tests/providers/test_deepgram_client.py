@@ -400,3 +400,47 @@ def test_unknown_option_is_config_error() -> None:
 def test_bad_keepalive_is_config_error(value: object) -> None:
     with pytest.raises(ConfigError):
         make("http://127.0.0.1:9", options={"keepalive_s": value})
+
+
+async def test_closing_a_stalled_live_socket_never_waits_for_its_close_handshake() -> None:
+    """A dead server does not answer the close frame: the handshake runs in the background, so the
+    caller (about to fail over) gets the timeout at once, not a close timeout later."""
+    from voicerouter.providers import closing
+
+    async with emulate("deepgram", api_key=CANARY, faults="stall:30s") as emu:
+        stt = make(emu.url, timeout_ms=300)
+        try:
+            with pytest.raises(ProviderTimeout):
+                await stream_all(stt, speech_like(0.6))
+            assert closing.pending() >= 1  # the close handshake is still waiting for the stalled server
+        finally:
+            await stt.aclose()
+        await closing.settle(0.1)
+
+
+async def test_a_cancelled_send_is_never_swallowed() -> None:
+    """A cancel that arrives as the socket takes the audio still cancels the sender (asyncio.wait_for
+    on Python 3.11 returned normally instead, and a session waiting on that sender waited forever)."""
+    async with emulate("deepgram", api_key=CANARY, transcript="hello there") as emu:
+        stt = make(emu.url)
+        try:
+            stream = await stt.open_stream(16000)
+            loop = asyncio.get_running_loop()
+            taken: list[asyncio.Future[None]] = []
+
+            async def send(data: bytes) -> None:  # the socket's send, completing on our signal
+                taken.append(loop.create_future())
+                await taken[-1]
+
+            stream._ws.send = send
+            for _ in range(20):
+                task = asyncio.create_task(stream.send(speech_like(0.02)))
+                await asyncio.sleep(0)
+                taken[-1].set_result(None)  # the send completes ...
+                task.cancel()  # ... in the same loop iteration as the cancel
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            del stream._ws.send
+            await stream.aclose()
+        finally:
+            await stt.aclose()

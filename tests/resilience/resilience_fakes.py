@@ -156,6 +156,8 @@ class FakeSTT(FakeBase):
         step = self.step()
         if step.split(":")[0] in ("error", "auth", "ratelimit"):
             await _act(step, self)
+        elif step.startswith("open_"):  # open_hang, open_slow:S: the connect itself misbehaves
+            await _act(step.removeprefix("open_"), self)
         stream = FakeSTTStream(self, step, on_partial)
         self.streams.append(stream)
         return stream

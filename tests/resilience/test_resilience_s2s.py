@@ -8,6 +8,7 @@ from resilience_fakes import FakePool, FakeS2S, word_pcm
 from voicerouter.config.schema import BackoffConfig, ResilienceConfig
 from voicerouter.errors import AllProvidersFailed
 from voicerouter.providers.base import Conversation, SessionInfo
+from voicerouter.providers.closing import settle
 from voicerouter.resilience import build_stage
 from voicerouter.routing.plan import StagePlan
 from voicerouter.session.events import EventBus, EventType
@@ -84,6 +85,7 @@ async def test_connection_lost_while_the_user_speaks_is_replaced_and_the_turn_re
     primary.sessions[0].send_audio = broken_send
     events_ = await turn(session, "book a table")
     assert events_[0].text == "book a table" and backup.heard == [("book a table", 0)]
+    await settle()  # the broken connection is closed in the background, off the reply's path
     assert primary.sessions[0].closed
     (failover,) = events(bus, EventType.FAILOVER)
     assert failover["from_provider"] == "oai-rt" and failover["to_provider"] == "backup"

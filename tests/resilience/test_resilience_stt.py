@@ -149,3 +149,14 @@ async def test_single_provider_stream_drop_is_retried_by_replaying_the_buffer():
     final = await utter(stage)
     assert final.text == " ".join(WORDS) and final.provider == "dg" and len(only.streams) == 2
     assert events(bus, EventType.RETRY)[0]["provider"] == "dg"
+
+
+async def test_failover_at_connect_reports_dead_air_from_when_the_caller_started_waiting():
+    """The primary's connect hangs (100 ms deadline), the fallback takes 50 ms to connect: the caller
+    waited for both, so the failover's elapsed_ms covers both, not just the fallback's connect."""
+    primary, backup = FakeSTT("dg", script=["open_hang"]), FakeSTT("oai", script=["open_slow:0.05"])
+    stage, bus = chain(FakePool(primary, backup), ("dg", "oai"))
+    final = await utter(stage)
+    assert final.provider == "oai" and final.text == " ".join(WORDS)
+    (failover,) = events(bus, EventType.FAILOVER)
+    assert failover["reason"] == "timeout" and failover["elapsed_ms"] >= 145

@@ -365,7 +365,8 @@ class MicSource:
         try:
             while not self._closed:
                 try:
-                    item = await asyncio.wait_for(self._queue.get(), STALL_TIMEOUT_S)
+                    async with asyncio.timeout(STALL_TIMEOUT_S):  # not wait_for: it can swallow a cancel on 3.11
+                        item = await self._queue.get()
                 except TimeoutError:
                     if self._closed:
                         return
@@ -439,7 +440,8 @@ async def _close_stream(stream: Any) -> None:
 
     threading.Thread(target=work, name="close-audio-stream", daemon=True).start()
     try:
-        await asyncio.wait_for(done, CLOSE_TIMEOUT_S)
+        async with asyncio.timeout(CLOSE_TIMEOUT_S):
+            await done
     except TimeoutError:
         _skip_portaudio_shutdown()
 
@@ -639,7 +641,8 @@ class SpeakerSink:
                 break
             self._emptied.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._emptied.wait(), STALL_TIMEOUT_S / 4)
+                async with asyncio.timeout(STALL_TIMEOUT_S / 4):
+                    await self._emptied.wait()
             if time.monotonic() - self._last_callback > STALL_TIMEOUT_S:
                 raise AudioError(
                     f"output device {self.device.label()} stopped playing (was it disconnected?)",

@@ -38,6 +38,7 @@ from voicerouter.providers.base import (
     PartialCallback,
     Transcript,
 )
+from voicerouter.providers.closing import close_later, reap
 
 DEFAULT_BASE_URL = "https://api.deepgram.com"
 DEFAULT_KEY_REF = "${DEEPGRAM_API_KEY}"
@@ -165,6 +166,7 @@ class DeepgramStream:
         self._last_send = 0.0
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
+        self._ws_closed = False
         self._close_frame: tuple[int | None, str | None] | None = None  # (code, reason) the server sent
 
     async def connect(self) -> None:
@@ -298,11 +300,14 @@ class DeepgramStream:
         timeout = self._provider.timeout_s
         try:
             # A server that stops reading fills the TCP window; do not block the pipeline forever on it.
-            await asyncio.wait_for(self._ws.send(pcm), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: on 3.11 it can swallow a cancellation
+                await self._ws.send(pcm)
         except TimeoutError:
             raise ProviderTimeout(f"live socket took no audio for {timeout:g} s", provider=self._name) from None
         except ConnectionClosed:
-            await self._done.wait()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):  # the reader learns why it closed, and sets _done
+                    await self._done.wait()
             raise (self._error or self._closed_error() or TransientProviderError(
                 "live socket closed while sending audio", provider=self._name
             )) from None
@@ -322,7 +327,8 @@ class DeepgramStream:
             pass  # the reader reports why it closed
         timeout = self._provider.timeout_s
         try:
-            await asyncio.wait_for(self._done.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._done.wait()
         except TimeoutError:
             await self.aclose()
             raise ProviderTimeout(f"no final transcript {timeout:g} s after CloseStream", provider=self._name) from None
@@ -338,15 +344,12 @@ class DeepgramStream:
         )
 
     async def aclose(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks = []
-        if self._ws is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._ws.close(), 1.0)
+        """Stop the reader and keepalive; the close handshake runs in the background, off the caller's path."""
+        tasks, self._tasks = self._tasks, []
+        await reap(tasks)
+        if self._ws is not None and not self._ws_closed:
+            self._ws_closed = True
+            close_later(self._ws.close())
 
 
 class DeepgramTTS(_Base):

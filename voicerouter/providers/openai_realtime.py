@@ -33,6 +33,7 @@ from voicerouter.errors import (
 )
 from voicerouter.providers import http
 from voicerouter.providers.base import PIPELINE_RATE, AudioChunk, BuildContext, Conversation, Kind, S2SEvent
+from voicerouter.providers.closing import close_later, reap
 from voicerouter.providers.openai import DEFAULT_BASE_URL, error_message, resolve_key
 
 RATE = 24000  # the only PCM rate the Realtime API takes and gives
@@ -358,11 +359,8 @@ class RealtimeSession:
         if self._closed:
             return
         self._closed = True
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._ws.close(), 2.0)
-        self._reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self._reader
+        await reap(self._reader)
+        close_later(self._ws.close())  # the close handshake never delays the caller (e.g. a failover)
 
 
 def create(name: str, kind: Kind | None, config: ProviderConfig, ctx: BuildContext) -> OpenAIRealtime:

@@ -103,6 +103,9 @@ class ProviderPool:
                 await instance.aclose()
             except Exception as exc:  # keep closing the others
                 first = first or exc
+        from voicerouter.providers.closing import settle
+
+        await settle()  # connections its sessions abandoned are closing in the background
         if first is not None:
             raise first
 

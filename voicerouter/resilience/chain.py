@@ -268,6 +268,9 @@ class StageRunner:
         """
         loop = asyncio.get_running_loop()
         started_at = loop.time()
+        # dead air counts from when the caller started waiting: the call's start, or its request for
+        # the item that never came (a mid-stream failure), never from each provider's own start
+        waiting_since = started_at
         deadline = started_at + self.settings.turn_deadline_s
         first_timeout = first_timeout_s or self.settings.first_result_timeout_s
         errors = [] if errors is None else errors
@@ -293,7 +296,7 @@ class StageRunner:
                 self.bus.emit(
                     EventType.FAILOVER, provider=failed.name, turn=self.turn(), stage=self.stage,
                     from_provider=failed.name, to_provider=member.name, reason=error.reason,
-                    error=error.message, elapsed_ms=round((loop.time() - started_at) * 1000, 1), **extra,
+                    error=error.message, elapsed_ms=round((loop.time() - waiting_since) * 1000, 1), **extra,
                 )
             try:
                 started = await self._start(member, queue, op, deadline, first_timeout, errors)
@@ -305,6 +308,7 @@ class StageRunner:
             try:
                 if started.first is not _EMPTY:
                     yield started.first
+                    waiting_since = loop.time()
                 while True:
                     try:
                         async with asyncio.timeout(self.settings.stall_timeout_s):
@@ -312,6 +316,7 @@ class StageRunner:
                     except StopAsyncIteration:
                         return
                     yield item
+                    waiting_since = loop.time()
             except Exception as exc:
                 if isinstance(exc, TimeoutError):
                     error: ProviderError = ProviderTimeout(

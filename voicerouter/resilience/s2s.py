@@ -16,6 +16,7 @@ from typing import Any
 
 from voicerouter.errors import ProviderError, ProviderTimeout
 from voicerouter.providers.base import PIPELINE_RATE, Conversation, S2SEvent
+from voicerouter.providers.closing import discard, wait_closed
 from voicerouter.resilience.chain import ChainProvider, Member, StageRunner, stream_of
 from voicerouter.resilience.retry import as_provider_error
 
@@ -40,6 +41,7 @@ class ChainS2SSession:
         self.live: Member | None = None
         self.session: Any = None
         self.failed: tuple[Member, ProviderError, bool] | None = None
+        self._closing: list[asyncio.Task[None] | None] = []  # abandoned connections closing in the background
 
     async def _connect(self, member: Member) -> Any:
         return await member.provider.connect(instructions=self.instructions, history=self.history)
@@ -67,12 +69,17 @@ class ChainS2SSession:
             error = self.runner._context(error, member)
             self.runner._failed(member, error)
             self.failed = (member, error, False)
-            await self._close_live()  # respond() reconnects and replays the turn's audio
+            self._close_live()  # respond() reconnects and replays the turn's audio
 
-    async def _close_live(self) -> None:
+    def _discard(self, session: Any) -> None:
+        # in the background: a dead server's close handshake must not delay the fallback's answer
+        self._closing = [t for t in self._closing if t is not None and not t.done()]
+        self._closing.append(discard(session))
+
+    def _close_live(self) -> None:
         session, self.session = self.session, None
         if session is not None:
-            await _close(session)
+            self._discard(session)
 
     def respond(self) -> AsyncIterator[S2SEvent]:
         return self._respond()
@@ -92,7 +99,7 @@ class ChainS2SSession:
                 session = await self._connect(member)
                 old = created.pop(member.name, None)
                 if old is not None:
-                    await _close(old)
+                    self._discard(old)
                 created[member.name] = session
                 for pcm, rate in turn_audio:
                     await session.send_audio(pcm, rate)
@@ -129,20 +136,15 @@ class ChainS2SSession:
             winner = answering[-1] if answering else None
             keep = created.pop(winner.name, None) if winner is not None and not failed else None
             for session in created.values():
-                await _close(session)
+                self._discard(session)
             if keep is not None:
                 if live_session is not None:
-                    await _close(live_session)
+                    self._discard(live_session)
                 self.live, self.session = winner, keep
             elif failed:
-                await self._close_live()
+                self._close_live()
 
     async def aclose(self) -> None:
-        await self._close_live()
+        self._close_live()
+        await wait_closed(self._closing)
 
-
-async def _close(session: Any) -> None:
-    try:
-        await session.aclose()
-    except Exception:  # the connection already failed; closing it is best effort
-        pass

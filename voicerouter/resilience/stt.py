@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 
 from voicerouter.errors import ProviderError, ProviderTimeout
 from voicerouter.providers.base import PIPELINE_RATE, AudioChunk, PartialCallback, Transcript
+from voicerouter.providers.closing import discard
 from voicerouter.resilience.chain import ChainProvider, Member, StageRunner, last_item
 from voicerouter.resilience.retry import as_provider_error
 from voicerouter.session.events import EventType
@@ -85,13 +86,15 @@ class ChainSTTStream:
 
     async def start(self) -> None:
         self.queue = self.runner.order()
-        await self._open_next()
+        await self._open_next(asyncio.get_running_loop().time())
 
-    async def _open_next(self) -> None:
+    async def _open_next(self, since: float) -> None:
         """Open a live stream on the next usable member, if it streams, and replay the buffer into it.
 
         The table's order wins over streaming: when the next usable member only transcribes in
-        batch, no live stream is opened and `finish()` sends it the whole utterance.
+        batch, no live stream is opened and `finish()` sends it the whole utterance. `since` is when
+        the caller started waiting (open_stream or send): a failover's `elapsed_ms` counts from there,
+        across every provider tried, not from the last one's start.
         """
         loop = asyncio.get_running_loop()
         while self.queue:
@@ -107,7 +110,6 @@ class ChainSTTStream:
             if why is not None:
                 self.errors.append(why)
                 continue
-            t0 = loop.time()
             self._generation += 1
             try:
                 async with asyncio.timeout(self.runner.settings.first_result_timeout_s):
@@ -119,12 +121,12 @@ class ChainSTTStream:
                         for pcm in self.buffer:
                             await stream.send(pcm)
                 except BaseException:
-                    await _close(stream)
+                    discard(stream)
                     raise
             except Exception as exc:
                 self._live_failed(member, exc, "open")
                 continue
-            self._report_switch(member, loop.time() - t0)
+            self._report_switch(member, loop.time() - since)
             self.live, self._live_stream = member, stream
             return
 
@@ -156,6 +158,7 @@ class ChainSTTStream:
         stream = self._live_stream
         if stream is None:
             return
+        since = asyncio.get_running_loop().time()
         try:
             async with asyncio.timeout(self.runner.settings.stall_timeout_s):
                 await stream.send(pcm)
@@ -163,9 +166,9 @@ class ChainSTTStream:
             member = self.live
             assert member is not None
             self._drop_live()
-            await _close(stream)
+            discard(stream)
             self._live_failed(member, exc, "send")
-            await self._open_next()
+            await self._open_next(since)
 
     def _drop_live(self) -> None:
         self.live, self._live_stream = None, None
@@ -187,7 +190,7 @@ class ChainSTTStream:
                         await stream.send(pcm)
                     final = await stream.finish()
                 finally:
-                    await _close(stream)
+                    discard(stream)
                 yield _tag(final, member.name)
             else:
                 yield _tag(await provider.transcribe(audio), member.name)
@@ -209,18 +212,12 @@ class ChainSTTStream:
         finally:
             self._drop_live()
             if live_stream is not None:
-                await _close(live_stream)
+                discard(live_stream)
         return result if result is not None else Transcript("", is_final=True)
 
     async def aclose(self) -> None:
         stream = self._live_stream
         self._drop_live()
         if stream is not None:
-            await _close(stream)
+            discard(stream)
 
-
-async def _close(stream) -> None:
-    try:
-        await stream.aclose()
-    except Exception:  # the stream already failed or finished; closing it is best effort
-        pass
