@@ -227,3 +227,39 @@ def test_renderings(tmp_path):
     }
     github = render_github(report)
     assert "::error file=" in github and "::warning file=" in github and "bad%2C odd.yaml" in github and ",line=5,col=17," in github
+
+
+@pytest.mark.parametrize(
+    "url, code",
+    [
+        ("https://[::1", "bad-url"),
+        ("http://[::1]evil.example/v1", "bad-url"),
+        ("https://api.example:99999/v1", "bad-url"),
+        ("ftp://api.example/v1", "bad-url"),
+        ("http://user:cnry-PASS-1@api.example/v1", "credentials-in-url"),
+        ("https://cnry-TOKEN-1@api.example/v1", "credentials-in-url"),
+        ("http://llm.example/${TOKEN}/v1", "insecure-url"),
+    ],
+)
+def test_urls_are_checked_by_the_clients_parser(tmp_path, url, code):
+    path = write(
+        tmp_path,
+        BASE_PROVIDERS + f"  remote: {{type: openai-compatible, kind: stt, base_url: '{url}'}}\n"
+        "defaults: {stt: [remote], tts: [local-tts]}\n",
+    )
+    findings = [f for f in validate_file(path, env={"TOKEN": "t"}) if f.severity == "error"]
+    assert code in codes(findings)
+    assert all("cnry-" not in str(f) for f in findings)
+    assert findings[0].location.line == 5
+
+
+@pytest.mark.parametrize(
+    "url", ["https://user:${PASS}@api.example/v1", "https://${TOKEN}@api.example/v1", "https://${HOST}/v1", "http://${HOST}/v1"]
+)
+def test_urls_with_references_pass(tmp_path, url):
+    path = write(
+        tmp_path,
+        BASE_PROVIDERS + f"  remote: {{type: openai-compatible, kind: stt, base_url: '{url}'}}\n"
+        "defaults: {stt: [remote], tts: [local-tts]}\n",
+    )
+    assert [f for f in validate_file(path, env={"PASS": "p", "TOKEN": "t", "HOST": "h"}) if f.severity == "error"] == []

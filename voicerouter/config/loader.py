@@ -124,6 +124,8 @@ def schema_findings(exc: ValidationError, data: Any, source: SourceMap, prefix: 
     findings: list[Finding] = []
     seen: set[tuple[PathKey, str]] = set()
     for error in exc.errors(include_url=False):
+        if not _stage_branch_applies(error["loc"], data):
+            continue  # an error of a stage shape the value plainly is not
         path = data_path(error["loc"], data)
         full = prefix + path
         if len(path) >= 1 and path[-1] in STAGE_KEYS and _is_union_noise(error["loc"], path):
@@ -144,6 +146,31 @@ def schema_findings(exc: ValidationError, data: Any, source: SourceMap, prefix: 
         location = source.locate(full, key=code == "unknown-key")
         findings.append(Finding("error", code, message, location))
     return findings
+
+
+def _stage_branch_applies(loc: tuple[Any, ...], data: Any) -> bool:
+    """For a stage field's union, keep only the errors of the shape the value was written in
+    (a mapping with `split` is a split, with `providers` a chain, a list a list)."""
+    for i, part in enumerate(loc[:-1]):
+        if part in STAGE_KEYS and isinstance(loc[i + 1], str) and _looks_like_tag(loc[i + 1]):
+            value = _value_at(data, data_path(loc[: i + 1], data))
+            wanted = (
+                "SplitSpec" if isinstance(value, dict) and "split" in value
+                else "ChainSpec" if isinstance(value, dict) and "providers" in value
+                else "list[str]" if isinstance(value, list)
+                else None
+            )
+            return wanted is None or loc[i + 1] == wanted
+    return True
+
+
+def _value_at(data: Any, path: PathKey) -> Any:
+    for part in path:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
 
 
 def _is_union_noise(loc: tuple[Any, ...], path: PathKey) -> bool:

@@ -15,7 +15,7 @@ Strategy = Literal["failover", "round_robin", "least_latency"]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # NaN weights, inf timeouts: no
 
 
 class ProviderConfig(Strict):

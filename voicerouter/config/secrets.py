@@ -6,18 +6,28 @@ resolved is remembered so `redact()` can scrub it from any text we print, log or
 
 from __future__ import annotations
 
+import base64
+import json
+import math
 import os
 import re
 import threading
 from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote, quote_plus
 
 from voicerouter.errors import MissingSecretError
 
 REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 SECRET_FIELDS = frozenset({"api_key", "key", "token", "secret", "password", "authorization"})
 MASK = "***"
+MIN_SECRET = 4  # shorter values are not remembered (they would mask ordinary words)
+PREFIX_MIN = 8  # a cut-off piece of a secret this long is still masked
 
 _known_secrets: set[str] = set()
+_forms: list[str] = []  # every form of every known secret, longest first (rebuilt when a secret is added)
+_PERCENT = re.compile(r"%[0-9A-F]{2}")
+_URLSAFE = str.maketrans("+/", "-_")
 _lock = threading.Lock()
 
 
@@ -55,25 +65,122 @@ def expand(value: str, env: Mapping[str, str] | None = None, *, what: str = "val
 
 
 def remember_secret(value: str) -> None:
-    if len(value) >= 4:
+    """Make `value` (and every form of it, see `secret_forms`) redactable from now on."""
+    if len(value) >= MIN_SECRET:
         with _lock:
-            _known_secrets.add(value)
+            if value not in _known_secrets:
+                _known_secrets.add(value)
+                _forms.clear()
+
+
+def remember_url_credentials(url: str) -> None:
+    """A URL's `user:password` (as written and decoded) and its password become secrets."""
+    from urllib.parse import unquote
+
+    scheme, sep, rest = url.partition("://")
+    authority = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    if not sep or "@" not in authority:
+        return
+    userinfo = authority.rpartition("@")[0]
+    for text in {userinfo, unquote(userinfo)}:
+        remember_secret(text)  # the Basic pair (its base64 is what goes on the wire)
+        user, colon, password = text.partition(":")
+        remember_secret(password if colon else user)
+
+
+def secret_forms(secret: str) -> set[str]:
+    """The strings a secret can turn into on the wire and in logs.
+
+    Raw, JSON-escaped, URL-encoded (either case of hex escapes, `+` for spaces), hex, and base64
+    (standard and URL-safe, padded or not). Base64 is done at all three byte alignments (the secret
+    encoded on its own, or after one or two other bytes, as in `user:PASS` Basic pairs or
+    `key=...` bodies): the whole 3-byte groups inside the secret encode the same way wherever it sits.
+    """
+    raw = secret.encode("utf-8")
+    forms = {secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1], raw.hex(), raw.hex().upper()}
+    for quoted in (quote(secret, safe=""), quote(secret), quote_plus(secret)):
+        forms.add(quoted)
+        forms.add(_PERCENT.sub(lambda m: m.group(0).lower(), quoted))
+    whole = base64.b64encode(raw).decode("ascii")
+    forms |= {whole, whole.translate(_URLSAFE)}  # the exact encoding, tail and padding included
+    for shift in (0, 1, 2):
+        core = raw[shift:]
+        core = core[: len(core) // 3 * 3]
+        if len(core) >= 6:  # shorter cores are too common to mask
+            encoded = base64.b64encode(core).decode("ascii")
+            forms.add(encoded)
+            forms.add(encoded.translate(_URLSAFE))
+    return {form for form in forms if len(form) >= MIN_SECRET}
 
 
 def redact(text: str) -> str:
-    """Scrub every secret value resolved in this process from `text`."""
+    """Scrub every secret resolved in this process from `text`, in every form `secret_forms` lists.
+
+    A leading piece of any form at least `PREFIX_MIN` characters long is masked too, so a secret
+    that something else cut short (`key=sk-abcdef...`) still leaves nothing behind.
+    """
     if not _known_secrets or not text:
         return text
+    forms = _all_forms()
+    spans: list[tuple[int, int]] = []
+    for form in forms:
+        head = form[:PREFIX_MIN]
+        start = text.find(head)
+        while start != -1:
+            end, k = start + len(head), len(head)
+            while k < len(form) and end < len(text) and text[end] == form[k]:
+                end, k = end + 1, k + 1
+            spans.append((start, end))
+            start = text.find(head, start + 1)
+    if not spans:
+        return text
+    spans.sort()
+    out: list[str] = []
+    position = 0
+    for start, end in spans:
+        if end <= position:
+            continue
+        out.append(text[position:max(start, position)])
+        if start >= position:
+            out.append(MASK)
+        position = end
+    out.append(text[position:])
+    return "".join(out)
+
+
+def redact_value(value: Any) -> Any:
+    """`redact` applied to every string inside a JSON-like value (dict keys included)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact_value(k): redact_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_value(v) for v in value]
+    return value
+
+
+def _all_forms() -> list[str]:
     with _lock:
-        secrets = sorted(_known_secrets, key=len, reverse=True)
-    for secret in secrets:
-        if secret in text:
-            text = text.replace(secret, MASK)
-    return text
+        if not _forms:
+            every: set[str] = set()
+            for secret in _known_secrets:
+                every |= secret_forms(secret)
+            _forms.extend(sorted(every, key=len, reverse=True))
+        return list(_forms)
 
 
 def mask_value(field: str, value: object) -> object:
-    """How a config value is shown: references as written, literal secrets masked."""
+    """How a config value is shown: references as written, literal secrets masked, URL credentials masked."""
     if isinstance(value, str) and is_secret_field(field) and not is_reference(value):
         return MASK
+    if isinstance(value, str) and "://" in value and "@" in value:
+        from voicerouter.netaddr import without_credentials
+
+        return without_credentials(value)
+    if isinstance(value, dict):
+        return {k: mask_value(str(k), v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask_value(field, v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # vendor options may hold .nan; JSON output must stay JSON
     return value

@@ -11,11 +11,10 @@ import email.utils
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import httpx
 
-from voicerouter.config.secrets import redact
+from voicerouter.config.secrets import redact, remember_url_credentials
 from voicerouter.errors import (
     AuthError,
     ConfigError,
@@ -25,7 +24,7 @@ from voicerouter.errors import (
     RequestError,
     TransientProviderError,
 )
-from voicerouter.netaddr import is_loopback
+from voicerouter.netaddr import url_problem, without_credentials
 from voicerouter.providers.base import AudioChunk
 
 if TYPE_CHECKING:
@@ -35,16 +34,14 @@ SNIPPET_CHARS = 200
 
 
 def check_base_url(url: str, *, provider: str, schemes: tuple[str, str] = ("https", "http")) -> str:
-    """Secure scheme required except on loopback (emulators, local servers). Returns url without trailing /."""
-    secure, plain = schemes
-    parts = urlsplit(url)
-    if parts.scheme not in schemes or not parts.hostname:
-        raise ConfigError(f"provider {provider}: base_url {url!r} must be a {secure}:// URL")
-    if parts.scheme == plain and not is_loopback(parts.hostname):
-        raise ConfigError(
-            f"provider {provider}: base_url {url!r} uses {plain}:// to a non-loopback host",
-            hint=f"use {secure}:// (plain {plain} is allowed only for 127.0.0.1/localhost)",
-        )
+    """Secure scheme required except on loopback (emulators, local servers). Returns url without trailing /.
+
+    Credentials in the URL (`https://user:${PASS}@host`) become secrets to redact, in every form.
+    """
+    problem = url_problem(url, schemes=schemes)
+    if problem:
+        raise ConfigError(redact(f"provider {provider}: base_url {without_credentials(url)!r} {problem}"))
+    remember_url_credentials(url)
     return url.rstrip("/")
 
 
@@ -72,10 +69,10 @@ def make_client(
 
 def snippet(body: bytes | str) -> str:
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-    text = " ".join(text.split())
+    text = redact(" ".join(text.split()))  # before the cut, so no piece of a secret is left at the edge
     if len(text) > SNIPPET_CHARS:
         text = text[:SNIPPET_CHARS] + "..."
-    return redact(text)
+    return text
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from voicerouter.config.schema import ProviderConfig
-from voicerouter.config.secrets import expand
+from voicerouter.config.secrets import expand, references
 from voicerouter.errors import ConfigError, ProviderError, VoiceRouterError
 from voicerouter.providers.base import BuildContext, Kind
 from voicerouter.providers.registry import ProviderType, get_type
@@ -57,6 +57,8 @@ class ProviderPool:
     def build(self, name: str) -> Any:
         """A new, unshared instance (the pool does not keep it)."""
         cfg, ptype, kind = self.config(name), self.provider_type(name), self.kind(name)
+        if cfg.base_url and references(cfg.base_url):  # a token in the URL is a secret like the key
+            cfg = cfg.model_copy(update={"base_url": expand(cfg.base_url, self.ctx.env, what=f"provider {name} base_url", secret=True)})
         try:
             return ptype.build(name, kind, cfg, self.ctx)
         except ProviderError as exc:

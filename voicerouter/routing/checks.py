@@ -5,13 +5,14 @@ No network and no provider code: provider facts come from the static registry.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from voicerouter.config import secrets
 from voicerouter.config.schema import ChainSpec, ProviderConfig, RouteSettings, SplitSpec, StageSpec
 from voicerouter.config.yaml_source import PathKey
-from voicerouter.netaddr import is_loopback
+from voicerouter.netaddr import parse_url, url_problem, without_credentials
 from voicerouter.providers.registry import get_type, provider_types
 from voicerouter.routing.findings import Finding, Severity
 from voicerouter.routing.match import as_list, covers
@@ -114,15 +115,34 @@ def _check_providers(table: RoutingTable, out: _Collector) -> dict[str, str | No
 
 
 def _check_url(url: str, owner: str, path: PathKey, out: _Collector) -> None:
-    from urllib.parse import urlsplit
+    """The clients' own URL check (`netaddr.url_problem`), with `${VAR}` references standing in for values."""
+    shown = without_credentials(url)
+    probe, placeholders = _with_placeholders(url)
+    userinfo, at, _ = probe.partition("://")[2].split("/", 1)[0].rpartition("@")
+    if at:
+        user, _, password = userinfo.partition(":")
+        credential = password or user
+        if credential not in placeholders:
+            out.add("error", "credentials-in-url", f"{owner}: {shown!r} has a credential written in the URL; use a reference like https://user:${{PASSWORD}}@host", path)
+    schemes = ("wss", "ws") if probe.lower().startswith(("ws:", "wss:")) else ("https", "http")
+    problem = url_problem(probe, schemes=schemes)
+    if problem is None:
+        return
+    if "non-loopback" in problem and any(p in parse_url(probe).host for p in placeholders):
+        return  # the host comes from the environment: checked when the session starts
+    code = "insecure-url" if "non-loopback" in problem else "bad-url"
+    out.add("error", code, f"{owner}: {shown!r} {problem}", path)
 
-    if secrets.references(url):
-        return  # resolved at session start
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http", "wss", "ws") or not parts.hostname:
-        out.add("error", "bad-url", f"{owner}: {url!r} is not an http(s) URL", path)
-    elif parts.scheme in ("http", "ws") and not is_loopback(parts.hostname):
-        out.add("error", "insecure-url", f"{owner}: {url!r} must use https (plain http only for loopback)", path)
+
+def _with_placeholders(url: str) -> tuple[str, set[str]]:
+    """`url` with each `${VAR}` replaced by a plain word (so it parses), and those words."""
+    placeholders: set[str] = set()
+
+    def word(match: re.Match[str]) -> str:
+        placeholders.add(f"vrref{len(placeholders)}x")
+        return f"vrref{len(placeholders) - 1}x"
+
+    return secrets.REFERENCE.sub(word, url), placeholders
 
 
 def stage_names(spec: StageSpec | None) -> list[str]:

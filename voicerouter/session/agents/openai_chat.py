@@ -30,7 +30,7 @@ class OpenAIChatAgent:
         from voicerouter.providers.http import make_client
 
         self.base_url = checked_url(
-            expand(config.base_url or OPENAI_BASE_URL, ctx.env, what="agent base_url"), provider=self.name
+            expand(config.base_url or OPENAI_BASE_URL, ctx.env, what="agent base_url", secret=True), provider=self.name
         ).rstrip("/")
         self.model = config.model or DEFAULT_MODEL
         self.timeout_s = config.timeout_ms / 1000
