@@ -38,7 +38,8 @@ def build_app(only: str | None = None) -> typer.Typer:
         name="voicerouter",
         help="Route voice sessions to STT, TTS and speech-to-speech providers, with failover.",
         no_args_is_help=True,
-        add_completion=False,
+        add_completion=True,  # --install-completion / --show-completion [bash|zsh|fish|powershell]
+        context_settings={"help_option_names": ["-h", "--help"]},
         epilog="Exit codes: 0 ok, 1 failed (invalid table, failed expectation, session error), 2 usage error, "
         "3 providers unavailable (all failed, missing secret, capacity), 4 audio device error, 130 interrupted.",
         pretty_exceptions_enable=False,
@@ -47,8 +48,13 @@ def build_app(only: str | None = None) -> typer.Typer:
     @app.callback()
     def root(
         version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="Only results and errors: no notes, summaries or progress bars."),
+        verbose: bool = typer.Option(False, "--verbose", "-v", help="Also log what the library does (INFO) on stderr."),
     ) -> None:
         """Route voice sessions to STT, TTS and speech-to-speech providers, with failover."""
+        from voicerouter.cli.output import set_verbosity
+
+        set_verbosity(-1 if quiet else 1 if verbose else 0)
 
     for name in COMMANDS if only is None else (only,):
         try:

@@ -20,12 +20,18 @@ DEFAULT_ROUTES = "routes.yaml"
 
 def run_app(app: typer.Typer) -> int:
     """Run the typer app; every expected failure becomes one line on stderr and an exit code."""
+    from voicerouter.cli.output import plain_metavars
+
+    command = typer.main.get_command(app)
+    plain_metavars(command)
     try:
         # Without standalone mode click returns the code of a typer.Exit instead of exiting.
-        result = app(standalone_mode=False)
+        result = command.main(prog_name="voicerouter", standalone_mode=False)
     except VoiceRouterError as exc:
         print_error(exc)
         return exc.exit_code
+    except SystemExit as exc:  # shell completion exits by itself
+        return exc.code if isinstance(exc.code, int) else 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -51,6 +57,14 @@ def run_app(app: typer.Typer) -> int:
         )
         return EXIT_FAILED
     return result if isinstance(result, int) else 0
+
+
+def note(message: str) -> None:
+    """An informational line on stderr (rich markup); --quiet drops it."""
+    from voicerouter.cli.output import quiet
+
+    if not quiet():
+        stderr_console().print(message)
 
 
 def print_error(exc: VoiceRouterError) -> None:
@@ -94,7 +108,7 @@ def routes_or_builtin(option: Path | None):  # -> RoutingTable
     try:
         path = find_routes(option)
     except UsageError:
-        stderr_console().print(
+        note(
             "[dim]note: no routing table found (--routes, $VOICEROUTER_ROUTES, ./routes.yaml); "
             "using the built-in offline table (pocketsphinx → echo agent → piper)[/]"
         )

@@ -55,7 +55,9 @@ def replay(
     faults = faults_for(table, inject, seed)
 
     started = time.perf_counter()
-    with replay_progress(len(files), stderr_console()) as on_progress:
+    from voicerouter.cli.output import quiet
+
+    with replay_progress(len(files), stderr_console(), enabled=not quiet()) as on_progress:
         results = asyncio.run(
             replay_files(
                 list(files), ctx, table, realtime=realtime, concurrency=concurrency, out_dir=out,
@@ -96,9 +98,9 @@ def replay(
         if expectations is not None:
             console.print()
             render_checks(checks, console, unused=expectations.unused([r.file for r in results]))
-        if out is not None:
+        if out is not None and not quiet():
             console.print(f"[dim]replies and event logs written to {out}[/]")
-        if timeline is not None:
+        if timeline is not None and not quiet():
             console.print(f"[dim]timelines written to {timeline}[/]")
 
     code = exit_code(results)
