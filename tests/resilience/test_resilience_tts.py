@@ -206,3 +206,39 @@ async def test_caller_stopping_mid_sentence_closes_the_provider_stream_at_once()
         await anext(audio)  # barge-in after the first chunk
     assert primary.closed_early == 1  # closed now, not left to garbage collection
     assert not events(bus, EventType.FAILOVER) and not events(bus, EventType.BREAKER)
+
+
+async def test_breaker_never_closes_without_a_half_open_probe_under_8_concurrent_sessions():
+    """Half the primary's calls fail with 503, the others succeed slowly: a success of a call that was
+    in flight when the breaker opened must not close it (no open -> closed, only half_open -> closed)."""
+    primary, backup = FakeTTS("eleven", script=["slow:0.03", "error:503"] * 40), FakeTTS("piper")
+    pool = FakePool(primary, backup)
+    policy = FAST.model_copy(update={"retries": 0, "breaker": BreakerConfig(failures=2, cooldown_s=0.05)})
+    chains = [chain(pool, ("eleven", "piper"), policy, session=f"s{i}") for i in range(8)]
+
+    async def session(stage) -> list[str]:
+        spoken: list[str] = []
+        for _ in range(6):
+            spoken += await speak(stage)
+            await asyncio.sleep(0.01)
+        return spoken
+
+    spoken = await asyncio.gather(*(session(stage) for stage, _ in chains))
+    assert all(len(s) == 18 for s in spoken)  # every sentence spoken whole, by one provider or the other
+    transitions = [e for _, bus in chains for e in events(bus, EventType.BREAKER)]
+    assert any(e["state"] == "open" for e in transitions)
+    closes = [e for e in transitions if e["state"] == "closed"]
+    assert all(e["previous"] == "half_open" and e["reason"] == "probe succeeded" for e in closes), closes
+
+
+async def test_breaker_opens_on_a_provider_that_always_fails_mid_stream():
+    """Every stream breaks after its first chunk: that is a failure, so the breaker opens after
+    `failures` sentences and the rest go straight to the fallback."""
+    primary, backup = FakeTTS("eleven", script=["drop:1"] * 12), FakeTTS("piper")
+    policy = FAST.model_copy(update={"retries": 0})
+    stage, bus = chain(FakePool(primary, backup), ("eleven", "piper"), policy)
+    for _ in range(6):
+        await speak(stage)
+    assert primary.calls == 3  # failures=3, then skipped
+    (opened,) = [e for e in events(bus, EventType.BREAKER) if e["state"] == "open"]
+    assert opened["provider"] == "eleven"

@@ -3,6 +3,12 @@
 closed -> open after `failures` consecutive failures (or a failure rate over the last `window`
 calls, counted once `failures` calls are in the window); open -> half_open after `cooldown_s`,
 which lets exactly one probe request through; the probe's success closes it, its failure reopens it.
+
+Only the probe decides: the outcome of a request admitted before the breaker last opened (it was
+already in flight) never closes or reopens it, so a slow success from the closed period cannot
+flap the breaker shut. Callers pass `started_at` (the breaker's clock when the request was admitted,
+`breaker.now()`) to `record_success`/`record_failure`; a success means the call completed (a
+stream that breaks after its first chunk is a failure).
 """
 
 from __future__ import annotations
@@ -26,12 +32,19 @@ class CircuitBreaker:
         self.consecutive = 0
         self._window: deque[bool] = deque(maxlen=config.window)  # True = failure
         self._opened_at = 0.0
+        self._half_open_at = 0.0
         self._probe_out = False
+
+    def now(self) -> float:
+        """The breaker's clock: pass its value at admission to `record_success`/`record_failure`."""
+        return self._clock()
 
     def _move(self, state: State, reason: str, listener: Listener | None) -> None:
         previous, self.state = self.state, state
         if state == "open":
             self._opened_at = self._clock()
+        elif state == "half_open":
+            self._half_open_at = self._clock()
         if state != "half_open":
             self._probe_out = False
         if listener is not None and previous != state:
@@ -56,14 +69,28 @@ class CircuitBreaker:
         """The probe was abandoned (cancelled, not failed): let the next caller probe."""
         self._probe_out = False
 
-    def record_success(self, listener: Listener | None = None) -> None:
+    def abandon(self, started_at: float | None) -> None:
+        """A request its caller gave up on (barge-in, a hedge's loser): neither success nor failure,
+        but if it was the half-open probe, the next caller may probe."""
+        if self.state == "half_open" and not self._stale(started_at):
+            self._probe_out = False
+
+    def _stale(self, started_at: float | None) -> bool:
+        """Was this request admitted before the breaker left closed? (Then it is not the probe.)"""
+        return self.state != "closed" and started_at is not None and started_at < self._half_open_at
+
+    def record_success(self, listener: Listener | None = None, *, started_at: float | None = None) -> None:
+        if self._stale(started_at) or self.state == "open":
+            return  # in flight before the breaker opened: only the half-open probe may close it
         self.consecutive = 0
         self._window.append(False)
-        if self.state != "closed":
+        if self.state == "half_open":
             self._window.clear()
             self._move("closed", "probe succeeded", listener)
 
-    def record_failure(self, reason: str, listener: Listener | None = None) -> None:
+    def record_failure(self, reason: str, listener: Listener | None = None, *, started_at: float | None = None) -> None:
+        if self._stale(started_at):
+            return  # the breaker already knows; a late failure is not the probe's
         self.consecutive += 1
         self._window.append(True)
         if self.state == "half_open":

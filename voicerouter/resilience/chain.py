@@ -85,6 +85,7 @@ class _Started(Generic[T]):
     first: Any
     latency_s: float
     attempt: int
+    admitted_at: float  # the breaker's clock when this attempt was let through
 
 
 async def stream_of(result: Any) -> AsyncIterator[Any]:
@@ -143,6 +144,7 @@ class StageRunner:
         self._monitored = monitored or (lambda m: False)
         self._lazy_slots: list[ProviderState] = []
         self.last_used: Member | None = None
+        self.last_admitted_at: float | None = None  # on last_used's breaker clock
         if strategy == "round_robin" and members:
             # rotate once per session: a session keeps one voice/model, sessions spread over providers
             shift = next_round_robin(f"{stage}:" + ",".join(m.state.key for m in members)) % len(members)
@@ -216,7 +218,8 @@ class StageRunner:
 
     # -- outcomes --------------------------------------------------------------------------------
 
-    def _failed(self, member: Member, error: ProviderError) -> None:
+    def _failed(self, member: Member, error: ProviderError, admitted_at: float | None = None) -> None:
+        """Count a failure (`admitted_at`: the breaker's clock when the failed call was let through)."""
         state = member.state
         state.last_error = error.message
         listener = self._breaker_listener(member)
@@ -228,22 +231,28 @@ class StageRunner:
                     healthy=False, error=error.message, source="request",
                 )
         else:
-            state.breaker.record_failure(f"{error.reason}: {error.message}", listener)
+            state.breaker.record_failure(f"{error.reason}: {error.message}", listener, started_at=admitted_at)
         if isinstance(error, ProviderTimeout):
             state.observe_latency(self.settings.first_result_timeout_s)
 
-    def _succeeded(self, member: Member, latency_s: float, attempt: int) -> None:
+    def _first_result(self, member: Member, latency_s: float, attempt: int, admitted_at: float | None) -> None:
+        """The first result arrived: latency and `provider_used`. Success waits for the call to complete."""
         state = member.state
-        state.breaker.record_success(self._breaker_listener(member))
         state.observe_latency(latency_s)
-        if state.mark_healthy():
-            self.bus.emit(EventType.HEALTH, provider=member.name, turn=self.turn(), stage=self.stage,
-                          healthy=True, error=None, source="request")
         self.last_used = member
+        self.last_admitted_at = admitted_at
         self.bus.emit(
             EventType.PROVIDER_USED, provider=member.name, turn=self.turn(), stage=self.stage,
             latency_ms=round(latency_s * 1000, 1), attempt=attempt,
         )
+
+    def _completed(self, member: Member, admitted_at: float | None) -> None:
+        """The call completed (a stream that breaks after its first chunk is a failure, not this)."""
+        state = member.state
+        state.breaker.record_success(self._breaker_listener(member), started_at=admitted_at)
+        if state.mark_healthy():
+            self.bus.emit(EventType.HEALTH, provider=member.name, turn=self.turn(), stage=self.stage,
+                          healthy=True, error=None, source="request")
 
     def _context(self, error: ProviderError, member: Member) -> ProviderError:
         return error.with_context(provider=member.name, route=self.session.route, session_id=self.session.session_id)
@@ -260,11 +269,13 @@ class StageRunner:
         errors: list[ProviderError] | None = None,
         previous: tuple[Member, ProviderError, bool] | None = None,
         preclaimed: Member | None = None,
+        preclaimed_at: float | None = None,
     ) -> AsyncIterator[T]:
         """Yield the items of one call, failing over until a provider completes it.
 
         `queue` (default: the strategy's order), `errors` and `previous` (who failed, why, mid-stream?)
-        let a wrapper continue a call it began itself; `preclaimed` was already admitted by it.
+        let a wrapper continue a call it began itself; `preclaimed` was already admitted by it (at
+        `preclaimed_at` on its breaker's clock: only the half-open probe's own success closes a breaker).
         """
         loop = asyncio.get_running_loop()
         started_at = loop.time()
@@ -277,8 +288,10 @@ class StageRunner:
         queue = self.order() if queue is None else list(queue)
         restarts: dict[str, int] = {}  # mid-stream failures retried on the same provider
         while True:
+            admitted_at: float | None = None
             if preclaimed is not None and queue and queue[0] is preclaimed:
                 member: Member | None = queue.pop(0)
+                admitted_at, preclaimed = preclaimed_at, None
             else:
                 member = self._next_usable(queue, errors)
             if member is None:
@@ -299,12 +312,12 @@ class StageRunner:
                     error=error.message, elapsed_ms=round((loop.time() - waiting_since) * 1000, 1), **extra,
                 )
             try:
-                started = await self._start(member, queue, op, deadline, first_timeout, errors)
+                started = await self._start(member, queue, op, deadline, first_timeout, errors, admitted_at)
             except _Failed as failed_exc:
                 previous = (failed_exc.member, failed_exc.error, False)
                 continue
             member, iterator = started.member, started.iterator
-            self._succeeded(member, started.latency_s, started.attempt)
+            self._first_result(member, started.latency_s, started.attempt, started.admitted_at)
             try:
                 if started.first is not _EMPTY:
                     yield started.first
@@ -314,9 +327,13 @@ class StageRunner:
                         async with asyncio.timeout(self.settings.stall_timeout_s):
                             item = await anext(iterator)
                     except StopAsyncIteration:
+                        self._completed(member, started.admitted_at)
                         return
                     yield item
                     waiting_since = loop.time()
+            except (GeneratorExit, asyncio.CancelledError):
+                member.state.breaker.abandon(started.admitted_at)  # the caller stopped listening
+                raise
             except Exception as exc:
                 if isinstance(exc, TimeoutError):
                     error: ProviderError = ProviderTimeout(
@@ -325,7 +342,7 @@ class StageRunner:
                 else:
                     error = as_provider_error(exc, member.name)
                 error = self._context(error, member)
-                self._failed(member, error)
+                self._failed(member, error, started.admitted_at)
                 errors.append(error)
                 previous = (member, error, True)
                 if (
@@ -352,11 +369,14 @@ class StageRunner:
         deadline: float,
         first_timeout: FirstTimeout,
         errors: list[ProviderError],
+        admitted_at: float | None = None,
     ) -> _Started[T]:
         hedge_after = self.settings.hedge_after_s
         if hedge_after is None or not queue:
-            return await self._attempts(member, op, deadline, first_timeout, errors, has_next=bool(queue))
-        primary = asyncio.create_task(self._attempts(member, op, deadline, first_timeout, errors, has_next=True))
+            return await self._attempts(member, op, deadline, first_timeout, errors, has_next=bool(queue),
+                                        admitted_at=admitted_at)
+        primary = asyncio.create_task(self._attempts(member, op, deadline, first_timeout, errors, has_next=True,
+                                                     admitted_at=admitted_at))
         try:
             done, _ = await asyncio.wait({primary}, timeout=hedge_after)
         except asyncio.CancelledError:
@@ -388,8 +408,12 @@ class StageRunner:
         errors: list[ProviderError],
         *,
         has_next: bool,
+        admitted_at: float | None = None,
     ) -> _Started[T]:
-        """Try one member until it gives a first result, retrying what is worth retrying."""
+        """Try one member until it gives a first result, retrying what is worth retrying.
+
+        `admitted_at`: when the first attempt was let through, if before this call (a live stream).
+        """
         loop = asyncio.get_running_loop()
         attempt = 0
         while True:
@@ -407,6 +431,8 @@ class StageRunner:
                 # nothing left to fail over to: cutting this attempt short would only turn slow into failed
                 limit = remaining
             timeout = min(limit, remaining)
+            if attempt > 1 or admitted_at is None:
+                admitted_at = member.state.breaker.now()
             iterator = op(member, attempt)
             try:
                 async with asyncio.timeout(timeout):
@@ -415,7 +441,7 @@ class StageRunner:
                     except StopAsyncIteration:
                         first = _EMPTY
             except asyncio.CancelledError:
-                member.state.breaker.release_probe()
+                member.state.breaker.abandon(admitted_at)
                 await _aclose(iterator)
                 raise
             except Exception as exc:
@@ -425,7 +451,7 @@ class StageRunner:
                 else:
                     error = as_provider_error(exc, member.name)
                 error = self._context(error, member)
-                self._failed(member, error)
+                self._failed(member, error, admitted_at)
                 decision = decide(
                     error, attempt=attempt, retries=self.settings.retries, remaining_s=deadline - loop.time(),
                     has_next=has_next, backoff=self.settings.backoff, rng=self.rng,
@@ -441,7 +467,7 @@ class StageRunner:
                     continue
                 errors.append(error)
                 raise _Failed(member, error) from None
-            return _Started(member, iterator, first, loop.time() - t0, attempt)
+            return _Started(member, iterator, first, loop.time() - t0, attempt, admitted_at)
 
     @staticmethod
     async def _attempts_task(task: asyncio.Task[_Started[T]]) -> _Started[T]:

@@ -39,6 +39,7 @@ class ChainS2SSession:
         self.history = history
         self.turn_audio: list[tuple[bytes, int]] = []
         self.live: Member | None = None
+        self.live_admitted: float | None = None  # the live member's breaker clock when its connection was let through
         self.session: Any = None
         self.failed: tuple[Member, ProviderError, bool] | None = None
         self._closing: list[asyncio.Task[None] | None] = []  # abandoned connections closing in the background
@@ -54,6 +55,7 @@ class ChainS2SSession:
 
         async for session in self.runner.run(op):
             self.live, self.session = self.runner.last_used, session
+            self.live_admitted = self.runner.last_admitted_at
 
     async def send_audio(self, pcm: bytes, sample_rate: int = PIPELINE_RATE) -> None:
         self.turn_audio.append((pcm, sample_rate))
@@ -67,7 +69,7 @@ class ChainS2SSession:
             assert member is not None
             error = ProviderTimeout("send stalled") if isinstance(exc, TimeoutError) else as_provider_error(exc, member.name)
             error = self.runner._context(error, member)
-            self.runner._failed(member, error)
+            self.runner._failed(member, error, self.live_admitted)
             self.failed = (member, error, False)
             self._close_live()  # respond() reconnects and replays the turn's audio
 
@@ -125,6 +127,7 @@ class ChainS2SSession:
             async for event in self.runner.run(
                 op, first_timeout_s=first_timeout, restart_key="restarted_reply", queue=queue,
                 previous=self.failed, preclaimed=live if live_session is not None else None,
+                preclaimed_at=self.live_admitted,
             ):
                 yield event
             failed = False
@@ -141,6 +144,7 @@ class ChainS2SSession:
                 if live_session is not None:
                     self._discard(live_session)
                 self.live, self.session = winner, keep
+                self.live_admitted = self.runner.last_admitted_at
             elif failed:
                 self._close_live()
 

@@ -70,6 +70,7 @@ class ChainSTTStream:
         self.failed: tuple[Member, ProviderError, bool] | None = None  # last live failure not yet reported
         self.broken: list[Member] = []  # members whose live stream failed; finish() may retry them
         self.live: Member | None = None
+        self._live_admitted: float | None = None  # the live member's breaker clock when it was let through
         self._live_stream = None
         self._generation = 0  # partials from a replaced stream are ignored
 
@@ -110,6 +111,7 @@ class ChainSTTStream:
             if why is not None:
                 self.errors.append(why)
                 continue
+            admitted = member.state.breaker.now()
             self._generation += 1
             try:
                 async with asyncio.timeout(self.runner.settings.first_result_timeout_s):
@@ -124,10 +126,10 @@ class ChainSTTStream:
                     discard(stream)
                     raise
             except Exception as exc:
-                self._live_failed(member, exc, "open")
+                self._live_failed(member, exc, "open", admitted)
                 continue
             self._report_switch(member, loop.time() - since)
-            self.live, self._live_stream = member, stream
+            self.live, self._live_stream, self._live_admitted = member, stream, admitted
             return
 
     def _report_switch(self, member: Member, elapsed_s: float) -> None:
@@ -141,13 +143,13 @@ class ChainSTTStream:
         )
         self.failed = None
 
-    def _live_failed(self, member: Member, exc: BaseException, during: str) -> None:
+    def _live_failed(self, member: Member, exc: BaseException, during: str, admitted: float | None) -> None:
         if isinstance(exc, TimeoutError):
             error: ProviderError = ProviderTimeout(f"no answer during {during}")
         else:
             error = as_provider_error(exc, member.name)
         error = self.runner._context(error, member)
-        self.runner._failed(member, error)
+        self.runner._failed(member, error, admitted)
         self.errors.append(error)
         self.failed = (member, error, during == "send")
         if member not in self.broken:
@@ -163,11 +165,11 @@ class ChainSTTStream:
             async with asyncio.timeout(self.runner.settings.stall_timeout_s):
                 await stream.send(pcm)
         except Exception as exc:
-            member = self.live
+            member, admitted = self.live, self._live_admitted
             assert member is not None
             self._drop_live()
             discard(stream)
-            self._live_failed(member, exc, "send")
+            self._live_failed(member, exc, "send", admitted)
             await self._open_next(since)
 
     def _drop_live(self) -> None:
@@ -175,7 +177,7 @@ class ChainSTTStream:
         self._generation += 1
 
     async def finish(self) -> Transcript:
-        live, live_stream = self.live, self._live_stream
+        live, live_stream, admitted = self.live, self._live_stream, self._live_admitted
         audio = AudioChunk(b"".join(self.buffer), self.sample_rate)
 
         async def op(member: Member, attempt: int) -> AsyncIterator[Transcript]:
@@ -207,7 +209,7 @@ class ChainSTTStream:
         try:
             result = await last_item(self.runner.run(
                 op, first_timeout_s=first_timeout, queue=queue, errors=self.errors,
-                previous=self.failed, preclaimed=live,
+                previous=self.failed, preclaimed=live, preclaimed_at=admitted,
             ))
         finally:
             self._drop_live()
@@ -216,8 +218,10 @@ class ChainSTTStream:
         return result if result is not None else Transcript("", is_final=True)
 
     async def aclose(self) -> None:
-        stream = self._live_stream
+        stream, member = self._live_stream, self.live
         self._drop_live()
         if stream is not None:
+            if member is not None:  # the utterance was abandoned (too short): neither success nor failure
+                member.state.breaker.abandon(self._live_admitted)
             discard(stream)
 
