@@ -1,0 +1,33 @@
+"""Record the official SDKs' requests into references.json: `python tests/providers/wire/record.py`.
+
+Run it after upgrading an SDK; the fidelity test then holds voicerouter's clients to what it sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from wire.client_calls import PLACEHOLDERS, run_against_capture  # noqa: E402
+from wire.reference import REFERENCES, summarize  # noqa: E402
+from wire.sdk_calls import SDK_CALLS  # noqa: E402
+
+KEY = "sk-wire-reference-0000"
+SDKS = {"openai": "openai", "deepgram": "deepgram-sdk", "elevenlabs": "elevenlabs", "cartesia": "cartesia"}
+
+
+async def record() -> dict:
+    references: dict = {"_sdks": {vendor: f"{dist} {version(dist)}" for vendor, dist in SDKS.items()}}
+    for op, call in SDK_CALLS.items():
+        references[op] = summarize(await run_against_capture(call, KEY), KEY, PLACEHOLDERS)
+    return references
+
+
+if __name__ == "__main__":
+    REFERENCES.write_text(json.dumps(asyncio.run(record()), indent=1, sort_keys=True) + "\n")
+    print(f"wrote {REFERENCES}")
