@@ -86,9 +86,24 @@ async def test_retries_exhausted_then_failover():
     assert events(bus, EventType.FAILOVER)[0]["error"] == "HTTP 502"
 
 
-async def test_rate_limit_retry_after_is_honoured_when_it_fits_the_deadline():
-    primary, backup = FakeTTS("eleven", script=["ratelimit:0.05"]), FakeTTS("piper")
-    stage, bus = chain(FakePool(primary, backup), ("eleven", "piper"))
+async def test_rate_limit_with_a_fallback_fails_over_at_once_and_remembers_the_retry_after():
+    """Waiting out Retry-After while a healthy fallback exists is dead air: fail over now, and skip
+    the limited provider (every session) until its Retry-After has passed."""
+    primary, backup = FakeTTS("eleven", script=["ratelimit:0.2"]), FakeTTS("piper")
+    pool = FakePool(primary, backup)
+    stage, bus = chain(pool, ("eleven", "piper"))
+    assert await speak(stage) == ["piper"] * 3
+    assert not events(bus, EventType.RETRY) and primary.calls == 1
+    assert events(bus, EventType.FAILOVER)[0]["reason"] == "rate_limited"
+    other, _ = chain(pool, ("eleven", "piper"), session="s2")
+    assert await speak(other) == ["piper"] * 3 and primary.calls == 1  # still inside the Retry-After
+    await asyncio.sleep(0.25)
+    assert await speak(stage) == ["eleven"] * 3  # after it, the preferred provider again
+
+
+async def test_rate_limit_retry_after_is_honoured_when_no_fallback_is_left():
+    primary = FakeTTS("eleven", script=["ratelimit:0.05"])
+    stage, bus = chain(FakePool(primary), ("eleven",))
     assert await speak(stage) == ["eleven"] * 3
     (retry,) = events(bus, EventType.RETRY)
     assert retry["delay_ms"] == 50 and retry["why"] == "retry_after" and retry["reason"] == "rate_limited"

@@ -11,8 +11,9 @@ The rules, per call of a stage (a sentence to speak, an utterance to transcribe,
 - Each attempt must produce its first result within `first_result_timeout_ms` and each later
   chunk within `stall_timeout_ms`; the whole stage call within `turn_deadline_ms`. The last
   attempt of the last provider may use the rest of the turn deadline.
-- Transient errors retry (exponential backoff, full jitter) up to `retries`; a 429 waits its
-  Retry-After when that fits the deadline; a timeout fails over at once (a retry would double
+- Transient errors retry (exponential backoff, full jitter) up to `retries`; a 429 fails over at
+  once when a fallback is left and its Retry-After is remembered (the provider is skipped until
+  then; as the last one left it is waited for when that fits the deadline); a timeout fails over at once (a retry would double
   the dead air); permanent errors (auth, bad request) fail over at once, open the breaker and
   mark the provider unhealthy.
 - With `hedge_after_ms`, a provider silent for that long is raced by the next one; the first

@@ -25,6 +25,7 @@ from voicerouter.errors import (
     PermanentProviderError,
     ProviderError,
     ProviderTimeout,
+    RateLimitedError,
     TransientProviderError,
 )
 from voicerouter.providers.base import SessionInfo
@@ -188,13 +189,21 @@ class StageRunner:
             route=self.session.route, session_id=self.session.session_id
         )
 
-    def _usable(self, member: Member) -> ProviderError | None:
-        """None if the member may be tried now, else why not (claims the half-open probe if any)."""
+    def _usable(self, member: Member, *, last: bool = False) -> ProviderError | None:
+        """None if the member may be tried now, else why not (claims the half-open probe if any).
+
+        A provider inside a 429's Retry-After is skipped unless it is the `last` one left (then the
+        attempt waits out the Retry-After if the deadline allows).
+        """
         state = member.state
         if not state.healthy:
             cooled = time.monotonic() - state.unhealthy_since >= state.breaker.config.cooldown_s
             if self._monitored(member) or not cooled:
                 return TransientProviderError(f"skipped: unhealthy ({state.last_error})", provider=member.name)
+        limited = state.rate_limited_for()
+        if limited > 0 and not last:
+            return RateLimitedError(f"skipped: rate limited for {limited:.1f} s more (Retry-After)",
+                                    provider=member.name, retry_after=limited)
         needs_slot = state.limit is not None and not capacity.holds(self.session.session_id, state)
         if needs_slot and not state.has_room():
             return CapacityError(
@@ -210,7 +219,7 @@ class StageRunner:
     def _next_usable(self, queue: list[Member], errors: list[ProviderError]) -> Member | None:
         while queue:
             member = queue.pop(0)
-            why = self._usable(member)
+            why = self._usable(member, last=not queue)
             if why is None:
                 return member
             errors.append(why.with_context(route=self.session.route, session_id=self.session.session_id))
@@ -232,6 +241,9 @@ class StageRunner:
                 )
         else:
             state.breaker.record_failure(f"{error.reason}: {error.message}", listener, started_at=admitted_at)
+        if isinstance(error, RateLimitedError) and error.retry_after:
+            # every session skips it until then (the chain fails over at once when it can)
+            state.limited_until = max(state.limited_until, time.monotonic() + error.retry_after)
         if isinstance(error, ProviderTimeout):
             state.observe_latency(self.settings.first_result_timeout_s)
 
@@ -426,6 +438,16 @@ class StageRunner:
                 )
                 errors.append(error)
                 raise _Failed(member, error)
+            limited = member.state.rate_limited_for() if attempt == 1 else 0.0
+            if limited > 0:  # the last provider left is inside a Retry-After: honour it if the deadline allows
+                if limited >= remaining:
+                    error = self._context(RateLimitedError(
+                        f"rate limited for {limited:.1f} s more, beyond the turn deadline", retry_after=limited), member)
+                    errors.append(error)
+                    raise _Failed(member, error)
+                await asyncio.sleep(limited)
+                t0 = loop.time()
+                remaining = deadline - t0
             limit = first_timeout(member, attempt) if callable(first_timeout) else first_timeout
             if not has_next and attempt > self.settings.retries:
                 # nothing left to fail over to: cutting this attempt short would only turn slow into failed

@@ -59,6 +59,10 @@ def decide(
         return Decision("failover", why="permanent")
     if attempt > retries:
         return Decision("failover", why="retries exhausted")
+    if isinstance(error, RateLimitedError) and has_next:
+        # A healthy fallback answers now; waiting out Retry-After would be dead air. The runner
+        # remembers the Retry-After and skips this provider until it has passed.
+        return Decision("failover", why="rate_limited")
     if isinstance(error, RateLimitedError) and error.retry_after is not None:
         if error.retry_after < remaining_s:
             return Decision("retry", error.retry_after, "retry_after")

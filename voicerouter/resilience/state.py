@@ -43,6 +43,7 @@ class ProviderState:
     last_error: str | None = None
     latency_s: float | None = None  # EWMA of time to first result
     active_sessions: int = 0
+    limited_until: float = 0.0  # time.monotonic() until which a 429's Retry-After asks us to stay away
     limit: int | None = None
     # buses of live sessions using this provider: a background probe reports to all of them
     buses: weakref.WeakSet[EventBus] = field(default_factory=weakref.WeakSet)
@@ -63,6 +64,10 @@ class ProviderState:
         self.healthy = True
         self.last_error = None
         return changed
+
+    def rate_limited_for(self) -> float:
+        """Seconds left of the last Retry-After (0 when none is pending)."""
+        return max(0.0, self.limited_until - time.monotonic())
 
     def has_room(self) -> bool:
         return self.limit is None or self.active_sessions < self.limit
@@ -106,6 +111,7 @@ def snapshot() -> dict[str, dict[str, Any]]:
             "healthy": state.healthy,
             "last_error": state.last_error,
             "latency_ms": None if state.latency_s is None else round(state.latency_s * 1000, 1),
+            "rate_limited_s": round(state.rate_limited_for(), 3),
             "active_sessions": state.active_sessions,
             "max_sessions": state.limit,
         }

@@ -107,7 +107,7 @@ class ChainSTTStream:
                     continue
                 return
             self.queue.pop(0)
-            why = self.runner._usable(member)
+            why = self.runner._usable(member, last=not self.queue)
             if why is not None:
                 self.errors.append(why)
                 continue
