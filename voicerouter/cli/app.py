@@ -24,6 +24,8 @@ COMMANDS = (
     "run",
     "devices",
     "report",
+    "serve",
+    "load",
 )
 
 

@@ -8,6 +8,7 @@ room, or the route is full, the session is refused with `CapacityError` and a `r
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from voicerouter.errors import CapacityError
@@ -129,3 +130,71 @@ class SessionAdmission:
             routes = route_counts()
             routes[self.plan.route] = max(0, routes.get(self.plan.route, 1) - 1)
             self._route_taken = False
+
+
+def refusal_reason(plan: SessionPlan) -> str | None:
+    """Why a session of `plan` would be refused right now (route or a whole stage full), or None.
+
+    The same decision `SessionAdmission.enter` makes, without taking anything: a webhook asks it
+    before answering a call, so a call that cannot be served is declined instead of answered.
+    """
+    limit = plan.resilience.max_concurrent_sessions
+    if limit is not None and route_counts().get(plan.route, 0) >= limit:
+        return f"route {plan.route!r} is at its limit of {limit} concurrent session(s)"
+    for stage in plan.stages():
+        states = [provider_state(n, plan.providers.get(n), plan.resilience.breaker) for n in stage.providers]
+        if states and not any(s.limit is None or s.has_room() for s in states):
+            return f"no {stage.stage} provider has room for another session"
+    return None
+
+
+class ProcessCapacity:
+    """The process-wide maximum of concurrent calls (`serve --max-sessions`), per call id.
+
+    A webhook reserves a slot when it answers a call (the media stream arrives a moment later and
+    takes it over); a reservation that no stream claims expires after `reserve_s`.
+    """
+
+    def __init__(self, limit: int | None, *, reserve_s: float = 30.0) -> None:
+        self.limit = limit
+        self.reserve_s = reserve_s
+        self.active: set[str] = set()
+        self._reserved: dict[str, float] = {}  # call id -> monotonic expiry
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for call_id in [c for c, until in self._reserved.items() if until <= now]:
+            del self._reserved[call_id]
+
+    @property
+    def used(self) -> int:
+        self._expire()
+        return len(self.active) + len(self._reserved)
+
+    def full(self) -> bool:
+        return self.limit is not None and self.used >= self.limit
+
+    def reserved(self, call_id: str) -> bool:
+        self._expire()
+        return call_id in self._reserved
+
+    def reserve(self, call_id: str) -> bool:
+        if call_id in self.active or self.reserved(call_id):
+            return True
+        if self.full():
+            return False
+        self._reserved[call_id] = time.monotonic() + self.reserve_s
+        return True
+
+    def acquire(self, call_id: str) -> bool:
+        """Take a slot for a call that is starting (its reservation, if any, becomes the slot)."""
+        if call_id in self.active:
+            return True
+        if self._reserved.pop(call_id, None) is None and self.full():
+            return False
+        self.active.add(call_id)
+        return True
+
+    def release(self, call_id: str) -> None:
+        self.active.discard(call_id)
+        self._reserved.pop(call_id, None)

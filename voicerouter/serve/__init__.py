@@ -1,0 +1,77 @@
+"""`voicerouter serve`: real calls (phone via Twilio and Telnyx media streams, apps and browsers
+via WebSocket) reach sessions of the routing table, with capacity, health, metrics and drain.
+
+    transports (twilio | telnyx | websocket)  ->  CallSource / CallSink  ->  Session core
+                 \\- webhooks decide admission through resilience.capacity (one place)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from voicerouter.errors import EXIT_INTERRUPTED, EXIT_OK, UsageError
+from voicerouter.serve.calls import CallManager, ServeOptions
+
+__all__ = ["CallManager", "ServeOptions", "run_server"]
+
+
+async def run_server(
+    table: Any,
+    options: ServeOptions,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    *,
+    extra_routes: Iterable[Any] = (),
+    say: Callable[[str], None] | None = None,
+) -> int:
+    """Serve until SIGTERM/SIGINT, then drain; a second signal exits at once. Returns the exit code."""
+    from voicerouter.httpserver import start_server
+    from voicerouter.serve.app import build_app
+
+    say = say or (lambda text: print(text, file=sys.stderr, flush=True))
+    manager = CallManager(table, options)
+    await manager.prepare()
+    for name, problem in manager.broken_providers.items():
+        say(f"warning: provider {name} cannot be built: {problem}")
+    app = build_app(manager, extra_routes=extra_routes)
+    try:
+        server = await start_server(app, host, port, shutdown_timeout=1.0)
+    except OSError as exc:
+        await manager.aclose()
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                         hint="choose another --port, or stop what is using it") from None
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            stop.set()
+            return
+        say("second signal: exiting now")
+        os._exit(EXIT_INTERRUPTED)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    ready, why = manager.ready()
+    say(f"listening on {server.url} ({'ready' if ready else 'not ready: ' + why}; "
+        f"max sessions {options.max_sessions or 'unlimited'})")
+    try:
+        await stop.wait()
+        live = len(manager.live)
+        say(f"draining: {live} live call(s), up to {options.drain_timeout_s:g} s")
+        ended = await manager.drain()
+        say(f"stopped ({ended} call(s) ended at the drain timeout)" if ended else "stopped")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await server.aclose()
+        await manager.aclose()
+    return EXIT_OK

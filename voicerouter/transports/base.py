@@ -1,0 +1,241 @@
+"""The seam between a call's wire protocol and the session core.
+
+A transport (Twilio, Telnyx, the generic WebSocket) only converts: it decodes the far end's
+messages into `Inbound` items (call started, audio, a mark echoed back, a key pressed, hung up)
+and encodes what the session plays (audio, marks, a barge-in `clear`) into the far end's
+messages. It never holds turn logic, failover or events.
+
+`CallSource` and `CallSink` are the session's audio source and sink for any such transport:
+the source turns pushed wire audio into 16 kHz frames paced by the far end (real time), and the
+sink sends reply audio at the wire rate, follows it with marks, and learns what was really
+played when the far end echoes them back (like Twilio's `mark`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from voicerouter.audio.convert import StreamResampler
+from voicerouter.providers.base import PIPELINE_RATE, AudioChunk
+
+WireMessage = str | bytes  # one WebSocket message: text (JSON) or binary
+
+
+@dataclass(frozen=True)
+class Started:
+    """The far end opened the stream: who the call is, and the routing context it carries."""
+
+    call_id: str
+    stream_id: str
+    params: dict[str, str] = field(default_factory=dict)
+    sample_rate: int = 8000
+
+
+@dataclass(frozen=True)
+class Audio:
+    pcm: bytes  # signed 16-bit little-endian mono at `sample_rate`
+    sample_rate: int
+
+
+@dataclass(frozen=True)
+class MarkEcho:
+    name: str
+
+
+@dataclass(frozen=True)
+class Digit:
+    digit: str
+
+
+@dataclass(frozen=True)
+class Stopped:
+    reason: str = "hangup"
+
+
+Inbound = Started | Audio | MarkEcho | Digit | Stopped
+
+
+class Transport(Protocol):
+    """A far end's wire protocol: its messages in, the session's output out."""
+
+    name: str
+    wire_rate: int  # sample rate of the audio the far end expects back
+
+    def decode(self, message: WireMessage) -> list[Inbound]:
+        """What one WebSocket message means (may be nothing, or several items after reordering)."""
+        ...
+
+    def encode_audio(self, pcm: bytes) -> WireMessage:
+        """One piece of reply audio (PCM16 at `wire_rate`, at most `frame_ms` long)."""
+        ...
+
+    def encode_mark(self, name: str) -> WireMessage: ...
+
+    def encode_clear(self) -> WireMessage: ...
+
+
+class CallSource:
+    """The caller's audio as an `AudioSource`: pushed at any rate, read as 16 kHz frames.
+
+    Frames come as the far end sends them (real time), so the session must not run in lockstep.
+    `lag_s` is how long the frame just read waited in the queue: the server's own lateness.
+    """
+
+    sample_rate = PIPELINE_RATE
+    realtime = True
+
+    def __init__(self, frame_ms: int = 20, name: str = "call", *, on_lag: Callable[[float], None] | None = None):
+        self.frame_ms = frame_ms
+        self.name = name
+        self._queue: asyncio.Queue[tuple[bytes, float] | None] = asyncio.Queue()
+        self._resampler: StreamResampler | None = None
+        self._pending = bytearray()
+        self._frame_bytes = PIPELINE_RATE * frame_ms // 1000 * 2
+        self._ended = False
+        self.on_lag = on_lag
+        self.max_lag_s = 0.0
+        self.received_s = 0.0
+
+    def push(self, pcm: bytes, sample_rate: int) -> None:
+        if self._ended:
+            return
+        if self._resampler is None or self._resampler.src_rate != sample_rate:
+            self._resampler = StreamResampler(sample_rate, PIPELINE_RATE)
+        self.received_s += len(pcm) / 2 / sample_rate
+        self._pending += self._resampler.process(pcm)
+        now = time.monotonic()
+        while len(self._pending) >= self._frame_bytes:
+            self._queue.put_nowait((bytes(self._pending[: self._frame_bytes]), now))
+            del self._pending[: self._frame_bytes]
+
+    def end(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self._queue.put_nowait(None)
+
+    async def frames(self) -> AsyncIterator[bytes]:
+        while (item := await self._queue.get()) is not None:
+            frame, arrived = item
+            lag = time.monotonic() - arrived
+            self.max_lag_s = max(self.max_lag_s, lag)
+            if self.on_lag is not None:
+                self.on_lag(lag)
+            yield frame
+
+
+class CallSink:
+    """Reply audio out through a transport, as an `AudioSink` that knows what was really played.
+
+    `write()` converts to the wire rate and queues 20 ms messages followed by a mark; the far end
+    plays them in real time and echoes each mark when playback reaches it, which advances
+    `played_s`. `drain()` waits for the last mark's echo (bounded by the audio's length plus
+    `grace_s`, in case the far end never answers); `clear()` drops what is queued here and tells
+    the far end to drop its buffer (barge-in). After `hangup()` nothing is sent and nothing waited for.
+    """
+
+    def __init__(self, transport: Transport, send: Callable[[WireMessage], None], *, frame_ms: int = 20,
+                 grace_s: float = 2.0, purge: Callable[[], None] | None = None) -> None:
+        self.transport = transport
+        self._send = send
+        self._purge = purge  # drops messages queued for sending but not yet sent
+        self.frame_ms = frame_ms
+        self.grace_s = grace_s
+        self.rate = transport.wire_rate
+        self._resampler: StreamResampler | None = None
+        self._carry = bytearray()
+        self._marks: dict[str, float] = {}  # mark name -> position (s) it stands for
+        self._next_mark = 0
+        self.sent_s = 0.0  # reply audio handed to the far end
+        self.played_s = 0.0  # reply audio the far end confirmed as played
+        self.clears = 0
+        self._played_changed = asyncio.Event()
+        self._closed = False
+        self._play_deadline = 0.0  # monotonic time by which everything sent should have played
+
+    # -- AudioSink ------------------------------------------------------------------------------
+
+    async def write(self, chunk: AudioChunk) -> None:
+        if self._closed or not chunk.pcm:
+            return
+        if self._resampler is None or self._resampler.src_rate != chunk.sample_rate:
+            self._flush_resampler()
+            self._resampler = StreamResampler(chunk.sample_rate, self.rate)
+        self._carry += self._resampler.process(chunk.pcm)
+        self._send_frames(final=False)
+        self._mark()
+
+    async def drain(self) -> None:
+        self._flush_resampler()
+        self._send_frames(final=True)
+        self._mark()
+        while not self._closed and self.played_s < self.sent_s - 1e-6:
+            timeout = max(0.05, self._play_deadline + self.grace_s - time.monotonic())
+            self._played_changed.clear()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._played_changed.wait()
+            except TimeoutError:
+                return  # the far end stopped confirming playback; do not hold the session forever
+
+    def clear(self) -> None:
+        self.clears += 1
+        self._resampler = None
+        self._carry.clear()
+        if not self._closed:
+            if self._purge is not None:
+                self._purge()
+            self._send(self.transport.encode_clear())
+        # What was sent but not confirmed will never play: playback stops where it is.
+        self.sent_s = self.played_s
+        self._marks.clear()
+        self._play_deadline = time.monotonic()
+        self._played_changed.set()
+
+    async def aclose(self) -> None:
+        self.hangup()
+
+    # -- from the far end -----------------------------------------------------------------------
+
+    def confirm(self, name: str) -> None:
+        """The far end echoed mark `name`: everything before it has been played."""
+        position = self._marks.pop(name, None)
+        if position is None:
+            return  # an echo after clear(), or a mark that is not ours
+        for older in [n for n, p in self._marks.items() if p <= position]:
+            del self._marks[older]
+        self.played_s = max(self.played_s, position)
+        self._played_changed.set()
+
+    def hangup(self) -> None:
+        self._closed = True
+        self._played_changed.set()
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _flush_resampler(self) -> None:
+        if self._resampler is not None:
+            self._carry += self._resampler.flush()
+            self._resampler = None
+
+    def _send_frames(self, *, final: bool) -> None:
+        size = self.rate * self.frame_ms // 1000 * 2
+        while len(self._carry) >= size or (final and self._carry):
+            piece = bytes(self._carry[:size])
+            del self._carry[:size]
+            self._send(self.transport.encode_audio(piece))
+            seconds = len(piece) / 2 / self.rate
+            now = time.monotonic()
+            self._play_deadline = max(self._play_deadline, now) + seconds
+            self.sent_s += seconds
+
+    def _mark(self) -> None:
+        if self._closed or self.sent_s <= self.played_s + 1e-9 or self.sent_s in self._marks.values():
+            return
+        self._next_mark += 1
+        name = f"vr-{self._next_mark}"
+        self._marks[name] = self.sent_s
+        self._send(self.transport.encode_mark(name))

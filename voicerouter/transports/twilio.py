@@ -1,0 +1,229 @@
+"""Twilio: the voice webhook's TwiML, request signatures, and the Media Streams WebSocket protocol.
+
+Everything Twilio-specific lives here, for both sides of the wire: `TwilioMedia` is what `serve`
+speaks to Twilio, and the `carrier_*` helpers are what Twilio sends, for `voicerouter load` and tests.
+
+- Webhook: Twilio POSTs form parameters (CallSid, From, To, ...) and expects TwiML back.
+  `<Connect><Stream url="wss://...">` with `<Parameter name value>` children opens a
+  bidirectional stream whose `start` message carries those parameters as `customParameters`;
+  `<Reject reason="busy"/>` as the first verb declines the call without answering (no charge).
+- Signature: `X-Twilio-Signature` is base64(HMAC-SHA1(auth token, URL + each POST parameter
+  name and value, sorted by name)); for https URLs Twilio's own validator also accepts the URL
+  without an explicit port.
+- Media Streams: in `connected`, `start` (streamSid, callSid, customParameters, mediaFormat
+  audio/x-mulaw 8000 Hz mono), `media` (base64 mu-law, 20 ms), `dtmf`, `mark`, `stop`; out
+  `media`, `mark` (echoed back once the audio before it has played) and `clear` (drop buffered
+  audio; Twilio then echoes the pending marks).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+from xml.etree import ElementTree
+
+from voicerouter.audio.g711 import PHONE_RATE, pcm16_to_ulaw, ulaw_to_pcm16
+from voicerouter.transports.base import Audio, Digit, Inbound, MarkEcho, Started, Stopped, WireMessage
+
+SIGNATURE_HEADER = "X-Twilio-Signature"
+MULAW = "audio/x-mulaw"
+
+
+# ---- webhook ---------------------------------------------------------------------------------
+
+
+def signature(auth_token: str, url: str, params: Mapping[str, str]) -> str:
+    """The X-Twilio-Signature of a request to `url` with these POST parameters."""
+    payload = url + "".join(f"{key}{params[key]}" for key in sorted(params))
+    digest = hmac.new(auth_token.encode(), payload.encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode()
+
+
+def signature_valid(auth_token: str, url: str, params: Mapping[str, str], header: str | None) -> bool:
+    if not header:
+        return False
+    candidates = {url}
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.port:  # Twilio signs https URLs with or without the port
+        candidates.add(urlunsplit(parts._replace(netloc=parts.hostname or "")))
+    return any(hmac.compare_digest(signature(auth_token, u, params), header) for u in candidates)
+
+
+def connect_stream_twiml(stream_url: str, parameters: Mapping[str, str]) -> str:
+    """`<Connect><Stream>`: a bidirectional media stream, with the routing context as parameters."""
+    response = ElementTree.Element("Response")
+    connect = ElementTree.SubElement(response, "Connect")
+    stream = ElementTree.SubElement(connect, "Stream", url=stream_url)
+    for name, value in parameters.items():
+        ElementTree.SubElement(stream, "Parameter", name=name, value=value)
+    return _xml(response)
+
+
+def reject_twiml(reason: str = "busy") -> str:
+    """`<Reject>` as the first verb: the call is not answered (and not billed)."""
+    response = ElementTree.Element("Response")
+    ElementTree.SubElement(response, "Reject", reason=reason)
+    return _xml(response)
+
+
+def _xml(root: ElementTree.Element) -> str:
+    return '<?xml version="1.0" encoding="UTF-8"?>' + ElementTree.tostring(root, encoding="unicode")
+
+
+# ---- media stream, server side -----------------------------------------------------------------
+
+
+class TwilioMedia:
+    """Media Streams messages <-> call audio (mu-law 8 kHz both ways)."""
+
+    name = "twilio"
+    wire_rate = PHONE_RATE
+
+    def __init__(self) -> None:
+        self.stream_sid: str | None = None
+
+    def decode(self, message: WireMessage) -> list[Inbound]:
+        data = _json(message)
+        event = data.get("event")
+        if event == "media":
+            media = data.get("media") or {}
+            if media.get("track", "inbound") != "inbound":
+                return []
+            return [Audio(ulaw_to_pcm16(base64.b64decode(media.get("payload") or "")), PHONE_RATE)]
+        if event == "start":
+            start = data.get("start") or {}
+            fmt = start.get("mediaFormat") or {}
+            if fmt.get("encoding", MULAW) != MULAW or int(fmt.get("sampleRate", PHONE_RATE)) != PHONE_RATE:
+                raise ValueError(f"unsupported media format {fmt}; expected {MULAW} at {PHONE_RATE} Hz")
+            self.stream_sid = str(start.get("streamSid") or data.get("streamSid") or "")
+            params = {str(k): str(v) for k, v in (start.get("customParameters") or {}).items()}
+            return [Started(str(start.get("callSid") or ""), self.stream_sid, params, PHONE_RATE)]
+        if event == "mark":
+            return [MarkEcho(str((data.get("mark") or {}).get("name", "")))]
+        if event == "dtmf":
+            return [Digit(str((data.get("dtmf") or {}).get("digit", "")))]
+        if event == "stop":
+            return [Stopped("hangup")]
+        return []  # connected, and anything newer than this code
+
+    def encode_audio(self, pcm: bytes) -> WireMessage:
+        payload = base64.b64encode(pcm16_to_ulaw(pcm)).decode()
+        return json.dumps({"event": "media", "streamSid": self.stream_sid, "media": {"payload": payload}})
+
+    def encode_mark(self, name: str) -> WireMessage:
+        return json.dumps({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}})
+
+    def encode_clear(self) -> WireMessage:
+        return json.dumps({"event": "clear", "streamSid": self.stream_sid})
+
+
+def _json(message: WireMessage) -> dict[str, Any]:
+    data = json.loads(message)
+    if not isinstance(data, dict):
+        raise ValueError("a Media Streams message is a JSON object")
+    return data
+
+
+# ---- media stream, carrier side (what Twilio sends; for `load` and tests) -------------------
+
+
+class TwilioCarrier:
+    """Twilio's half of a media stream: numbered messages from the caller, decoded replies."""
+
+    name = "twilio"
+    rate = PHONE_RATE
+
+    def __init__(self, call_sid: str, stream_sid: str, account_sid: str = "AC" + "0" * 32) -> None:
+        self.call_sid = call_sid
+        self.stream_sid = stream_sid
+        self.account_sid = account_sid
+        self._seq = 0
+        self._chunk = 0
+        self._timestamp_ms = 0
+
+    def _next(self) -> str:
+        self._seq += 1
+        return str(self._seq)
+
+    def opening(self, parameters: Mapping[str, str]) -> list[str]:
+        connected = json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+        start = json.dumps({
+            "event": "start",
+            "sequenceNumber": self._next(),
+            "start": {
+                "accountSid": self.account_sid,
+                "streamSid": self.stream_sid,
+                "callSid": self.call_sid,
+                "tracks": ["inbound"],
+                "mediaFormat": {"encoding": MULAW, "sampleRate": PHONE_RATE, "channels": 1},
+                "customParameters": dict(parameters),
+            },
+            "streamSid": self.stream_sid,
+        })
+        return [connected, start]
+
+    def media(self, pcm: bytes) -> str:
+        """One 20 ms frame of caller audio (PCM16 at 8 kHz)."""
+        self._chunk += 1
+        message = json.dumps({
+            "event": "media",
+            "sequenceNumber": self._next(),
+            "media": {
+                "track": "inbound", "chunk": str(self._chunk), "timestamp": str(self._timestamp_ms),
+                "payload": base64.b64encode(pcm16_to_ulaw(pcm)).decode(),
+            },
+            "streamSid": self.stream_sid,
+        })
+        self._timestamp_ms += len(pcm) // 2 * 1000 // PHONE_RATE
+        return message
+
+    def mark(self, name: str) -> str:
+        return json.dumps({"event": "mark", "sequenceNumber": self._next(), "streamSid": self.stream_sid,
+                           "mark": {"name": name}})
+
+    def dtmf(self, digit: str) -> str:
+        return json.dumps({"event": "dtmf", "sequenceNumber": self._next(), "streamSid": self.stream_sid,
+                           "dtmf": {"track": "inbound_track", "digit": digit}})
+
+    def stop(self) -> str:
+        return json.dumps({"event": "stop", "sequenceNumber": self._next(), "streamSid": self.stream_sid,
+                           "stop": {"accountSid": self.account_sid, "callSid": self.call_sid}})
+
+    def reply(self, message: WireMessage) -> tuple[str, Any]:
+        """What the server sent: ("media", PCM16 8 kHz), ("mark", name), ("clear", None) or (other, data)."""
+        data = _json(message)
+        event = str(data.get("event"))
+        if event == "media":
+            return "media", ulaw_to_pcm16(base64.b64decode((data.get("media") or {}).get("payload") or ""))
+        if event == "mark":
+            return "mark", str((data.get("mark") or {}).get("name", ""))
+        return event, data
+
+
+def call_params(call_sid: str, to: str, from_: str, account_sid: str = "AC" + "0" * 32) -> dict[str, str]:
+    """The form parameters of Twilio's voice webhook for an incoming call."""
+    return {
+        "AccountSid": account_sid, "ApiVersion": "2010-04-01", "CallSid": call_sid, "CallStatus": "ringing",
+        "Called": to, "Caller": from_, "Direction": "inbound", "From": from_, "To": to,
+    }
+
+
+def parse_twiml(text: str) -> tuple[str, dict[str, Any]]:
+    """("stream", {url, parameters}) for `<Connect><Stream>`, ("reject", {reason}), or (verb, {})."""
+    root = ElementTree.fromstring(text)
+    first = next(iter(root), None)
+    if first is None:
+        return "empty", {}
+    if first.tag == "Reject":
+        return "reject", {"reason": first.get("reason", "rejected")}
+    if first.tag == "Connect":
+        stream = first.find("Stream")
+        if stream is not None:
+            params = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
+            return "stream", {"url": stream.get("url", ""), "parameters": params}
+    return first.tag.lower(), {}
