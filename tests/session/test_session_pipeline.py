@@ -319,3 +319,20 @@ async def test_session_exports_spans_with_route_attributes():
     assert stt.attributes["voicerouter.route"] == "test-route"
     assert stt.attributes["voicerouter.tenant"] == "acme"
     assert stt.attributes["voicerouter.provider"] == "stt-a"
+
+
+async def test_s2s_retry_mid_reply_on_the_same_provider_keeps_one_reply():
+    """A single provider whose first reply breaks mid-way is retried on a new connection: the reply is
+    the retried one alone, never the cut words followed by the whole reply again."""
+    rt = FakeS2S("rt", [("and so my fellow americans", "Hello there"), ("and so my fellow americans", "Hello there"),
+                        ("what your country", "Indeed")], drop=frozenset({1}))
+    pool = FakePool({"rt": rt})
+    plan = make_plan(pool, pipeline="s2s", resilience=ResilienceConfig(retries=1))
+    session = Session(plan, pool, PcmSource(two_turns()), MemorySink(), agent=EchoAgent())
+    result = await asyncio.wait_for(session.run(), 60)
+
+    assert [t.reply for t in result.turns] == ["Hello there", "Indeed"]
+    (retry,) = [e for e in result.events if e.type == EventType.RETRY]
+    assert retry.data["restarted_reply"] is True
+    assistant = [m.text for m in session.conversation.messages if m.role == "assistant"]
+    assert assistant == ["Hello there", "Indeed"]

@@ -109,10 +109,12 @@ class S2STurns:
             played.done()
 
     def _restarted(self, seen: int) -> tuple[int, bool]:
-        """Whether the S2S chain failed over mid-reply since `seen` (it restarts the reply from the start)."""
+        """Whether the S2S chain restarted the reply since `seen`, on the next provider (failover) or on
+        the same one (retry): either way the reply starts again from its beginning."""
         history = self.session.bus.history
         restarted = any(
-            e.type == EventType.FAILOVER and e.data.get("stage") == "s2s" and e.data.get("restarted_reply")
+            e.type in (EventType.FAILOVER, EventType.RETRY) and e.data.get("stage") == "s2s"
+            and e.data.get("restarted_reply")
             for e in history[seen:]
         )
         return len(history), restarted
