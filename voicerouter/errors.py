@@ -15,6 +15,8 @@ EXIT_FAILED = 1  # invalid table, failed expectation, session error
 EXIT_USAGE = 2  # bad flags, nothing to work on
 EXIT_PROVIDER = 3  # every provider of a stage failed, missing secret, capacity refusal
 EXIT_AUDIO = 4  # audio device or PortAudio problem
+EXIT_REJECTED = 5  # a carrier refused the recipient (invalid number, opted out): no carrier was tried after it
+EXIT_UNKNOWN = 6  # a call or message may have gone out; not retried elsewhere so it cannot be duplicated
 EXIT_INTERRUPTED = 130
 
 
@@ -80,6 +82,8 @@ class ProviderError(VoiceRouterError):
 
     exit_code = EXIT_PROVIDER
     retryable = True
+    fails_over = True  # False: the next provider must not be tried either (the request itself is refused)
+    code: int | None = None  # the vendor's own error code, when it sends one (carriers)
 
     def __init__(
         self,
@@ -158,6 +162,32 @@ class MissingSecretError(PermanentProviderError):
     """An `${ENV_VAR}` the table references is not set."""
 
 
+class PermissionDeniedError(PermanentProviderError):
+    """The account may not do this from this number or to this region (carrier geo permissions): fail over."""
+
+
+class TerminalProviderError(ProviderError):
+    """The request itself is refused for a reason another provider would not change: stop, no failover."""
+
+    retryable = False
+    fails_over = False
+    exit_code = EXIT_REJECTED
+
+
+class RecipientError(TerminalProviderError):
+    """The destination is invalid or cannot receive this (carrier codes 21211, 21614, 10002, 10016)."""
+
+
+class OptedOutError(TerminalProviderError):
+    """The recipient opted out (Twilio 21610): sending through another carrier would break compliance."""
+
+
+class UnknownOutcomeError(TerminalProviderError):
+    """A call or message may have gone out and its status cannot be checked: never sent again elsewhere."""
+
+    exit_code = EXIT_UNKNOWN
+
+
 class CapacityError(ProviderError):
     """No provider (or the route) has room for another session."""
 
@@ -183,7 +213,12 @@ _REASONS: dict[type, str] = {
     AuthError: "auth",
     RequestError: "bad_request",
     MissingSecretError: "missing_secret",
+    PermissionDeniedError: "permission",
     PermanentProviderError: "permanent",
+    RecipientError: "bad_recipient",
+    OptedOutError: "opted_out",
+    UnknownOutcomeError: "unknown_outcome",
+    TerminalProviderError: "terminal",
     CapacityError: "capacity",
     AllProvidersFailed: "all_failed",
 }

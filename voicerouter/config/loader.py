@@ -22,7 +22,7 @@ from voicerouter.routing.findings import Finding, RoutingTableInvalid
 from voicerouter.routing.table import RoutingTable
 
 ROUTE_ONLY_KEYS = frozenset({"name", "match", "description"})
-STAGE_KEYS = frozenset({"stt", "tts", "s2s"})
+STAGE_KEYS = frozenset({"stt", "tts", "s2s", "call", "sms"})
 BUILTIN_NAME = "builtin:offline"
 
 

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Kind = Literal["stt", "tts", "s2s"]
+Kind = Literal["stt", "tts", "s2s", "call", "sms"]
 Strategy = Literal["failover", "round_robin", "least_latency"]
 
 
@@ -22,7 +22,7 @@ class ProviderConfig(Strict):
     """One named provider instance."""
 
     type: str = Field(description="Provider type, e.g. pocketsphinx, piper, deepgram, openai.")
-    kind: Kind | None = Field(None, description="stt, tts or s2s; inferred when the type has one kind.")
+    kind: Kind | None = Field(None, description="stt, tts, s2s, call or sms; inferred when the type has one kind.")
     model: str | None = None
     voice: str | None = None
     language: str | None = None
@@ -32,7 +32,14 @@ class ProviderConfig(Strict):
     sample_rate: int | None = Field(None, gt=0)
     timeout_ms: int | None = Field(None, gt=0, description="Overall HTTP timeout of one request.")
     max_concurrent_sessions: int | None = Field(None, gt=0)
+    account_sid: str | None = Field(None, description="Carrier account id (twilio).")
+    auth_token: str | None = Field(None, description="Carrier auth token (twilio); always an environment reference: ${VAR}.")
+    from_number: str | None = Field(None, alias="from", description="Carrier caller id / sender, E.164 (+15550100).")
+    connection_id: str | None = Field(None, description="Call Control connection (telnyx).")
+    messaging_profile_id: str | None = Field(None, description="Messaging profile (telnyx).")
     options: dict[str, Any] = Field(default_factory=dict, description="Vendor-specific extras.")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class SplitSpec(Strict):
@@ -135,6 +142,8 @@ class ResilienceConfig(Strict):
     tts: StagePolicy = StagePolicy()
     s2s: StagePolicy = StagePolicy()
     agent: StagePolicy = StagePolicy()
+    call: StagePolicy = StagePolicy()
+    sms: StagePolicy = StagePolicy()
 
 
 class BargeInConfig(Strict):
@@ -150,6 +159,8 @@ class RouteSettings(Strict):
     stt: StageSpec | None = None
     tts: StageSpec | None = None
     s2s: StageSpec | None = None
+    call: StageSpec | None = Field(None, description="Carriers that place outbound calls, in failover order.")
+    sms: StageSpec | None = Field(None, description="Carriers that send SMS, in failover order.")
     vad: VadConfig = VadConfig()
     turn: TurnConfig = TurnConfig()
     agent: AgentConfig = AgentConfig()

@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-Kind = Literal["stt", "tts", "s2s"]
-KINDS: tuple[Kind, ...] = ("stt", "tts", "s2s")
+Kind = Literal["stt", "tts", "s2s", "call", "sms"]
+KINDS: tuple[Kind, ...] = ("stt", "tts", "s2s", "call", "sms")
 PIPELINE_RATE = 16000
 
 

@@ -76,11 +76,12 @@ class ProviderPool:
         """Raise `MissingSecretError` for the first `${VAR}` a provider needs that is unset."""
         for name in self.configs if names is None else names:
             cfg = self.config(name)
-            if cfg.api_key:
-                try:
-                    expand(cfg.api_key, self.ctx.env, what=f"provider {name}", secret=True)
-                except ProviderError as exc:
-                    raise exc.with_context(provider=name) from None
+            for secret in (cfg.api_key, cfg.auth_token):
+                if secret:
+                    try:
+                        expand(secret, self.ctx.env, what=f"provider {name}", secret=True)
+                    except ProviderError as exc:
+                        raise exc.with_context(provider=name) from None
 
     async def preload(self, names: Iterable[str]) -> None:
         """Build these providers and load the heavy local engines now (off the event loop), so the

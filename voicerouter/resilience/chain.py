@@ -473,6 +473,11 @@ class StageRunner:
                 else:
                     error = as_provider_error(exc, member.name)
                 error = self._context(error, member)
+                if not error.fails_over:
+                    # the request itself is refused (a bad or opted-out recipient): no other provider may
+                    # take it, and the provider answered properly
+                    self._completed(member, admitted_at)
+                    raise error from None
                 self._failed(member, error, admitted_at)
                 decision = decide(
                     error, attempt=attempt, retries=self.settings.retries, remaining_s=deadline - loop.time(),

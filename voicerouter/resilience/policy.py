@@ -7,7 +7,7 @@ from typing import Literal
 
 from voicerouter.config.schema import BackoffConfig, BreakerConfig, HealthConfig, ResilienceConfig
 
-StageName = Literal["stt", "tts", "s2s", "agent"]
+StageName = Literal["stt", "tts", "s2s", "agent", "call", "sms"]
 
 
 @dataclass(frozen=True)

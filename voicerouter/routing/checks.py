@@ -18,7 +18,7 @@ from voicerouter.routing.findings import Finding, Severity
 from voicerouter.routing.match import as_list, covers
 from voicerouter.routing.table import RoutingTable
 
-STAGES = ("stt", "tts", "s2s")
+STAGES = ("stt", "tts", "s2s", "call", "sms")
 
 
 class _Collector:
@@ -105,10 +105,12 @@ def _check_providers(table: RoutingTable, out: _Collector) -> dict[str, str | No
         elif kind is None:
             out.add("error", "missing-kind", f"provider {name!r}: type {cfg.type} offers {'/'.join(ptype.kinds)}; set kind", path)
         kinds[name] = kind
-        for required in ptype.required:
+        for required in (*ptype.required, *ptype.required_for.get(kind or "", ())):
             if getattr(cfg, required) is None:
-                hint = f" (e.g. ${{{ptype.env_vars[0]}}})" if required == "api_key" and ptype.env_vars else ""
-                out.add("error", "missing-option", f"provider {name!r}: type {cfg.type} needs {required}{hint}", path)
+                secret = required in ("api_key", "auth_token")
+                hint = f" (e.g. ${{{ptype.env_vars[0]}}})" if secret and ptype.env_vars else ""
+                label = ProviderConfig.model_fields[required].alias or required
+                out.add("error", "missing-option", f"provider {name!r}: type {cfg.type} needs {label}{hint}", path)
         if cfg.base_url:
             _check_url(cfg.base_url, f"provider {name!r}", path + ("base_url",), out)
     return kinds
@@ -191,6 +193,9 @@ def _check_settings(
                 out.add("error", "wrong-kind", f"{owner}: {stage} uses {name!r}, which is a {kinds[name]} provider", stage_path)
     pipeline = settings.pipeline or ("s2s" if settings.s2s is not None else "stt_tts")
     needed = ("s2s",) if pipeline == "s2s" else ("stt", "tts")
+    voice = settings.pipeline is not None or any(getattr(settings, s) is not None for s in ("stt", "tts", "s2s"))
+    if not voice and (settings.call is not None or settings.sms is not None):
+        needed = ()  # a carriers-only table (outbound calls and SMS) needs no voice pipeline
     for stage in needed:
         if getattr(settings, stage) is None:
             out.add("error", "missing-stage", f"{owner}: the {pipeline} pipeline needs {stage} providers", path)

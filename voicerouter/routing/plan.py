@@ -16,7 +16,7 @@ from voicerouter.config.schema import (
 )
 
 Pipeline = Literal["stt_tts", "s2s"]
-Stage = Literal["stt", "tts", "s2s"]
+Stage = Literal["stt", "tts", "s2s", "call", "sms"]
 Strategy = Literal["failover", "round_robin", "least_latency", "split"]
 
 
@@ -71,13 +71,20 @@ class SessionPlan:
     instructions: str | None
     providers: dict[str, ProviderConfig]  # every provider instance the plan uses, by name
     warnings: tuple[str, ...] = ()
+    call: StagePlan | None = None  # carriers for outbound calls (`place_call`), not part of the voice pipeline
+    sms: StagePlan | None = None  # carriers for messages (`send_sms`)
 
     @property
     def session_id(self) -> str:
         return self.context.session_id
 
     def stages(self) -> list[StagePlan]:
+        """The voice pipeline's stages (what a session builds)."""
         return [s for s in (self.stt, self.tts, self.s2s) if s is not None]
+
+    def carrier_stages(self) -> list[StagePlan]:
+        """The carrier stages (`call`, `sms`) the route defines."""
+        return [s for s in (self.call, self.sms) if s is not None]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready view; secrets appear only as written (`${VAR}`) or masked."""
@@ -98,14 +105,16 @@ class SessionPlan:
             "stt": stage_list(self.stt),
             "tts": stage_list(self.tts),
             "s2s": stage_list(self.s2s),
-            "stages": {s.stage: s.to_dict() for s in self.stages()},
+            "call": stage_list(self.call),
+            "sms": stage_list(self.sms),
+            "stages": {s.stage: s.to_dict() for s in self.stages() + self.carrier_stages()},
             "vad": self.vad.model_dump(),
             "turn": self.turn.model_dump(),
             "agent": {k: mask_value(k, v) for k, v in self.agent.model_dump().items()},
             "resilience": self.resilience.model_dump(),
             "barge_in": self.barge_in.model_dump(),
             "providers": {
-                name: {k: mask_value(k, v) for k, v in cfg.model_dump(exclude_none=True).items()}
+                name: {k: mask_value(k, v) for k, v in cfg.model_dump(exclude_none=True, by_alias=True).items()}
                 for name, cfg in self.providers.items()
             },
             "warnings": list(self.warnings),

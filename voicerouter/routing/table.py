@@ -77,7 +77,8 @@ class RoutingTable:
             settings, name = self.route_settings[index], self.config.routes[index].name
         pipeline = settings.pipeline or ("s2s" if settings.s2s is not None else "stt_tts")
         used = ("s2s",) if pipeline == "s2s" else ("stt", "tts")
-        stages = {stage: self._stage_plan(stage, getattr(settings, stage), name, ctx) for stage in used}
+        stages = {stage: self._stage_plan(stage, getattr(settings, stage), name, ctx)
+                  for stage in (*used, "call", "sms")}
         names = dict.fromkeys(p for s in stages.values() if s for p in s.providers)
         return SessionPlan(
             context=ctx,
@@ -96,6 +97,8 @@ class RoutingTable:
             instructions=settings.instructions,
             providers={n: self.config.providers[n] for n in names if n in self.config.providers},
             warnings=tuple(warnings),
+            call=stages.get("call"),
+            sms=stages.get("sms"),
         )
 
     @staticmethod
