@@ -1,4 +1,5 @@
-"""voicerouter: route voice sessions to STT, TTS and S2S providers by tenant, region, flags and A/B split."""
+"""voicerouter: route voice sessions to STT, TTS and S2S providers, and outbound calls and SMS to carriers,
+by tenant, region, flags and A/B split."""
 
 __version__ = "0.1.0"
 
@@ -22,4 +23,8 @@ def __getattr__(name: str):
         from voicerouter.routing import plan
 
         return getattr(plan, name)
+    if name in ("place_call", "send_sms"):
+        from voicerouter import outbound
+
+        return getattr(outbound, name)
     raise AttributeError(name)

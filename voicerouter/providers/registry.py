@@ -28,6 +28,7 @@ class ProviderType:
     description: str
     env_vars: tuple[str, ...] = ()  # conventional variables for its api_key
     required: tuple[str, ...] = ()  # config fields that must be set
+    required_for: dict[str, tuple[str, ...]] = field(default_factory=dict)  # more fields one kind needs
     local: bool = False  # runs offline, no key
     defaults: dict[str, Any] = field(default_factory=dict)
 
@@ -84,6 +85,17 @@ _BUILTIN: tuple[ProviderType, ...] = (
         "azure", ("stt", "tts"), "voicerouter.providers.azure:create",
         "Azure Speech REST: short-audio recognition and SSML synthesis.",
         env_vars=("AZURE_SPEECH_KEY",), required=("api_key", "region"),
+    ),
+    ProviderType(
+        "twilio", ("call", "sms"), "voicerouter.providers.twilio:create",
+        "Twilio REST 2010-04-01: outbound calls (Calls.json) and SMS (Messages.json).",
+        env_vars=("TWILIO_AUTH_TOKEN",), required=("account_sid", "auth_token", "from_number"),
+    ),
+    ProviderType(
+        "telnyx", ("call", "sms"), "voicerouter.providers.telnyx:create",
+        "Telnyx API v2: outbound calls (/v2/calls, Call Control) and SMS (/v2/messages).",
+        env_vars=("TELNYX_API_KEY",), required=("api_key", "from_number"),
+        required_for={"call": ("connection_id",)},
     ),
 )
 

@@ -101,8 +101,9 @@ def build_stage(
     session: SessionInfo,
     faults: FaultPlan | None = None,
 ) -> Any:
-    """An object of the stage's provider protocol (STT/TTS/S2S) over the stage's provider chain."""
+    """An object of the stage's provider protocol (STT/TTS/S2S/call/SMS) over the stage's provider chain."""
     from voicerouter.resilience.chain import Member, TurnTracker
+    from voicerouter.resilience.carrier import CallChain, SMSChain
     from voicerouter.resilience.s2s import S2SChain
     from voicerouter.resilience.state import provider_state
     from voicerouter.resilience.stt import STTChain
@@ -121,7 +122,7 @@ def build_stage(
         members.append(Member(name, provider, provider_state(name, _config(pool, name), policy.breaker)))
     runner = _runner(stage.stage, members, settings, bus, session, stage.strategy,
                      faults.seed if faults else None, turn)
-    chain = {"stt": STTChain, "tts": TTSChain, "s2s": S2SChain}[stage.stage](runner)
+    chain = {"stt": STTChain, "tts": TTSChain, "s2s": S2SChain, "call": CallChain, "sms": SMSChain}[stage.stage](runner)
     if settings.health.interval_s is not None:
         _start_health(runner, chain)
     return chain

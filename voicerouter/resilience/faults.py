@@ -2,7 +2,8 @@
 
 Spec: comma-separated `NAME=KIND[:ARG][TRIGGER...]`, e.g.
 `dg=error:503@0.3,eleven=hang@turn2,oai-rt=drop_ws@1.5s,local-tts=slow:300ms`.
-Kinds: `error:STATUS[:RETRY_AFTER_S]` (the typed error that status maps to), `hang` (accept, never
+Kinds: `error:STATUS[:RETRY_AFTER_S]` (the typed error that status maps to; a carrier error code such
+as `error:21610` for `call`/`sms` providers), `hang` (accept, never
 answer), `stall` (stop mid-stream), `drop`/`drop_ws` (fail mid-stream), `slow:DURATION` (delay the
 first result). Triggers: `@P` probability per call (0..1), `@turnN` only on turn N, `@Ns`/`@Nms`
 once N seconds of audio have streamed, `*N` only the first N calls. Draws come from one RNG seeded
@@ -77,8 +78,9 @@ def parse_entry(entry: str) -> Fault:
     fault = Fault(name, kind, text)
     if kind == "error":
         parts = (arg or "").split(":")
-        if not parts[0].isdigit() or not 100 <= int(parts[0]) <= 599:
-            raise UsageError(f"bad fault spec part {text!r}: error needs an HTTP status, e.g. error:503", hint=HINT)
+        if not parts[0].isdigit() or not (100 <= int(parts[0]) <= 599 or 10000 <= int(parts[0]) <= 99999):
+            raise UsageError(f"bad fault spec part {text!r}: error needs an HTTP status, e.g. error:503, "
+                             "or a carrier error code, e.g. error:21610", hint=HINT)
         fault.status = int(parts[0])
         if len(parts) > 2:
             raise UsageError(f"bad fault spec part {text!r}: use error:STATUS[:RETRY_AFTER_S]", hint=HINT)
@@ -165,7 +167,8 @@ class FaultPlan:
         if name not in self.providers():
             return provider
         kind = getattr(provider, "kind", None)
-        wrapper = {"stt": FaultySTT, "tts": FaultyTTS, "s2s": FaultyS2S}.get(kind or "")
+        wrapper = {"stt": FaultySTT, "tts": FaultyTTS, "s2s": FaultyS2S, "call": FaultyCarrier,
+                   "sms": FaultyCarrier}.get(kind or "")
         if wrapper is None:
             return provider
         return wrapper(name, provider, self, turn or (lambda: None))
@@ -349,6 +352,27 @@ class FaultyS2SSession:
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+class FaultyCarrier(_Faulty):
+    """Faults act before the request reaches the carrier; `error:CODE` with a carrier error code
+    (e.g. error:21610) raises what that carrier's client raises for the code."""
+
+    async def _before(self) -> None:
+        fault = self._pick()
+        if fault is not None and fault.kind == "error" and (fault.status or 0) >= 10000:
+            raise self.inner.error_for_code(fault.status)
+        if fault is not None and fault.mid_stream:
+            raise fault.error()  # nothing streams: drop/stall fail the request
+        await self.before_first(fault)
+
+    async def place_call(self, request: Any) -> Any:
+        await self._before()
+        return await self.inner.place_call(request)
+
+    async def send_sms(self, request: Any) -> Any:
+        await self._before()
+        return await self.inner.send_sms(request)
 
 
 class _aclosing:

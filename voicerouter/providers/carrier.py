@@ -1,0 +1,201 @@
+"""The carrier contracts: what placing an outbound call or sending an SMS asks of a carrier.
+
+A carrier client (`twilio`, `telnyx`) is a provider of kind `call` or `sms`; the failover chain of
+those kinds implements the same protocol. Clients raise the typed errors of `voicerouter.errors`,
+chosen from the carrier's own error code so the chain knows what to do:
+
+- transient (network, 5xx, 429, concurrency limits): retry, then fail over;
+- `AuthError` / `PermissionDeniedError`: fail over and open that carrier's breaker;
+- `RecipientError` / `OptedOutError`: stop, never fail over (another carrier would not change the
+  answer, and routing around an opt-out breaks compliance);
+- `UnknownOutcomeError`: the request may have gone out and its status could not be checked: stop,
+  so nothing is ever sent twice.
+
+A client resolves "did it go out?" itself after a timeout or a dropped connection once the request
+was sent (a status check, or an idempotent retry), so a failure the chain sees is never a maybe.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from xml.sax.saxutils import quoteattr
+
+import httpx
+
+from voicerouter.config.secrets import redact
+from voicerouter.errors import ConfigError, ProviderError, RateLimitedError, RecipientError, UnknownOutcomeError
+from voicerouter.providers.base import Provider
+from voicerouter.providers.http import (
+    ClientProvider,
+    error_for_status,
+    malformed,
+    parse_retry_after,
+    snippet,
+    transport_error,
+)
+
+if TYPE_CHECKING:
+    from voicerouter.config.schema import ProviderConfig
+
+E164 = re.compile(r"^\+[1-9]\d{1,14}$")
+
+
+@dataclass(frozen=True)
+class CallRequest:
+    """An outbound call. What the callee hears comes from one of: a TwiML/TeXML document URL (`url`),
+    an inline document (`twiml`), or a media stream URL (`stream_url`, a `wss://` endpoint that speaks
+    the carrier's media stream protocol, e.g. a `voicerouter serve` session)."""
+
+    to: str
+    from_number: str | None = None  # None: the carrier instance's configured `from`
+    url: str | None = None
+    twiml: str | None = None
+    stream_url: str | None = None
+    status_callback: str | None = None
+    # one key per logical call: a carrier that supports idempotent requests (Telnyx command_id)
+    # gets the same key on every retry, so a retry can never place a second call
+    key: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+@dataclass(frozen=True)
+class SMSRequest:
+    to: str
+    text: str
+    from_number: str | None = None
+    status_callback: str | None = None
+    key: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+@dataclass(frozen=True)
+class PlacedCall:
+    """A call the carrier accepted (it is ringing or queued; answering happens later)."""
+
+    carrier: str  # provider instance name
+    carrier_type: str  # twilio, telnyx
+    id: str  # CallSid / call_control_id
+    status: str
+    to: str
+    from_number: str
+    extra_ids: dict[str, str] = field(default_factory=dict)  # call_leg_id, call_session_id, ...
+    recovered: bool = False  # found by a status check after an ambiguous failure, not by the answer
+
+
+@dataclass(frozen=True)
+class SentMessage:
+    carrier: str
+    carrier_type: str
+    id: str  # MessageSid / message id
+    status: str
+    to: str
+    from_number: str
+    recovered: bool = False
+
+
+@runtime_checkable
+class CallProvider(Provider, Protocol):
+    async def place_call(self, request: CallRequest) -> PlacedCall:
+        """Place the call once; raise a typed error when it was not placed."""
+
+
+@runtime_checkable
+class SMSProvider(Provider, Protocol):
+    async def send_sms(self, request: SMSRequest) -> SentMessage:
+        """Send the message once; raise a typed error when it was not sent."""
+
+
+def stream_twiml(stream_url: str) -> str:
+    """The TwiML/TeXML document that connects the callee to a media stream."""
+    return f"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Connect><Stream url={quoteattr(stream_url)}/></Connect></Response>"
+
+
+def request_sent(exc: Exception) -> bool:
+    """Could the carrier have received (and acted on) the request before this failure?
+
+    Only failures to connect are sure to have sent nothing; a timeout or a dropped connection after
+    the request was written may have placed the call.
+    """
+    return not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout | httpx.UnsupportedProtocol)
+
+
+ErrorClass = type[ProviderError]
+
+
+def check_number(number: str, *, what: str, provider: str) -> str:
+    """E.164 or a `RecipientError` before anything is sent (no carrier would take it either)."""
+    if not E164.match(number):
+        raise RecipientError(f"{what} {number!r} is not an E.164 number like +15550100", provider=provider)
+    return number
+
+
+class CarrierClient(ClientProvider):
+    """What the Twilio and Telnyx clients share: the kind, the error-code table, typed request failures."""
+
+    type = "carrier"
+    codes: Mapping[int, ErrorClass] = {}  # the carrier's error codes -> the class that decides failover
+
+    def __init__(self, name: str, config: ProviderConfig, *, kind: str, base_url: str, timeout_s: float,
+                 headers: Mapping[str, str], auth: httpx.Auth | None = None) -> None:
+        super().__init__(name, config, base_url=base_url, timeout_s=timeout_s, headers=headers)
+        self.kind = kind
+        if auth is not None:
+            self._client.auth = auth
+        if not config.from_number:
+            raise ConfigError(f"provider {name}: {self.type} needs from (the caller id / sender, E.164)")
+        self.from_number = config.from_number
+
+    def error_for_code(self, code: int, message: str = "", *, status: int | None = None,
+                       headers: Mapping[str, str] | None = None) -> ProviderError:
+        """The typed error for one of the carrier's error codes (unknown codes go by HTTP status)."""
+        text = f"{self.type} error {code}: {message}" if message else f"{self.type} error {code}"
+        cls = self.codes.get(code)
+        if cls is None:
+            error = error_for_status(status or 400, text, provider=self.name, headers=headers)
+        elif cls is RateLimitedError:
+            error = RateLimitedError(text, provider=self.name, status=status,
+                                     retry_after=parse_retry_after(headers or {}))
+        else:
+            error = cls(text, provider=self.name, status=status)
+        error.code = code
+        return error
+
+    def parse_error(self, body: bytes) -> tuple[int | None, str]:
+        """(code, message) from the carrier's error body."""
+        raise NotImplementedError
+
+    async def _request(self, method: str, path: str, **kw: object) -> dict:
+        """One request: the JSON answer, or a typed error. `httpx.HTTPError` escapes unchanged so the
+        caller can tell a request that never left from one that may have been acted on."""
+        response = await self._client.request(method, path, **kw)  # type: ignore[arg-type]
+        body = await response.aread()
+        if not response.is_success:
+            code, message = None, snippet(body)
+            try:
+                code, message = self.parse_error(body)
+            except (ValueError, KeyError, TypeError):
+                pass
+            if code is None:
+                raise error_for_status(response.status_code, redact(message), provider=self.name,
+                                       headers=response.headers)
+            raise self.error_for_code(code, redact(message), status=response.status_code, headers=response.headers)
+        try:
+            data = json.loads(body)
+        except ValueError:
+            raise malformed("not JSON", body, provider=self.name) from None
+        if not isinstance(data, dict):
+            raise malformed("not a JSON object", body, provider=self.name)
+        return data
+
+    def _not_sent(self, exc: httpx.HTTPError) -> ProviderError:
+        return transport_error(exc, provider=self.name)
+
+    def _unknown(self, what: str, exc: Exception) -> UnknownOutcomeError:
+        return UnknownOutcomeError(
+            f"{what} may have gone out ({type(exc).__name__}: {redact(str(exc)) or 'no answer'}) and its status "
+            "could not be checked; not retried, so it cannot be duplicated", provider=self.name,
+            hint="check the carrier's console or status callbacks before trying again",
+        )

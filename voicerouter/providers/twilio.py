@@ -1,0 +1,184 @@
+"""Twilio as a carrier: outbound calls and SMS over the REST API 2010-04-01.
+
+Wire: `POST /2010-04-01/Accounts/{AccountSid}/Calls.json` and `.../Messages.json`, form-encoded,
+HTTP Basic auth (account SID : auth token); errors are JSON `{code, message, more_info, status}`.
+Twilio has no idempotency key, so after a timeout or a dropped connection once the request was
+sent the client looks the call (message) up before anyone may try again: it lists the recent calls
+To/From this pair (`GET Calls.json?To=&From=`), and GETs the match (`Calls/{CallSid}.json`).
+Found: that call is the result. Not found: it was not placed, and failover is safe. The lookup
+itself failing: `UnknownOutcomeError`, and nobody dials again.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from typing import Any
+
+import httpx
+
+from voicerouter.config.schema import ProviderConfig
+from voicerouter.config.secrets import expand
+from voicerouter.errors import (
+    AuthError,
+    ConfigError,
+    OptedOutError,
+    PermissionDeniedError,
+    ProviderError,
+    RateLimitedError,
+    RecipientError,
+    TerminalProviderError,
+    TransientProviderError,
+)
+from voicerouter.providers._common import check_options, timeout_of
+from voicerouter.providers.base import BuildContext, Kind
+from voicerouter.providers.carrier import (
+    CallRequest,
+    CarrierClient,
+    PlacedCall,
+    SentMessage,
+    SMSRequest,
+    check_number,
+    request_sent,
+    stream_twiml,
+)
+from voicerouter.providers.http import check_base_url
+
+DEFAULT_BASE_URL = "https://api.twilio.com"
+API = "/2010-04-01"
+DEFAULT_TOKEN_REF = "${TWILIO_AUTH_TOKEN}"
+OPTIONS = ("status_callback",)
+CLOCK_SKEW_S = 5.0  # how far before our send a call found by the status check may have been created
+LOOKUP_PAGE = 20
+
+# Twilio error codes -> what the chain does (https://www.twilio.com/docs/api/errors)
+CODES: dict[int, type[ProviderError]] = {
+    20003: AuthError,  # Authenticate: wrong account SID / auth token
+    20429: RateLimitedError,  # Too Many Requests
+    10004: TransientProviderError,  # Call concurrency limit exceeded
+    20500: TransientProviderError,  # Internal server error
+    20503: TransientProviderError,  # Service unavailable
+    21212: PermissionDeniedError,  # Invalid 'From' phone number (this account's number)
+    21215: PermissionDeniedError,  # Geo permission configuration is not permitting the call
+    21408: PermissionDeniedError,  # Permission to send an SMS has not been enabled for the region
+    21606: PermissionDeniedError,  # The 'From' number is not a valid message-capable Twilio number
+    21211: RecipientError,  # Invalid 'To' phone number
+    21614: RecipientError,  # 'To' number is not a valid mobile number
+    21610: OptedOutError,  # Attempt to send to unsubscribed recipient
+}
+
+
+def create(name: str, kind: Kind, config: ProviderConfig, ctx: BuildContext) -> TwilioCarrier:
+    """Factory named by the registry: a Twilio carrier (call or sms) for one routing-table entry."""
+    if kind not in ("call", "sms"):
+        raise ConfigError(f"provider {name}: twilio has no {kind} kind", hint="use kind: call or kind: sms")
+    check_options(name, "twilio", config, OPTIONS)
+    if not config.account_sid:
+        raise ConfigError(f"provider {name}: twilio needs account_sid")
+    token = expand(config.auth_token or DEFAULT_TOKEN_REF, ctx.env, what=f"provider {name}", secret=True)
+    url = check_base_url(config.base_url or DEFAULT_BASE_URL, provider=name)
+    return TwilioCarrier(name, config, kind=kind, base_url=url, timeout_s=timeout_of(config), token=token)
+
+
+class TwilioCarrier(CarrierClient):
+    type = "twilio"
+    codes = CODES
+
+    def __init__(self, name: str, config: ProviderConfig, *, kind: str, base_url: str, timeout_s: float,
+                 token: str) -> None:
+        super().__init__(name, config, kind=kind, base_url=base_url, timeout_s=timeout_s,
+                         headers={"Accept": "application/json"},
+                         auth=httpx.BasicAuth(config.account_sid or "", token))
+        self.account = f"{API}/Accounts/{config.account_sid}"
+        self.status_callback = config.options.get("status_callback")
+        self._known: set[str] = set()  # sids this client placed: a status check never mistakes them for a lost one
+
+    def parse_error(self, body: bytes) -> tuple[int | None, str]:
+        data = json.loads(body)
+        code = data.get("code")
+        return (int(code) if code is not None else None), str(data.get("message") or "")
+
+    async def probe(self) -> None:
+        """Fetch the account: checks the credentials without placing anything."""
+        try:
+            await self._request("GET", f"{self.account}.json")
+        except httpx.HTTPError as exc:
+            raise self._not_sent(exc) from None
+
+    async def place_call(self, request: CallRequest) -> PlacedCall:
+        to = check_number(request.to, what="To", provider=self.name)
+        sender = request.from_number or self.from_number
+        form: dict[str, Any] = {"To": to, "From": sender}
+        if request.url:
+            form["Url"] = request.url
+        elif request.twiml or request.stream_url:
+            form["Twiml"] = request.twiml or stream_twiml(request.stream_url or "")
+        else:
+            raise TerminalProviderError("a call needs url, twiml or stream_url", provider=self.name)
+        callback = request.status_callback or self.status_callback
+        if callback:
+            form["StatusCallback"] = callback
+            form["StatusCallbackEvent"] = ["initiated", "ringing", "answered", "completed"]
+        since = time.time()
+        try:
+            data = await self._request("POST", f"{self.account}/Calls.json", data=form)
+        except httpx.HTTPError as exc:
+            if not request_sent(exc):
+                raise self._not_sent(exc) from None
+            return await self._recover(f"{self.account}/Calls.json", "calls", to, sender, since, exc, "call",
+                                       lambda item: True, self._placed)
+        return self._placed(data)
+
+    async def send_sms(self, request: SMSRequest) -> SentMessage:
+        to = check_number(request.to, what="To", provider=self.name)
+        sender = request.from_number or self.from_number
+        form = {"To": to, "From": sender, "Body": request.text}
+        callback = request.status_callback or self.status_callback
+        if callback:
+            form["StatusCallback"] = callback
+        since = time.time()
+        try:
+            data = await self._request("POST", f"{self.account}/Messages.json", data=form)
+        except httpx.HTTPError as exc:
+            if not request_sent(exc):
+                raise self._not_sent(exc) from None
+            return await self._recover(f"{self.account}/Messages.json", "messages", to, sender, since, exc,
+                                       "message", lambda item: item.get("body") == request.text, self._sent)
+        return self._sent(data)
+
+    async def _recover(self, path: str, listing: str, to: str, sender: str, since: float, cause: Exception,
+                       noun: str, matches: Any, result: Any) -> Any:
+        """The status check after an ambiguous failure: the resource we created, or proof there is none."""
+        try:
+            page = await self._request("GET", path, params={"To": to, "From": sender, "PageSize": LOOKUP_PAGE})
+            for item in page.get(listing) or []:
+                sid = item.get("sid")
+                if not sid or sid in self._known or not matches(item):
+                    continue
+                created = email.utils.parsedate_to_datetime(item.get("date_created") or "")
+                if created.timestamp() >= since - CLOCK_SKEW_S:
+                    current = await self._request("GET", f"{path.removesuffix('.json')}/{sid}.json")
+                    return result(current, recovered=True)
+        except (httpx.HTTPError, ProviderError, TypeError, ValueError) as exc:
+            raise self._unknown(f"the {noun}", cause) from exc
+        raise TransientProviderError(
+            f"no answer after sending ({type(cause).__name__}); the status check found no such {noun}: "
+            "it did not go out", provider=self.name,
+        )
+
+    def _placed(self, data: dict, *, recovered: bool = False) -> PlacedCall:
+        sid = data.get("sid")
+        if not isinstance(sid, str):
+            raise TransientProviderError(f"malformed response (no call sid): {str(data)[:200]}", provider=self.name)
+        self._known.add(sid)
+        return PlacedCall(self.name, self.type, sid, str(data.get("status") or "queued"), str(data.get("to") or ""),
+                          str(data.get("from") or ""), recovered=recovered)
+
+    def _sent(self, data: dict, *, recovered: bool = False) -> SentMessage:
+        sid = data.get("sid")
+        if not isinstance(sid, str):
+            raise TransientProviderError(f"malformed response (no message sid): {str(data)[:200]}", provider=self.name)
+        self._known.add(sid)
+        return SentMessage(self.name, self.type, sid, str(data.get("status") or "queued"), str(data.get("to") or ""),
+                           str(data.get("from") or ""), recovered=recovered)
