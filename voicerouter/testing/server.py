@@ -29,6 +29,8 @@ EMULATORS: dict[str, str] = {
     "azure": "voicerouter.testing.azure",
     "openai-chat": "voicerouter.testing.chat",  # the openai-chat agent's /chat/completions
     "webhook": "voicerouter.testing.chat",  # the webhook agent's endpoint
+    "twilio": "voicerouter.testing.twilio",  # carrier: REST calls/messages, and the calls' media streams
+    "telnyx": "voicerouter.testing.telnyx",
 }
 
 FaultKind = Literal["error", "slow", "hang", "stall", "drop", "malformed", "truncate"]
@@ -100,6 +102,7 @@ class EmulatorState:
     tts_engine: Literal["tone", "piper"] = "tone"
     seed: int = 0
     requests: list[dict[str, Any]] = field(default_factory=list)
+    callee_wav: str | None = None  # carriers: what the callee says into a call's media stream
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
@@ -146,6 +149,7 @@ def tone(duration_s: float, sample_rate: int, freq: float = 220.0) -> bytes:
 class Emulator:
     url: str  # http://127.0.0.1:PORT
     state: EmulatorState
+    app: Any = None  # the aiohttp application (vendor-specific state, e.g. a carrier's calls)
 
     @property
     def ws_url(self) -> str:
@@ -171,6 +175,7 @@ async def emulate(
     host: str = "127.0.0.1",
     port: int = 0,
     seed: int = 0,
+    callee_wav: str | None = None,
 ) -> AsyncIterator[Emulator]:
     """Run one emulator for the duration of the block: `async with emulate("deepgram") as emu: emu.url`."""
     from voicerouter.httpserver import start_server
@@ -180,12 +185,12 @@ async def emulate(
         raise UsageError(f"no emulator for provider type {provider_type!r}", hint=f"known: {', '.join(EMULATORS)}")
     state = EmulatorState(
         provider_type, api_key=api_key, faults=parse_faults(faults), transcript=transcript,
-        tts_engine=tts_engine, seed=seed,
+        tts_engine=tts_engine, seed=seed, callee_wav=callee_wav,
     )
     app = importlib.import_module(module_name).build_app(state)
     server = await start_server(app, host, port)
     try:
-        yield Emulator(server.url, state)
+        yield Emulator(server.url, state, app)
     finally:
         await server.aclose()
 
