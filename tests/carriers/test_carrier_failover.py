@@ -8,7 +8,7 @@ from __future__ import annotations
 import socket
 
 import pytest
-from conftest import ENV, Carriers, table_text
+from carrier_helpers import ENV, Carriers, table_text
 
 from voicerouter import place_call, send_sms
 from voicerouter.config.loader import parse_routes

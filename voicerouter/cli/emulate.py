@@ -104,7 +104,7 @@ def emulate(
 
     from voicerouter.cli.common import stderr_console, stdout_console
     from voicerouter.errors import UsageError
-    from voicerouter.providers.http import is_loopback
+    from voicerouter.netaddr import is_loopback
     from voicerouter.testing.server import EMULATORS
 
     if not is_loopback(host):

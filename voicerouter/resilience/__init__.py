@@ -102,8 +102,8 @@ def build_stage(
     faults: FaultPlan | None = None,
 ) -> Any:
     """An object of the stage's provider protocol (STT/TTS/S2S/call/SMS) over the stage's provider chain."""
-    from voicerouter.resilience.chain import Member, TurnTracker
     from voicerouter.resilience.carrier import CallChain, SMSChain
+    from voicerouter.resilience.chain import Member, TurnTracker
     from voicerouter.resilience.s2s import S2SChain
     from voicerouter.resilience.state import provider_state
     from voicerouter.resilience.stt import STTChain
