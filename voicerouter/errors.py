@@ -7,6 +7,7 @@ The CLI turns any `VoiceRouterError` into a message and an exit code, never a tr
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 # Documented exit codes (README "Exit codes").
@@ -18,6 +19,15 @@ EXIT_AUDIO = 4  # audio device or PortAudio problem
 EXIT_REJECTED = 5  # a carrier refused the recipient (invalid number, opted out): no carrier was tried after it
 EXIT_UNKNOWN = 6  # a call or message may have gone out; not retried elsewhere so it cannot be duplicated
 EXIT_INTERRUPTED = 130
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def printable(text: str) -> str:
+    """`text` with control characters escaped (`\\n`, `\\x00`): a message is one line, and input
+    (a key holding a newline, a file name) can never forge another."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 class VoiceRouterError(Exception):
@@ -47,7 +57,7 @@ class Location:
     column: int | None = None
 
     def __str__(self) -> str:
-        parts = [self.file]
+        parts = [printable(self.file)]
         if self.line is not None:
             parts.append(str(self.line))
             if self.column is not None:

@@ -263,3 +263,76 @@ def test_urls_with_references_pass(tmp_path, url):
         "defaults: {stt: [remote], tts: [local-tts]}\n",
     )
     assert [f for f in validate_file(path, env={"PASS": "p", "TOKEN": "t", "HOST": "h"}) if f.severity == "error"] == []
+
+
+def test_scalars_are_read_as_the_schema_types_them(tmp_path):
+    path = write(
+        tmp_path,
+        BASE_PROVIDERS + "defaults: {stt: [local-stt], tts: [local-tts]}\nroutes:\n"
+        "  - {name: r-no, match: {tenant: no}}\n"
+        "  - {name: r-date, match: {tenant: 2024-02-30}}\n"
+        "  - {name: 1234, match: {tenant: [yes, 12], flags: {on: true}}}\n",
+    )
+    table = load_routes(path)
+    from voicerouter import RouteContext
+
+    assert table.resolve(RouteContext(tenant="no")).route == "r-no"
+    assert table.resolve(RouteContext(tenant="2024-02-30")).route == "r-date"
+    assert table.resolve(RouteContext(tenant="12", flags={"on": True})).route == "1234"
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("!!int abc", "'abc' is not a valid !!int"),
+        ("!!float abc", "'abc' is not a valid !!float"),
+        ("!!bool maybe", "'maybe' is not a valid !!bool"),
+        ("!!timestamp x", "'x' is not a valid !!timestamp"),
+        ("!!python/object:os.system x", "unsupported YAML tag"),
+        ("!!set {a, b}", "unsupported YAML tag"),
+    ],
+)
+def test_bad_tagged_values_are_located(tmp_path, value, expected):
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"providers: {{}}\nversion: {value}\n")
+    [finding] = validate_file(path, env={})
+    assert expected in finding.message and (finding.location.line, finding.location.column) == (2, 10)
+
+
+def test_deep_nesting_nul_bytes_and_second_documents_are_located(tmp_path):
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("version: 1\nproviders: " + "[" * 500 + "]" * 500 + "\n")
+    [finding] = validate_file(deep, env={})
+    assert "nesting deeper" in finding.message and finding.location.line == 2
+    nul = tmp_path / "nul.yaml"
+    nul.write_bytes(b"version: 1\nproviders:\n  a\x00: {}\n")
+    [finding] = validate_file(nul, env={})
+    assert "U+0000" in finding.message and (finding.location.line, finding.location.column) == (3, 4)
+    two = tmp_path / "two.yaml"
+    two.write_text("version: 1\n---\nversion: 1\n")
+    [finding] = validate_file(two, env={})
+    assert "another" in finding.message and finding.location.line == 2
+
+
+def test_a_key_holding_a_newline_cannot_forge_a_line(tmp_path):
+    path = tmp_path / "forge.yaml"
+    path.write_text('version: 1\nproviders:\n  "a\\nforge.yaml:1:1: error: forged": {type: piper, "x\\ny": 1}\n')
+    text = render_text(validate_files([path], env={}))
+    lines = text.strip().splitlines()
+    assert all(line.startswith(str(path)) for line in lines[:-1]) and "forged" in text
+
+
+def test_non_finite_numbers_are_refused_and_json_stays_json(tmp_path):
+    path = write(
+        tmp_path,
+        BASE_PROVIDERS + "  odd: {type: piper, options: {x: .nan}}\n"
+        "defaults: {stt: [local-stt], tts: {split: {local-tts: .nan, odd: .inf}}}\n",
+    )
+    findings = validate_file(path, env={})
+    assert [(f.code, f.location.line) for f in findings] == [("schema", 6), ("schema", 6)]
+    assert all("finite" in f.message for f in findings)
+    fine = write(tmp_path, BASE_PROVIDERS + "  odd: {type: piper, options: {x: .nan}}\ndefaults: {stt: [local-stt], tts: [odd]}\n", "f.yaml")
+    from voicerouter import RouteContext
+
+    data = json.loads(json.dumps(load_routes(fine).resolve(RouteContext()).to_dict(), allow_nan=False))
+    assert data["providers"]["odd"]["options"] == {"x": "nan"}

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from voicerouter.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, UsageError, VoiceRouterError
+from voicerouter.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, UsageError, VoiceRouterError, printable
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -51,7 +51,7 @@ def run_app(app: typer.Typer) -> int:
         from voicerouter.config.secrets import redact
 
         print(
-            f"error: internal error: {type(exc).__name__}: {redact(str(exc))} "
+            f"error: internal error: {type(exc).__name__}: {printable(redact(str(exc)))} "
             "(set VOICEROUTER_DEBUG=1 for a traceback and please report it)",
             file=sys.stderr,
         )
@@ -70,7 +70,7 @@ def note(message: str) -> None:
 def print_error(exc: VoiceRouterError) -> None:
     from voicerouter.config.secrets import redact
 
-    print(f"error: {redact(str(exc))}", file=sys.stderr)
+    print(f"error: {printable(redact(str(exc)))}", file=sys.stderr)
 
 
 def stderr_console() -> Console:

@@ -12,15 +12,16 @@ import os
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from voicerouter.config.schema import RouteSettings, RoutingTableConfig
 from voicerouter.config.yaml_source import PathKey, SourceMap, load_yaml, parse_yaml
 from voicerouter.routing.findings import Finding, RoutingTableInvalid
 from voicerouter.routing.table import RoutingTable
 
+M = TypeVar("M", bound=BaseModel)
 ROUTE_ONLY_KEYS = frozenset({"name", "match", "description"})
 STAGE_KEYS = frozenset({"stt", "tts", "s2s", "call", "sms"})
 BUILTIN_NAME = "builtin:offline"
@@ -62,7 +63,7 @@ def build_table(
             Finding("error", "not-a-mapping", f"the routing table must be a mapping, found {kind}", source.locate(()))
         ]
     try:
-        config = RoutingTableConfig.model_validate(data)
+        config = validate_as_written(RoutingTableConfig, data, source)
     except ValidationError as exc:
         return None, schema_findings(exc, data, source, ())
     settings: list[RouteSettings] = []
@@ -79,6 +80,27 @@ def build_table(
     findings += check_table(table, env=os.environ if env is None else env)
     table.warnings = tuple(str(f) for f in findings if f.severity == "warning")
     return table, findings
+
+
+def validate_as_written(model: type[M], data: dict[str, Any], source: SourceMap) -> M:
+    """`model.model_validate(data)`, where a field typed as text that YAML read as a bool, number or
+    null (`tenant: no`, `name: 1234`) gets the text as written. Fixes `data` in place."""
+    while True:
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            fixed = False
+            for error in exc.errors(include_url=False):
+                if error["type"] != "string_type":
+                    continue
+                path = data_path(error["loc"], data)
+                written = source.written.get(path)
+                parent = _value_at(data, path[:-1]) if path else None
+                if written is not None and isinstance(parent, (dict, list)) and not isinstance(_value_at(data, path), str):
+                    parent[path[-1]] = written
+                    fixed = True
+            if not fixed:
+                raise
 
 
 def merge_settings(defaults: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -2,11 +2,16 @@
 
 PyYAML's composer gives nodes with marks; we build the Python values ourselves so that
 (1) every path (`("routes", 2, "stt")`) maps to its file:line:column for error messages and
-(2) hostile input is bounded: file size, node count (alias bombs) and nesting depth.
+(2) hostile input is bounded while it is parsed: file size, node count (alias bombs), nesting depth;
+(3) scalars are read as the schema needs them: a date-looking word stays text, and the text of a
+plain `no`/`123` is kept so a field typed as a string gets what was written.
 """
 
 from __future__ import annotations
 
+import copy
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +34,7 @@ class SourceMap:
     file: str
     values: dict[PathKey, tuple[int, int]] = field(default_factory=dict)
     keys: dict[PathKey, tuple[int, int]] = field(default_factory=dict)
+    written: dict[PathKey, str] = field(default_factory=dict)  # plain scalars YAML read as bool/number/null, as written
 
     def locate(self, path: PathKey, *, key: bool = False) -> Location:
         """The closest known position of `path` (walking up to a parent when needed)."""
@@ -43,54 +49,220 @@ class SourceMap:
             probe = probe[:-1]
 
 
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: same events, ~10x faster
+_RESOLVER = yaml.resolver.Resolver()
+_STR, _TIMESTAMP = "tag:yaml.org,2002:str", "tag:yaml.org,2002:timestamp"
+_SCALAR_TAGS = frozenset(
+    "tag:yaml.org,2002:" + t for t in ("str", "int", "float", "bool", "null", "timestamp", "binary")
+)
+_COLLECTION_TAGS = frozenset({None, "!", "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
+# Characters YAML does not allow in a document (C0 controls but tab/newline/return, DEL, C1 but NEL, surrogates).
+_NOT_PRINTABLE = re.compile("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+class _Frame:
+    """A mapping or sequence being built from parser events."""
+
+    __slots__ = ("value", "path", "anchor", "log_start", "nodes", "height", "key", "has_key")
+
+    def __init__(self, value: Any, path: PathKey, anchor: str | None, log_start: int, nodes: int) -> None:
+        self.value = value
+        self.path = path
+        self.anchor = anchor
+        self.log_start = log_start
+        self.nodes = nodes  # node count when the frame opened
+        self.height = 0
+        self.key: Any = None
+        self.has_key = False
+
+
+class _Anchor:
+    __slots__ = ("value", "log", "nodes", "height")
+
+    def __init__(self, value: Any, log: list[tuple[str, PathKey, Any]], nodes: int, height: int) -> None:
+        self.value, self.log, self.nodes, self.height = value, log, nodes, height
+
+
 class _Builder:
+    """Builds plain Python values from parser events, with no recursion: depth, size and tags are
+    checked as each event arrives, so a hostile document fails early with its line and column."""
+
     def __init__(self, source: SourceMap) -> None:
         self.source = source
         self.count = 0
+        self.stack: list[_Frame] = []
+        self.anchors: dict[str, _Anchor] = {}
+        self.open_anchors: set[str] = set()
+        self.log: list[tuple[str, PathKey, Any]] = []  # ("v"|"k"|"r", path, position or raw text), for aliases
+        self.root: Any = None
+        self.done = False
 
-    def build(self, node: yaml.Node, path: PathKey, depth: int) -> Any:
-        self.count += 1
+    def where(self, mark: Any) -> Location:
+        return Location(self.source.file, mark.line + 1, mark.column + 1) if mark else Location(self.source.file)
+
+    def build(self, events: Iterator[yaml.Event]) -> Any:
+        documents = 0
+        for event in events:
+            if isinstance(event, yaml.DocumentStartEvent):
+                documents += 1
+                if documents > 1:
+                    raise ConfigError(
+                        "expected one YAML document, found another", location=self.where(event.start_mark),
+                        hint="remove the second `---` section",
+                    )
+            elif isinstance(event, yaml.ScalarEvent):
+                self.scalar(event)
+            elif isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                self.start(event)
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                self.end()
+            elif isinstance(event, yaml.AliasEvent):
+                self.alias(event)
+        return self.root
+
+    # -- positions -------------------------------------------------------------------------
+    def note(self, kind: str, path: PathKey, item: Any) -> None:
+        if kind == "v":
+            self.source.values.setdefault(path, item)
+        elif kind == "k":
+            self.source.keys[path] = item
+        else:
+            self.source.written[path] = item
+        self.log.append((kind, path, item))
+
+    def next_path(self) -> PathKey | None:
+        """Where the next value goes; None when it is a mapping key."""
+        if not self.stack:
+            return ()
+        frame = self.stack[-1]
+        if isinstance(frame.value, list):
+            return frame.path + (len(frame.value),)
+        if not frame.has_key:
+            return None
+        return frame.path + (frame.key,)
+
+    def counted(self, mark: Any, nodes: int = 1) -> None:
+        self.count += nodes
         if self.count > MAX_NODES:
             raise ConfigError(
-                f"the document expands to more than {MAX_NODES} values (an alias bomb?)",
-                location=self.source.locate(path),
-                hint="remove the repeated anchors/aliases",
+                f"the document expands to more than {MAX_NODES} values (too large, or an alias bomb?)",
+                location=self.where(mark), hint="remove the repeated anchors/aliases",
             )
-        if depth > MAX_DEPTH:
-            raise ConfigError(f"nesting deeper than {MAX_DEPTH} levels", location=self.source.locate(path))
-        self.source.values.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
-        if isinstance(node, yaml.MappingNode):
-            result: dict[Any, Any] = {}
-            for key_node, value_node in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":
-                    raise ConfigError(
-                        "YAML merge keys (<<) are not supported",
-                        location=Location(self.source.file, key_node.start_mark.line + 1),
-                        hint="write the keys out",
-                    )
-                key = self.build(key_node, path + ("<key>",), depth + 1)
-                if not isinstance(key, (str, int, float, bool)) and key is not None:
-                    raise ConfigError(
-                        "mapping keys must be plain values",
-                        location=Location(self.source.file, key_node.start_mark.line + 1, key_node.start_mark.column + 1),
-                    )
-                if key in result:
-                    raise ConfigError(
-                        f"duplicate key {key!r}",
-                        location=Location(self.source.file, key_node.start_mark.line + 1, key_node.start_mark.column + 1),
-                        hint="each key may appear once in a mapping",
-                    )
-                child = path + (key,)
-                self.source.keys[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-                result[key] = self.build(value_node, child, depth + 1)
-            return result
-        if isinstance(node, yaml.SequenceNode):
-            return [self.build(item, path + (i,), depth + 1) for i, item in enumerate(node.value)]
-        return _ScalarConstructor.construct(node)
+
+    # -- events ----------------------------------------------------------------------------
+    def start(self, event: yaml.CollectionStartEvent) -> None:
+        self.counted(event.start_mark)
+        if len(self.stack) + 1 > MAX_DEPTH:
+            raise ConfigError(f"nesting deeper than {MAX_DEPTH} levels", location=self.where(event.start_mark))
+        if event.tag not in _COLLECTION_TAGS:
+            raise ConfigError(f"unsupported YAML tag {event.tag}", location=self.where(event.start_mark))
+        path = self.next_path()
+        if path is None:
+            raise ConfigError("mapping keys must be plain values", location=self.where(event.start_mark))
+        position = (event.start_mark.line + 1, event.start_mark.column + 1)
+        log_start = len(self.log)
+        self.note("v", path, position)
+        value: Any = {} if isinstance(event, yaml.MappingStartEvent) else []
+        if event.anchor:
+            self.open_anchors.add(event.anchor)
+        self.stack.append(_Frame(value, path, event.anchor, log_start, self.count - 1))
+
+    def end(self) -> None:
+        frame = self.stack.pop()
+        if frame.anchor:
+            self.open_anchors.discard(frame.anchor)
+            log = [(kind, path[len(frame.path):], item) for kind, path, item in self.log[frame.log_start:]]
+            self.anchors[frame.anchor] = _Anchor(frame.value, log, self.count - frame.nodes, frame.height + 1)
+        self.attach(frame.value, frame.height + 1)
+
+    def attach(self, value: Any, height: int) -> None:
+        if not self.stack:
+            self.root = value
+            return
+        frame = self.stack[-1]
+        frame.height = max(frame.height, height)
+        if isinstance(frame.value, list):
+            frame.value.append(value)
+        else:
+            frame.value[frame.key] = value
+            frame.has_key = False
+
+    def set_key(self, key: Any, mark: Any) -> None:
+        frame = self.stack[-1]
+        if key in frame.value:
+            raise ConfigError(
+                f"duplicate key {key!r}", location=self.where(mark), hint="each key may appear once in a mapping"
+            )
+        frame.key, frame.has_key = key, True
+        self.note("k", frame.path + (key,), (mark.line + 1, mark.column + 1))
+
+    def scalar(self, event: yaml.ScalarEvent) -> None:
+        self.counted(event.start_mark)
+        path = self.next_path()
+        if path is None:  # a mapping key
+            if event.tag == "tag:yaml.org,2002:merge" or (event.tag is None and event.value == "<<" and event.implicit[0]):
+                raise ConfigError("YAML merge keys (<<) are not supported", location=self.where(event.start_mark), hint="write the keys out")
+            # Keys are names (providers, flags, options): as written, unless explicitly tagged.
+            key = event.value if event.tag in (None, "!", _STR) else self.construct(event)
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                raise ConfigError("mapping keys must be plain values", location=self.where(event.start_mark))
+            self.set_key(key, event.start_mark)
+            return
+        self.note("v", path, (event.start_mark.line + 1, event.start_mark.column + 1))
+        if event.tag in (None, "!") and not event.implicit[0]:
+            value: Any = event.value  # quoted, or tagged `!`: a string
+        elif event.tag is None:
+            tag = _RESOLVER.resolve(yaml.ScalarNode, event.value, (True, False))
+            if tag in (_STR, _TIMESTAMP):
+                value = event.value  # a date-looking word is a name here (tenant: 2024-02-30)
+            else:
+                value = self.construct(event, tag)
+                self.note("r", path, event.value)  # kept for fields the schema types as text (tenant: no)
+        else:
+            value = self.construct(event)
+        if event.anchor:
+            self.anchors[event.anchor] = _Anchor(value, [("v", (), (event.start_mark.line + 1, event.start_mark.column + 1))], 1, 0)
+        self.attach(value, 0)
+
+    def construct(self, event: yaml.ScalarEvent, tag: str | None = None) -> Any:
+        tag = tag or event.tag
+        if tag not in _SCALAR_TAGS:
+            raise ConfigError(f"unsupported YAML tag {tag}", location=self.where(event.start_mark))
+        node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+        try:
+            return _ScalarConstructor.construct(node)
+        except Exception:  # PyYAML raises KeyError, AttributeError, ValueError... for bad tagged text
+            short = tag.rpartition(":")[2]
+            raise ConfigError(
+                f"invalid YAML value: {event.value!r} is not a valid !!{short}", location=self.where(event.start_mark)
+            ) from None
+
+    def alias(self, event: yaml.AliasEvent) -> None:
+        if event.anchor in self.open_anchors:
+            raise ConfigError(
+                f"nesting deeper than {MAX_DEPTH} levels (alias *{event.anchor} is inside its own anchor)",
+                location=self.where(event.start_mark),
+            )
+        anchor = self.anchors.get(event.anchor)
+        if anchor is None:
+            raise ConfigError(f"unknown alias *{event.anchor}", location=self.where(event.start_mark))
+        self.counted(event.start_mark, anchor.nodes)
+        if len(self.stack) + anchor.height > MAX_DEPTH:
+            raise ConfigError(f"nesting deeper than {MAX_DEPTH} levels", location=self.where(event.start_mark))
+        path = self.next_path()
+        if path is None:
+            value = anchor.value
+            if not isinstance(value, (str, int, float, bool)) and value is not None:
+                raise ConfigError("mapping keys must be plain values", location=self.where(event.start_mark))
+            self.set_key(value, event.start_mark)
+            return
+        for kind, relative, item in anchor.log:
+            self.note(kind, path + relative, item)
+        self.attach(copy.deepcopy(anchor.value), anchor.height)
 
 
 class _ScalarConstructor(yaml.SafeLoader):
-    """Reuses PyYAML's safe scalar resolution (ints, bools, nulls) without building a loader per node."""
+    """Reuses PyYAML's safe scalar construction (ints, bools, nulls) without building a loader per node."""
 
     _instance: _ScalarConstructor | None = None
 
@@ -132,24 +304,25 @@ def load_yaml(path: str | Path) -> tuple[Any, SourceMap]:
 
 
 def parse_yaml(text: str, name: str = "<string>") -> tuple[Any, SourceMap]:
+    """Parse YAML text into plain values and a `SourceMap`; every failure is a located `ConfigError`."""
     source = SourceMap(name)
+    bad = _NOT_PRINTABLE.search(text)
+    if bad:
+        line = text.count("\n", 0, bad.start()) + 1
+        column = bad.start() - (text.rfind("\n", 0, bad.start()) + 1) + 1
+        raise ConfigError(
+            f"control character U+{ord(bad.group()):04X} is not allowed in YAML", location=Location(name, line, column)
+        )
+    builder = _Builder(source)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        builder.build(yaml.parse(text, Loader=_Loader))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = Location(name, mark.line + 1, mark.column + 1) if mark else Location(name)
         problem = exc.problem or exc.context or "invalid YAML"
         raise ConfigError(f"invalid YAML: {problem}", location=where) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"invalid YAML: {exc}", location=Location(name)) from None
-    if node is None:
+        raise ConfigError(f"invalid YAML: {' '.join(str(exc).split())}", location=Location(name)) from None
+    if builder.root is None and not source.values:
         raise ConfigError("the file is empty", location=Location(name), hint="see routes.example.yaml")
-    try:
-        data = _Builder(source).build(node, (), 0)
-    except yaml.constructor.ConstructorError as exc:
-        mark = exc.problem_mark
-        where = Location(name, mark.line + 1, mark.column + 1) if mark else Location(name)
-        raise ConfigError(f"invalid YAML value: {exc.problem}", location=where) from None
-    except RecursionError:
-        raise ConfigError("the document is nested too deeply", location=Location(name)) from None
-    return data, source
+    return builder.root, source

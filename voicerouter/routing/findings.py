@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from voicerouter.errors import ConfigError, Location
+from voicerouter.errors import ConfigError, Location, printable
 
 Severity = Literal["error", "warning"]
 
@@ -16,6 +16,9 @@ class Finding:
     code: str  # stable identifier, e.g. "unknown-provider"
     message: str
     location: Location
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "message", printable(self.message))
 
     def to_dict(self) -> dict[str, Any]:
         return {
