@@ -97,9 +97,13 @@ def test_validate_exit_codes_and_formats(tmp_path, example_routes):
     assert run("validate", str(tmp_path / "missing.yaml")).returncode == 1
 
 
-def test_validate_strict_fails_on_unset_env(example_routes):
-    proc = run("validate", str(example_routes), "--strict")
-    assert proc.returncode == 1 and "DEEPGRAM_API_KEY" in proc.stdout
+def test_validate_strict_reports_but_never_fails_on_unset_env(example_routes):
+    # Unset variables are about the machine (CI has no keys), not the table: a note, even with --strict.
+    env = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_KEY", "_TOKEN"))}
+    proc = subprocess.run([sys.executable, "-m", "voicerouter", "validate", str(example_routes), "--strict"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0 and "info: environment variable DEEPGRAM_API_KEY" in proc.stdout
+    assert "[VR501 unset-env]" in proc.stdout
 
 
 def test_no_output_ever_contains_a_key(tmp_path, example_routes, canary_env):

@@ -150,10 +150,10 @@ def test_env_and_literal_secrets_are_warnings_or_strict_errors(tmp_path):
         "defaults: {stt: [dg], tts: [el]}\n",
     )
     findings = validate_file(path, env={})
-    assert {f.code: f.severity for f in findings} == {"unset-env": "warning", "literal-secret": "warning"}
+    assert {f.code: f.severity for f in findings} == {"unset-env": "info", "literal-secret": "warning"}
     assert all("sk-literal-1234" not in str(f) for f in findings)
     strict = validate_file(path, env={}, strict=True)
-    assert {f.severity for f in strict} == {"error"}
+    assert {f.code: f.severity for f in strict} == {"unset-env": "info", "literal-secret": "error"}
     assert [f.code for f in validate_file(path, env={"DG_TEST_KEY": "abc"})] == ["literal-secret"]
 
 
@@ -223,7 +223,8 @@ def test_renderings(tmp_path):
     assert data["valid"] is False and data["errors"] == 1
     error = next(f for f in data["findings"] if f["severity"] == "error")
     assert error | {"message": None} == {
-        "file": str(bad), "line": 5, "column": 17, "severity": "error", "code": "unknown-provider", "message": None,
+        "file": str(bad), "line": 5, "column": 17, "severity": "error", "id": "VR205", "code": "unknown-provider",
+        "message": None,
     }
     github = render_github(report)
     assert "::error file=" in github and "::warning file=" in github and "bad%2C odd.yaml" in github and ",line=5,col=17," in github

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,6 +14,8 @@ from voicerouter.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, UsageE
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from voicerouter.routing.table import RoutingTable
 
 ROUTES_ENV = "VOICEROUTER_ROUTES"
 DEFAULT_ROUTES = "routes.yaml"
@@ -116,14 +119,20 @@ def routes_or_builtin(option: Path | None):  # -> RoutingTable
     return load_routes(path)
 
 
+FLAG_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
 def parse_flags(values: list[str] | None) -> dict[str, bool]:
     """`--flag s2s` -> {"s2s": True}; `--flag beta=false` -> {"beta": False}."""
     flags: dict[str, bool] = {}
     for raw in values or []:
         name, sep, value = raw.partition("=")
         name = name.strip()
-        if not name:
-            raise UsageError(f"bad --flag {raw!r}", hint="use --flag NAME or --flag NAME=true|false")
+        if not FLAG_NAME.fullmatch(name):
+            head, colon, tail = name.partition(":")
+            hint = (f"write --flag {head} or --flag {head}={tail}" if colon and FLAG_NAME.fullmatch(head)
+                    else "use --flag NAME or --flag NAME=true|false")
+            raise UsageError(f"bad --flag {raw!r}", hint=hint)
         if not sep:
             flags[name] = True
             continue
@@ -133,5 +142,17 @@ def parse_flags(values: list[str] | None) -> dict[str, bool]:
         elif lowered in ("0", "false", "no", "off"):
             flags[name] = False
         else:
-            raise UsageError(f"bad --flag {raw!r}: value must be true or false")
+            raise UsageError(f"bad --flag {raw!r}: value must be true or false", hint=f"write --flag {name}={'true'}")
     return flags
+
+
+def warn_unused_flags(table: RoutingTable, flags: dict[str, bool]) -> None:
+    """A flag no route matches on changes nothing: say so (often a typo)."""
+    from voicerouter.suggest import did_you_mean
+
+    used = {name for route in table.config.routes for name in route.match.flags}
+    for name in flags:
+        if name not in used:
+            known = did_you_mean(name, used) or (f" (routes use: {', '.join(sorted(used))})" if used else "")
+            stderr_console().print(f"[yellow]warning:[/] flag {name!r} is not used by any route in {table.file}{known}",
+                                   highlight=False)

@@ -30,7 +30,7 @@ def replay(
     import json
     import time
 
-    from voicerouter.cli.common import parse_flags, routes_or_builtin, stderr_console, stdout_console
+    from voicerouter.cli.common import parse_flags, routes_or_builtin, stderr_console, stdout_console, warn_unused_flags
     from voicerouter.errors import EXIT_FAILED, EXIT_OK, UsageError
     from voicerouter.routing.plan import RouteContext
     from voicerouter.session.console import render_checks, render_replay, replay_progress
@@ -52,6 +52,7 @@ def replay(
         expectations = load_expectations(expect)
     kwargs = {"session_id": session_id} if session_id else {}
     ctx = RouteContext(tenant=tenant, region=region, flags=parse_flags(flag), **kwargs)
+    warn_unused_flags(table, ctx.flags)
     faults = faults_for(table, inject, seed)
 
     started = time.perf_counter()

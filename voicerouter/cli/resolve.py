@@ -18,7 +18,7 @@ def resolve(
     to: Annotated[str | None, typer.Option("--to", help="Explain a phone call to this number (E.164): the table's numbers: give tenant, region and flags; --tenant/--region/--flag override them.")] = None,
 ) -> None:
     """Show the session plan for a tenant/region/flags/session id, or for a call to a number (--to)."""
-    from voicerouter.cli.common import find_routes, parse_flags
+    from voicerouter.cli.common import find_routes, parse_flags, warn_unused_flags
     from voicerouter.config.loader import load_routes
     from voicerouter.routing.plan import RouteContext
 
@@ -33,6 +33,7 @@ def resolve(
     else:
         ctx = RouteContext(tenant=tenant, region=region, flags=parse_flags(flag), **kwargs)
     plan = table.resolve(ctx)
+    warn_unused_flags(table, parse_flags(flag))
     if json_out:
         import json
 

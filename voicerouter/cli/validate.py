@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from voicerouter.routing.validate import ValidationReport
 
 
 class Format(StrEnum):
@@ -15,25 +18,54 @@ class Format(StrEnum):
     github = "github"
 
 
+SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+
+
 def validate(
     files: Annotated[list[Path], typer.Argument(help="Routing table files to check.", show_default=False, metavar="FILE...")],
     format: Annotated[Format, typer.Option("--format", "-f", help="text for people, json for scripts, github for Actions annotations.")] = Format.text,
-    strict: Annotated[bool, typer.Option("--strict", help="Treat warnings (unset env variables, literal secrets, unused providers) as errors.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Treat warnings (literal secrets, unused providers, ...) as errors; notes (unset variables) never fail.")] = False,
+    select: Annotated[list[str] | None, typer.Option("--select", metavar="RULE", help="Only these rules: ids (VR205), prefixes (VR2) or names (unknown-provider); repeatable or comma-separated.")] = None,
+    ignore: Annotated[list[str] | None, typer.Option("--ignore", metavar="RULE", help="Leave out these rules (same forms as --select), e.g. --ignore unset-env.")] = None,
 ) -> None:
-    """Check routing tables: schema, provider references and kinds, shadowed routes, secrets."""
-    from voicerouter.routing.validate import render_github, render_json, render_text, validate_files
+    """Check routing tables: schema, provider references and kinds, shadowed routes, URLs and secrets."""
+    from voicerouter.routing.findings import check_selectors
+    from voicerouter.routing.validate import render_github, render_json, validate_files
 
-    report = validate_files(files, strict=strict)
-    if format is Format.json:
+    report = validate_files(
+        files, strict=strict,
+        select=check_selectors(select or [], "--select"), ignore=check_selectors(ignore or [], "--ignore"),
+    )
+    if json_out or format is Format.json:
         typer.echo(render_json(report))
     elif format is Format.github:
         out = render_github(report)
         if out:
             typer.echo(out)
     else:
-        typer.echo(render_text(report))
+        render_text(report)
     if not report.valid:
         raise typer.Exit(1)
+
+
+def render_text(report: ValidationReport) -> None:
+    """One line per finding (`file:line:col: severity: message [VR205 unknown-provider]`), then a summary."""
+    from rich.text import Text
+
+    from voicerouter.cli.common import stdout_console
+    from voicerouter.cli.output import quiet
+    from voicerouter.routing.validate import summary
+
+    console = stdout_console()
+    for f in report.findings:
+        line = Text(f"{f.location}: ")
+        line.append(f.severity, style=SEVERITY_STYLE[f.severity])
+        line.append(f": {f.message} ")
+        line.append(f"[{f.rule_id} {f.code}]", style="dim")
+        console.print(line)
+    if not quiet():
+        console.print(Text(summary(report), style="green" if report.valid else "bold red"))
 
 
 def register(app: typer.Typer) -> None:

@@ -154,7 +154,10 @@ def schema_findings(exc: ValidationError, data: Any, source: SourceMap, prefix: 
             message = f"{_dotted(full)} {STAGE_SHAPE}"
             code = "bad-stage"
         elif error["type"] == "extra_forbidden":
-            message = f"unknown key {_dotted(full)!s}"
+            from voicerouter.suggest import did_you_mean
+
+            maybe = did_you_mean(str(full[-1]), known_keys(full)) if full else ""
+            message = f"unknown key {_dotted(full)!s}{maybe}"
             code = "unknown-key"
         elif error["type"] == "missing":
             message = f"missing required key {_dotted(full)}"
@@ -168,6 +171,53 @@ def schema_findings(exc: ValidationError, data: Any, source: SourceMap, prefix: 
         location = source.locate(full, key=code == "unknown-key")
         findings.append(Finding("error", code, message, location))
     return findings
+
+
+def known_keys(path: PathKey) -> list[str]:
+    """The keys the schema allows next to the last key of `path` (for "did you mean")."""
+    node: Any = RoutingTableConfig
+    for part in path[:-1]:
+        node = _step(node, part)
+        if node is None:
+            return []
+    return [name for model in _models(node) for name in model.model_fields]
+
+
+def _step(node: Any, part: Any) -> Any:
+    import typing
+
+    from pydantic import BaseModel
+
+    for candidate in _alternatives(node):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            field = candidate.model_fields.get(part) if isinstance(part, str) else None
+            if field is not None:
+                return field.annotation
+        origin = typing.get_origin(candidate)
+        if origin is list and isinstance(part, int):
+            return typing.get_args(candidate)[0]
+        if origin is dict and isinstance(part, str):
+            return typing.get_args(candidate)[1]
+    return None
+
+
+def _alternatives(node: Any) -> list[Any]:
+    """A type and, for unions and Annotated, the types inside it."""
+    import types
+    import typing
+
+    origin = typing.get_origin(node)
+    if origin is typing.Annotated:
+        return _alternatives(typing.get_args(node)[0])
+    if origin is typing.Union or origin is types.UnionType:
+        return [alt for arg in typing.get_args(node) for alt in _alternatives(arg)]
+    return [node]
+
+
+def _models(node: Any) -> list[Any]:
+    from pydantic import BaseModel
+
+    return [c for c in _alternatives(node) if isinstance(c, type) and issubclass(c, BaseModel)]
 
 
 def _stage_branch_applies(loc: tuple[Any, ...], data: Any) -> bool:

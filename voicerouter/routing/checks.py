@@ -17,8 +17,10 @@ from voicerouter.providers.registry import get_type, provider_types
 from voicerouter.routing.findings import Finding, Severity
 from voicerouter.routing.match import as_list, covers
 from voicerouter.routing.table import RoutingTable
+from voicerouter.suggest import did_you_mean
 
 STAGES = ("stt", "tts", "s2s", "call", "sms")
+BARE_REFERENCE = re.compile(r"(?<![\\$])\$([A-Z_][A-Z0-9_]*)\b")  # $VAR (capitals, as env vars are), not ${VAR}
 
 
 class _Collector:
@@ -96,7 +98,8 @@ def _check_providers(table: RoutingTable, out: _Collector) -> dict[str, str | No
         path = ("providers", name)
         ptype = get_type(cfg.type)
         if ptype is None:
-            out.add("error", "unknown-type", f"provider {name!r}: unknown type {cfg.type!r} (known: {known})", path + ("type",))
+            maybe = did_you_mean(cfg.type, provider_types())
+            out.add("error", "unknown-type", f"provider {name!r}: unknown type {cfg.type!r}{maybe or f' (known: {known})'}", path + ("type",))
             kinds[name] = cfg.kind
             continue
         kind = cfg.kind or ptype.default_kind
@@ -188,7 +191,8 @@ def _check_settings(
             out.add("error", "duplicate-provider", f"{owner}: {stage} lists {name!r} more than once", stage_path)
         for name in dict.fromkeys(names):
             if name not in kinds:
-                out.add("error", "unknown-provider", f"{owner}: {stage} uses {name!r}, which is not defined under providers", stage_path)
+                maybe = did_you_mean(name, kinds)
+                out.add("error", "unknown-provider", f"{owner}: {stage} uses {name!r}, which is not defined under providers{maybe}", stage_path)
             elif kinds[name] is not None and kinds[name] != stage:
                 out.add("error", "wrong-kind", f"{owner}: {stage} uses {name!r}, which is a {kinds[name]} provider", stage_path)
     pipeline = settings.pipeline or ("s2s" if settings.s2s is not None else "stt_tts")
@@ -250,6 +254,9 @@ def _check_secrets(table: RoutingTable, env: Mapping[str, str], out: _Collector)
     for field, value, path in _secret_values(table):
         for var in secrets.references(value):
             if not env.get(var):
-                out.add("warning", "unset-env", f"environment variable {var} is referenced but not set", path)
-        if secrets.is_secret_field(field) and not secrets.references(value):
+                out.add("info", "unset-env", f"environment variable {var} is referenced but not set here", path)
+        bare = BARE_REFERENCE.findall(value)
+        for var in bare:
+            out.add("error", "bare-env-ref", f"{field}: {'$' + var!r} is not an environment reference; write \"${{{var}}}\" (with braces)", path)
+        if secrets.is_secret_field(field) and not secrets.references(value) and not bare:
             out.add("warning", "literal-secret", f"{field} holds a literal secret; use an environment reference like ${{{field.upper()}}}", path)

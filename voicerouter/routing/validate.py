@@ -11,7 +11,7 @@ from pathlib import Path
 from voicerouter.config.loader import build_table
 from voicerouter.config.yaml_source import load_yaml
 from voicerouter.errors import ConfigError
-from voicerouter.routing.findings import Finding
+from voicerouter.routing.findings import Finding, matches
 
 
 @dataclass
@@ -28,46 +28,76 @@ class ValidationReport:
         return [f for f in self.findings if f.severity == "warning"]
 
     @property
+    def infos(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "info"]
+
+    @property
     def valid(self) -> bool:
         return not self.errors
 
 
-def validate_file(path: str | Path, *, env: Mapping[str, str] | None = None, strict: bool = False) -> list[Finding]:
-    """All findings for one file; with `strict`, warnings count as errors."""
+def validate_file(
+    path: str | Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    strict: bool = False,
+    select: Sequence[str] = (),
+    ignore: Sequence[str] = (),
+) -> list[Finding]:
+    """All findings for one file, sorted by position.
+
+    `select`/`ignore` keep or drop findings by rule id, id prefix or name (like ruff's); with
+    `strict`, warnings count as errors (info findings, such as unset variables, never do).
+    """
     try:
         data, source = load_yaml(path)
     except ConfigError as exc:
         from voicerouter.errors import Location
 
-        return [Finding("error", "unreadable", exc.message + (f" ({exc.hint})" if exc.hint else ""), exc.location or Location(str(path)))]
-    _, findings = build_table(data, source, env=os.environ if env is None else env)
+        findings = [Finding("error", "unreadable", exc.message + (f" ({exc.hint})" if exc.hint else ""), exc.location or Location(str(path)))]
+    else:
+        _, findings = build_table(data, source, env=os.environ if env is None else env)
+    findings = [f for f in findings if (not select or matches(f, select)) and not matches(f, ignore)]
     if strict:
         findings = [Finding("error", f.code, f.message, f.location) if f.severity == "warning" else f for f in findings]
     return sorted(findings, key=lambda f: (f.location.line or 0, f.location.column or 0))
 
 
-def validate_files(paths: Sequence[str | Path], *, env: Mapping[str, str] | None = None, strict: bool = False) -> ValidationReport:
+def validate_files(
+    paths: Sequence[str | Path],
+    *,
+    env: Mapping[str, str] | None = None,
+    strict: bool = False,
+    select: Sequence[str] = (),
+    ignore: Sequence[str] = (),
+) -> ValidationReport:
     report = ValidationReport([str(p) for p in paths])
     for path in paths:
-        report.findings += validate_file(path, env=env, strict=strict)
+        report.findings += validate_file(path, env=env, strict=strict, select=select, ignore=ignore)
     return report
 
 
 def render_text(report: ValidationReport) -> str:
     lines = [str(f) for f in report.findings]
-    n_err, n_warn = len(report.errors), len(report.warnings)
-    verdict = "valid" if report.valid else "invalid"
-    lines.append(f"{len(report.files)} file(s) {verdict}: {n_err} error(s), {n_warn} warning(s)")
+    lines.append(summary(report))
     return "\n".join(lines)
+
+
+def summary(report: ValidationReport) -> str:
+    verdict = "valid" if report.valid else "invalid"
+    notes = f", {len(report.infos)} note(s)" if report.infos else ""
+    return f"{len(report.files)} file(s) {verdict}: {len(report.errors)} error(s), {len(report.warnings)} warning(s){notes}"
 
 
 def render_json(report: ValidationReport) -> str:
     return json.dumps(
         {
+            "ok": report.valid,
             "valid": report.valid,
             "files": report.files,
             "errors": len(report.errors),
             "warnings": len(report.warnings),
+            "infos": len(report.infos),
             "findings": [f.to_dict() for f in report.findings],
         },
         indent=2,
@@ -90,6 +120,7 @@ def render_github(report: ValidationReport) -> str:
             props.append(f"line={f.location.line}")
         if f.location.column:
             props.append(f"col={f.location.column}")
-        props.append(f"title={_gh_escape('voicerouter ' + f.code, prop=True)}")
-        lines.append(f"::{f.severity} {','.join(props)}::{_gh_escape(f.message)}")
+        props.append(f"title={_gh_escape(f'voicerouter {f.rule_id} {f.code}', prop=True)}")
+        level = "notice" if f.severity == "info" else f.severity
+        lines.append(f"::{level} {','.join(props)}::{_gh_escape(f.message)}")
     return "\n".join(lines)
