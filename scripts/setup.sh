@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 
 PYTHON="${PYTHON:-python3}"
 EXTRAS="${VOICEROUTER_EXTRAS:-dev,plot,otel}"
+# Silero VAD's model (vad: {engine: silero}) ships in this wheel; --no-deps keeps out torch, which
+# only its own Python API needs (voicerouter loads the .onnx with onnxruntime).
+SILERO="silero-vad==6.2.3"
 
 if ! ldconfig -p 2>/dev/null | grep -q libportaudio; then
   if command -v apt-get >/dev/null 2>&1; then
@@ -27,9 +30,10 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 stamp=".venv/.voicerouter-installed"
-want="$(cat pyproject.toml | sha256sum | cut -c1-16)-$EXTRAS"
+want="$(cat pyproject.toml | sha256sum | cut -c1-16)-$EXTRAS-$SILERO"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e ".[$EXTRAS]"
+  .venv/bin/python -m pip install -q --no-deps "$SILERO"
   echo "$want" > "$stamp"
 fi

@@ -63,12 +63,23 @@ StageSpec = Annotated[
 
 
 class VadConfig(Strict):
-    engine: Literal["webrtc"] = "webrtc"
-    aggressiveness: int = Field(2, ge=0, le=3)
+    engine: Literal["webrtc", "silero"] = Field(
+        "webrtc", description="webrtc (default, fast) or silero (neural, robust in noise; needs the silero-vad model)."
+    )
+    aggressiveness: int = Field(2, ge=0, le=3, description="webrtc only: 0 (least) to 3 (most aggressive).")
+    threshold: float | None = Field(
+        None, ge=0, le=1, description="silero only: speech probability that counts as voiced (default 0.5)."
+    )
     frame_ms: Literal[10, 20, 30] = 30
     start_ms: int = Field(90, ge=0, description="Voiced audio needed to start speech.")
     stop_ms: int = Field(150, ge=0, description="Unvoiced audio needed to end a speech region.")
     preroll_ms: int = Field(300, ge=0, description="Audio kept from before speech start.")
+
+    @model_validator(mode="after")
+    def _threshold_is_silero(self) -> VadConfig:
+        if self.threshold is not None and self.engine != "silero":
+            raise ValueError("threshold is a silero setting: set engine: silero, or drop threshold")
+        return self
 
 
 class TurnConfig(Strict):

@@ -1,9 +1,11 @@
-"""Voice activity detection: webrtcvad's per-frame verdict smoothed into speech regions with
-start/stop hysteresis, timestamps and pre-roll, so the turn detector and STT get clean regions.
+"""Voice activity detection: a per-frame verdict (WebRTC VAD, or Silero VAD with `engine: silero`)
+smoothed into speech regions with start/stop hysteresis, timestamps and pre-roll, so the turn
+detector and STT get clean regions.
 
 Rules (all durations from `VadConfig`):
-- A frame is voiced when webrtcvad (at `aggressiveness`) says so and its level is at least
-  `min_dbfs` (-50 dBFS by default): webrtcvad flags the onset of even very faint noise as speech.
+- A frame is voiced when the engine says so (webrtc at `aggressiveness`; silero when its speech
+  probability reaches `threshold`) and its level is at least `min_dbfs` (-50 dBFS by default):
+  webrtcvad flags the onset of even very faint noise as speech.
 - Speech starts when the last `ceil(start_ms / frame_ms)` + slack frames hold at least
   `ceil(start_ms / frame_ms)` voiced ones (a quarter of the window may be unvoiced, at least one
   frame), ending on a voiced frame. `speech_start_s` is the start of the first voiced frame of
@@ -27,6 +29,7 @@ import webrtcvad
 
 from voicerouter.audio.convert import frame_bytes, rms_dbfs
 from voicerouter.config.schema import VadConfig
+from voicerouter.detect.silero import DEFAULT_THRESHOLD, SileroClassifier
 
 SUPPORTED_RATES = (8000, 16000, 32000, 48000)
 DEFAULT_MIN_DBFS = -50.0
@@ -54,6 +57,12 @@ class VoiceActivityDetector:
         self, config: VadConfig | None = None, sample_rate: int = 16000, *, min_dbfs: float = DEFAULT_MIN_DBFS
     ):
         self.config = config or VadConfig()
+        if self.config.engine == "silero":
+            self._silero: SileroClassifier | None = SileroClassifier(
+                sample_rate, DEFAULT_THRESHOLD if self.config.threshold is None else self.config.threshold
+            )
+        else:
+            self._silero = None
         if sample_rate not in SUPPORTED_RATES:
             raise ValueError(
                 f"webrtc VAD needs a sample rate of {', '.join(map(str, SUPPORTED_RATES))} Hz, got {sample_rate}"
@@ -73,6 +82,8 @@ class VoiceActivityDetector:
     def reset(self) -> None:
         """Forget all state and restart the clock at 0 (e.g. for a new input)."""
         self._vad = webrtcvad.Vad(self.config.aggressiveness)
+        if self._silero is not None:
+            self._silero.reset()
         self._index = 0  # frames processed
         self._recent: deque[tuple[int, bool, bytes]] = deque(maxlen=self._window + self._preroll_frames)
         self._speaking = False
@@ -95,7 +106,11 @@ class VoiceActivityDetector:
                 f"{self.sample_rate} Hz), got {len(frame)}; split audio with voicerouter.audio.convert.frames"
             )
         level = rms_dbfs(frame)
-        voiced = level >= self.min_dbfs and self._vad.is_speech(frame, self.sample_rate)
+        if self._silero is not None:
+            # Silero keeps state across windows: every frame goes through it, quiet ones too.
+            voiced = self._silero.is_speech(frame) and level >= self.min_dbfs
+        else:
+            voiced = level >= self.min_dbfs and self._vad.is_speech(frame, self.sample_rate)
         index = self._index
         self._index += 1
         self._recent.append((index, voiced, frame))

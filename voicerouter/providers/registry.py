@@ -44,6 +44,15 @@ class ProviderType:
 
 _BUILTIN: tuple[ProviderType, ...] = (
     ProviderType(
+        "whisper", ("stt",), "voicerouter.providers.local.whisper:create",
+        "Offline Whisper tiny.en STT (CTranslate2 int8, bundled model); partials from Moonshine if asked.",
+        local=True,
+    ),
+    ProviderType(
+        "moonshine", ("stt",), "voicerouter.providers.local.moonshine:create",
+        "Offline Moonshine tiny-en streaming STT with its bundled model.", local=True,
+    ),
+    ProviderType(
         "pocketsphinx", ("stt",), "voicerouter.providers.local.pocketsphinx:create",
         "Offline CMU PocketSphinx STT with its bundled en-US model.", local=True,
     ),
