@@ -7,10 +7,12 @@ due so far. A partial transcribes the last `partial_window_s` of the utterance (
 said is what turn detection reads), which bounds its cost however long the turn. The final
 transcript is Moonshine's batch transcription of the whole utterance.
 
-Moonshine's own streaming API carries state from one update to the next (the same audio can give
-other words on a used transcriber), so this module only uses its batch call, which gives the
-same text for the same audio on any transcriber; transcribers are pooled per process and each
-call runs in the engine's thread pool, off the event loop.
+Moonshine's own voice activity detection carries state from one call to the next (the same audio
+then gives other words on a used transcriber, e.g. a phantom "You" line). voicerouter has already
+cut the utterance with its own VAD, so Moonshine's is switched off (`vad_threshold=0`): the whole
+audio is one line, and the same audio gives the same text on any transcriber, whatever it heard
+before. Only the batch call is used; transcribers are pooled per process and each call runs in
+the engine's thread pool, off the event loop.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ TYPE = "moonshine"
 PACKAGES = "moonshine-voice==0.1.0"  # later 0.1.x wheels ship no weights and download them
 MODEL_RATE = 16000
 MODEL_FILES = ("encoder_model.ort", "decoder_model_merged.ort", "tokenizer.bin")
+# No Moonshine-side VAD: it keeps state between calls (history-dependent output) and re-cuts an
+# utterance voicerouter's VAD has already cut.
+TRANSCRIBER_OPTIONS = {"vad_threshold": "0"}
 POOL_SIZE = 2  # transcribers (one per concurrent call), loaded lazily, ~1 s and ~100 MB each
 BLOCK_S = 0.1  # pause detection looks at the audio in blocks of this length
 QUIET_DB_BELOW_PEAK = 25.0  # a block this far below the loudest block so far is a pause
@@ -89,7 +94,7 @@ class MoonshineEngine:
         except ImportError as exc:
             raise EngineMissingError("moonshine", PACKAGES, cause=f"cannot import {exc.name}") from None
         started = time.perf_counter()
-        transcriber = Transcriber(self.model_path, ModelArch.TINY)
+        transcriber = Transcriber(self.model_path, ModelArch.TINY, options=TRANSCRIBER_OPTIONS)
         self.load_seconds.append(time.perf_counter() - started)
         return transcriber
 
@@ -118,14 +123,15 @@ class MoonshineEngine:
         import numpy as np
 
         audio = np.frombuffer(pcm16k[: len(pcm16k) // 2 * 2], "<i2").astype(np.float32) / 32768.0
-        if audio.size < MODEL_RATE // 10:
-            return ""
+        if audio.size < MODEL_RATE // 10 or loudest_block_dbfs(audio) < QUIET_FLOOR_DBFS:
+            return ""  # without its own VAD, Moonshine hears "You" in silence
         transcriber = self._acquire()
         try:
             result = transcriber.transcribe_without_streaming(audio.tolist(), MODEL_RATE)
         finally:
             self._release(transcriber)
-        return " ".join(line.text.strip() for line in result.lines if line.text.strip())
+        text = " ".join(line.text.strip() for line in result.lines if line.text.strip())
+        return text if any(c.isalnum() for c in text) else ""  # silence can come back as a lone "."
 
     def preload(self) -> float:
         with self._cond:
@@ -133,6 +139,16 @@ class MoonshineEngine:
                 return 0.0
         self._release(self._acquire())
         return self.load_seconds[0] if self.load_seconds else 0.0
+
+
+def loudest_block_dbfs(audio: Any) -> float:
+    """The level of the loudest 100 ms of float audio, in dBFS."""
+    import numpy as np
+
+    size = int(BLOCK_S * MODEL_RATE)
+    usable = audio[: audio.size // size * size].reshape(-1, size) if audio.size >= size else audio[None, :]
+    loudest = float(np.sqrt(np.mean(usable.astype(np.float64) ** 2, axis=1)).max())
+    return 20 * math.log10(loudest) if loudest > 0 else -120.0
 
 
 _engines: dict[str, MoonshineEngine] = {}

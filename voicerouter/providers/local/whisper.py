@@ -169,7 +169,8 @@ class WhisperEngine:
             if result.no_speech_prob > NO_SPEECH_PROB and avg_logprob < LOW_LOGPROB:
                 continue  # silence or noise: Whisper would invent "you" or "Thank you."
             texts.append(tokenizer.decode(tokens).strip())
-        return " ".join(t for t in texts if t)
+        text = " ".join(t for t in texts if t)
+        return text if any(c.isalnum() for c in text) else ""
 
 
 _engines: dict[tuple[str, int], WhisperEngine] = {}
