@@ -46,7 +46,8 @@ defaults:
   tts: [local-tts]
   agent: echo
   resilience: {first_result_timeout_ms: 15000, stall_timeout_ms: 10000, turn_deadline_ms: 60000}
-  barge_in: {min_speech_ms: 100}
+  vad: {frame_ms: 20, start_ms: 60}     # phone audio comes in 20 ms frames
+  barge_in: {min_speech_ms: 80}
 routes:
   - name: local
     match: {tenant: acme}
