@@ -26,6 +26,20 @@ if ! ldconfig -p 2>/dev/null | grep -q libportaudio; then
   fi
 fi
 
+# Chromium (headless) runs the browser page's test; optional for everything else.
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""
+    if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+    if [ -z "$SUDO" ] || command -v sudo >/dev/null 2>&1; then
+      echo "setup: installing chromium (headless browser test of the serve page)" >&2
+      $SUDO apt-get update -qq >/dev/null
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null || \
+        echo "setup: chromium not installed; the browser test will be skipped" >&2
+    fi
+  fi
+fi
+
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
