@@ -58,6 +58,14 @@ def build_vendor(
     return cls(name, config, key=key, base_url=checked, timeout_s=timeout_of(config))
 
 
+def transport_of(name: str, config: ProviderConfig) -> str:
+    """`options.transport` of a TTS entry: `http` (one request per sentence, the default) or `websocket`."""
+    transport = str(config.options.get("transport", "http"))
+    if transport not in ("http", "websocket"):
+        raise ConfigError(f"provider {name}: options.transport must be http or websocket, not {transport!r}")
+    return transport
+
+
 def api_key(name: str, config: ProviderConfig, ctx: BuildContext, default_ref: str) -> str:
     """The entry's `api_key`, or the vendor's conventional `${VAR}`, expanded as a secret."""
     return expand(config.api_key or default_ref, ctx.env, what=f"provider {name}", secret=True)

@@ -5,7 +5,8 @@ the `err_code`/`err_msg` envelope, the Results/Metadata events and the close cod
 
 Table fields: model (STT, default nova-3), voice or model (TTS, default aura-2-thalia-en), language,
 sample_rate (TTS: 8000/16000/24000/32000/48000), timeout_ms; options: endpointing, smart_format,
-utterance_end_ms, keyterm (passed to /v1/listen), keepalive_s (idle KeepAlive interval, default 4).
+utterance_end_ms, keyterm (passed to /v1/listen), keepalive_s (idle KeepAlive interval, default 4),
+transport (TTS: http, or websocket for the speak socket with text sent as it streams in).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from voicerouter.errors import (
     TransientProviderError,
 )
 from voicerouter.providers import http
-from voicerouter.providers._common import build_vendor, probe_synthesis, silence, wav_bytes
+from voicerouter.providers._common import build_vendor, probe_synthesis, silence, transport_of, wav_bytes
 from voicerouter.providers.base import (
     PIPELINE_RATE,
     AudioChunk,
@@ -39,20 +40,25 @@ from voicerouter.providers.base import (
     Transcript,
 )
 from voicerouter.providers.closing import close_later, reap
+from voicerouter.providers.websocket import SENTENCE_END, Generation, SocketTTS, close_socket, dropped, send_json
+from voicerouter.providers.websocket import open_socket as ws_open
 
 DEFAULT_BASE_URL = "https://api.deepgram.com"
 DEFAULT_KEY_REF = "${DEEPGRAM_API_KEY}"
-OPTIONS = frozenset({"endpointing", "smart_format", "utterance_end_ms", "keyterm", "keepalive_s"})
+OPTIONS = frozenset({"endpointing", "smart_format", "utterance_end_ms", "keyterm", "keepalive_s", "transport"})
 DEFAULT_STT_MODEL = "nova-3"
 DEFAULT_TTS_MODEL = "aura-2-thalia-en"
 TTS_RATES = (8000, 16000, 24000, 32000, 48000)  # linear16 rates /v1/speak accepts
 KEEPALIVE_S = 4.0  # Deepgram closes an idle live socket after 10 s (NET-0001)
 
 
-def create(name: str, kind: Kind, config: ProviderConfig, ctx: BuildContext) -> DeepgramSTT | DeepgramTTS:
+def create(
+    name: str, kind: Kind, config: ProviderConfig, ctx: BuildContext
+) -> DeepgramSTT | DeepgramTTS | DeepgramSocketTTS:
     """Factory named by the registry: a Deepgram STT or TTS provider for one routing-table entry."""
+    tts = DeepgramSocketTTS if kind == "tts" and transport_of(name, config) == "websocket" else DeepgramTTS
     return build_vendor(
-        name, kind, config, ctx, vendor="deepgram", classes={"stt": DeepgramSTT, "tts": DeepgramTTS},
+        name, kind, config, ctx, vendor="deepgram", classes={"stt": DeepgramSTT, "tts": tts},
         options=OPTIONS, key_ref=DEFAULT_KEY_REF, base_url=DEFAULT_BASE_URL,
     )
 
@@ -384,3 +390,121 @@ class DeepgramTTS(_Base):
     async def probe(self) -> None:
         """A one-word synthesis, read to its first audio chunk."""
         await probe_synthesis(self, what="speak")
+
+
+class DeepgramSocketTTS(SocketTTS):
+    """TTS over the speak WebSocket: `Speak` text as it comes, `Flush` at each sentence end, binary
+    audio back until `Flushed`; `Clear` on barge-in. Idle sockets are kept for the next generation."""
+
+    type = "deepgram"
+    kind: Kind = "tts"
+
+    def __init__(self, name: str, config: ProviderConfig, *, key: str, base_url: str, timeout_s: float) -> None:
+        self.name = name
+        self.config = config
+        self.sample_rate = config.sample_rate or 24000
+        if self.sample_rate not in TTS_RATES:
+            raise ConfigError(
+                f"provider {name}: deepgram speak has no linear16 rate {self.sample_rate}",
+                hint=f"sample_rate: one of {', '.join(map(str, TTS_RATES))}",
+            )
+        query = {"model": config.voice or config.model or DEFAULT_TTS_MODEL, "encoding": "linear16",
+                 "sample_rate": self.sample_rate}
+        self.url = http.ws_url(base_url) + "/v1/speak?" + urlencode(query)
+        self.timeout_s = timeout_s
+        self._key = key
+        self._idle: list[Any] = []
+
+    async def _start(self) -> Generation:
+        from websockets.protocol import State
+
+        while self._idle:
+            ws = self._idle.pop()
+            if ws.state is State.OPEN:
+                return _Speak(self, ws)
+            close_socket(ws)
+        ws = await ws_open(self.url, {"Authorization": f"Token {self._key}"}, provider=self.name,
+                           timeout_s=self.timeout_s, message_of=error_message)
+        return _Speak(self, ws)
+
+    async def probe(self) -> None:
+        """A one-word synthesis over the speak socket, read to its first audio."""
+        await probe_synthesis(self, what="speak socket")
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, []
+        for ws in idle:
+            close_socket(ws)
+
+
+class _Speak(Generation):
+    def __init__(self, provider: DeepgramSocketTTS, ws: Any) -> None:
+        super().__init__()
+        self.provider = provider
+        self.ws = ws
+        self.pending = ""  # text sent since the last Flush
+        self.flushes = 0  # Flush messages sent
+        self.flushed = 0  # Flushed answers received
+        self.ended = False
+        self.finished = False
+        self.reader = asyncio.create_task(self.read())
+
+    async def _flush(self) -> None:
+        self.flushes += 1
+        self.pending = ""
+        await send_json(self.ws, {"type": "Flush"}, provider=self.provider.name)
+
+    async def send(self, text: str) -> None:
+        self.pending += text
+        await send_json(self.ws, {"type": "Speak", "text": text}, provider=self.provider.name)
+        if SENTENCE_END.search(self.pending):
+            await self._flush()
+
+    async def end(self) -> None:
+        if self.pending.strip():
+            await self._flush()
+        self.ended = True
+        self._check_done()
+
+    def _check_done(self) -> None:
+        if self.ended and self.flushed >= self.flushes and not self.finished:
+            self.finished = True
+            self.queue.put_nowait(None)
+
+    async def read(self) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        name = self.provider.name
+        try:
+            async for frame in self.ws:
+                if isinstance(frame, bytes):
+                    if frame:
+                        self.queue.put_nowait(AudioChunk(frame[: len(frame) - len(frame) % 2],
+                                                         self.provider.sample_rate))
+                    continue
+                try:
+                    event = json.loads(frame)
+                    kind = event.get("type")
+                except (ValueError, AttributeError):
+                    self.queue.put_nowait(http.malformed("message is not a JSON object", frame, provider=name))
+                    return
+                if kind == "Flushed":
+                    self.flushed += 1
+                    self._check_done()
+                elif kind == "Error" or "err_code" in event:
+                    self.queue.put_nowait(TransientProviderError(
+                        redact(str(event.get("description") or event.get("err_msg") or "speak failed")), provider=name))
+                    return
+            self.queue.put_nowait(TransientProviderError(
+                f"speak socket closed by the server (code {self.ws.close_code})", provider=name))
+        except ConnectionClosed as exc:
+            self.queue.put_nowait(dropped(exc, provider=name))
+
+    async def close(self, *, cancelled: bool) -> None:
+        await reap(self.reader)
+        if self.finished and not cancelled:
+            self.provider._idle.append(self.ws)  # ready for the next sentence
+            return
+        with contextlib.suppress(ProviderError):  # barge-in: drop what is buffered and being spoken
+            await send_json(self.ws, {"type": "Clear"}, provider=self.provider.name)
+        close_socket(self.ws)

@@ -1,4 +1,5 @@
-"""A Deepgram emulator: live /v1/listen WebSocket, batch /v1/listen and /v1/speak, with Deepgram's errors.
+"""A Deepgram emulator: live /v1/listen WebSocket, batch /v1/listen, /v1/speak over HTTP and WebSocket
+(Speak/Flush/Clear/Close), with Deepgram's errors.
 
 Auth is `Authorization: Token KEY`; errors use the `err_code`/`err_msg`/`request_id` envelope, and a
 refused WebSocket upgrade carries `dg-error`, as the real service does.
@@ -18,12 +19,14 @@ from voicerouter.testing import codecs
 from voicerouter.testing.server import (
     EmulatorState,
     Fault,
+    abort_transport,
     admit,
     delay_first_byte,
     drop_connection,
     hold_forever,
     send_body,
     stream_pcm,
+    stream_ws_audio,
 )
 
 TTS_RATES = (8000, 16000, 24000, 32000, 48000)
@@ -44,6 +47,7 @@ def build_app(state: EmulatorState) -> web.Application:
     app.router.add_get("/v1/listen", _listen_live)
     app.router.add_post("/v1/listen", _listen_batch)
     app.router.add_post("/v1/speak", _speak)
+    app.router.add_get("/v1/speak", _speak_live)
     return app
 
 
@@ -398,3 +402,117 @@ class _LiveSession:
 
     async def _send_results(self, *, final: bool, from_finalize: bool = False) -> None:
         await self.ws.send_str(await self._results_json(final=final, from_finalize=from_finalize))
+
+
+# --- the speak WebSocket --------------------------------------------------------------------------
+
+SPEAK_SOCKET_ENCODINGS = {"linear16": "pcm_s16le", "mulaw": "pcm_mulaw", "alaw": "pcm_alaw"}
+
+
+async def _speak_live(request: web.Request) -> web.StreamResponse:
+    state: EmulatorState = request.app[STATE]
+    messages: list[dict[str, Any]] = []  # what the client sends on this socket, for assertions
+    state.record(path="/v1/speak", method="GET", websocket=True, query=dict(request.query),
+                 headers=dict(request.headers), messages=messages)
+    fault, refused = admit(
+        state, _auth_error(request, state, upgrade=True), lambda fault: _fault_error(fault, upgrade=True)
+    )
+    if refused is not None:
+        return refused
+    query = request.query
+    encoding = query.get("encoding", "linear16")
+    try:
+        rate = int(query.get("sample_rate", "24000" if encoding == "linear16" else "8000"))
+    except ValueError:
+        return _error(400, "sample_rate must be an integer.", code="INVALID_QUERY_PARAMETER", dg_header=True)
+    if encoding not in SPEAK_SOCKET_ENCODINGS or rate not in TTS_RATES:
+        return _error(400, f"Unsupported audio format: encoding={encoding} sample_rate={rate}.",
+                      code="INVALID_QUERY_PARAMETER", dg_header=True)
+    model = query.get("model", "aura-asteria-en")
+    if not model.startswith("aura-"):
+        return _error(400, "No such model/version combination found.", dg_header=True)
+    await delay_first_byte(fault)
+    ws = web.WebSocketResponse(autoping=True)
+    request_id = str(uuid.uuid4())
+    ws.headers["dg-request-id"] = request_id
+    await ws.prepare(request)
+    await ws.send_str(json.dumps({"type": "Metadata", "request_id": request_id, "model_name": model,
+                                  "model_version": "2025-01-01.0", "model_uuid": str(uuid.UUID(int=1))}))
+    socket = _SpeakSocket(state, ws, codecs.AudioFormat("raw", rate, SPEAK_SOCKET_ENCODINGS[encoding]), fault,
+                          abort_transport(request), messages)
+    try:
+        await socket.serve()
+    except ConnectionResetError:
+        pass
+    finally:
+        if socket.worker is not None:
+            socket.worker.cancel()
+    return ws
+
+
+class _SpeakSocket:
+    """Text is buffered until Flush, then spoken as binary frames and answered with Flushed."""
+
+    def __init__(self, state: EmulatorState, ws: web.WebSocketResponse, fmt: codecs.AudioFormat,
+                 fault: Fault | None, abort: Any, messages: list[dict[str, Any]]) -> None:
+        self.state, self.ws, self.fmt, self.fault, self.abort = state, ws, fmt, fault, abort
+        self.messages = messages
+        self.buffer = ""
+        self.sequence = 0
+        self.flushes: asyncio.Queue[tuple[int, str]] = asyncio.Queue()
+        self.worker: asyncio.Task | None = None
+
+    async def send(self, event: dict[str, Any]) -> None:
+        if not self.ws.closed:
+            await self.ws.send_str(json.dumps(event))
+
+    async def serve(self) -> None:
+        self.worker = asyncio.create_task(self.speak())
+        async for message in self.ws:
+            if message.type != WSMsgType.TEXT:
+                await self.send({"type": "Warning", "description": "Binary messages are not accepted.",
+                                 "code": "INVALID_MESSAGE"})
+                continue
+            try:
+                event = json.loads(message.data)
+                kind = event.get("type")
+            except (ValueError, AttributeError):
+                await self.send({"type": "Warning", "description": "Message is not JSON.", "code": "INVALID_JSON"})
+                continue
+            self.messages.append(event)
+            if kind == "Speak" and isinstance(event.get("text"), str):
+                self.buffer += event["text"]
+                if len(self.buffer) > MAX_TTS_CHARS:
+                    await self.send({"type": "Warning", "description": "Text exceeds the character limit.",
+                                     "code": "TEXT_LIMIT_EXCEEDED"})
+            elif kind == "Flush":
+                self.sequence += 1
+                self.flushes.put_nowait((self.sequence, self.buffer))
+                self.buffer = ""
+            elif kind == "Clear":
+                self.buffer = ""
+                if self.worker is not None:
+                    self.worker.cancel()
+                while not self.flushes.empty():
+                    self.flushes.get_nowait()
+                await self.send({"type": "Cleared", "sequence_id": self.sequence})
+                self.worker = asyncio.create_task(self.speak())
+            elif kind == "Close":
+                await self.ws.close(code=1000)
+                return
+            else:
+                await self.send({"type": "Warning", "description": f"Unknown message type {kind!r}.",
+                                 "code": "UNKNOWN_MESSAGE_TYPE"})
+
+    async def speak(self) -> None:
+        while True:
+            sequence, text = await self.flushes.get()
+            fault, self.fault = self.fault, None  # a fault hits the socket's first flush
+            if fault is not None and fault.kind == "malformed":
+                await self.ws.send_str("<html>502 Bad Gateway</html>")
+                return
+            if text.strip():
+                pcm = codecs.encode(await self.state.synthesize(text, self.fmt.sample_rate), self.fmt)
+                if not await stream_ws_audio(pcm, self.fmt.sample_rate, self.ws.send_bytes, fault, self.abort):
+                    return
+            await self.send({"type": "Flushed", "sequence_id": sequence})

@@ -1,4 +1,5 @@
-"""An ElevenLabs emulator: /v1/text-to-speech/{voice}[/stream] in every output_format but none, and /v1/speech-to-text.
+"""An ElevenLabs emulator: /v1/text-to-speech/{voice}[/stream] in every output_format, the stream-input
+WebSocket (text in as it streams, audio out by the chunk schedule or on flush), and /v1/speech-to-text.
 
 It checks `xi-api-key`, validates like the vendor (FastAPI 422 `detail` lists for missing fields,
 `detail: {status, message}` for the rest) and streams the audio in small chunks.
@@ -6,6 +7,8 @@ It checks `xi-api-key`, validates like the vendor (FastAPI 422 `detail` lists fo
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 import re
 import uuid
@@ -14,7 +17,15 @@ from typing import Any
 from aiohttp import web
 
 from voicerouter.testing import codecs
-from voicerouter.testing.server import EmulatorState, Fault, admit, send_body, stream_pcm
+from voicerouter.testing.server import (
+    EmulatorState,
+    Fault,
+    abort_transport,
+    admit,
+    send_body,
+    stream_pcm,
+    stream_ws_audio,
+)
 
 STATE = web.AppKey("state", EmulatorState)
 PCM_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
@@ -34,6 +45,7 @@ def build_app(state: EmulatorState) -> web.Application:
     app.router.add_post("/v1/text-to-speech/{voice_id}", _tts)
     app.router.add_post("/v1/text-to-speech/{voice_id}/stream", _tts)
     app.router.add_post("/v1/speech-to-text", _stt)
+    app.router.add_get("/v1/text-to-speech/{voice_id}/stream-input", _stream_input)
     return app
 
 
@@ -169,3 +181,120 @@ async def _stt(request: web.Request) -> web.StreamResponse:
     payload = {"language_code": fields.get("language_code") or "en", "language_probability": 0.98, "text": text,
                "words": words, "transcription_id": uuid.uuid4().hex}
     return await send_body(request, json.dumps(payload).encode(), "application/json", fault)
+
+
+# --- stream-input WebSocket -------------------------------------------------------------------------
+
+DEFAULT_SCHEDULE = (120, 160, 250, 290)  # characters buffered before each generation (documented default)
+
+
+async def _stream_input(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    voice = request.match_info["voice_id"]
+    messages: list[dict[str, Any]] = []  # what the client sends on this socket, for assertions
+    state.record(path=request.path, method="GET", websocket=True, query=dict(request.query),
+                 headers=dict(request.headers), messages=messages)
+    header_key = request.headers.get("xi-api-key")
+    if header_key is not None and header_key != state.api_key:
+        return _detail(401, "invalid_api_key", "Invalid API key")  # a refused upgrade (the body is not documented)
+    fault, refused = admit(state, None, _fault_detail)
+    if refused is not None:
+        return refused
+    fmt = output_format_of(request.query.get("output_format", "mp3_44100_128"))
+    model = request.query.get("model_id", "eleven_multilingual_v2")
+    if fmt is None or model not in CHAR_LIMITS or not VOICE_ID.match(voice):
+        return _detail(400, "invalid_request", "Unknown output_format, model_id or voice_id.")
+    ws = web.WebSocketResponse(heartbeat=None)
+    await ws.prepare(request)
+    session = _InputStream(state, ws, fmt, fault, abort_transport(request), authorized=header_key is not None)
+    session.messages = messages
+    try:
+        await session.serve()
+    except ConnectionResetError:
+        pass
+    finally:
+        session.stop()
+    return ws
+
+
+class _InputStream:
+    """Text accumulates; a generation runs when the buffer reaches the schedule's next size, on flush,
+    or at the closing empty text, after which `isFinal` is sent and the socket closes."""
+
+    def __init__(self, state: EmulatorState, ws: web.WebSocketResponse, fmt: Any, fault: Fault | None,
+                 abort: Any, *, authorized: bool) -> None:
+        self.state, self.ws, self.fmt, self.fault, self.abort = state, ws, fmt, fault, abort
+        self.authorized = authorized
+        self.messages: list[dict[str, Any]] = []
+        self.started = False
+        self.buffer = ""
+        self.schedule = list(DEFAULT_SCHEDULE)
+        self.generated = 0
+        self.segments: asyncio.Queue[str | None] = asyncio.Queue()
+        self.worker = asyncio.create_task(self.speak())
+
+    def stop(self) -> None:
+        self.worker.cancel()
+
+    async def refuse(self, error: str, message: str, code: int) -> None:
+        await self.ws.send_str(json.dumps({"message": message, "error": error, "code": code}))
+        await self.ws.close(code=code, message=message.encode()[:120])
+
+    async def serve(self) -> None:
+        from aiohttp import WSMsgType
+
+        async for message in self.ws:
+            if message.type != WSMsgType.TEXT:
+                continue
+            try:
+                event = json.loads(message.data)
+                if not isinstance(event, dict) or not isinstance(event.get("text"), str):
+                    raise ValueError
+            except ValueError:
+                await self.refuse("invalid_request", "Each message must be a JSON object with a text field.", 1008)
+                return
+            self.messages.append(event)
+            if not self.started:
+                if not self.authorized and event.get("xi-api-key") != self.state.api_key:
+                    await self.refuse("invalid_api_key", "Invalid API key", 1008)
+                    return
+                if event["text"] != " ":
+                    await self.refuse("invalid_request", "The first message must have text ' '.", 1008)
+                    return
+                self.started = True
+                schedule = (event.get("generation_config") or {}).get("chunk_length_schedule")
+                if isinstance(schedule, list) and schedule:
+                    self.schedule = [int(x) for x in schedule]
+                continue
+            if event["text"] == "":
+                self.release()
+                self.segments.put_nowait(None)
+                await self.worker  # speak what is left, then isFinal; the server closes
+                return
+            self.buffer += event["text"]
+            limit = self.schedule[min(self.generated, len(self.schedule) - 1)]
+            if event.get("flush") or len(self.buffer) >= limit:
+                self.release()
+
+    def release(self) -> None:
+        if self.buffer.strip():
+            self.segments.put_nowait(self.buffer)
+            self.generated += 1
+        self.buffer = ""
+
+    async def speak(self) -> None:
+        while (segment := await self.segments.get()) is not None:
+            fault, self.fault = self.fault, None
+            if fault is not None and fault.kind == "malformed":
+                await self.ws.send_str("<html>502 Bad Gateway</html>")
+                return
+            audio = codecs.encode(await self.state.synthesize(segment, self.fmt.sample_rate), self.fmt)
+
+            async def send(data: bytes) -> None:
+                await self.ws.send_str(json.dumps({"audio": base64.b64encode(data).decode(), "isFinal": None,
+                                                   "normalizedAlignment": None, "alignment": None}))
+
+            if not await stream_ws_audio(audio, self.fmt.sample_rate, send, fault, self.abort):
+                return
+        await self.ws.send_str(json.dumps({"isFinal": True}))
+        await self.ws.close(code=1000)

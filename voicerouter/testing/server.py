@@ -305,3 +305,37 @@ async def stream_pcm(
     except ConnectionResetError:
         pass  # the client gave up mid-stream (deadline, failover): normal here, not a server error
     return response
+
+
+async def stream_ws_audio(
+    pcm: bytes, sample_rate: int, send: Callable[[bytes], Any], fault: Fault | None, abort: Callable[[], None]
+) -> bool:
+    """One generation's audio over a WebSocket in ~20 ms pieces (`send` frames each one), damaged as
+    `fault` says: `drop` aborts the connection halfway (False is returned), `stall` pauses there,
+    `hang` never sends any. True when all of it went out."""
+    kind = fault.kind if fault else None
+    if kind == "hang":
+        await hold_forever()
+    step = max(2, sample_rate * EMULATOR_CHUNK_MS // 1000 * 2)
+    chunks = [pcm[i : i + step] for i in range(0, len(pcm), step)]
+    cut = len(chunks) // 2
+    if kind == "drop" and fault is not None and fault.seconds > 0:
+        cut = min(len(chunks) - 1, int(fault.seconds * 1000 / EMULATOR_CHUNK_MS))
+    for index, chunk in enumerate(chunks):
+        if index == cut and kind == "drop":
+            abort()
+            return False
+        if index == cut and kind == "stall":
+            await asyncio.sleep(fault.seconds)  # type: ignore[union-attr]
+        await send(chunk)
+        await asyncio.sleep(EMULATOR_PACE_S)
+    return True
+
+
+def abort_transport(request: Any) -> Callable[[], None]:
+    """A callable that cuts the TCP connection under a WebSocket (what a crashed server looks like)."""
+    def abort() -> None:
+        transport = request.transport
+        if transport is not None:
+            transport.abort()
+    return abort

@@ -91,6 +91,31 @@ async def cartesia_tts(url: str, key: str) -> bytes:
     return await _synthesize(build("cartesia", "tts", url, key, voice=CARTESIA_VOICE, model="sonic-3"))
 
 
+async def _socket_tts(type_: str, url: str, key: str, **fields: Any) -> bytes:
+    tts = build(type_, "tts", url, key, options={"transport": "websocket"}, **fields)
+
+    async def pieces():
+        yield "Hello there, "
+        yield "how are you today?"
+
+    try:
+        return b"".join([chunk.pcm async for chunk in tts.synthesize_stream(pieces())])
+    finally:
+        await tts.aclose()
+
+
+async def cartesia_tts_websocket(url: str, key: str) -> bytes:
+    return await _socket_tts("cartesia", url, key, voice=CARTESIA_VOICE, model="sonic-3")
+
+
+async def deepgram_speak_live(url: str, key: str) -> bytes:
+    return await _socket_tts("deepgram", url, key, model="aura-2-thalia-en")
+
+
+async def elevenlabs_stream_input(url: str, key: str) -> bytes:
+    return await _socket_tts("elevenlabs", url, key, voice=ELEVEN_VOICE)
+
+
 CLIENT_CALLS: dict[str, Callable[[str, str], Awaitable[Any]]] = {
     "openai.speech": openai_speech,
     "openai.transcription": openai_transcription,
@@ -101,6 +126,9 @@ CLIENT_CALLS: dict[str, Callable[[str, str], Awaitable[Any]]] = {
     "elevenlabs.tts": elevenlabs_tts,
     "elevenlabs.stt": elevenlabs_stt,
     "cartesia.tts": cartesia_tts,
+    "cartesia.tts_websocket": cartesia_tts_websocket,
+    "deepgram.speak_live": deepgram_speak_live,
+    "elevenlabs.stream_input": elevenlabs_stream_input,
 }
 
 # Vendor ids in paths, replaced by placeholders before comparing.

@@ -18,13 +18,23 @@ from wire.reference import REFERENCES, summarize  # noqa: E402
 from wire.sdk_calls import SDK_CALLS  # noqa: E402
 
 KEY = "sk-wire-reference-0000"
+# SDK habits that are not required by the API, with why the client leaves them out.
+NOT_REQUIRED = {
+    "elevenlabs.stream_input": {"try_trigger_generation": "an advanced trigger the API docs advise against; "
+                                                          "the client sends flush at sentence ends instead"},
+}
 SDKS = {"openai": "openai", "deepgram": "deepgram-sdk", "elevenlabs": "elevenlabs", "cartesia": "cartesia"}
 
 
 async def record() -> dict:
     references: dict = {"_sdks": {vendor: f"{dist} {version(dist)}" for vendor, dist in SDKS.items()}}
     for op, call in SDK_CALLS.items():
-        references[op] = summarize(await run_against_capture(call, KEY), KEY, PLACEHOLDERS)
+        reference = summarize(await run_against_capture(call, KEY), KEY, PLACEHOLDERS)
+        skipped = NOT_REQUIRED.get(op, {})
+        reference["fields"] = [f for f in reference["fields"] if f not in skipped]
+        if skipped:
+            reference["not_required"] = skipped
+        references[op] = reference
     return references
 
 

@@ -33,6 +33,9 @@ def summarize(record: Captured, key: str, placeholders: dict[str, str] | None = 
     fields: list[str] = []
     if record.websocket:
         kind = "websocket"
+        first_json = next((m for m in record.messages if isinstance(m, dict)), None)
+        if first_json is not None and "type" not in first_json:  # untyped protocols: its fields matter
+            fields = sorted(k for k, v in first_json.items() if v is not None)
     elif not record.body:
         kind = "none"
     elif content_type.startswith("application/json"):
@@ -43,7 +46,7 @@ def summarize(record: Captured, key: str, placeholders: dict[str, str] | None = 
         kind = "binary"
     first = record.messages[0] if record.messages else None
     if isinstance(first, dict):
-        first_message = first.get("type") or ",".join(sorted(first))
+        first_message = first.get("type") or "json"
     elif first is None:
         first_message = None
     else:

@@ -153,6 +153,48 @@ async def cartesia_tts(url: str, key: str) -> bytes:
         return await response.read()
 
 
+async def cartesia_tts_websocket(url: str, key: str) -> bytes:
+    """A context on the TTS WebSocket: two pushed pieces (continuations), no_more_inputs, read to done."""
+    import base64
+
+    from cartesia import AsyncCartesia
+
+    audio = b""
+    ws = "ws://" + url.removeprefix("http://")
+    async with AsyncCartesia(api_key=key, base_url=url, websocket_base_url=ws, max_retries=0) as client:
+        async with client.tts.websocket_connect() as connection:
+            context = connection.context(model_id="sonic-3", voice=CARTESIA_VOICE, output_format={
+                "container": "raw", "encoding": "pcm_s16le", "sample_rate": 24000})
+            await context.push("Hello there, ")
+            await context.push("how are you today?")
+            await context.no_more_inputs()
+            async with asyncio.timeout(10):
+                async for event in context.receive():
+                    if event.type == "chunk":
+                        audio += base64.b64decode(event.data)
+                    if event.type in ("done", "error"):
+                        break
+    return audio
+
+
+def _elevenlabs_stream_input(url: str, key: str) -> bytes:
+    from elevenlabs.client import ElevenLabs
+
+    def pieces():
+        yield "Hello there, "
+        yield "how are you today?"
+
+    client = ElevenLabs(api_key=key, base_url=url)
+    # The SDK always derives wss:// from the base URL; a plain-text loopback server needs ws://.
+    client.text_to_speech._ws_base_url = "ws://" + url.removeprefix("http://")
+    return b"".join(client.text_to_speech.convert_realtime(ELEVEN_VOICE, text=pieces()))
+
+
+async def elevenlabs_stream_input(url: str, key: str) -> bytes:
+    """The SDK's input-streaming call (`convert_realtime`, a sync generator), run off the loop."""
+    return await asyncio.to_thread(_elevenlabs_stream_input, url, key)
+
+
 SDK_CALLS: dict[str, Callable[[str, str], Awaitable[Any]]] = {
     "openai.speech": openai_speech,
     "openai.transcription": openai_transcription,
@@ -163,4 +205,7 @@ SDK_CALLS: dict[str, Callable[[str, str], Awaitable[Any]]] = {
     "elevenlabs.tts": elevenlabs_tts,
     "elevenlabs.stt": elevenlabs_stt,
     "cartesia.tts": cartesia_tts,
+    "cartesia.tts_websocket": cartesia_tts_websocket,
+    "deepgram.speak_live": deepgram_speak_live,
+    "elevenlabs.stream_input": elevenlabs_stream_input,
 }
