@@ -60,6 +60,7 @@ class CallResult:
     max_send_lag_s: float = 0.0
     events: list[dict[str, Any]] = field(default_factory=list)  # ws carrier: the session's events
     words: str = ""
+    duration_s: float = 0.0  # media stream open -> closed
 
 
 @dataclass
@@ -90,7 +91,8 @@ class LoadReport:
             "results": [
                 {"call_id": c.call_id, "outcome": c.outcome, "error": c.error, "close_code": c.close_code,
                  "close_reason": c.close_reason, "latencies_s": [round(x, 3) for x in c.latencies_s],
-                 "reply_s": round(len(c.heard) / 2 / c.rate, 2), "clears": c.clears, "words": c.words}
+                 "reply_s": round(len(c.heard) / 2 / c.rate, 2), "clears": c.clears, "words": c.words,
+                 "duration_s": round(c.duration_s, 2)}
                 for c in self.calls
             ],
         }
@@ -258,6 +260,7 @@ async def _stream(http: Any, target: Target, plan: CallPlan, result: CallResult,
     state: dict[str, Any] = {"speech_end_t": None, "awaiting_reply": False, "last_audio_t": None,
                              "reply_started_t": None, "barge_voice_t": None, "closed": False}
 
+    opened = loop.time()
     async with http.ws_connect(url, max_msg_size=1 << 22) as ws:
         for message in far.opening(parameters):
             await ws.send_str(message)
@@ -352,6 +355,7 @@ async def _stream(http: Any, target: Target, plan: CallPlan, result: CallResult,
                 await asyncio.wait([receiver], timeout=2.0)
             receiver.cancel()
         result.close_code = ws.close_code
+        result.duration_s = loop.time() - opened
         if ws.close_code not in (None, 1000) and not result.heard:
             result.outcome = "refused" if ws.close_code == 1013 else "failed"
             result.error = f"stream closed with {ws.close_code}"

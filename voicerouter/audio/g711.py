@@ -45,5 +45,6 @@ def ulaw_to_pcm16(data: bytes) -> bytes:
 
 def pcm16_to_ulaw(pcm: bytes) -> bytes:
     """Signed 16-bit little-endian PCM to mu-law bytes (same sample rate)."""
-    samples = np.frombuffer(pcm[: len(pcm) - len(pcm) % 2], dtype="<i2").astype(np.int32)
-    return _ENCODE[samples + 32768].tobytes()
+    # The table is indexed by sample + 32768; on the raw 16 bits that is flipping the top bit.
+    index = np.frombuffer(pcm[: len(pcm) - len(pcm) % 2], dtype="<u2") ^ 0x8000
+    return _ENCODE[index].tobytes()

@@ -1,0 +1,204 @@
+"""How many concurrent real-time phone calls one `serve` process holds on one core.
+
+`voicerouter serve` runs pinned to CPU 0 on the emulated cloud route (Deepgram STT emulator with
+a fixed transcript, Cartesia TTS emulator with canned tone audio, so the providers cost little);
+`voicerouter load --carrier twilio` processes, pinned to CPU 1 with the emulators, place C calls
+at once, each speaking a sample in real time as mu-law and listening to the reply. For each C:
+
+- turn end -> first reply audio p50/p99, from the server's own event logs (`tts_first_audio`);
+- frames that waited more than 40 ms before the session took them (the server's
+  `voicerouter_frame_lag_seconds` histogram), and the load side's worst send lag;
+- calls answered/failed, and the server's resident memory per live call.
+
+C grows until p99 >= 1 s, a frame lags over 40 ms, or a call fails. The last C that passed is
+the number of calls held within the limits. On a shared machine the wall-clock figures depend on
+what else runs; the server's CPU seconds per second of live call do not, and 1 / that share is
+the calls one core could hold ("calls per core by CPU"). `--pin` pins serve to CPU 0 and the
+load generators and emulators to CPU 1, for an otherwise idle machine.
+
+Run: python bench/bench_serve.py [--steps 10,25,50,100,150,200] [--loaders 2] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "samples" / "hello.wav"
+KEY = "bench-key"
+
+TABLE = """\
+version: 1
+providers:
+  dg:   {{type: deepgram, kind: stt, model: nova-3, api_key: "${{BENCH_KEY}}", base_url: "{dg}"}}
+  cart: {{type: cartesia, voice: v-1, api_key: "${{BENCH_KEY}}", base_url: "{ca}"}}
+defaults:
+  stt: [dg]
+  tts: [cart]
+  vad: {{frame_ms: 20}}
+  resilience: {{retries: 0, first_result_timeout_ms: 3000}}
+"""
+
+
+PIN = False
+
+
+def pinned(cpu: int) -> list[str]:
+    ok = PIN and shutil.which("taskset") and (os.cpu_count() or 1) > 1
+    return ["taskset", "-c", str(cpu)] if ok else []
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds the process has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read().decode()
+
+
+def frame_lag(metrics_text: str) -> tuple[float, float]:
+    """(frames seen, frames that waited more than 40 ms)."""
+    total = under = 0.0
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name == "voicerouter_frame_lag_seconds":
+            for s in family.samples:
+                if s.name.endswith("_count"):
+                    total = s.value
+                if s.name.endswith("_bucket") and s.labels.get("le") == "0.04":
+                    under = s.value
+    return total, total - under
+
+
+def first_audio_ms(out: Path, since: float) -> list[float]:
+    values = []
+    for log in out.glob("*.events.jsonl"):
+        for line in log.read_text().splitlines():
+            event = json.loads(line)
+            if event["type"] == "tts_first_audio" and event["wall"] >= since:
+                values.append(float(event["latency_ms"]))
+    return values
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", default="10,25,50,100,150,200")
+    parser.add_argument("--loaders", type=int, default=2, help="load processes sharing the calls of a step")
+    parser.add_argument("--pin", action="store_true", help="pin serve to CPU 0 and the rest to CPU 1 (an idle machine)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    global PIN
+    PIN = args.pin
+    env = {**os.environ, "BENCH_KEY": KEY, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    procs: list[subprocess.Popen] = []
+    rows = []
+    try:
+        emu = subprocess.Popen([*pinned(1), sys.executable, "-m", "voicerouter", "emulate", "deepgram", "cartesia",
+                                "--api-key", KEY, "--transcript", "i would like to pay my bill today"],
+                               stdout=subprocess.PIPE, text=True, env=env)
+        procs.append(emu)
+        urls = {}
+        while len(urls) < 2:
+            line = emu.stdout.readline()  # type: ignore[union-attr]
+            if not line:
+                raise RuntimeError("the emulators did not start")
+            if m := re.match(r"(deepgram|cartesia)\s+(http://\S+)", line):
+                urls[m.group(1)] = m.group(2)
+        (tmp / "routes.yaml").write_text(TABLE.format(dg=urls["deepgram"], ca=urls["cartesia"]))
+        out = tmp / "out"
+        server = subprocess.Popen([*pinned(0), sys.executable, "-m", "voicerouter", "serve", "--routes",
+                                   str(tmp / "routes.yaml"), "--port", "0", "--out", str(out), "--allow-unsigned"],
+                                  stderr=subprocess.PIPE, text=True, env={**env, "TWILIO_AUTH_TOKEN": ""})
+        procs.append(server)
+        url = None
+        while url is None:
+            line = server.stderr.readline()  # type: ignore[union-attr]
+            if not line:
+                raise RuntimeError("serve did not start")
+            if m := re.search(r"listening on (http://\S+)", line):
+                url = m.group(1)
+        idle_rss = rss_kib(server.pid)
+        for calls in [int(s) for s in args.steps.split(",")]:
+            before_lag = frame_lag(get(url + "/metrics"))
+            since = time.time()
+            cpu_before = cpu_s(server.pid)
+            per = [calls // args.loaders + (1 if i < calls % args.loaders else 0) for i in range(args.loaders)]
+            loaders = [
+                subprocess.Popen([*pinned(1), sys.executable, "-m", "voicerouter", "load", url, str(SAMPLE), "--calls",
+                                  str(n), "--concurrency", str(n), "--no-transcribe", "--json"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+                for n in per if n
+            ]
+            peak_rss = idle_rss
+            while any(p.poll() is None for p in loaders):
+                peak_rss = max(peak_rss, rss_kib(server.pid))
+                time.sleep(0.25)
+            reports = [json.loads(p.stdout.read() or "{}") for p in loaders]  # type: ignore[union-attr]
+            answered = sum(r.get("answered", 0) for r in reports)
+            failed = sum(r.get("failed", 0) for r in reports) + sum(1 for r in reports if not r)
+            send_lag = max((r.get("max_send_lag_ms", 0.0) for r in reports), default=0.0)
+            cpu_used = cpu_s(server.pid) - cpu_before
+            call_seconds = sum(c.get("duration_s", 0.0) for r in reports for c in r.get("results", []))
+            after_lag = frame_lag(get(url + "/metrics"))
+            late = after_lag[1] - before_lag[1]
+            latencies = first_audio_ms(out, since)
+            p50, p99 = (float(np.percentile(latencies, q)) for q in (50, 99)) if latencies else (float("nan"),) * 2
+            row = {"calls": calls, "answered": answered, "failed": failed, "first_audio_p50_ms": round(p50),
+                   "first_audio_p99_ms": round(p99), "frames": int(after_lag[0] - before_lag[0]),
+                   "frames_over_40ms": int(late), "load_send_lag_max_ms": send_lag,
+                   "rss_per_call_kib": round((peak_rss - idle_rss) / max(1, calls)),
+                   "server_cpu_s": round(cpu_used, 2), "call_s": round(call_seconds, 1),
+                   # CPU one live call costs the server, as a share of a core: 1 / this = calls per core
+                   "cpu_share_per_call": round(cpu_used / call_seconds, 4) if call_seconds else None}
+            rows.append(row)
+            if not args.json:
+                print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+            if failed or not latencies or p99 >= 1000 or late > 0:
+                break
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+    passed = [r for r in rows if not r["failed"] and r["first_audio_p99_ms"] < 1000 and r["frames_over_40ms"] == 0]
+    shares = [r["cpu_share_per_call"] for r in rows if r["cpu_share_per_call"]]
+    summary = {"steps": rows, "calls_held_within_limits": passed[-1]["calls"] if passed else 0,
+               "calls_per_core_by_cpu": round(1 / min(shares)) if shares else None}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"largest step within p99 < 1 s and no frame lag > 40 ms: {summary['calls_held_within_limits']} calls; "
+              f"server CPU per live call -> {summary['calls_per_core_by_cpu']} calls per core")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
