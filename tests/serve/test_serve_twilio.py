@@ -167,3 +167,28 @@ async def test_second_sigterm_exits_at_once(tmp_path, emulators):
         assert await server.wait(timeout=10) == 130
         result = await live
         assert result.outcome in ("answered", "failed")
+
+
+async def test_not_ready_when_no_provider_of_a_route_can_be_built(tmp_path, emulators):
+    dg, ca = emulators
+    async with serve(tmp_path, cloud_table(dg.url, ca.url), env={"CA_KEY": ""}) as server, \
+            aiohttp.ClientSession() as http:
+        status, body = await get_json(http, server.url + "/readyz")
+        assert status == 503 and "tts" in body["reason"]
+        _, data = await get_json(http, server.url + "/status")
+        assert "CA_KEY" in data["unbuildable_providers"]["cart"] and KEY not in json.dumps(data)
+    assert any("cart" in line and "CA_KEY" in line for line in server.stderr)
+
+
+async def test_late_websocket_over_capacity_is_closed_with_1013(tmp_path, emulators):
+    dg, ca = emulators
+    async with serve(tmp_path, cloud_table(dg.url, ca.url), "--max-sessions", "1") as server, \
+            aiohttp.ClientSession() as http:
+        target = Target(server.url, "twilio", to="+15550100123", twilio_auth_token=TOKEN)
+        held = asyncio.create_task(place_call(http, target, long_plan()))
+        await wait_active(http, server.url, 1)
+        ws_url = server.url.replace("http://", "ws://") + "/v1/sessions?tenant=acme"
+        async with http.ws_connect(ws_url) as ws:
+            msg = await ws.receive()
+            assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1013 and "capacity" in msg.extra
+        assert (await held).outcome == "answered"
