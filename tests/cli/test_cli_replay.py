@@ -60,9 +60,9 @@ def test_json_expectations_junit_and_outputs(capsys, tmp_path):
     hello, two = sessions
     assert len(hello["turns"]) == 1 and len(two["turns"]) == 2
     turn = hello["turns"][0]
-    assert {"start_s", "end_s", "transcript", "reply", "stt_provider", "tts_provider", "latency_ms"} <= set(turn)
+    assert {"turn", "start_s", "end_s", "transcript", "reply", "providers", "latency_ms"} <= set(turn)
     assert "good morning" in turn["transcript"] and turn["reply"].startswith("You said: good morning")
-    assert turn["stt_provider"] == "local-stt" and turn["tts_provider"] == "local-tts"
+    assert turn["providers"] == {"stt": "local-stt", "tts": "local-tts"}
     assert set(turn["latency_ms"]) == {"turn_end_delay", "stt_final", "agent", "tts_first_audio", "voice_to_voice"}
     assert 0.2 < turn["start_s"] < turn["end_s"] < 4.2
     assert two["turns"][0]["end_s"] < two["turns"][1]["start_s"]

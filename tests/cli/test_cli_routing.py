@@ -34,7 +34,8 @@ def test_resolve_json_keys(example_routes):
     assert plan["route"] == "acme-eu" and plan["matched"] is True and plan["pipeline"] == "stt_tts"
     assert plan["stt"] == ["whisper-eu", "dg", "oai-stt"] and plan["tts"] == ["azure-tts", "local-tts"]
     assert plan["s2s"] is None and plan["session_id"] == "s-1"
-    assert plan["providers"]["dg"]["api_key"] == "${DEEPGRAM_API_KEY}"
+    assert plan["provider_configs"]["dg"]["api_key"] == "${DEEPGRAM_API_KEY}"
+    assert plan["providers"] == {"stt": plan["stt"], "tts": plan["tts"]}  # stage -> names, as in replay
 
 
 def test_resolve_flags_and_split(example_routes):
@@ -123,7 +124,7 @@ def test_no_output_ever_contains_a_key(tmp_path, example_routes, canary_env):
         outputs.append(proc.stdout + proc.stderr)
         assert "literal-secret" in proc.stdout
     proc = run("resolve", "--routes", str(literal), "--tenant", "initech", "--region", "us-east-1", "--json", env=canary_env)
-    assert json.loads(proc.stdout)["providers"]["cartesia"]["api_key"] == "***"
+    assert json.loads(proc.stdout)["provider_configs"]["cartesia"]["api_key"] == "***"
     outputs.append(proc.stdout + proc.stderr)
     assert all(CANARY not in out for out in outputs)
 

@@ -34,8 +34,9 @@ async def test_replayed_log_reports_and_draws(tmp_path):
     (turn,) = report["turns"]
     assert turn["reason"] and turn["end_s"] > turn["start_s"] > 0.2
     assert turn["providers"]["stt"] and turn["providers"]["tts"]
-    assert "morning" in (turn["text"] or "") or "order" in (turn["text"] or "")
-    assert turn["voice_to_voice_ms"] == pytest.approx(turn["turn_end_delay_ms"] + turn["tts_first_audio_ms"])
+    assert "morning" in (turn["transcript"] or "") or "order" in (turn["transcript"] or "")
+    latency = turn["latency_ms"]
+    assert latency["voice_to_voice"] == pytest.approx(latency["turn_end_delay"] + latency["tts_first_audio"])
     assert report["total"]["latency_ms"]["voice_to_voice"]["n"] == 1
 
     text = render_timeline_text(log.events)

@@ -28,7 +28,7 @@ def test_json_for_scripts_with_text_timeline_on_stderr():
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert [g["key"] for g in data["groups"]] == ["acme", "globex"]
-    v2v = [t["voice_to_voice_ms"] for t in data["turns"]]
+    v2v = [t["latency_ms"]["voice_to_voice"] for t in data["turns"]]
     assert data["total"]["latency_ms"]["voice_to_voice"]["p99"] == pytest.approx(np.percentile(v2v, 99), abs=1e-3)
     assert "skipped 1 bad line(s)" in proc.stderr and "globex.jsonl:13:" in proc.stderr
     assert "session s-acme-1  tenant=acme" in proc.stderr and "⚠ failover stt dg → oai-stt" in proc.stderr

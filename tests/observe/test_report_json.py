@@ -14,8 +14,8 @@ from voicerouter.observe.logs import read_events
 from voicerouter.observe.report import build_report, fmt_dist, render_report
 
 FIXTURES = Path(__file__).parent / "fixtures"
-METRICS = {"voice_to_voice", "stt_final", "tts_first_audio", "turn_end_delay", "agent_reply"}
-GROUP_KEYS = {"key", "sessions", "turns", "stages", "latency_ms", "failovers", "retries", "hedges", "errors"}
+METRICS = {"voice_to_voice", "stt_final", "tts_first_audio", "turn_end_delay", "agent"}
+GROUP_KEYS = {"key", "session_count", "turn_count", "stages", "latency_ms", "failovers", "retries", "hedges", "errors"}
 
 
 @pytest.fixture(scope="module")
@@ -26,24 +26,24 @@ def log():
 def test_json_shape(log):
     report = json.loads(json.dumps(build_report(log, "route")))
     assert set(report) == {
-        "version", "group_by", "percentiles", "files", "skipped_lines", "sessions",
+        "version", "group_by", "percentiles", "files", "skipped_lines", "session_count",
         "total", "groups", "providers", "turns", "errors",
     }  # fmt: skip
     assert report["version"] == 1 and report["group_by"] == "route"
     assert report["percentiles"] == {"method": "linear", "quantiles": [50, 90, 99]}
     assert report["skipped_lines"][0]["location"].endswith("globex.jsonl:13")
-    assert report["sessions"] == 3
+    assert report["session_count"] == 3
     for group in [report["total"], *report["groups"]]:
         assert set(group) == GROUP_KEYS
         assert set(group["latency_ms"]) == METRICS
         for dist in group["latency_ms"].values():
             assert set(dist) == {"n", "p50", "p90", "p99", "mean", "max"}
     assert [g["key"] for g in report["groups"]] == ["acme-eu", "globex-ab"]
-    v2v = [t["voice_to_voice_ms"] for t in report["turns"]]
+    v2v = [t["latency_ms"]["voice_to_voice"] for t in report["turns"]]
     assert report["total"]["latency_ms"]["voice_to_voice"]["p90"] == pytest.approx(np.percentile(v2v, 90), abs=1e-3)
     assert len(report["turns"]) == 8
     turn = report["turns"][1]
-    assert turn["providers"] == {"stt": "oai-stt", "tts": "eleven"} and turn["voice_to_voice_ms"] == 2200
+    assert turn["providers"] == {"stt": "oai-stt", "tts": "eleven"} and turn["latency_ms"]["voice_to_voice"] == 2200
     (error,) = report["errors"]
     assert (error["provider"], error["stage"], error["turn"], error["error_type"]) == (
         "local-tts", "tts", 3, "TransientProviderError",
@@ -54,7 +54,7 @@ def test_json_shape(log):
 def test_without_grouping_there_are_no_groups(log):
     report = build_report(log)
     assert report["group_by"] is None and report["groups"] == []
-    assert report["total"]["key"] is None and report["total"]["turns"] == 8
+    assert report["total"]["key"] is None and report["total"]["turn_count"] == 8
 
 
 def test_empty_metric_prints_a_dash():
@@ -92,7 +92,7 @@ def test_group_with_no_finished_turn_renders_dashes(tmp_path):
     path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
     report = build_report(read_events([path]), "provider")
     (group,) = report["groups"]
-    assert group["key"] == "a" and group["turns"] == 0 and group["errors"] == 1
+    assert group["key"] == "a" and group["turn_count"] == 0 and group["errors"] == 1
     assert group["latency_ms"]["voice_to_voice"] == {
         "n": 0,
         "p50": None,

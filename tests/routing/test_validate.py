@@ -336,4 +336,4 @@ def test_non_finite_numbers_are_refused_and_json_stays_json(tmp_path):
     from voicerouter import RouteContext
 
     data = json.loads(json.dumps(load_routes(fine).resolve(RouteContext()).to_dict(), allow_nan=False))
-    assert data["providers"]["odd"]["options"] == {"x": "nan"}
+    assert data["provider_configs"]["odd"]["options"] == {"x": "nan"}

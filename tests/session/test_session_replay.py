@@ -70,8 +70,8 @@ async def test_s2s_replay_through_the_realtime_emulator(tmp_path):
     assert KEY not in Path(result.events_jsonl).read_text()
     doc = result.to_dict()
     assert {"file", "route", "session_id", "turns", "errors"} <= set(doc)
-    assert set(doc["turns"][0]) >= {"start_s", "end_s", "transcript", "reply", "stt_provider", "tts_provider",
-                                    "latency_ms"}
+    assert set(doc["turns"][0]) >= {"turn", "start_s", "end_s", "transcript", "reply", "providers", "latency_ms"}
+    assert doc["turns"][0]["providers"] == {"s2s": "rt"} and doc["ok"] is True
 
 
 async def test_a_bad_file_is_an_error_entry_and_the_others_still_run(tmp_path):

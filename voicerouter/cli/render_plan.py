@@ -48,7 +48,7 @@ def render_plan(plan: SessionPlan, source: str) -> None:
     table.add_row("pipeline", "speech-to-speech (s2s)" if plan.pipeline == "s2s" else "STT -> agent -> TTS (stt_tts)")
     for stage in plan.stages():
         table.add_row(stage.stage, _stage_text(stage))
-    for name, cfg in data["providers"].items():
+    for name, cfg in data["provider_configs"].items():
         detail = ", ".join(f"{k}={v}" for k, v in cfg.items() if k not in ("options",))
         table.add_row(f"  {name}", f"[dim]{detail}[/]")
     if plan.pipeline == "stt_tts":

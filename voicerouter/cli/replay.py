@@ -86,7 +86,7 @@ def replay(
                 render_timeline_png(events, result.input_pcm, 16000, timeline / f"{stem}.timeline.png")
 
     if json_out:
-        doc: dict = {"sessions": [r.to_dict() for r in results]}
+        doc: dict = {"ok": all(r.ok for r in results), "sessions": [r.to_dict() for r in results]}
         if expectations is not None:
             doc["expectations"] = {
                 "passed": all(c.passed for c in checks),

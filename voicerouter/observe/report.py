@@ -9,22 +9,22 @@ in seconds, null where the log has no data:
       "percentiles": {"method": "linear", "quantiles": [50, 90, 99]},
       "files": ["events.jsonl", ...],
       "skipped_lines": [{"location": "events.jsonl:13", "reason": "not valid JSON ..."}],
-      "sessions": 3,
+      "session_count": 3,
       "total": GROUP,             # every selected turn, key null
       "groups": [GROUP, ...],     # one per route/tenant/provider (key null = not set); [] without --by
       "providers": [{"provider": "dg", "failovers_from": 1, "failovers_to": 0, "retries": 0,
                      "hedges": 1, "hedges_won": 1, "errors": 0, "breaker_opened": 0}, ...],
       "turns": [{"session_id", "turn", "tenant", "region", "route", "pipeline", "reason", "t",
-                 "start_s", "end_s", "text", "reply", "providers": {"stt": "dg", "tts": "eleven"},
-                 "turn_end_delay_ms", "stt_final_ms", "agent_reply_ms", "tts_first_audio_ms",
-                 "voice_to_voice_ms", "reply_start_s", "reply_audio_s"}, ...],
+                 "start_s", "end_s", "transcript", "reply", "providers": {"stt": "dg", "tts": "eleven"},
+                 "latency_ms": {"turn_end_delay", "stt_final", "agent", "tts_first_audio", "voice_to_voice"},
+                 "reply_start_s", "reply_audio_s"}, ...],
       "errors": [{"session_id", "t", "turn", "stage", "provider", "error_type", "message"}, ...]
     }
-    GROUP = {"key": str | null, "sessions": int, "turns": int, "stages": [str] (by provider only),
+    GROUP = {"key": str | null, "session_count": int, "turn_count": int, "stages": [str] (by provider only),
              "latency_ms": {METRIC: {"n", "p50", "p90", "p99", "mean", "max"}},
              "failovers": int, "retries": int, "hedges": int, "errors": int}
     METRIC = voice_to_voice (turn_end.delay_ms + tts_first_audio.latency_ms: user stops speaking ->
-             first reply audio) | stt_final | tts_first_audio | turn_end_delay | agent_reply
+             first reply audio) | stt_final | tts_first_audio | turn_end_delay | agent
 
 Percentiles interpolate linearly between closest ranks (numpy's default); see observe.stats.
 """
@@ -52,9 +52,9 @@ METRIC_TITLES = {
     "stt_final": "STT final",
     "tts_first_audio": "TTS 1st audio",
     "turn_end_delay": "turn-end delay",
-    "agent_reply": "agent",
+    "agent": "agent",
 }
-TABLE_METRICS = ("voice_to_voice", "stt_final", "tts_first_audio", "turn_end_delay")
+TABLE_METRICS = ("voice_to_voice", "stt_final", "agent", "tts_first_audio", "turn_end_delay")
 COUNTERS = ("failovers", "retries", "hedges", "errors")
 WIDE_LAYOUT_COLUMNS = 165  # below this the latency table is printed one metric per row
 WIDE_TURNS_COLUMNS = 110  # below this turn transcripts are listed under the turns table
@@ -81,7 +81,7 @@ def build_report(log: EventLog, by: GroupBy | None = None) -> dict[str, Any]:
         "percentiles": {"method": "linear", "quantiles": list(PERCENTILES)},
         "files": [str(p) for p in log.files],
         "skipped_lines": [{"location": str(s.location), "reason": s.reason} for s in log.skipped],
-        "sessions": len(analysis.sessions),
+        "session_count": len(analysis.sessions),
         "total": group_stats(analysis)[0].to_dict(),
         "groups": [g.to_dict() for g in group_stats(analysis, by)] if by else [],
         "providers": [p.to_dict() for p in provider_incidents(analysis)],
@@ -186,7 +186,7 @@ def _latency_wide(rows, by: str | None, markup_safe):
         cells = [markup_safe(key)]
         if by == "provider":
             cells.append(",".join(group["stages"]) or "-")
-        cells += [str(group["sessions"]), str(group["turns"])]
+        cells += [str(group["session_count"]), str(group["turn_count"])]
         cells += [fmt_dist(group["latency_ms"].get(name, {})) for name in TABLE_METRICS]
         cells += [_count(group[name]) for name in COUNTERS]
         table.add_row(*cells)
@@ -205,7 +205,9 @@ def _latency_long(rows, by: str | None, markup_safe):
     for index, (key, group) in enumerate(rows):
         if index:
             table.add_section()
-        for position, name in enumerate(TABLE_METRICS):
+        # A metric with no sample in this group (a TTS-only provider has no STT figure) is left out.
+        metrics = [n for n in TABLE_METRICS if (group["latency_ms"].get(n) or {}).get("n")] or list(TABLE_METRICS[:1])
+        for position, name in enumerate(metrics):
             dist = group["latency_ms"].get(name) or {}
             table.add_row(
                 markup_safe(key) if position == 0 else "",
@@ -232,7 +234,7 @@ def _counts(rows, by: str | None, markup_safe):
         cells = [markup_safe(key)]
         if by == "provider":
             cells.append(",".join(group["stages"]) or "-")
-        cells += [str(group["sessions"]), str(group["turns"]), *(_count(group[name]) for name in COUNTERS)]
+        cells += [str(group["session_count"]), str(group["turn_count"]), *(_count(group[name]) for name in COUNTERS)]
         table.add_row(*cells)
     return table
 
@@ -252,8 +254,8 @@ def _render_turns(turns: list[dict[str, Any]], console: Console) -> None:
         table = Table(
             title=markup_safe(f"Turns of {session_id}  {where}  (ms)"), title_justify="left", box=box.SIMPLE_HEAD
         )
-        for column in ("#", "stt", "tts", "end", "delay", "STT", "TTS 1st", "v→v"):
-            numeric = column in ("#", "delay", "STT", "TTS 1st", "v→v")
+        for column in ("#", "stt", "tts", "end", "delay", "STT", "agent", "TTS 1st", "v→v"):
+            numeric = column in ("#", "delay", "STT", "agent", "TTS 1st", "v→v")
             table.add_column(column, justify="right" if numeric else "left", no_wrap=True)
         inline = console.width >= WIDE_TURNS_COLUMNS  # else transcripts go below the table
         if inline:
@@ -265,17 +267,18 @@ def _render_turns(turns: list[dict[str, Any]], console: Console) -> None:
                 providers.get("stt") or providers.get("s2s") or "-",
                 providers.get("tts") or providers.get("s2s") or "-",
                 t["reason"] or "-",
-                fmt_ms(t["turn_end_delay_ms"]),
-                fmt_ms(t["stt_final_ms"]),
-                fmt_ms(t["tts_first_audio_ms"]),
-                fmt_ms(t["voice_to_voice_ms"]),
-            ) + ((t["text"] or "",) if inline else ())
+                fmt_ms(t["latency_ms"]["turn_end_delay"]),
+                fmt_ms(t["latency_ms"]["stt_final"]),
+                fmt_ms(t["latency_ms"]["agent"]),
+                fmt_ms(t["latency_ms"]["tts_first_audio"]),
+                fmt_ms(t["latency_ms"]["voice_to_voice"]),
+            ) + ((t["transcript"] or "",) if inline else ())
             table.add_row(*map(markup_safe, cells))
         console.print(table)
         if not inline:
             for t in rows:
-                if t["text"]:
-                    console.print(f"  {t['turn']:>2}  “{t['text']}”", markup=False, highlight=False)
+                if t["transcript"]:
+                    console.print(f"  {t['turn']:>2}  “{t['transcript']}”", markup=False, highlight=False)
 
 
 def _escaper():

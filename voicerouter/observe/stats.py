@@ -20,7 +20,15 @@ METRICS = {
     "stt_final": "stt_final_ms",
     "tts_first_audio": "tts_first_audio_ms",
     "turn_end_delay": "turn_end_delay_ms",
-    "agent_reply": "agent_reply_ms",
+    "agent": "agent_reply_ms",
+}
+# JSON latency keys (as in replay's turns) -> TurnRecord attribute.
+LATENCY_KEYS = {
+    "turn_end_delay": "turn_end_delay_ms",
+    "stt_final": "stt_final_ms",
+    "agent": "agent_reply_ms",
+    "tts_first_audio": "tts_first_audio_ms",
+    "voice_to_voice": "voice_to_voice_ms",
 }
 # Which stage's provider a metric belongs to when grouping by provider (None: any stage served).
 METRIC_STAGE = {"stt_final": "stt", "tts_first_audio": "tts"}
@@ -98,9 +106,25 @@ class TurnRecord:
         return self.end_s + (self.turn_end_delay_ms or 0) / 1000
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["voice_to_voice_ms"] = self.voice_to_voice_ms
-        return out
+        """The turn in the JSON vocabulary `replay --json` uses too (see schemas/report.schema.json)."""
+        return {
+            "session_id": self.session_id,
+            "turn": self.turn,
+            "tenant": self.tenant,
+            "region": self.region,
+            "route": self.route,
+            "pipeline": self.pipeline,
+            "reason": self.reason,
+            "t": self.t,
+            "start_s": self.start_s,
+            "end_s": self.end_s,
+            "transcript": self.text,
+            "reply": self.reply,
+            "providers": dict(self.providers),
+            "latency_ms": {name: getattr(self, attr) for name, attr in LATENCY_KEYS.items()},
+            "reply_start_s": self.reply_start_s,
+            "reply_audio_s": self.reply_audio_s,
+        }
 
 
 def _num(value: Any) -> float | None:
@@ -262,8 +286,8 @@ class GroupStats:
     def to_dict(self) -> dict[str, Any]:
         return {
             "key": self.key,
-            "sessions": self.sessions,
-            "turns": self.turns,
+            "session_count": self.sessions,
+            "turn_count": self.turns,
             "stages": self.stages,
             "latency_ms": {name: dist.to_dict() for name, dist in self.latency.items()},
             "failovers": self.failovers,

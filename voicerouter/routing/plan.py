@@ -113,7 +113,8 @@ class SessionPlan:
             "agent": {k: mask_value(k, v) for k, v in self.agent.model_dump().items()},
             "resilience": self.resilience.model_dump(),
             "barge_in": self.barge_in.model_dump(),
-            "providers": {
+            "providers": {s.stage: list(s.providers) for s in self.stages() + self.carrier_stages()},
+            "provider_configs": {
                 name: {k: mask_value(k, v) for k, v in cfg.model_dump(exclude_none=True, by_alias=True).items()}
                 for name, cfg in self.providers.items()
             },

@@ -55,6 +55,7 @@ class ReplayResult:
         session = self.session
         out: dict[str, Any] = {
             "file": self.file,
+            "ok": self.ok,
             "route": self.route,
             "session_id": self.session_id,
             "pipeline": self.plan.pipeline if self.plan else None,

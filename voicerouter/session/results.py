@@ -32,15 +32,21 @@ class TurnResult:
     reply_audio_s: float = 0.0
     error: str | None = None
 
+    @property
+    def providers(self) -> dict[str, str]:
+        """Stage -> the provider that served this turn (`s2s` when one provider did both ends)."""
+        if self.stt_provider and self.stt_provider == self.tts_provider:
+            return {"s2s": self.stt_provider}
+        return {stage: name for stage, name in (("stt", self.stt_provider), ("tts", self.tts_provider)) if name}
+
     def to_dict(self) -> dict[str, Any]:
         return {
-            "index": self.index,
+            "turn": self.index,
             "start_s": round(self.start_s, 3),
             "end_s": round(self.end_s, 3),
             "transcript": self.transcript,
             "reply": self.reply,
-            "stt_provider": self.stt_provider,
-            "tts_provider": self.tts_provider,
+            "providers": self.providers,
             "latency_ms": {k: round(v, 1) for k, v in self.latency_ms.items()},
             "reason": self.reason,
             "interrupted": self.interrupted,
