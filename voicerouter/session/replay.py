@@ -95,6 +95,7 @@ async def replay_files(
     env: Mapping[str, str] | None = None,
     preload: bool = True,
     agent_factory: Callable[[SessionPlan], Any] | None = None,
+    seed: int | None = None,
 ) -> list[ReplayResult]:
     """Replay every file through its own session; results come back in the order of `paths`.
 
@@ -102,12 +103,16 @@ async def replay_files(
     `out_dir` receives `<stem>.reply.wav` (the spoken replies) and `<stem>.events.jsonl` per file.
     `preload` loads local engines (models) first, so the first turn's latency is not a model load.
     `agent_factory(plan)` replaces the plan's agent with your own object (one per session).
+    `faults` takes the CLI's `--inject` string (`"dg=error:503@0.3,local-tts=slow:300ms"`, added to
+    the table's `faults:` and seeded by `seed`) or a parsed fault plan.
     Errors other than unreadable files (missing secrets, capacity, bad routes) are raised.
     """
     from voicerouter.providers.pool import ProviderPool
 
     if concurrency < 1:
         raise VoiceRouterError(f"concurrency must be at least 1, got {concurrency}")
+    if isinstance(faults, str):
+        faults = faults_for(table, faults, seed)
     env = dict(os.environ if env is None else env)
     out = Path(out_dir) if out_dir is not None else None
     stems = output_stems([Path(p) for p in paths])
