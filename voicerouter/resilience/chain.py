@@ -481,7 +481,7 @@ class StageRunner:
                 self._failed(member, error, admitted_at)
                 decision = decide(
                     error, attempt=attempt, retries=self.settings.retries, remaining_s=deadline - loop.time(),
-                    has_next=has_next, backoff=self.settings.backoff, rng=self.rng,
+                    has_next=has_next, backoff=self.settings.backoff, rng=self.rng, realtime=self.settings.realtime,
                 )
                 if decision.action == "retry" and member.state.breaker.state != "open":
                     self.bus.emit(

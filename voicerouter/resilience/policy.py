@@ -23,6 +23,9 @@ class StageSettings:
     backoff: BackoffConfig
     breaker: BreakerConfig
     health: HealthConfig
+    # a person is waiting on the line (stt/tts/s2s/agent): a 429 fails over at once rather than
+    # waiting; carriers (call/sms) have no dead air to avoid, so they retry a 429 before moving on
+    realtime: bool = True
 
     @classmethod
     def resolve(cls, policy: ResilienceConfig, stage: StageName) -> StageSettings:
@@ -43,4 +46,5 @@ class StageSettings:
             backoff=policy.backoff,
             breaker=policy.breaker,
             health=policy.health,
+            realtime=stage not in ("call", "sms"),
         )

@@ -53,13 +53,15 @@ def decide(
     has_next: bool,
     backoff: BackoffConfig,
     rng: random.Random,
+    realtime: bool = True,
 ) -> Decision:
-    """Retry the same provider, or move on. `attempt` counts the attempts already made (1 = first)."""
+    """Retry the same provider, or move on. `attempt` counts the attempts already made (1 = first).
+    `realtime=False` (carriers): a 429 is retried like other transient errors before failing over."""
     if isinstance(error, PermanentProviderError) or not error.retryable:
         return Decision("failover", why="permanent")
     if attempt > retries:
         return Decision("failover", why="retries exhausted")
-    if isinstance(error, RateLimitedError) and has_next:
+    if isinstance(error, RateLimitedError) and has_next and realtime:
         # A healthy fallback answers now; waiting out Retry-After would be dead air. The runner
         # remembers the Retry-After and skips this provider until it has passed.
         return Decision("failover", why="rate_limited")
