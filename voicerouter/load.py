@@ -363,6 +363,19 @@ async def _stream(http: Any, target: Target, plan: CallPlan, result: CallResult,
     result.outcome = "answered"
 
 
+async def answer_stream(http: Any, carrier: Carrier, plan: CallPlan, url: str, parameters: dict[str, str],
+                        call_id: str) -> CallResult:
+    """The carrier's side of one media stream already dialled (the carrier emulators' callee): speak,
+    listen, hang up. Failures are in the result, like `place_call`'s."""
+    result = CallResult(0, call_id)
+    try:
+        await _stream(http, Target(url=url, carrier=carrier), plan, result, url, parameters)
+    except Exception as exc:  # a broken stream ends the call, not the emulator
+        result.outcome = "failed"
+        result.error = f"{type(exc).__name__}: {exc}"[:300]
+    return result
+
+
 async def run_load(
     target: Target,
     plans: list[CallPlan],

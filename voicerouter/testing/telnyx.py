@@ -5,8 +5,9 @@ same call), `GET /calls/{call_control_id}`, `POST /texml/calls/{connection_id}`,
 `GET /messages/{id}`, `GET /balance`. Bearer auth with the emulator's key; errors as
 `{"errors": [{"code": "10009", "title", "detail"}]}`. A dial with `stream_url` connects a media
 stream to it and speaks the callee WAV; a TeXML call fetches its `Url` (or takes `Texml`) and
-follows `<Connect><Stream>`. Webhooks (`webhook_url`, `StatusCallback`) get the call's and message's
-events as JSON.
+follows `<Connect><Stream>`. The document fetch and the webhooks (`webhook_url`, `StatusCallback`: the
+call's and message's events, JSON) are signed like Telnyx's (`telnyx-signature-ed25519` over
+`timestamp|body`) with a key made at start-up; `public_key(app)` is what a `serve` verifies them with.
 
 Faults: `error:STATUS` answers with Telnyx's code for that status; `error:CODE` (e.g. `error:10011`,
 `error:40300`) with that code's HTTP status. Other faults strike after the call or message was
@@ -23,13 +24,14 @@ from typing import Any
 
 from aiohttp import web
 
-from voicerouter.testing.carrier_common import CarrierCalls, StatusSender, callee_pcm
+from voicerouter.testing.carrier_common import CarrierCalls, StatusSender, be_callee, fetch_document, follow
 from voicerouter.testing.server import EmulatorState, Fault, send_body
 
 BASE_PATH = "/v2"
 STATE = web.AppKey("state", EmulatorState)
 CALLS = web.AppKey("calls", CarrierCalls)
 COMMANDS = web.AppKey("commands", dict)
+KEY = web.AppKey("key", object)  # the Ed25519 private key the emulator signs webhooks with
 E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 
 CODES: dict[int, tuple[int, str, str]] = {
@@ -52,6 +54,9 @@ def build_app(state: EmulatorState) -> web.Application:
     app[STATE] = state
     app[CALLS] = CarrierCalls()
     app[COMMANDS] = {}
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    app[KEY] = Ed25519PrivateKey.generate()
     app.router.add_post(BASE_PATH + "/calls", _dial)
     app.router.add_get(BASE_PATH + "/calls/{id}", _get_call)
     app.router.add_post(BASE_PATH + "/texml/calls/{connection_id}", _texml_call)
@@ -141,9 +146,13 @@ async def _dial(request: web.Request) -> web.StreamResponse:
     if command_id:
         commands[command_id] = call_id
     state.record(event="call_created", call_control_id=call_id, to=to, **{"from": sender})
-    hook = StatusSender(body.get("webhook_url"), json_body=True)
+    hook = _hook(request.app, body.get("webhook_url"))
     calls.start(call_id, call, _carry_out(request.app, call, body.get("stream_url"), None, None, hook))
     return await _answer(request, {"data": _call_view(call)}, fault)
+
+
+def _hook(app: web.Application, url: str | None) -> StatusSender:
+    return StatusSender(url, headers_for=lambda target, params, body: signed_headers(app, body), json_body=True)
 
 
 def _call_view(call: dict[str, Any]) -> dict[str, Any]:
@@ -182,7 +191,7 @@ async def _texml_call(request: web.Request) -> web.StreamResponse:
             "call_session_id": str(uuid.uuid4()), "to": to, "from": sender, "is_alive": False,
             "record_type": "call", "start_time": _iso(), "state": "queued", "status": "queued"}
     state.record(event="call_created", call_control_id=call["call_control_id"], to=to, **{"from": sender})
-    hook = StatusSender(body.get("StatusCallback"), json_body=True)
+    hook = _hook(request.app, body.get("StatusCallback"))
     calls.start(call["call_control_id"], call,
                 _carry_out(request.app, call, None, body.get("Url"), body.get("Texml"), hook))
     return await _answer(request, {"call_sid": sid, "from": sender, "to": to, "status": "queued"}, fault)
@@ -190,7 +199,9 @@ async def _texml_call(request: web.Request) -> web.StreamResponse:
 
 async def _carry_out(app: web.Application, call: dict[str, Any], stream_url: str | None, url: str | None,
                      texml: str | None, hook: StatusSender) -> None:
-    from voicerouter.testing.callee import parse_document, speak_into_stream
+    from urllib.parse import urlencode
+
+    from voicerouter.transports import telnyx
 
     state, calls = app[STATE], app[CALLS]
 
@@ -207,17 +218,13 @@ async def _carry_out(app: web.Application, call: dict[str, Any], stream_url: str
     try:
         parameters: dict[str, str] = {}
         if stream_url is None and (url or texml):
-            document = texml or await calls.fetch_document(url or "", {
-                "CallSid": call.get("call_sid", ""), "From": call["from"], "To": call["to"],
-                "CallStatus": "in-progress", "Direction": "outbound-api"})
-            script = parse_document(document)
-            call["said"] = script.said
-            stream_url, parameters = script.stream_url, script.parameters
+            if url:
+                form = telnyx.call_params(call.get("call_sid") or call["call_control_id"], call["to"], call["from"])
+                body = urlencode(form).encode()
+                texml = await fetch_document(url, form, signed_headers(app, body), body=body)
+            stream_url, parameters, call["verb"] = follow("telnyx", texml or "")
         if stream_url:
-            ids = {"call_id": call["call_control_id"], "call_session_id": call["call_session_id"],
-                   "from": call["from"], "to": call["to"], "stream_id": str(uuid.uuid4())}
-            result = await speak_into_stream(stream_url, dialect="telnyx", ids=ids, pcm=await callee_pcm(state),
-                                             parameters=parameters)
+            result = await be_callee(state, "telnyx", stream_url, parameters, call["call_control_id"])
             calls.results[call["call_control_id"]] = result
             if result.error:
                 call["stream_error"] = result.error
@@ -225,6 +232,24 @@ async def _carry_out(app: web.Application, call: dict[str, Any], stream_url: str
         call["error"] = f"{type(exc).__name__}: {exc}"
     call["is_alive"], call["state"], call["status"], call["end_time"] = False, "hangup", "completed", _iso()
     await event("call.hangup")
+
+
+def signed_headers(app: web.Application, body: bytes) -> dict[str, str]:
+    """Telnyx's webhook signature: Ed25519 over `timestamp|body` with the emulator's key (see PUBLIC_KEY)."""
+    from voicerouter.transports import telnyx
+
+    stamp = int(time.time())
+    return {telnyx.TIMESTAMP_HEADER: str(stamp), telnyx.SIGNATURE_HEADER: telnyx.sign(app[KEY], body, stamp)}
+
+
+def public_key(app: web.Application) -> str:
+    """The base64 Ed25519 public key that verifies this emulator's webhooks (a `serve` needs it)."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+
+    raw = app[KEY].public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return base64.b64encode(raw).decode()
 
 
 async def _send_message(request: web.Request) -> web.StreamResponse:
@@ -251,7 +276,7 @@ async def _send_message(request: web.Request) -> web.StreamResponse:
                "completed_at": None, "errors": []}
     calls.messages[message_id] = message
     state.record(event="message_created", id=message_id, to=to, **{"from": sender})
-    hook = StatusSender(body.get("webhook_url"), json_body=True)
+    hook = _hook(request.app, body.get("webhook_url"))
     calls.spawn(_deliver(message, hook))
     return await _answer(request, {"data": message}, fault)
 

@@ -4,9 +4,10 @@ Routes: `POST/GET /2010-04-01/Accounts/{AccountSid}/Calls.json`, `GET .../Calls/
 `POST/GET .../Messages.json`, `GET .../Messages/{Sid}.json`, `GET /2010-04-01/Accounts/{AccountSid}.json`.
 Form-encoded bodies, HTTP Basic auth (any account SID, the emulator's key as auth token), errors as
 Twilio's JSON `{code, message, more_info, status}`. A placed call is carried out: the emulator fetches
-the `Url` (POST, with CallSid/From/To/CallStatus) or takes the inline `Twiml`, and on
-`<Connect><Stream url>` connects a Media Streams WebSocket and speaks the callee WAV into it.
-Status callbacks (`StatusCallback`) are POSTed with an `X-Twilio-Signature`.
+the `Url` (POST, with CallSid/From/To/CallStatus, signed with `X-Twilio-Signature`) or takes the
+inline `Twiml`, and on `<Connect><Stream url>` connects a Media Streams WebSocket and speaks the
+callee WAV into it (the far end of `voicerouter load`). Status callbacks (`StatusCallback`) are
+POSTed signed as well.
 
 Faults: `error:STATUS` answers that HTTP status with Twilio's code for it; `error:CODE` (a Twilio
 error code, e.g. `error:21610`, `error:20429:2`) answers that code with its HTTP status. Every other
@@ -19,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.utils
-import hashlib
 import hmac
 import re
 import uuid
@@ -27,8 +27,9 @@ from typing import Any
 
 from aiohttp import web
 
-from voicerouter.testing.carrier_common import CarrierCalls, StatusSender, callee_pcm
+from voicerouter.testing.carrier_common import CarrierCalls, StatusSender, be_callee, fetch_document, follow
 from voicerouter.testing.server import EmulatorState, Fault, send_body
+from voicerouter.transports.twilio import SIGNATURE_HEADER, signature
 
 STATE = web.AppKey("state", EmulatorState)
 CALLS = web.AppKey("calls", CarrierCalls)
@@ -154,7 +155,7 @@ async def _create_call(request: web.Request) -> web.StreamResponse:
     }
     state.record(event="call_created", sid=sid, to=to, **{"from": sender})
     callback = str(form.get("StatusCallback", "")) or None
-    sender_hook = StatusSender(callback, signer=lambda url, params: signature(state.api_key, url, params))
+    sender_hook = _hook(callback, state)
     calls.start(sid, call, _carry_out(request.app, call, str(url) if url else None, str(twiml) if twiml else None,
                                       sender_hook))
     return await _answer(request, call, fault, status=201)
@@ -163,8 +164,6 @@ async def _create_call(request: web.Request) -> web.StreamResponse:
 async def _carry_out(app: web.Application, call: dict[str, Any], url: str | None, twiml: str | None,
                      hook: StatusSender) -> None:
     """Ring, answer, run the document, hang up; the call's status follows (and is POSTed to the hook)."""
-    from voicerouter.testing.callee import parse_document, speak_into_stream
-
     state, calls = app[STATE], app[CALLS]
 
     def params() -> dict[str, str]:
@@ -183,15 +182,14 @@ async def _carry_out(app: web.Application, call: dict[str, Any], url: str | None
     await move("in-progress")
     try:
         if url:
-            document = await calls.fetch_document(url, params())
+            form = params()
+            document = await fetch_document(url, form, {SIGNATURE_HEADER: signature(state.api_key, url, form)})
         else:
             document = twiml or ""
-        script = parse_document(document)
-        call["said"] = script.said
-        if script.stream_url:
-            ids = {"call_id": call["sid"], "account_sid": call["account_sid"], "stream_id": "MZ" + uuid.uuid4().hex}
-            result = await speak_into_stream(script.stream_url, dialect="twilio", ids=ids, pcm=await callee_pcm(state),
-                                             parameters=script.parameters)
+        stream_url, parameters, verb = follow("twilio", document)
+        call["verb"] = verb
+        if stream_url:
+            result = await be_callee(state, "twilio", stream_url, parameters, call["sid"])
             calls.results[call["sid"]] = result
             if result.error:
                 call["stream_error"] = result.error
@@ -225,7 +223,7 @@ async def _create_message(request: web.Request) -> web.StreamResponse:
     calls.messages[sid] = message
     state.record(event="message_created", sid=sid, to=to, **{"from": sender})
     callback = str(form.get("StatusCallback", "")) or None
-    hook = StatusSender(callback, signer=lambda url, params: signature(state.api_key, url, params))
+    hook = _hook(callback, state)
     calls.spawn(_deliver(message, hook))
     return await _answer(request, message, fault, status=201)
 
@@ -278,7 +276,7 @@ def _fetch(kind: str):
     return handler
 
 
-def signature(token: str, url: str, params: dict[str, str]) -> str:
-    """X-Twilio-Signature: base64 HMAC-SHA1 of the URL followed by each POST parameter name+value, sorted."""
-    data = url + "".join(f"{key}{params[key]}" for key in sorted(params))
-    return base64.b64encode(hmac.new(token.encode(), data.encode(), hashlib.sha1).digest()).decode()
+def _hook(url: str | None, state: EmulatorState) -> StatusSender:
+    """Status callbacks, signed with the account's auth token (X-Twilio-Signature)."""
+    return StatusSender(url, headers_for=lambda target, params, body: {
+        SIGNATURE_HEADER: signature(state.api_key, target, {k: str(v) for k, v in params.items()})})
