@@ -41,6 +41,7 @@ async def place_call(
     url: str | None = None,
     twiml: str | None = None,
     stream_url: str | None = None,
+    serve_url: str | None = None,
     status_callback: str | None = None,
     env: Mapping[str, str] | None = None,
     pool: ProviderPool | None = None,
@@ -49,13 +50,23 @@ async def place_call(
 ) -> Outcome[PlacedCall]:
     """Place one outbound call through the first carrier of the route's `call:` chain that takes it.
 
-    What the callee hears: `url` (a TwiML/TeXML document), `twiml` (inline), or `stream_url` (a
-    `wss://` media stream, e.g. a `voicerouter serve` session): exactly one of them.
+    What the callee hears, exactly one of: `url` (a TwiML/TeXML document), `twiml` (inline),
+    `stream_url` (a `wss://` media stream), or `serve_url` (a `voicerouter serve` deployment: the
+    carrier fetches its voice webhook, with this call's tenant, region and flags, and the callee
+    talks to a session there).
     """
-    if sum(x is not None for x in (url, twiml, stream_url)) != 1:
-        raise UsageError("a call needs exactly one of url, twiml or stream_url")
+    if sum(x is not None for x in (url, twiml, stream_url, serve_url)) != 1:
+        raise UsageError("a call needs exactly one of url, twiml, stream_url or serve_url")
+    query = ""
+    if serve_url is not None:
+        from urllib.parse import urlencode
+
+        pairs = [(k, v) for k, v in (("tenant", tenant), ("region", region)) if v]
+        pairs += [("flag", name if value else f"{name}=false") for name, value in sorted((flags or {}).items())]
+        query = urlencode(pairs)
     request = CallRequest(_number(to, "to"), _number(from_number, "from") if from_number else None, url=url,
-                          twiml=twiml, stream_url=stream_url, status_callback=status_callback)
+                          twiml=twiml, stream_url=stream_url, status_callback=status_callback,
+                          serve_url=serve_url, serve_query=query)
     return await _through(table, "call", lambda chain: chain.place(request), tenant=tenant, region=region,
                           flags=flags, env=env, pool=pool, faults=faults, bus=bus)
 

@@ -26,6 +26,8 @@ COMMANDS = (
     "report",
     "serve",
     "load",
+    "call",
+    "sms",
 )
 
 
@@ -43,7 +45,9 @@ def build_app(only: str | None = None) -> typer.Typer:
         add_completion=True,  # --install-completion / --show-completion [bash|zsh|fish|powershell]
         context_settings={"help_option_names": ["-h", "--help"]},
         epilog="Exit codes: 0 ok, 1 failed (invalid table, failed expectation, session error), 2 usage error, "
-        "3 providers unavailable (all failed, missing secret, capacity), 4 audio device error, 130 interrupted.",
+        "3 providers unavailable (all failed, missing secret, capacity), 4 audio device error, "
+        "5 recipient refused by a carrier (call/sms: invalid number, opted out), "
+        "6 call/sms outcome unknown (may have gone out; not retried), 130 interrupted.",
         pretty_exceptions_enable=False,
     )
 

@@ -57,6 +57,11 @@ def snippet(urls: dict[str, str]) -> str:
             name = f"{type_name}-emu" if len(kinds) == 1 else f"{type_name}-emu-{kind}"
             fields = [f"type: {type_name}", f"kind: {kind}", f"base_url: {url}{base_path}",
                       'api_key: "${' + KEY_VAR + '}"']
+            if type_name == "twilio":  # a carrier: account, token and caller id instead of an api key
+                fields[3:] = ["account_sid: AC00000000000000000000000000000000",
+                              'auth_token: "${' + KEY_VAR + '}"', 'from: "+15550100"']
+            elif type_name == "telnyx":
+                fields += ["connection_id: emulated-connection", 'from: "+15550100"']
             if ptype and "region" in ptype.required:
                 fields.append("region: local")
             lines.append(f"  {name}:")
@@ -84,6 +89,10 @@ async def serve(types: list[str], *, host: str, port: int, faults: dict[str, lis
                 host=host, port=port + index if port else 0,
             ))
             urls[type_name] = emu.url
+            if type_name == "telnyx":  # what a `serve` verifies this emulator's signed webhooks with
+                from voicerouter.testing.telnyx import public_key
+
+                print(f"# export TELNYX_PUBLIC_KEY={public_key(emu.app)}", flush=True)
         if ready is not None:
             ready(urls)
         await asyncio.Event().wait()

@@ -46,7 +46,7 @@ def render_plan(plan: SessionPlan, source: str) -> None:
     table.add_row("context", f"tenant={ctx.tenant or '-'} region={ctx.region or '-'} flags={flags}")
     table.add_row("why", "; ".join(plan.reasons))
     table.add_row("pipeline", "speech-to-speech (s2s)" if plan.pipeline == "s2s" else "STT -> agent -> TTS (stt_tts)")
-    for stage in plan.stages():
+    for stage in plan.stages() + plan.carrier_stages():
         table.add_row(stage.stage, _stage_text(stage))
     for name, cfg in data["provider_configs"].items():
         detail = ", ".join(f"{k}={v}" for k, v in cfg.items() if k not in ("options",))

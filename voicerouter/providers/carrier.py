@@ -48,8 +48,9 @@ E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 @dataclass(frozen=True)
 class CallRequest:
     """An outbound call. What the callee hears comes from one of: a TwiML/TeXML document URL (`url`),
-    an inline document (`twiml`), or a media stream URL (`stream_url`, a `wss://` endpoint that speaks
-    the carrier's media stream protocol, e.g. a `voicerouter serve` session)."""
+    an inline document (`twiml`), a media stream URL (`stream_url`, a `wss://` endpoint that speaks the
+    carrier's media stream protocol), or a `voicerouter serve` deployment (`serve_url`), whose voice
+    webhook for the carrier answers with `<Connect><Stream>` to one of its sessions."""
 
     to: str
     from_number: str | None = None  # None: the carrier instance's configured `from`
@@ -57,6 +58,8 @@ class CallRequest:
     twiml: str | None = None
     stream_url: str | None = None
     status_callback: str | None = None
+    serve_url: str | None = None  # a `voicerouter serve` base URL: the carrier fetches its voice webhook there
+    serve_query: str = ""  # the call's routing context for serve (tenant, region, flags), URL-encoded
     # one key per logical call: a carrier that supports idempotent requests (Telnyx command_id)
     # gets the same key on every retry, so a retry can never place a second call
     key: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -111,6 +114,12 @@ class SMSProvider(Provider, Protocol):
 def stream_twiml(stream_url: str) -> str:
     """The TwiML/TeXML document that connects the callee to a media stream."""
     return f"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Connect><Stream url={quoteattr(stream_url)}/></Connect></Response>"
+
+
+def serve_voice_url(request: CallRequest, carrier_type: str) -> str:
+    """The voice webhook of a `voicerouter serve` for this carrier (`/twilio/voice`, `/telnyx/voice`)."""
+    url = f"{(request.serve_url or '').rstrip('/')}/{carrier_type}/voice"
+    return f"{url}?{request.serve_query}" if request.serve_query else url
 
 
 def request_sent(exc: Exception) -> bool:

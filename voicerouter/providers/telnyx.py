@@ -39,6 +39,7 @@ from voicerouter.providers.carrier import (
     SMSRequest,
     check_number,
     request_sent,
+    serve_voice_url,
 )
 from voicerouter.providers.http import check_base_url
 
@@ -98,9 +99,12 @@ class TelnyxCarrier(CarrierClient):
         to = check_number(request.to, what="to", provider=self.name)
         sender = request.from_number or self.from_number
         callback = request.status_callback or self.webhook_url
-        if request.url or request.twiml:
+        if request.url or request.twiml or request.serve_url:
             body: dict[str, Any] = {"To": to, "From": sender}
-            body.update({"Url": request.url} if request.url else {"Texml": request.twiml})
+            if request.url or request.serve_url:
+                body["Url"] = request.url or serve_voice_url(request, self.type)
+            else:
+                body["Texml"] = request.twiml
             if callback:
                 body["StatusCallback"] = callback
             try:

@@ -41,6 +41,7 @@ from voicerouter.providers.carrier import (
     SMSRequest,
     check_number,
     request_sent,
+    serve_voice_url,
     stream_twiml,
 )
 from voicerouter.providers.http import check_base_url
@@ -110,8 +111,8 @@ class TwilioCarrier(CarrierClient):
         to = check_number(request.to, what="To", provider=self.name)
         sender = request.from_number or self.from_number
         form: dict[str, Any] = {"To": to, "From": sender}
-        if request.url:
-            form["Url"] = request.url
+        if request.url or request.serve_url:
+            form["Url"] = request.url or serve_voice_url(request, self.type)
         elif request.twiml or request.stream_url:
             form["Twiml"] = request.twiml or stream_twiml(request.stream_url or "")
         else:

@@ -361,7 +361,7 @@ class FaultyCarrier(_Faulty):
     async def _before(self) -> None:
         fault = self._pick()
         if fault is not None and fault.kind == "error" and (fault.status or 0) >= 10000:
-            raise self.inner.error_for_code(fault.status)
+            raise self.inner.error_for_code(fault.status, f"injected fault {fault.spec}")
         if fault is not None and fault.mid_stream:
             raise fault.error()  # nothing streams: drop/stall fail the request
         await self.before_first(fault)

@@ -105,8 +105,6 @@ class SessionPlan:
             "stt": stage_list(self.stt),
             "tts": stage_list(self.tts),
             "s2s": stage_list(self.s2s),
-            "call": stage_list(self.call),
-            "sms": stage_list(self.sms),
             "stages": {s.stage: s.to_dict() for s in self.stages() + self.carrier_stages()},
             "vad": self.vad.model_dump(),
             "turn": self.turn.model_dump(),
