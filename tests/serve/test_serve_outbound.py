@@ -55,7 +55,7 @@ async def test_voicerouter_call_serve_is_answered_with_a_spoken_reply(tmp_path):
         callee = calls.results[sid]
         assert callee.outcome == "answered", callee.error
         reply = np.frombuffer(bytes(callee.heard), dtype="<i2")
-        assert len(reply) / callee.rate > 1.0 and callee.latencies_s  # the reply came after the callee spoke
+        assert len(reply) / callee.rate > 1.0 and callee.latencies_s, callee  # the reply came after the callee spoke
         from voicerouter.providers.local.pocketsphinx import transcribe_pcm
 
         heard = set((await asyncio.to_thread(transcribe_pcm, bytes(callee.heard), callee.rate)).split())

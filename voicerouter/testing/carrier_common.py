@@ -17,7 +17,7 @@ from typing import Any, Literal
 from voicerouter.testing.server import EmulatorState
 
 DOCUMENT_TIMEOUT_S = 5.0
-CALLEE_LISTEN_S = 12.0  # the callee waits this long for a reply before hanging up
+CALLEE_LISTEN_S = 30.0  # the callee waits this long for a reply before hanging up (a loaded machine is slow)
 
 Carrier = Literal["twilio", "telnyx"]
 
