@@ -76,18 +76,23 @@ _BUILTIN: tuple[ProviderType, ...] = (
         env_vars=("OPENAI_API_KEY",), required=("api_key",),
     ),
     ProviderType(
+        "gemini-live", ("s2s",), "voicerouter.providers.gemini_live:create",
+        "Google Gemini Live API (BidiGenerateContent WebSocket, speech to speech).",
+        env_vars=("GEMINI_API_KEY",), required=("api_key",),
+    ),
+    ProviderType(
         "deepgram", ("stt", "tts"), "voicerouter.providers.deepgram:create",
-        "Deepgram live /v1/listen WebSocket and /v1/speak.",
+        "Deepgram live /v1/listen WebSocket and /v1/speak (HTTP or the speak WebSocket).",
         env_vars=("DEEPGRAM_API_KEY",), required=("api_key",),
     ),
     ProviderType(
         "elevenlabs", ("tts", "stt"), "voicerouter.providers.elevenlabs:create",
-        "ElevenLabs streaming TTS (pcm output) and Scribe STT.",
+        "ElevenLabs streaming TTS (pcm output, HTTP or stream-input WebSocket) and Scribe STT.",
         env_vars=("ELEVENLABS_API_KEY",), required=("api_key",),
     ),
     ProviderType(
         "cartesia", ("tts",), "voicerouter.providers.cartesia:create",
-        "Cartesia /tts/bytes raw PCM synthesis.",
+        "Cartesia TTS: /tts/bytes raw PCM, or the /tts/websocket with contexts.",
         env_vars=("CARTESIA_API_KEY",), required=("api_key",),
     ),
     ProviderType(

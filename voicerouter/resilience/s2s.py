@@ -2,8 +2,9 @@
 
 The chain session buffers the audio of the current user turn. If the live connection fails
 (while sending, before the first reply event, or mid-reply), the next provider gets a new
-connection with the same `history` object (the conversation so far, kept by the session) and the
-user's turn audio is sent again, so the reply answers what was just said. A reply cut mid-stream is
+connection with the conversation as it stood before the turn (each vendor replays it in its own
+format: Realtime items, Live `clientContent` turns) and the user's turn audio is sent again, so the
+reply answers what was just said and the user's words reach it once. A reply cut mid-stream is
 restarted from the start on the next provider (`failover` event with `restarted_reply: true`).
 """
 
@@ -44,8 +45,8 @@ class ChainS2SSession:
         self.failed: tuple[Member, ProviderError, bool] | None = None
         self._closing: list[asyncio.Task[None] | None] = []  # abandoned connections closing in the background
 
-    async def _connect(self, member: Member) -> Any:
-        return await member.provider.connect(instructions=self.instructions, history=self.history)
+    async def _connect(self, member: Member, history: Conversation | None = None) -> Any:
+        return await member.provider.connect(instructions=self.instructions, history=history or self.history)
 
     async def start(self) -> None:
         """Connect to the first provider that accepts (the connect itself fails over)."""
@@ -91,6 +92,10 @@ class ChainS2SSession:
         # respond() commits what was sent so far; audio arriving from now on is the next turn's
         turn_audio, self.turn_audio = self.turn_audio, []
         audio_s = sum(len(pcm) / 2 / rate for pcm, rate in turn_audio)
+        # The conversation as it stood before this turn: the user's words of this turn reach a
+        # fallback as the resent audio, never also as history text (the live provider may already
+        # have transcribed them into the shared history).
+        settled = Conversation(list(self.history.messages))
         created: dict[str, Any] = {}
         answering: list[Member] = []  # the member whose reply is being streamed
 
@@ -98,7 +103,7 @@ class ChainS2SSession:
             if member is live and attempt == 1 and live_session is not None:
                 session = live_session
             else:
-                session = await self._connect(member)
+                session = await self._connect(member, settled)
                 old = created.pop(member.name, None)
                 if old is not None:
                     self._discard(old)

@@ -23,6 +23,7 @@ EMULATORS: dict[str, str] = {
     "openai": "voicerouter.testing.openai",
     "openai-compatible": "voicerouter.testing.openai",
     "openai-realtime": "voicerouter.testing.openai_realtime",
+    "gemini-live": "voicerouter.testing.gemini_live",
     "deepgram": "voicerouter.testing.deepgram",
     "elevenlabs": "voicerouter.testing.elevenlabs",
     "cartesia": "voicerouter.testing.cartesia",

@@ -116,6 +116,21 @@ async def elevenlabs_stream_input(url: str, key: str) -> bytes:
     return await _socket_tts("elevenlabs", url, key, voice=ELEVEN_VOICE)
 
 
+async def gemini_live(url: str, key: str) -> list[str]:
+    provider = build("gemini-live", "s2s", url, key)
+    history = Conversation()
+    history.add("user", "hi")
+    history.add("assistant", "hello")
+    session = await provider.connect(instructions="Answer briefly.", history=history)
+    try:
+        pcm = tone(1.0, 16000)
+        for offset in range(0, len(pcm), 640):
+            await session.send_audio(pcm[offset : offset + 640], 16000)
+        return [event.type async for event in session.respond()]
+    finally:
+        await session.aclose()
+
+
 CLIENT_CALLS: dict[str, Callable[[str, str], Awaitable[Any]]] = {
     "openai.speech": openai_speech,
     "openai.transcription": openai_transcription,
@@ -129,6 +144,7 @@ CLIENT_CALLS: dict[str, Callable[[str, str], Awaitable[Any]]] = {
     "cartesia.tts_websocket": cartesia_tts_websocket,
     "deepgram.speak_live": deepgram_speak_live,
     "elevenlabs.stream_input": elevenlabs_stream_input,
+    "gemini.live": gemini_live,
 }
 
 # Vendor ids in paths, replaced by placeholders before comparing.
@@ -141,6 +157,9 @@ async def script(record: Any, send: Callable[[Any], Awaitable[None]]) -> None:
         await send({"type": "session.created", "event_id": "event_1", "session": {"type": "realtime"}})
         await asyncio.sleep(0.2)
         await send({"type": "session.updated", "event_id": "event_2", "session": {"type": "realtime"}})
+    if "BidiGenerateContent" in record.path:
+        await asyncio.sleep(0.1)
+        await send({"setupComplete": {}})
 
 
 async def run_against_capture(call: Callable[[str, str], Awaitable[Any]], key: str, deadline_s: float = 20.0) -> Any:

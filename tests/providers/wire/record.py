@@ -23,7 +23,8 @@ NOT_REQUIRED = {
     "elevenlabs.stream_input": {"try_trigger_generation": "an advanced trigger the API docs advise against; "
                                                           "the client sends flush at sentence ends instead"},
 }
-SDKS = {"openai": "openai", "deepgram": "deepgram-sdk", "elevenlabs": "elevenlabs", "cartesia": "cartesia"}
+SDKS = {"openai": "openai", "deepgram": "deepgram-sdk", "elevenlabs": "elevenlabs", "cartesia": "cartesia",
+        "gemini": "google-genai"}
 
 
 async def record() -> dict:

@@ -46,7 +46,7 @@ def summarize(record: Captured, key: str, placeholders: dict[str, str] | None = 
         kind = "binary"
     first = record.messages[0] if record.messages else None
     if isinstance(first, dict):
-        first_message = first.get("type") or "json"
+        first_message = first.get("type") or (next(iter(first)) if len(first) == 1 else "json")
     elif first is None:
         first_message = None
     else:

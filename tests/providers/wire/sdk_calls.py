@@ -195,6 +195,38 @@ async def elevenlabs_stream_input(url: str, key: str) -> bytes:
     return await asyncio.to_thread(_elevenlabs_stream_input, url, key)
 
 
+async def gemini_live(url: str, key: str) -> list[Any]:
+    """A Live session with activity detection off: setup, history, one framed turn of audio, read to turnComplete."""
+    from google import genai
+    from google.genai import types
+
+    client = genai.Client(api_key=key, http_options={"base_url": url})
+    # The SDK always derives wss:// (with an SSL context) from the base URL; loopback is plain ws://.
+    client._api_client._websocket_base_url = lambda http_options=None: "ws://" + url.removeprefix("http://")
+    client._api_client._websocket_ssl_ctx = {}
+    config = types.LiveConnectConfig(
+        response_modalities=["AUDIO"], input_audio_transcription={}, output_audio_transcription={},
+        realtime_input_config={"automatic_activity_detection": {"disabled": True}},
+        system_instruction="Answer briefly.")
+    received: list[Any] = []
+    async with client.aio.live.connect(model="gemini-live-2.5-flash-preview", config=config) as session:
+        await session.send_client_content(turns=[{"role": "user", "parts": [{"text": "hi"}]},
+                                                 {"role": "model", "parts": [{"text": "hello"}]}],
+                                          turn_complete=False)
+        await session.send_realtime_input(activity_start=types.ActivityStart())
+        pcm = tone(1.0, 16000)
+        for offset in range(0, len(pcm), 3200):
+            await session.send_realtime_input(audio=types.Blob(data=pcm[offset : offset + 3200],
+                                                               mime_type="audio/pcm;rate=16000"))
+        await session.send_realtime_input(activity_end=types.ActivityEnd())
+        async with asyncio.timeout(10):
+            async for message in session.receive():
+                received.append(message)
+                if message.server_content and message.server_content.turn_complete:
+                    break
+    return received
+
+
 SDK_CALLS: dict[str, Callable[[str, str], Awaitable[Any]]] = {
     "openai.speech": openai_speech,
     "openai.transcription": openai_transcription,
@@ -208,4 +240,5 @@ SDK_CALLS: dict[str, Callable[[str, str], Awaitable[Any]]] = {
     "cartesia.tts_websocket": cartesia_tts_websocket,
     "deepgram.speak_live": deepgram_speak_live,
     "elevenlabs.stream_input": elevenlabs_stream_input,
+    "gemini.live": gemini_live,
 }
