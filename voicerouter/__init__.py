@@ -8,23 +8,35 @@ import logging as _logging
 # Library logging is silent unless the application configures it.
 _logging.getLogger("voicerouter").addHandler(_logging.NullHandler())
 
+# The public API: name -> module. Imported lazily so `import voicerouter` stays cheap for the CLI.
+_PUBLIC = {
+    "load_routes": "voicerouter.config.loader",
+    "parse_routes": "voicerouter.config.loader",
+    "builtin_routes": "voicerouter.config.loader",
+    "RoutingTable": "voicerouter.routing.table",
+    "RouteContext": "voicerouter.routing.plan",
+    "SessionPlan": "voicerouter.routing.plan",
+    "StagePlan": "voicerouter.routing.plan",
+    "replay_files": "voicerouter.session.replay",
+    "ReplayResult": "voicerouter.session.replay",
+    "place_call": "voicerouter.outbound",
+    "send_sms": "voicerouter.outbound",
+    "VoiceRouterError": "voicerouter.errors",
+    "ConfigError": "voicerouter.errors",
+    "UsageError": "voicerouter.errors",
+    "ProviderError": "voicerouter.errors",
+}
+__all__ = sorted(_PUBLIC)
+
 
 def __getattr__(name: str):
-    # The public API, imported lazily so `import voicerouter` stays cheap for the CLI.
-    if name in ("load_routes", "parse_routes", "builtin_routes"):
-        from voicerouter.config import loader
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'voicerouter' has no attribute {name!r}")
+    import importlib
 
-        return getattr(loader, name)
-    if name == "RoutingTable":
-        from voicerouter.routing.table import RoutingTable
+    return getattr(importlib.import_module(module), name)
 
-        return RoutingTable
-    if name in ("RouteContext", "SessionPlan", "StagePlan"):
-        from voicerouter.routing import plan
 
-        return getattr(plan, name)
-    if name in ("place_call", "send_sms"):
-        from voicerouter import outbound
-
-        return getattr(outbound, name)
-    raise AttributeError(name)
+def __dir__() -> list[str]:
+    return [*__all__, "__version__"]
