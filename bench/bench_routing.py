@@ -1,10 +1,13 @@
-"""Routing speed: resolve() on a 1,000-route table, and whole-process start-up of resolve/validate.
+"""Routing speed: resolve() on a 1,000-route table, and whole-process start-up of resolve/validate,
+including 10,000-route tables (literal tenants, tenant globs, flag-only routes: the shapes where a
+pairwise shadowed-route check was quadratic).
 
-Run: python bench/bench_routing.py   (prints microseconds per resolve and process wall times)
+Run: python bench/bench_routing.py   (prints microseconds per resolve, process wall and CPU times)
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import sys
@@ -52,12 +55,48 @@ def bench_resolve(text: str) -> None:
 
 
 def wall(cmd: list[str], runs: int = 5) -> float:
-    times = []
+    return timed(cmd, runs)[0]
+
+
+def timed(cmd: list[str], runs: int = 5) -> tuple[float, float]:
+    """Median wall and CPU (user+system of the child) milliseconds of a whole process."""
+    walls, cpus = [], []
     for _ in range(runs):
+        before = os.times()
         start = time.perf_counter()
         subprocess.run(cmd, capture_output=True, check=False)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
+        walls.append(time.perf_counter() - start)
+        after = os.times()
+        cpus.append((after.children_user - before.children_user) + (after.children_system - before.children_system))
+    return statistics.median(walls) * 1000, statistics.median(cpus) * 1000
+
+
+def shaped_table(shape: str, n_routes: int = 10_000) -> str:
+    """10,000 routes of one shape: distinct tenant globs, or flag-only matches (no tenant at all)."""
+    routes = []
+    for i in range(n_routes):
+        match = {"tenant": f"t{i}-*"} if shape == "globs" else {"flags": {f"f{i}": True}}
+        routes.append({"name": f"r{i}", "match": match})
+    return yaml.safe_dump(
+        {"version": 1, "providers": {"s": {"type": "pocketsphinx"}, "t": {"type": "piper"}},
+         "defaults": {"stt": ["s"], "tts": ["t"]}, "routes": routes}
+    )
+
+
+def bench_big_tables() -> None:
+    py = sys.executable
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, text in (("literal tenants", big_table(10_000)), ("tenant globs", shaped_table("globs")),
+                            ("flags only", shaped_table("flags"))):
+            path = Path(tmp) / "routes.yaml"
+            path.write_text(text)
+            size = len(text.encode()) // 1024
+            for command, cmd in (
+                ("validate", [py, "-m", "voicerouter", "validate", str(path)]),
+                ("resolve", [py, "-m", "voicerouter", "resolve", "--routes", str(path), "--tenant", "t5000-x"]),
+            ):
+                wall_ms, cpu_ms = timed(cmd, runs=3)
+                print(f"10,000 routes, {label:<15} ({size:>4} KB) {command:<8} {wall_ms:7.0f} ms wall {cpu_ms:7.0f} ms CPU")
 
 
 def bench_processes(text: str) -> None:
@@ -81,3 +120,4 @@ if __name__ == "__main__":
     text = big_table()
     bench_resolve(text)
     bench_processes(text)
+    bench_big_tables()

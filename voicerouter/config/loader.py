@@ -8,6 +8,7 @@ key, stages (stt, tts, s2s) are replaced whole. Every problem becomes a located 
 from __future__ import annotations
 
 import copy
+import json
 import os
 from collections.abc import Mapping
 from importlib import resources
@@ -69,13 +70,23 @@ def build_table(
     settings: list[RouteSettings] = []
     findings: list[Finding] = []
     raw_defaults = data.get("defaults") or {}
+    # Routes that override the same things the same way share one (frozen) RouteSettings.
+    seen: dict[str, tuple[dict[str, Any], RouteSettings | ValidationError]] = {}
     for index, route in enumerate(data.get("routes") or []):
-        merged = merge_settings(raw_defaults, {k: v for k, v in route.items() if k not in ROUTE_ONLY_KEYS})
-        try:
-            settings.append(RouteSettings.model_validate(merged))
-        except ValidationError as exc:
-            findings += schema_findings(exc, merged, source, ("routes", index))
+        override = {k: v for k, v in route.items() if k not in ROUTE_ONLY_KEYS}
+        signature = json.dumps(override, sort_keys=True, default=repr)
+        if signature not in seen:
+            merged = merge_settings(raw_defaults, override)
+            try:
+                seen[signature] = merged, RouteSettings.model_validate(merged)
+            except ValidationError as exc:
+                seen[signature] = merged, exc
+        merged, outcome = seen[signature]
+        if isinstance(outcome, ValidationError):
+            findings += schema_findings(outcome, merged, source, ("routes", index))
             settings.append(config.defaults)
+        else:
+            settings.append(outcome)
     table = RoutingTable(config, settings, source)
     findings += check_table(table, env=os.environ if env is None else env)
     table.warnings = tuple(str(f) for f in findings if f.severity == "warning")

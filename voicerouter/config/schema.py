@@ -17,6 +17,11 @@ Strategy = Literal["failover", "round_robin", "least_latency"]
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # NaN weights, inf timeouts: no
 
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Strict:
+        # Frozen values are shared, not copied: pydantic deep-copies model defaults for every
+        # instance, which made a 10,000-route table spend seconds copying VadConfig() and friends.
+        return self
+
 
 class ProviderConfig(Strict):
     """One named provider instance."""

@@ -92,33 +92,37 @@ class _Builder:
         self.count = 0
         self.stack: list[_Frame] = []
         self.anchors: dict[str, _Anchor] = {}
-        self.open_anchors: set[str] = set()
+        self.open_anchors: list[str] = []
         self.log: list[tuple[str, PathKey, Any]] = []  # ("v"|"k"|"r", path, position or raw text), for aliases
         self.root: Any = None
-        self.done = False
+        self.documents = 0
 
     def where(self, mark: Any) -> Location:
         return Location(self.source.file, mark.line + 1, mark.column + 1) if mark else Location(self.source.file)
 
     def build(self, events: Iterator[yaml.Event]) -> Any:
-        documents = 0
+        handlers: dict[type, Any] = {
+            yaml.ScalarEvent: self.scalar,
+            yaml.MappingStartEvent: self.start,
+            yaml.SequenceStartEvent: self.start,
+            yaml.MappingEndEvent: self.end,
+            yaml.SequenceEndEvent: self.end,
+            yaml.AliasEvent: self.alias,
+            yaml.DocumentStartEvent: self.document,
+        }
         for event in events:
-            if isinstance(event, yaml.DocumentStartEvent):
-                documents += 1
-                if documents > 1:
-                    raise ConfigError(
-                        "expected one YAML document, found another", location=self.where(event.start_mark),
-                        hint="remove the second `---` section",
-                    )
-            elif isinstance(event, yaml.ScalarEvent):
-                self.scalar(event)
-            elif isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
-                self.start(event)
-            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-                self.end()
-            elif isinstance(event, yaml.AliasEvent):
-                self.alias(event)
+            handler = handlers.get(type(event))
+            if handler is not None:
+                handler(event)
         return self.root
+
+    def document(self, event: yaml.DocumentStartEvent) -> None:
+        self.documents += 1
+        if self.documents > 1:
+            raise ConfigError(
+                "expected one YAML document, found another", location=self.where(event.start_mark),
+                hint="remove the second `---` section",
+            )
 
     # -- positions -------------------------------------------------------------------------
     def note(self, kind: str, path: PathKey, item: Any) -> None:
@@ -128,7 +132,8 @@ class _Builder:
             self.source.keys[path] = item
         else:
             self.source.written[path] = item
-        self.log.append((kind, path, item))
+        if self.open_anchors:  # only an anchored subtree's positions are replayed (for its aliases)
+            self.log.append((kind, path, item))
 
     def next_path(self) -> PathKey | None:
         """Where the next value goes; None when it is a mapping key."""
@@ -161,18 +166,20 @@ class _Builder:
             raise ConfigError("mapping keys must be plain values", location=self.where(event.start_mark))
         position = (event.start_mark.line + 1, event.start_mark.column + 1)
         log_start = len(self.log)
+        if event.anchor:
+            self.open_anchors.append(event.anchor)
         self.note("v", path, position)
         value: Any = {} if isinstance(event, yaml.MappingStartEvent) else []
-        if event.anchor:
-            self.open_anchors.add(event.anchor)
         self.stack.append(_Frame(value, path, event.anchor, log_start, self.count - 1))
 
-    def end(self) -> None:
+    def end(self, event: yaml.CollectionEndEvent) -> None:
         frame = self.stack.pop()
         if frame.anchor:
-            self.open_anchors.discard(frame.anchor)
+            self.open_anchors.remove(frame.anchor)
             log = [(kind, path[len(frame.path):], item) for kind, path, item in self.log[frame.log_start:]]
             self.anchors[frame.anchor] = _Anchor(frame.value, log, self.count - frame.nodes, frame.height + 1)
+            if not self.open_anchors:
+                self.log.clear()
         self.attach(frame.value, frame.height + 1)
 
     def attach(self, value: Any, height: int) -> None:
@@ -208,7 +215,9 @@ class _Builder:
                 raise ConfigError("mapping keys must be plain values", location=self.where(event.start_mark))
             self.set_key(key, event.start_mark)
             return
-        self.note("v", path, (event.start_mark.line + 1, event.start_mark.column + 1))
+        position = (event.start_mark.line + 1, event.start_mark.column + 1)
+        self.note("v", path, position)
+        written = None
         if event.tag in (None, "!") and not event.implicit[0]:
             value: Any = event.value  # quoted, or tagged `!`: a string
         elif event.tag is None:
@@ -217,11 +226,13 @@ class _Builder:
                 value = event.value  # a date-looking word is a name here (tenant: 2024-02-30)
             else:
                 value = self.construct(event, tag)
-                self.note("r", path, event.value)  # kept for fields the schema types as text (tenant: no)
+                written = event.value  # kept for fields the schema types as text (tenant: no)
+                self.note("r", path, written)
         else:
             value = self.construct(event)
         if event.anchor:
-            self.anchors[event.anchor] = _Anchor(value, [("v", (), (event.start_mark.line + 1, event.start_mark.column + 1))], 1, 0)
+            log: list[tuple[str, PathKey, Any]] = [("v", (), position)] + ([("r", (), written)] if written is not None else [])
+            self.anchors[event.anchor] = _Anchor(value, log, 1, 0)
         self.attach(value, 0)
 
     def construct(self, event: yaml.ScalarEvent, tag: str | None = None) -> Any:

@@ -15,7 +15,7 @@ from voicerouter.config.yaml_source import PathKey
 from voicerouter.netaddr import parse_url, url_problem, without_credentials
 from voicerouter.providers.registry import get_type, provider_types
 from voicerouter.routing.findings import Finding, Severity
-from voicerouter.routing.match import as_list, covers
+from voicerouter.routing.shadow import ShadowIndex
 from voicerouter.routing.table import RoutingTable
 from voicerouter.suggest import did_you_mean
 
@@ -37,6 +37,7 @@ def check_table(table: RoutingTable, *, env: Mapping[str, str]) -> list[Finding]
     kinds = _check_providers(table, out)
     _check_settings(table.config.defaults, ("defaults",), kinds, out, is_defaults=True)
     seen_names: dict[str, int] = {}
+    shadows = ShadowIndex()
     for index, route in enumerate(table.config.routes):
         path = ("routes", index)
         if route.name in seen_names:
@@ -44,11 +45,11 @@ def check_table(table: RoutingTable, *, env: Mapping[str, str]) -> list[Finding]
         seen_names.setdefault(route.name, index)
         # Check the route's own stage specs where it wrote them, then the effective (merged) settings.
         _check_settings(table.route_settings[index], path, kinds, out, is_defaults=False, raw=_raw_route(table, index))
-        for earlier_index in _earlier_candidates(table, index):
-            if covers(table.config.routes[earlier_index].match, route.match):
-                earlier = table.config.routes[earlier_index].name
-                out.add("error", "shadowed-route", f"route {route.name!r} can never match: route {earlier!r} (routes[{earlier_index}]) before it matches every session it would", path + ("match",))
-                break
+        earlier_index = shadows.shadowed_by(route.match)
+        if earlier_index is not None:
+            earlier = table.config.routes[earlier_index].name
+            out.add("error", "shadowed-route", f"route {route.name!r} can never match: route {earlier!r} (routes[{earlier_index}]) before it matches every session it would", path + ("match",))
+        shadows.add(route.match)
     _check_unused(table, out)
     _check_secrets(table, env, out)
     _check_numbers(table, out)
@@ -74,16 +75,6 @@ def _check_numbers(table: RoutingTable, out: _Collector) -> None:
                 break
         if not literal:
             seen.append(pattern)
-
-
-def _earlier_candidates(table: RoutingTable, index: int) -> list[int]:
-    """Earlier routes that could shadow routes[index]: any-tenant routes, and those sharing a literal tenant."""
-    tenants = table.routes[index].match.tenant
-    pool = set(i for i in table.any_tenant if i < index)
-    if tenants is not None:
-        for tenant in as_list(tenants):
-            pool.update(i for i in table.tenant_index.get(tenant, ()) if i < index)
-    return sorted(pool)
 
 
 def _raw_route(table: RoutingTable, index: int) -> RouteSettings | None:

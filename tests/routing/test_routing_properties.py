@@ -1,0 +1,116 @@
+"""Property-based: any routing table, well-formed or hostile, goes through load/validate/resolve
+with located findings or a plan, never an internal error or a hang; the shadow index agrees with
+the pairwise definition."""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from voicerouter import RouteContext, parse_routes
+from voicerouter.config.loader import build_table
+from voicerouter.config.schema import MatchSpec
+from voicerouter.config.yaml_source import parse_yaml
+from voicerouter.errors import ConfigError
+from voicerouter.routing.match import covers, explain_match
+from voicerouter.routing.shadow import ShadowIndex
+
+FAST = settings(max_examples=400, deadline=timedelta(seconds=10), suppress_health_check=[HealthCheck.too_slow])
+
+# Small alphabets so patterns collide often (that is where shadowing happens).
+word = st.text(alphabet="ab-1", min_size=0, max_size=4)
+pattern = st.one_of(word, word.map(lambda w: w + "*"), word.map(lambda w: "*" + w), st.sampled_from(["a?", "[ab]*", "*"]))
+patterns = st.one_of(st.none(), pattern, st.lists(pattern, min_size=1, max_size=3))
+flags = st.dictionaries(st.sampled_from(["x", "y", "z"]), st.booleans(), max_size=3)
+match_spec = st.builds(lambda t, r, f: MatchSpec(tenant=t, region=r, flags=f), patterns, patterns, flags)
+
+
+@settings(max_examples=600, deadline=timedelta(seconds=10))
+@given(st.lists(match_spec, max_size=20))
+def test_shadow_index_finds_exactly_the_first_covering_route(specs):
+    index = ShadowIndex()
+    for i, spec in enumerate(specs):
+        expected = next((j for j in range(i) if covers(specs[j], spec)), None)
+        assert index.shadowed_by(spec) == expected
+        index.add(spec)
+
+
+# Hostile scalars: YAML 1.1 surprises, tags, control characters, non-finite numbers, long text.
+nasty = st.one_of(
+    st.sampled_from(["no", "yes", "on", "off", "~", "null", "2024-02-30", "2024-02-03", "0x1F", "1e400", ".nan", "-.inf",
+                     "!!int abc", "!!float x", "!!bool maybe", "!!timestamp x", "!!binary '@@'", "!!python/object:os.system x",
+                     "&a [*a]", "*nope", "'\\x00'", '"a\\nb: c"', "[", "{", "]]", "<<: {a: 1}", "? [a]: b"]),
+    st.text(max_size=12),
+    st.integers(-(10**20), 10**20).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+)
+
+
+def table_text(tenants, regions, weights, names, extra):
+    lines = ["version: 1", "providers:", "  s: {type: pocketsphinx}", "  t: {type: piper}", "  u: {type: piper}",
+             "defaults: {stt: [s], tts: [t]}", "routes:"]
+    for tenant, region, weight, name in zip(tenants, regions, weights, names, strict=False):
+        lines.append(f"  - name: {name}")
+        lines.append(f"    match: {{tenant: {tenant}, region: {region}}}")
+        lines.append(f"    tts: {{split: {{t: {weight}, u: 1}}}}")
+    lines.append(f"seed: {extra}")
+    return "\n".join(lines) + "\n"
+
+
+@FAST
+@given(st.lists(nasty, max_size=5), st.lists(nasty, max_size=5), st.lists(nasty, max_size=5),
+       st.lists(nasty, max_size=5), nasty)
+def test_hostile_scalars_give_findings_or_a_table(tenants, regions, weights, names, extra):
+    text = table_text(tenants, regions, weights, names, extra)
+    try:
+        data, source = parse_yaml(text, "t.yaml")
+    except ConfigError as exc:
+        assert exc.location is not None and exc.location.file == "t.yaml"
+        return
+    table, findings = build_table(data, source, env={})
+    for finding in findings:
+        assert finding.location.file == "t.yaml" and "\n" not in str(finding)
+    if table is not None and not any(f.severity == "error" for f in findings):
+        for settings_ in table.route_settings:
+            split = settings_.tts.split if hasattr(settings_.tts, "split") else {}
+            assert all(math.isfinite(w) and w > 0 for w in split.values())
+        for tenant in [None, "a", "no", *[t for t in tenants if isinstance(t, str)]]:
+            plan = table.resolve(RouteContext(tenant=tenant, region="a"))
+            if plan.matched:
+                route = next(r for r in table.routes if r.name == plan.route)
+                assert explain_match(route.match, plan.context) is not None
+
+
+@settings(max_examples=2000, deadline=timedelta(seconds=10))
+@given(st.text(max_size=300))
+def test_any_text_is_a_table_or_a_located_error(text):
+    try:
+        table = parse_routes(text, name="t.yaml", env={})
+    except ConfigError as exc:
+        assert exc.location is not None and exc.location.file == "t.yaml"
+        return
+    table.resolve(RouteContext())
+
+
+structure = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8)),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=6), inner, max_size=4)),
+    max_leaves=30,
+)
+
+
+@FAST
+@given(st.dictionaries(st.sampled_from(["version", "providers", "defaults", "routes", "faults", "seed", "x"]), structure))
+def test_any_structure_is_a_table_or_located_findings(data):
+    text = yaml.safe_dump(data, allow_unicode=True)
+    try:
+        parsed, source = parse_yaml(text, "t.yaml")
+    except ConfigError as exc:
+        assert exc.location is not None
+        return
+    table, findings = build_table(parsed, source, env={})
+    assert table is not None or findings
