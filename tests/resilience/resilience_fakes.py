@@ -37,6 +37,11 @@ def provider_of(chunk: AudioChunk) -> str:
     return chunk.pcm[:8].decode().rstrip(".")
 
 
+def providers_of(chunk: AudioChunk, n: int = 160) -> list[str]:
+    """The maker of each `marker` piece in a chunk (a chain may merge or hold back pieces; empty: [])."""
+    return [provider_of(AudioChunk(chunk.pcm[i:i + 2 * n], chunk.sample_rate)) for i in range(0, len(chunk.pcm), 2 * n)]
+
+
 async def _act(step: str, provider: FakeBase) -> None:
     """Behaviour before the first result, from a script step."""
     kind, _, arg = step.partition(":")
@@ -82,6 +87,22 @@ class FakeBase:
         self.closed = True
 
 
+SPEECH_SAMPLES_PER_CHAR = int(0.07 * RATE)  # speech=True: 70 ms of marker audio per letter, silence per space
+
+
+def speech_pcm(name: str, text: str) -> bytes:
+    return b"".join(bytes(2 * SPEECH_SAMPLES_PER_CHAR) if ch == " " else marker(name, SPEECH_SAMPLES_PER_CHAR)
+                    for ch in text)
+
+
+def voiced_chars(pcm: bytes) -> float:
+    """How many letters of speech=True audio a stream holds (its non-silent samples, per letter)."""
+    import array
+
+    samples = array.array("h", pcm)
+    return sum(1 for v in samples if v) / SPEECH_SAMPLES_PER_CHAR
+
+
 @dataclass
 class FakeTTS(FakeBase):
     kind: str = "tts"
@@ -89,20 +110,40 @@ class FakeTTS(FakeBase):
     chunks: int = 3
     texts: list[str] = field(default_factory=list)
     closed_early: int = 0  # streams the caller stopped reading (barge-in)
+    speech: bool = False  # audio that follows the text (speech_pcm) in 100 ms chunks, instead of `chunks` markers
+    aligned: bool = False  # speech chunks carry vendor word alignment (AudioChunk.words)
 
     def synthesize(self, text: str) -> AsyncIterator[AudioChunk]:
         return self._synthesize(text, self.step())
+
+    def _words_ending_in(self, text: str, index: int, size: int) -> tuple[tuple[str, float, float], ...]:
+        if not (self.speech and self.aligned):
+            return ()
+        per_char = SPEECH_SAMPLES_PER_CHAR / RATE
+        lo, hi = index * (RATE // 5) / 2 / RATE, (index * (RATE // 5) + size) / 2 / RATE
+        words, pos = [], 0
+        for word in text.split(" "):
+            start, end = pos * per_char, (pos + len(word)) * per_char
+            pos += len(word) + 1
+            if lo < end <= hi:
+                words.append((word, start, end))
+        return tuple(words)
 
     async def _synthesize(self, text: str, step: str) -> AsyncIterator[AudioChunk]:
         self.texts.append(text)
         try:
             await _act(step, self)
-            for i in range(self.chunks):
+            if self.speech:
+                pcm = speech_pcm(self.name, text)
+                pieces = [pcm[i:i + RATE // 5] for i in range(0, len(pcm), RATE // 5)]
+            else:
+                pieces = [marker(self.name)] * self.chunks
+            for i, piece in enumerate(pieces):
                 if step.startswith("drop") and i == int(step.partition(":")[2] or 1):
                     raise TransientProviderError("connection dropped", provider=self.name)
                 if step.startswith("stall") and i == 1:
                     await self.wait_forever()
-                yield AudioChunk(marker(self.name), RATE)
+                yield AudioChunk(piece, RATE, words=self._words_ending_in(text, i, len(piece)))
                 await asyncio.sleep(0)
         except asyncio.CancelledError:
             self.cancelled += 1 if step != "hang" else 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from resilience_fakes import FakeAgent, FakePool, FakeTTS, provider_of
+from resilience_fakes import FakeAgent, FakePool, FakeTTS, providers_of
 
 from voicerouter.config.schema import (
     AgentConfig,
@@ -40,7 +40,7 @@ def events(bus: EventBus, kind: EventType) -> list[dict]:
 
 
 async def speak(stage, text="Hi.") -> list[str]:
-    return [provider_of(c) async for c in stage.synthesize(text)]
+    return [name async for c in stage.synthesize(text) for name in providers_of(c)]
 
 
 async def test_hedge_uses_the_faster_provider_and_cancels_the_slower():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from resilience_fakes import FakePool, FakeTTS, provider_of
+from resilience_fakes import FakePool, FakeTTS, providers_of, voiced_chars
 
 from voicerouter.config.schema import BackoffConfig, BreakerConfig, ResilienceConfig, StagePolicy
 from voicerouter.errors import AllProvidersFailed
@@ -36,7 +36,7 @@ def events(bus: EventBus, kind: EventType) -> list[dict]:
 
 
 async def speak(stage, text: str = "Hello there.") -> list[str]:
-    return [provider_of(chunk) async for chunk in stage.synthesize(text)]
+    return [name async for chunk in stage.synthesize(text) for name in providers_of(chunk)]
 
 
 async def test_hanging_primary_fails_over_to_next_provider():
@@ -54,7 +54,8 @@ async def test_hanging_primary_fails_over_to_next_provider():
 async def test_mid_sentence_drop_restarts_the_whole_sentence_on_the_next_provider():
     primary, backup = FakeTTS("eleven", script=["drop:2"]), FakeTTS("piper")
     stage, bus = chain(FakePool(primary, backup), ("eleven", "piper"))
-    assert await speak(stage, "One whole sentence.") == ["eleven", "eleven", "piper", "piper", "piper"]
+    # the broken stream never finished its first word: nothing of it was passed on, all is re-spoken
+    assert await speak(stage, "One whole sentence.") == ["piper", "piper", "piper"]
     assert backup.texts == ["One whole sentence."]
     (failover,) = events(bus, EventType.FAILOVER)
     assert failover["restarted_sentence"] is True
@@ -63,7 +64,7 @@ async def test_mid_sentence_drop_restarts_the_whole_sentence_on_the_next_provide
 async def test_stall_between_chunks_is_caught():
     primary, backup = FakeTTS("eleven", script=["stall"]), FakeTTS("piper")
     stage, bus = chain(FakePool(primary, backup), ("eleven", "piper"))
-    assert await speak(stage) == ["eleven", "piper", "piper", "piper"]
+    assert await speak(stage) == ["piper", "piper", "piper"]
     (failover,) = events(bus, EventType.FAILOVER)
     assert "stalled" in failover["error"] and failover["restarted_sentence"] is True
 
@@ -206,7 +207,7 @@ async def test_stage_override_inherits_unset_fields():
 async def test_single_provider_mid_sentence_drop_restarts_the_sentence_on_it():
     only = FakeTTS("piper", script=["drop:1"])
     stage, bus = chain(FakePool(only), ("piper",))
-    assert await speak(stage) == ["piper"] * 4  # one chunk, then the whole sentence again
+    assert await speak(stage) == ["piper"] * 3  # the cut first word was held back, so it is spoken once
     (retry,) = events(bus, EventType.RETRY)
     assert retry["restarted_sentence"] is True and retry["provider"] == "piper"
     assert only.texts == ["Hello there.", "Hello there."]
@@ -257,3 +258,23 @@ async def test_breaker_opens_on_a_provider_that_always_fails_mid_stream():
     assert primary.calls == 3  # failures=3, then skipped
     (opened,) = [e for e in events(bus, EventType.BREAKER) if e["state"] == "open"]
     assert opened["provider"] == "eleven"
+
+
+@pytest.mark.parametrize("aligned", [False, True], ids=["estimated", "vendor-alignment"])
+async def test_a_sentence_broken_mid_way_resumes_at_the_first_unheard_word(aligned: bool):
+    """Audio follows the text (0.07 s per character, silence for spaces): the broken provider's
+    complete words are heard once, the fallback speaks only the rest, no word is cut or repeated
+    (word ends estimated from the audio, or given by the vendor's alignment)."""
+    text = "One two three four five six seven eight."
+    primary = FakeTTS("eleven", script=["drop:10"], speech=True, aligned=aligned)
+    backup = FakeTTS("piper", speech=True)
+    stage, bus = chain(FakePool(primary, backup), ("eleven", "piper"))
+    chunks = [chunk async for chunk in stage.synthesize(text)]
+    pcm = b"".join(c.pcm for c in chunks)
+    (rest,) = backup.texts
+    assert text.endswith(rest) and rest != text and rest.split()[0] in text.split()  # resumed at a word
+    heard = text[: len(text) - len(rest)]
+    assert voiced_chars(pcm) == sum(1 for ch in text if ch != " ")  # every letter once: none lost, none twice
+    assert sum(voiced_chars(c.pcm) for c in chunks if b"eleven" in c.pcm) == sum(1 for ch in heard if ch != " ")
+    (failover,) = events(bus, EventType.FAILOVER)
+    assert failover["restarted_sentence"] is True and failover["resumed_at_word"] == len(heard.split())

@@ -19,10 +19,16 @@ PIPELINE_RATE = 16000
 
 @dataclass(frozen=True)
 class AudioChunk:
-    """A piece of mono PCM16 audio."""
+    """A piece of mono PCM16 audio.
+
+    `words` is optional vendor alignment for TTS audio: (word, start_s, end_s) of the words whose
+    audio ends in this chunk, times from the start of the synthesized text's audio. With it, a
+    sentence broken mid-way resumes exactly at the first word the listener has not heard.
+    """
 
     pcm: bytes
     sample_rate: int
+    words: tuple[tuple[str, float, float], ...] = ()
 
     @property
     def samples(self) -> int:

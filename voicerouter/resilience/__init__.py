@@ -19,7 +19,8 @@ The rules, per call of a stage (a sentence to speak, an utterance to transcribe,
 - With `hedge_after_ms`, a provider silent for that long is raced by the next one; the first
   to answer wins and the other is cancelled.
 - No lost words: STT keeps the utterance's audio and replays all of it to a fallback; a TTS
-  sentence that breaks mid-way is spoken again whole by the next provider (`restarted_sentence`);
+  sentence that breaks mid-way is finished by the next provider from the first word not yet heard
+  (`restarted_sentence`, `resumed_at_word`; see `resilience.resume`);
   S2S reconnects with the conversation and resends the user's turn (`restarted_reply`).
 Breakers, health and latency are process-wide per provider instance (`state.snapshot()`).
 """

@@ -282,12 +282,14 @@ class StageRunner:
         previous: tuple[Member, ProviderError, bool] | None = None,
         preclaimed: Member | None = None,
         preclaimed_at: float | None = None,
+        restart_detail: Callable[[], dict[str, Any]] | None = None,
     ) -> AsyncIterator[T]:
         """Yield the items of one call, failing over until a provider completes it.
 
         `queue` (default: the strategy's order), `errors` and `previous` (who failed, why, mid-stream?)
         let a wrapper continue a call it began itself; `preclaimed` was already admitted by it (at
         `preclaimed_at` on its breaker's clock: only the half-open probe's own success closes a breaker).
+        `restart_detail()` adds fields to the event of a restart after a mid-stream failure.
         """
         loop = asyncio.get_running_loop()
         started_at = loop.time()
@@ -310,14 +312,18 @@ class StageRunner:
                 break
             if previous is not None and previous[0] is member:
                 failed, error, mid = previous
+                detail = restart_detail() if mid and restart_detail is not None else {}
                 self.bus.emit(
                     EventType.RETRY, provider=member.name, turn=self.turn(), stage=self.stage,
                     attempt=restarts.get(member.name, 0) + 1, delay_ms=0.0, reason=error.reason, error=error.message,
                     why="restart after mid-stream failure" if mid else "replay", **({restart_key: True} if mid else {}),
+                    **detail,
                 )
             elif previous is not None:
                 failed, error, mid = previous
                 extra = {restart_key: True} if mid else {}
+                if mid and restart_detail is not None:
+                    extra.update(restart_detail())
                 self.bus.emit(
                     EventType.FAILOVER, provider=failed.name, turn=self.turn(), stage=self.stage,
                     from_provider=failed.name, to_provider=member.name, reason=error.reason,
