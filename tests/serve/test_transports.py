@@ -96,9 +96,11 @@ async def test_call_sink_learns_what_was_played_from_marks():
     await sink.write(AudioChunk(bytes(16000 * 2), 16000))  # 1 s
     marks = [json.loads(m)["mark"]["name"] for m in sent if json.loads(m)["event"] == "mark"]
     media = [m for m in sent if json.loads(m)["event"] == "media"]
-    # 20 ms messages (the resampler holds a few ms back until drain), then a mark
-    assert 45 <= len(media) <= 50 and len(marks) == 1 and json.loads(sent[-1])["event"] == "mark"
-    assert sink.played_s == 0.0 and sink.sent_s == pytest.approx(len(media) * 0.02)
+    # whole 20 ms frames in one message (the resampler holds a few ms back until drain), then a mark
+    assert len(media) == 1 and len(marks) == 1 and json.loads(sent[-1])["event"] == "mark"
+    payload = base64.b64decode(json.loads(media[0])["media"]["payload"])
+    assert len(payload) % 160 == 0 and 0.9 <= len(payload) / 8000 <= 1.0
+    assert sink.played_s == 0.0 and sink.sent_s == pytest.approx(len(payload) / 8000)
     sink.confirm(marks[0])
     assert sink.played_s == pytest.approx(sink.sent_s)
     played = sink.played_s

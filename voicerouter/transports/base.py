@@ -70,7 +70,7 @@ class Transport(Protocol):
         ...
 
     def encode_audio(self, pcm: bytes) -> WireMessage:
-        """One piece of reply audio (PCM16 at `wire_rate`, at most `frame_ms` long)."""
+        """One piece of reply audio (PCM16 at `wire_rate`, whole 20 ms frames, up to 1 s)."""
         ...
 
     def encode_mark(self, name: str) -> WireMessage: ...
@@ -130,7 +130,7 @@ class CallSource:
 class CallSink:
     """Reply audio out through a transport, as an `AudioSink` that knows what was really played.
 
-    `write()` converts to the wire rate and queues 20 ms messages followed by a mark; the far end
+    `write()` converts to the wire rate and queues whole 20 ms frames followed by a mark; the far end
     plays them in real time and echoes each mark when playback reaches it, which advances
     `played_s`. `drain()` waits for the last mark's echo (bounded by the audio's length plus
     `grace_s`, in case the far end never answers); `clear()` drops what is queued here and tells
@@ -222,10 +222,14 @@ class CallSink:
             self._resampler = None
 
     def _send_frames(self, *, final: bool) -> None:
+        # Whole 20 ms frames go out as soon as they exist, as few messages as possible (up to 1 s
+        # each): a TTS chunk of 300 ms is one message, not fifteen.
         size = self.rate * self.frame_ms // 1000 * 2
+        largest = self.rate * 2
         while len(self._carry) >= size or (final and self._carry):
-            piece = bytes(self._carry[:size])
-            del self._carry[:size]
+            take = min(largest, len(self._carry) if final else len(self._carry) // size * size)
+            piece = bytes(self._carry[:take])
+            del self._carry[:take]
             self._send(self.transport.encode_audio(piece))
             seconds = len(piece) / 2 / self.rate
             now = time.monotonic()

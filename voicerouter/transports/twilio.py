@@ -112,6 +112,7 @@ class TwilioMedia:
         return []  # connected, and anything newer than this code
 
     def encode_audio(self, pcm: bytes) -> WireMessage:
+        # Twilio plays outbound media of any length in order; one message may hold many frames.
         payload = base64.b64encode(pcm16_to_ulaw(pcm)).decode()
         return json.dumps({"event": "media", "streamSid": self.stream_sid, "media": {"payload": payload}})
 

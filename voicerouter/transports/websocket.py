@@ -9,7 +9,8 @@ client -> server
   {"type": "stop"}          hang up (closing the socket does the same)
 server -> client
   {"type": "session", ...}  first message: session_id, route, matched, pipeline, providers, output_rate
-  binary frames             the reply: PCM16 little-endian mono at `output_rate` (16000), 20 ms each
+  binary frames             the reply: PCM16 little-endian mono at `output_rate` (16000), whole
+                            20 ms frames, up to 1 s per message
   {"type": "mark", "name"}  follows reply audio; echo it when played (this is how the server knows
                             what the user really heard; without echoes it assumes real-time playback)
   {"type": "clear"}         barge-in: drop every reply frame not yet played
