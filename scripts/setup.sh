@@ -26,6 +26,18 @@ if ! ldconfig -p 2>/dev/null | grep -q libportaudio; then
   fi
 fi
 
+# redis-server: the fleet tests (shared state across serve processes) start their own on loopback.
+if ! command -v redis-server >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+  if [ -z "$SUDO" ] || command -v sudo >/dev/null 2>&1; then
+    echo "setup: installing redis-server (fleet tests)" >&2
+    $SUDO apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends redis-server >/dev/null || \
+      echo "setup: redis-server not installed; the fleet tests will be skipped" >&2
+  fi
+fi
+
 # Chromium (headless) runs the browser page's test; optional for everything else.
 if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
   if command -v apt-get >/dev/null 2>&1; then

@@ -28,6 +28,7 @@ COMMANDS = (
     "load",
     "call",
     "sms",
+    "status",
 )
 
 

@@ -23,6 +23,7 @@ def replay(
     junit: Annotated[Path | None, typer.Option("--junit", help="Write the expectation checks as JUnit XML.")] = None,
     inject: Annotated[str | None, typer.Option("--inject", help="Inject faults, e.g. local-stt=error:503@0.5,local-tts=slow:300ms.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed for fault injection (default: the table's seed).")] = None,
+    state: Annotated[str | None, typer.Option("--state", metavar="URL", help="Share limits and breakers with a fleet through Redis (redis://...), as serve --state does.")] = None,
     timeline: Annotated[Path | None, typer.Option("--timeline", help="Draw <stem>.timeline.png per file here (needs matplotlib).")] = None,
 ) -> None:
     """Replay audio files through the routed pipeline: transcripts, replies, latencies, failovers."""
@@ -62,7 +63,7 @@ def replay(
         results = asyncio.run(
             replay_files(
                 list(files), ctx, table, realtime=realtime, concurrency=concurrency, out_dir=out,
-                faults=faults, on_progress=on_progress,
+                faults=faults, on_progress=on_progress, state_url=state,
             )
         )
     elapsed = time.perf_counter() - started

@@ -16,6 +16,7 @@ def serve(
     max_sessions: Annotated[int | None, typer.Option("--max-sessions", help="Most concurrent sessions in this process; more calls are declined (busy).")] = None,
     drain_timeout: Annotated[float, typer.Option("--drain-timeout", help="On SIGTERM, seconds live calls may take to finish before they are ended.")] = 30.0,
     out: Annotated[Path | None, typer.Option("--out", help="Write each session's event log here (<call id>.events.jsonl, for `voicerouter report`).")] = None,
+    state: Annotated[str | None, typer.Option("--state", metavar="URL", help="Share limits, breakers and health with a fleet through Redis, e.g. redis://127.0.0.1:6379/0 (overrides the table's state:).")] = None,
     allow_unsigned: Annotated[bool, typer.Option("--allow-unsigned", help="Accept carrier webhooks without a signature check when no auth token/public key is configured (testing only).")] = False,
 ) -> None:
     """Serve calls: carrier webhooks and media streams, the /v1/sessions WebSocket and a browser page at /."""
@@ -36,7 +37,7 @@ def serve(
         raise UsageError(f"--port must be 0-65535, got {port}")
     table = load_routes(find_routes(routes))
     options = ServeOptions(max_sessions=max_sessions, drain_timeout_s=drain_timeout, public_url=public_url,
-                           out_dir=out, allow_unsigned=allow_unsigned)
+                           out_dir=out, allow_unsigned=allow_unsigned, state_url=state)
     code = asyncio.run(run_server(table, options, host, port))
     if code:
         raise typer.Exit(code)

@@ -223,6 +223,17 @@ class NumberConfig(Strict):
     description: str | None = None
 
 
+class StateConfig(Strict):
+    """Where limits, breakers and health live: this process (`memory`) or a fleet's shared Redis."""
+
+    backend: Literal["memory", "redis"] = Field("memory", description="`redis` shares state across processes.")
+    url: str | None = Field(None, description='Redis URL, e.g. "${REDIS_URL}" or redis://127.0.0.1:6379/0.')
+    prefix: str = Field("voicerouter:", description="Key prefix, so several fleets can share one Redis.")
+    lease_s: float = Field(15.0, gt=0, description="A session's slots expire this long after its process stops renewing them.")
+    timeout_ms: int = Field(50, gt=0, description="Longest wait for Redis on a call's path before local state is used.")
+    max_sessions: int | None = Field(None, gt=0, description="Concurrent sessions across the whole fleet.")
+
+
 class RoutingTableConfig(Strict):
     version: Literal[1] = 1
     providers: dict[str, ProviderConfig]
@@ -235,6 +246,7 @@ class RoutingTableConfig(Strict):
     )
     faults: list[FaultConfig] = Field(default_factory=list)
     seed: int | None = Field(None, description="Seed for fault injection and jitter.")
+    state: StateConfig = Field(default_factory=StateConfig, description="Shared state of a fleet of processes.")
 
 
 def json_schema() -> dict[str, Any]:

@@ -22,6 +22,7 @@ from voicerouter.config.schema import BreakerConfig
 
 State = Literal["closed", "open", "half_open"]
 Listener = Callable[[State, State, str], None]  # (state, previous, reason)
+ProbeGate = Callable[[], bool]
 
 
 class CircuitBreaker:
@@ -34,6 +35,10 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._half_open_at = 0.0
         self._probe_out = False
+        # A fleet's shared state (voicerouter.fleet) hears every transition and may hold back the
+        # half-open probe until this process holds the fleet's one probe permit.
+        self.on_change: Listener | None = None
+        self.probe_gate: ProbeGate | None = None
 
     def now(self) -> float:
         """The breaker's clock: pass its value at admission to `record_success`/`record_failure`."""
@@ -47,8 +52,11 @@ class CircuitBreaker:
             self._half_open_at = self._clock()
         if state != "half_open":
             self._probe_out = False
-        if listener is not None and previous != state:
-            listener(state, previous, reason)
+        if previous != state:
+            if listener is not None:
+                listener(state, previous, reason)
+            if self.on_change is not None:
+                self.on_change(state, previous, reason)
 
     def cooled(self) -> bool:
         return self._clock() - self._opened_at >= self.config.cooldown_s
@@ -56,7 +64,7 @@ class CircuitBreaker:
     def allow(self, listener: Listener | None = None) -> bool:
         """May a request go to this provider now? In half_open only one caller gets True (the probe)."""
         if self.state == "open":
-            if not self.cooled():
+            if not self.cooled() or (self.probe_gate is not None and not self.probe_gate()):
                 return False
             self._move("half_open", "cooldown elapsed", listener)
         if self.state == "half_open":
@@ -111,6 +119,19 @@ class CircuitBreaker:
         """A health probe succeeded: skip the rest of the cooldown and let one real request decide."""
         if self.state == "open":
             self._move("half_open", reason, listener)
+
+    def sync_open(self, reason: str, remaining_s: float, listener: Listener | None = None) -> None:
+        """Another process opened this provider's breaker: open here too, cooling down when it does there."""
+        if self.state != "open":
+            self._move("open", reason, listener)
+        self._opened_at = self._clock() - max(0.0, self.config.cooldown_s - remaining_s)
+
+    def sync_close(self, reason: str, listener: Listener | None = None) -> None:
+        """Another process's half-open probe succeeded: close here too."""
+        if self.state != "closed":
+            self.consecutive = 0
+            self._window.clear()
+            self._move("closed", reason, listener)
 
     def _should_open(self) -> bool:
         cfg = self.config

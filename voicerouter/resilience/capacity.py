@@ -16,6 +16,7 @@ from voicerouter.resilience.state import ProviderState, provider_state, route_co
 from voicerouter.session.events import EventType
 
 if TYPE_CHECKING:
+    from voicerouter.fleet import SharedState
     from voicerouter.routing.plan import SessionPlan
     from voicerouter.session.events import EventBus
 
@@ -64,6 +65,7 @@ class SessionAdmission:
         self._route_taken = False
         self._states: list[ProviderState] = []
         self.picked: dict[str, str | None] = {}  # stage -> provider holding the slot (None: unlimited)
+        self._fleet: SharedState | None = None  # the fleet's shared state, while it holds our slots
 
     def _state(self, name: str) -> ProviderState:
         config: Any = self.plan.providers.get(name)
@@ -78,13 +80,75 @@ class SessionAdmission:
         return CapacityError(message, route=self.plan.route, session_id=self.session_id, hint=hint)
 
     async def __aenter__(self) -> SessionAdmission:
-        self.enter()
+        from voicerouter import fleet
+
+        shared = fleet.current()
+        if shared is None:
+            self.enter()
+            return self
+        if self.bus is not None:
+            shared.watch(self.bus)
+        picks = await self._enter_fleet(shared)
+        try:
+            self.enter(picks)  # mirrored locally, for this process's status and counts
+        except CapacityError:
+            await self._leave_fleet()
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         self.exit()
+        await self._leave_fleet()
 
-    def enter(self) -> None:
+    async def _enter_fleet(self, shared: SharedState) -> dict[str, str | None]:
+        """Take the session's slots fleet-wide: the fleet and route limits, then per stage the first
+        provider with room. Returns the provider picked per stage (None: it has no limit)."""
+        self._fleet = shared
+        scopes: list[tuple[str, int]] = []
+        if shared.max_sessions is not None:
+            scopes.append(("fleet", shared.max_sessions))
+        limit = self.plan.resilience.max_concurrent_sessions
+        if limit is not None:
+            scopes.append((f"route:{self.plan.route}", limit))
+        picks: dict[str, str | None] = {}
+        try:
+            full = await shared.acquire(self.session_id, scopes)
+            if full:
+                scope, most = scopes[full - 1]
+                what = "the fleet" if scope == "fleet" else f"route {self.plan.route!r}"
+                raise self._refuse(
+                    f"{what} is at its limit of {most} concurrent session(s) fleet-wide", stage=None,
+                    hint="wait for a session to end or raise " + (
+                        "state.max_sessions" if scope == "fleet" else "resilience.max_concurrent_sessions"),
+                )
+            for stage in self.plan.stages():
+                picks[stage.stage] = await self._pick_fleet(shared, stage.stage, list(stage.providers))
+        except CapacityError:
+            await self._leave_fleet()
+            raise
+        return picks
+
+    async def _pick_fleet(self, shared: SharedState, stage: str, names: list[str]) -> str | None:
+        full: list[str] = []
+        for name in names:
+            state = self._state(name)
+            if state.limit is None:
+                return None
+            if not await shared.acquire(self.session_id, [(f"provider:{state.key}", state.limit)]):
+                return name
+            full.append(f"{name} ({state.limit})")
+        raise self._refuse(
+            f"no {stage} provider has room for another session fleet-wide: {', '.join(full)} full",
+            stage=stage, hint="raise max_concurrent_sessions of a provider or add one to the chain", providers=names,
+        )
+
+    async def _leave_fleet(self) -> None:
+        shared, self._fleet = self._fleet, None
+        if shared is not None:
+            await shared.release(self.session_id)
+
+    def enter(self, picks: dict[str, str | None] | None = None) -> None:
+        """Take the session's slots in this process (`picks`: the providers the fleet admitted, per stage)."""
         limit = self.plan.resilience.max_concurrent_sessions
         routes = route_counts()
         route = self.plan.route
@@ -98,7 +162,14 @@ class SessionAdmission:
         self._route_taken = True
         try:
             for stage in self.plan.stages():
-                self._admit_stage(stage.stage, list(stage.providers))
+                names = list(stage.providers)
+                if picks is not None and stage.stage in picks:
+                    pick = picks[stage.stage]
+                    if pick is None:
+                        self.picked[stage.stage] = None
+                        continue
+                    names = [pick]
+                self._admit_stage(stage.stage, names)
         except CapacityError:
             self.exit()
             raise

@@ -10,6 +10,7 @@ import hashlib
 import json
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -74,6 +75,8 @@ class ProviderState:
 
 
 _STATES: dict[str, ProviderState] = {}
+# Called with each new ProviderState (a fleet's shared state attaches its breaker hooks here).
+STATE_HOOKS: list[Callable[[ProviderState], None]] = []
 _ROUTES: dict[str, int] = {}  # route -> active sessions
 _ROUND_ROBIN: dict[str, int] = {}
 
@@ -84,11 +87,22 @@ def provider_state(name: str, config: Any = None, breaker: BreakerConfig | None 
     if state is None:
         state = ProviderState(name, key, CircuitBreaker(breaker or BreakerConfig()))
         _STATES[key] = state
+        for hook in STATE_HOOKS:
+            hook(state)
     elif breaker is not None and state.breaker.config != breaker:
         state.breaker.config = breaker  # the newest table's thresholds win; the state is kept
     if config is not None and getattr(config, "max_concurrent_sessions", None):
         state.limit = config.max_concurrent_sessions
     return state
+
+
+def states() -> list[ProviderState]:
+    """Every provider instance this process has state for."""
+    return list(_STATES.values())
+
+
+def find_state(key: str) -> ProviderState | None:
+    return _STATES.get(key)
 
 
 def route_counts() -> dict[str, int]:

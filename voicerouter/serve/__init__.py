@@ -30,21 +30,37 @@ async def run_server(
     say: Callable[[str], None] | None = None,
 ) -> int:
     """Serve until SIGTERM/SIGINT, then drain; a second signal exits at once. Returns the exit code."""
-    from voicerouter.httpserver import start_server
-    from voicerouter.serve.app import build_app
+    from voicerouter import fleet
 
     say = say or (lambda text: print(text, file=sys.stderr, flush=True))
     manager = CallManager(table, options)
     await manager.prepare()
     for name, problem in manager.broken_providers.items():
         say(f"warning: provider {name} cannot be built: {problem}")
+    try:
+        async with fleet.shared_state(table.config.state, manager.env, options.state_url,
+                                      describe=manager.describe) as shared:
+            if shared is not None:
+                info = shared.status()
+                say(f"shared state: node {info['node']} " + ("on Redis" if info["connected"] else
+                    f"(Redis unreachable: using local limits until it is back: {info['last_error']})"))
+            return await _serve(manager, options, host, port, extra_routes, say)
+    finally:
+        await manager.aclose()
+
+
+async def _serve(manager: CallManager, options: ServeOptions, host: str, port: int,
+                 extra_routes: Iterable[Any], say: Callable[[str], None]) -> int:
+    from voicerouter.httpserver import start_server
+    from voicerouter.serve.app import build_app
+
     app = build_app(manager, extra_routes=extra_routes)
     try:
         server = await start_server(app, host, port, shutdown_timeout=1.0)
     except OSError as exc:
-        await manager.aclose()
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
                          hint="choose another --port, or stop what is using it") from None
+    manager.url = server.url
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = 0
@@ -73,5 +89,4 @@ async def run_server(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         await server.aclose()
-        await manager.aclose()
     return EXIT_OK

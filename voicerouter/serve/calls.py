@@ -63,6 +63,7 @@ class ServeOptions:
     public_url: str | None = None
     out_dir: Path | None = None
     allow_unsigned: bool = False
+    state_url: str | None = None  # --state: share limits and breakers with a fleet on Redis
 
 
 @dataclass
@@ -96,6 +97,7 @@ class CallManager:
         self.route_problems: dict[str, list[str]] = {}  # route -> stages no provider of which could be built
         self.broken_providers: dict[str, str] = {}
         self.known_tenants = _table_tenants(table)
+        self.url: str | None = None  # where this process listens (set once it does)
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -129,6 +131,8 @@ class CallManager:
                 self.route_problems[route] = dead
 
     def ready(self) -> tuple[bool, str]:
+        from voicerouter import fleet
+
         if self.draining:
             return False, "draining"
         if self.capacity.full():
@@ -136,6 +140,10 @@ class CallManager:
         if self.route_problems:
             route, stages = next(iter(self.route_problems.items()))
             return False, f"route {route!r} has no {'/'.join(stages)} provider that could be built"
+        shared = fleet.current()
+        if shared is not None and not shared.status()["connected"]:
+            # Never refuse a call only because Redis is away: this process's own limits apply meanwhile.
+            return True, "ready (shared state unreachable: using this process's own limits and breakers)"
         return True, "ready"
 
     def status(self) -> dict[str, Any]:
@@ -153,7 +161,19 @@ class CallManager:
             "providers": resilience_state.snapshot(),
             "unbuildable_providers": dict(self.broken_providers),
             "routes_without_providers": self.route_problems,
+            "state": self.state_status(),
         }
+
+    def state_status(self) -> dict[str, Any]:
+        from voicerouter import fleet
+
+        shared = fleet.current()
+        return {"backend": "memory"} if shared is None else shared.status()
+
+    def describe(self) -> dict[str, Any]:
+        """This process as the fleet's registry shows it."""
+        return {"sessions": len(self.live), "max_sessions": self.options.max_sessions, "draining": self.draining,
+                "url": self.options.public_url or self.url, "uptime_s": round(time.monotonic() - self.started_at, 1)}
 
     # ---- admission -----------------------------------------------------------------------------
 

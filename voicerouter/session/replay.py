@@ -96,6 +96,7 @@ async def replay_files(
     preload: bool = True,
     agent_factory: Callable[[SessionPlan], Any] | None = None,
     seed: int | None = None,
+    state_url: str | None = None,
 ) -> list[ReplayResult]:
     """Replay every file through its own session; results come back in the order of `paths`.
 
@@ -105,9 +106,10 @@ async def replay_files(
     `agent_factory(plan)` replaces the plan's agent with your own object (one per session).
     `faults` takes the CLI's `--inject` string (`"dg=error:503@0.3,local-tts=slow:300ms"`, added to
     the table's `faults:` and seeded by `seed`) or a parsed fault plan.
+    `state_url` (a redis:// URL) shares limits and breakers with a fleet, like the table's `state:`.
     Errors other than unreadable files (missing secrets, capacity, bad routes) are raised.
     """
-    from voicerouter.providers.pool import ProviderPool
+    from voicerouter import fleet
 
     if concurrency < 1:
         raise VoiceRouterError(f"concurrency must be at least 1, got {concurrency}")
@@ -120,6 +122,18 @@ async def replay_files(
     for index, path in enumerate(paths):
         file_ctx = ctx if len(paths) == 1 else dataclasses.replace(ctx, session_id=f"{ctx.session_id}-{index + 1}")
         jobs.append((os.fspath(path), table.resolve(file_ctx), stems[index]))
+    async with fleet.shared_state(table.config.state, env, state_url):
+        return await _replay_jobs(jobs, table, env, realtime=realtime, concurrency=concurrency, out=out,
+                                  faults=faults, on_progress=on_progress, preload=preload,
+                                  agent_factory=agent_factory)
+
+
+async def _replay_jobs(
+    jobs: list[tuple[str, SessionPlan, str]], table: Any, env: dict[str, str], *, realtime: bool, concurrency: int,
+    out: Path | None, faults: Any, on_progress: ProgressCallback | None, preload: bool,
+    agent_factory: Callable[[SessionPlan], Any] | None,
+) -> list[ReplayResult]:
+    from voicerouter.providers.pool import ProviderPool
 
     pool = ProviderPool(table.config.providers, BuildContext(env=env))
     try:
