@@ -14,6 +14,7 @@ import typer
 from voicerouter import __version__
 
 COMMANDS = (
+    "init",
     "resolve",
     "validate",
     "schema",
