@@ -5,12 +5,16 @@ possible (replays, tests) or paced like a live microphone.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Protocol, runtime_checkable
 
-from voicerouter.audio.convert import frames, resample
-from voicerouter.audio.io import read_audio
+import numpy as np
+import soxr
+
+from voicerouter.audio.convert import float_to_int16, frame_bytes, frames, resample
+from voicerouter.audio.io import open_audio, read_blocks
 from voicerouter.providers.base import PIPELINE_RATE
 
 
@@ -74,11 +78,16 @@ class PcmSource:
         return f"{type(self).__name__}({self.name!r}, {self.duration_s:.2f} s)"
 
     async def frames(self) -> AsyncIterator[bytes]:
-        tail = bytes(self.sample_rate * self.tail_silence_ms // 1000 * 2)
+        async for frame in self._paced(frames(self.pcm, self.frame_ms, self.sample_rate)):
+            yield frame
+
+    async def _paced(self, audio: Iterable[bytes]) -> AsyncIterator[bytes]:
+        """`audio`'s frames, then the tail silence: paced like a microphone, or as fast as taken."""
+        tail = frames(bytes(self.sample_rate * self.tail_silence_ms // 1000 * 2), self.frame_ms, self.sample_rate)
         frame_s = self.frame_ms / 1000
         loop = asyncio.get_running_loop()
         t0 = loop.time()  # the loop's clock is monotonic
-        for i, frame in enumerate(frames(self.pcm + tail, self.frame_ms, self.sample_rate)):
+        for i, frame in enumerate(itertools.chain(audio, tail)):
             if self.realtime:
                 # A microphone delivers a frame once it has been recorded, i.e. at its end; sleeping
                 # to that due time (not a fixed step) keeps delays from accumulating.
@@ -90,8 +99,12 @@ class PcmSource:
 
 
 class FileSource(PcmSource):
-    """An audio file (any format `read_audio` accepts) as a source; the file is read at once, so
-    errors surface when the source is created."""
+    """An audio file (any format libsndfile reads) as a source. The file is checked when the
+    source is created (so errors surface before the session starts) and then streamed from disk
+    in blocks: memory stays bounded whatever the file's size. `pcm` keeps the first
+    `KEEP_SECONDS` of what was delivered, for timelines."""
+
+    KEEP_SECONDS = 600
 
     def __init__(
         self,
@@ -100,13 +113,48 @@ class FileSource(PcmSource):
         realtime: bool = False,
         tail_silence_ms: int = 1000,
     ) -> None:
-        chunk = read_audio(path)
-        super().__init__(
-            chunk.pcm,
-            sample_rate=chunk.sample_rate,
-            frame_ms=frame_ms,
-            realtime=realtime,
-            tail_silence_ms=tail_silence_ms,
-            name=os.fspath(path),
-        )
+        self.info = open_audio(path)
+        super().__init__(b"", frame_ms=frame_ms, realtime=realtime, tail_silence_ms=tail_silence_ms, name=os.fspath(path))
         self.path = path
+        self._kept = bytearray()
+
+    @property
+    def duration_s(self) -> float:
+        return self.info.frames / self.info.samplerate
+
+    @property
+    def pcm(self) -> bytes:  # type: ignore[override]
+        return bytes(self._kept)
+
+    @pcm.setter
+    def pcm(self, value: bytes) -> None:
+        pass  # the file is the audio; nothing is held in memory
+
+    async def frames(self) -> AsyncIterator[bytes]:
+        async for frame in self._paced(self._file_frames()):
+            yield frame
+
+    def _file_frames(self) -> Iterator[bytes]:
+        rate = self.info.samplerate
+        resampler = None if rate == PIPELINE_RATE else soxr.ResampleStream(rate, PIPELINE_RATE, 1, dtype="float32", quality="HQ")
+        size = frame_bytes(self.frame_ms, self.sample_rate)
+        keep = self.KEEP_SECONDS * self.sample_rate * 2
+        pending = bytearray()
+        blocks = read_blocks(self.path, self.info)
+        for block in itertools.chain(blocks, [None]):
+            if block is None:
+                if resampler is None:
+                    break
+                block, last = np.zeros(0, dtype=np.float32), True
+            else:
+                last = False
+            mono = block if resampler is None else resampler.resample_chunk(block, last=last)
+            pcm = float_to_int16(mono).astype("<i2").tobytes()
+            if len(self._kept) < keep:
+                self._kept += pcm[: keep - len(self._kept)]
+            pending += pcm
+            while len(pending) >= size:
+                yield bytes(pending[:size])
+                del pending[:size]
+        if pending:
+            yield bytes(pending) + bytes(size - len(pending))

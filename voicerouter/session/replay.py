@@ -192,7 +192,6 @@ async def replay_one(
         result.wall_s = time.perf_counter() - started
         return result
     result.audio_s = source.duration_s
-    result.input_pcm = source.pcm
     ctx = plan.context
     bus = EventBus(plan.session_id, tenant=ctx.tenant, region=ctx.region, route=plan.route)
     stem = stem or Path(path).stem
@@ -226,6 +225,7 @@ async def replay_one(
             result.wall_s = time.perf_counter() - started
             return result
         finally:
+            result.input_pcm = source.pcm  # what the session heard (the start of it, for timelines)
             await sink.aclose()
     result.exit_code = result.session.exit_code if result.session.exit_code else EXIT_OK
     if result.exit_code == EXIT_OK and result.session.errors:
