@@ -86,6 +86,11 @@ _BUILTIN: tuple[ProviderType, ...] = (
         env_vars=("DEEPGRAM_API_KEY",), required=("api_key",),
     ),
     ProviderType(
+        "assemblyai", ("stt",), "voicerouter.providers.assemblyai:create",
+        "AssemblyAI Universal Streaming v3 WebSocket STT.",
+        env_vars=("ASSEMBLYAI_API_KEY",), required=("api_key",),
+    ),
+    ProviderType(
         "elevenlabs", ("tts", "stt"), "voicerouter.providers.elevenlabs:create",
         "ElevenLabs streaming TTS (pcm output, HTTP or stream-input WebSocket) and Scribe STT.",
         env_vars=("ELEVENLABS_API_KEY",), required=("api_key",),

@@ -26,6 +26,7 @@ EMULATORS: dict[str, str] = {
     "gemini-live": "voicerouter.testing.gemini_live",
     "deepgram": "voicerouter.testing.deepgram",
     "elevenlabs": "voicerouter.testing.elevenlabs",
+    "assemblyai": "voicerouter.testing.assemblyai",
     "cartesia": "voicerouter.testing.cartesia",
     "azure": "voicerouter.testing.azure",
     "openai-chat": "voicerouter.testing.chat",  # the openai-chat agent's /chat/completions

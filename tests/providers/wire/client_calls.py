@@ -131,6 +131,10 @@ async def gemini_live(url: str, key: str) -> list[str]:
         await session.aclose()
 
 
+async def assemblyai_streaming(url: str, key: str) -> str:
+    return await _stream(build("assemblyai", "stt", url, key))
+
+
 CLIENT_CALLS: dict[str, Callable[[str, str], Awaitable[Any]]] = {
     "openai.speech": openai_speech,
     "openai.transcription": openai_transcription,
@@ -145,6 +149,7 @@ CLIENT_CALLS: dict[str, Callable[[str, str], Awaitable[Any]]] = {
     "deepgram.speak_live": deepgram_speak_live,
     "elevenlabs.stream_input": elevenlabs_stream_input,
     "gemini.live": gemini_live,
+    "assemblyai.streaming": assemblyai_streaming,
 }
 
 # Vendor ids in paths, replaced by placeholders before comparing.
@@ -157,6 +162,8 @@ async def script(record: Any, send: Callable[[Any], Awaitable[None]]) -> None:
         await send({"type": "session.created", "event_id": "event_1", "session": {"type": "realtime"}})
         await asyncio.sleep(0.2)
         await send({"type": "session.updated", "event_id": "event_2", "session": {"type": "realtime"}})
+    if record.path == "/v3/ws":
+        await send({"type": "Begin", "id": "00000000-0000-0000-0000-000000000000", "expires_at": 2000000000})
     if "BidiGenerateContent" in record.path:
         await asyncio.sleep(0.1)
         await send({"setupComplete": {}})

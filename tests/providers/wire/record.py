@@ -24,7 +24,7 @@ NOT_REQUIRED = {
                                                           "the client sends flush at sentence ends instead"},
 }
 SDKS = {"openai": "openai", "deepgram": "deepgram-sdk", "elevenlabs": "elevenlabs", "cartesia": "cartesia",
-        "gemini": "google-genai"}
+        "gemini": "google-genai", "assemblyai": "assemblyai"}
 
 
 async def record() -> dict:

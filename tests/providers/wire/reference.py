@@ -16,7 +16,7 @@ from typing import Any
 from wire.capture import AUTH_HEADERS, Captured
 
 REFERENCES = Path(__file__).with_name("references.json")
-PINNED_HEADERS = ("cartesia-version", "openai-beta")
+PINNED_HEADERS = ("cartesia-version", "openai-beta", "assemblyai-version")
 
 
 def summarize(record: Captured, key: str, placeholders: dict[str, str] | None = None) -> dict[str, Any]:

@@ -227,6 +227,28 @@ async def gemini_live(url: str, key: str) -> list[Any]:
     return received
 
 
+async def assemblyai_streaming(url: str, key: str) -> list[Any]:
+    """The async streaming client: connect, a second of 16 kHz audio in 50 ms frames at real time, terminate."""
+    from assemblyai.streaming.v3 import (
+        AsyncStreamingClient,
+        StreamingClientOptions,
+        StreamingEvents,
+        StreamingParameters,
+    )
+
+    events: list[Any] = []
+    client = AsyncStreamingClient(StreamingClientOptions(api_key=key, api_host="ws://" + url.removeprefix("http://")))
+    for kind in (StreamingEvents.Begin, StreamingEvents.Turn, StreamingEvents.Termination, StreamingEvents.Error):
+        client.on(kind, lambda _client, event: events.append(event))
+    await client.connect(StreamingParameters(sample_rate=16000, speech_model="universal-streaming-english"))
+    pcm = tone(1.0, 16000)
+    for offset in range(0, len(pcm), 1600):
+        await client.stream(pcm[offset : offset + 1600])
+        await asyncio.sleep(0.05)
+    await client.disconnect(terminate=True)
+    return events
+
+
 SDK_CALLS: dict[str, Callable[[str, str], Awaitable[Any]]] = {
     "openai.speech": openai_speech,
     "openai.transcription": openai_transcription,
@@ -241,4 +263,5 @@ SDK_CALLS: dict[str, Callable[[str, str], Awaitable[Any]]] = {
     "deepgram.speak_live": deepgram_speak_live,
     "elevenlabs.stream_input": elevenlabs_stream_input,
     "gemini.live": gemini_live,
+    "assemblyai.streaming": assemblyai_streaming,
 }
