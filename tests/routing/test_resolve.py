@@ -140,7 +140,7 @@ def test_builtin_table_is_offline():
 
     plan = builtin_routes().resolve(RouteContext())
     types = {cfg.type for cfg in plan.providers.values()}
-    assert types == {"pocketsphinx", "piper"}
+    assert types == {"whisper", "piper"}
     assert plan.agent.type == "echo"
 
 

@@ -113,7 +113,7 @@ def routes_or_builtin(option: Path | None):  # -> RoutingTable
     except UsageError:
         note(
             "[dim]note: no routing table found (--routes, $VOICEROUTER_ROUTES, ./routes.yaml); "
-            "using the built-in offline table (pocketsphinx → echo agent → piper)[/]"
+            "using the built-in offline table (whisper + moonshine → echo agent → piper)[/]"
         )
         return builtin_routes()
     return load_routes(path)

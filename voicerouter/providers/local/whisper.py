@@ -18,8 +18,10 @@ import asyncio
 import hashlib
 import math
 import os
+import re
 import threading
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +44,8 @@ WINDOW_BLOCK_S = 5.0  # `window: fit` rounds the encoded audio up to whole block
 FULL_WINDOW_S = 30.0  # Whisper's own window; longer audio is cut into windows of this length
 NO_SPEECH_PROB = 0.6  # above this (and with a low log-probability) a window is silence, not words
 LOW_LOGPROB = -1.0
+MAX_TOKENS_PER_S = 10
+MAX_COMPRESSION_RATIO = 2.4  # Whisper's own loop test: text that zlib squeezes this much repeats itself
 THREADS_ENV = "VOICEROUTER_WHISPER_THREADS"
 # Options a routing table may set under `options:`.
 OPTIONS = {
@@ -79,6 +83,21 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def compression_ratio(text: str) -> float:
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def repeats(text: str, times: int = 3, min_words: int = 3) -> bool:
+    """True when a run of at least `min_words` words comes `times` times in a row (a decoder loop)."""
+    words = re.findall(r"[\w']+", text.lower())
+    for n in range(min_words, len(words) // times + 1):
+        for i in range(len(words) - times * n + 1):
+            if all(words[i : i + n] == words[i + k * n : i + (k + 1) * n] for k in range(1, times)):
+                return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -131,9 +150,32 @@ class WhisperEngine:
         self.executor = ThreadPoolExecutor(self.workers, thread_name_prefix="whisper")
         self.load_seconds = time.perf_counter() - started
 
+    def _decode(self, piece: Any, frames: int, prompt: list[int], suppress: list[int], beam_size: int) -> list[int] | None:
+        """The tokens of one window, or None for no speech, a repetition loop or a runaway decode."""
+        import ctranslate2
+        import numpy as np
+
+        seconds = piece.shape[1] / 100
+        if piece.shape[1] < frames:
+            piece = np.pad(piece, ((0, 0), (0, frames - piece.shape[1])))
+        view = ctranslate2.StorageView.from_array(np.ascontiguousarray(piece[None], dtype=np.float32))
+        # Nobody says more than ~8 tokens a second: a longer output is a loop, and capping it bounds the cost.
+        limit = min(448, len(prompt) + int(MAX_TOKENS_PER_S * seconds) + 16)
+        result = self.model.model.generate(
+            view, [prompt], beam_size=beam_size, max_length=limit, return_scores=True,
+            return_no_speech_prob=True, suppress_blank=True, suppress_tokens=suppress,
+        )[0]
+        tokens = result.sequences_ids[0]
+        avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1) if tokens else -math.inf
+        if result.no_speech_prob > NO_SPEECH_PROB and avg_logprob < LOW_LOGPROB:
+            return None  # silence or noise: Whisper would invent "you" or "Thank you."
+        text = self.model.hf_tokenizer.decode(tokens)
+        if len(prompt) + len(tokens) >= limit or compression_ratio(text) > MAX_COMPRESSION_RATIO or repeats(text):
+            return None
+        return tokens
+
     def transcribe(self, pcm16k: bytes, settings: Settings) -> str:
         """Blocking: the text of one utterance of 16 kHz mono PCM16."""
-        import ctranslate2
         import numpy as np
 
         audio = np.frombuffer(pcm16k[: len(pcm16k) // 2 * 2], "<i2").astype(np.float32) / 32768.0
@@ -157,18 +199,14 @@ class WhisperEngine:
             if settings.window == "fit":
                 seconds = math.ceil((piece.shape[1] / 100 + 0.5) / WINDOW_BLOCK_S) * WINDOW_BLOCK_S
                 frames = min(per_window, int(seconds * 100))
-            if piece.shape[1] < frames:
-                piece = np.pad(piece, ((0, 0), (0, frames - piece.shape[1])))
-            view = ctranslate2.StorageView.from_array(np.ascontiguousarray(piece[None], dtype=np.float32))
-            result = model.model.generate(
-                view, [prompt], beam_size=settings.beam_size, max_length=448, return_scores=True,
-                return_no_speech_prob=True, suppress_blank=True, suppress_tokens=suppress,
-            )[0]
-            tokens = result.sequences_ids[0]
-            avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1) if tokens else -math.inf
-            if result.no_speech_prob > NO_SPEECH_PROB and avg_logprob < LOW_LOGPROB:
-                continue  # silence or noise: Whisper would invent "you" or "Thank you."
-            texts.append(tokenizer.decode(tokens).strip())
+            decoded = self._decode(piece, frames, prompt, suppress, settings.beam_size)
+            if decoded is None and frames < per_window:
+                # A shortened window can send the decoder round a loop ("What is the weather today?
+                # What is the weather today? ..."): decode again on the window Whisper was trained on.
+                decoded = self._decode(piece, per_window, prompt, suppress, settings.beam_size)
+            if decoded is None:
+                continue  # silence, noise, or a loop even on the full window: no words
+            texts.append(tokenizer.decode(decoded).strip())
         text = " ".join(t for t in texts if t)
         return text if any(c.isalnum() for c in text) else ""
 
