@@ -1,5 +1,5 @@
 """`voicerouter run` end to end: real PortAudio on paced ALSA virtual devices (tests/alsa), the
-built-in offline route (pocketsphinx -> echo agent -> piper), replies checked on the speaker."""
+built-in offline route (whisper + moonshine -> echo agent -> piper), replies checked on the speaker."""
 
 from __future__ import annotations
 
