@@ -17,7 +17,7 @@ ROUTES = """\
 # See a session's plan:  voicerouter resolve --tenant acme
 version: 1
 providers:
-  local-stt: {type: pocketsphinx}     # offline, bundled model: no key, no network
+  local-stt: {type: whisper, options: {partials: moonshine}}  # offline, bundled models: no key, no network
   local-tts: {type: piper}            # offline, bundled voice
   # A cloud provider: set DEEPGRAM_API_KEY, then uncomment this and the acme route below.
   # dg: {type: deepgram, kind: stt, model: nova-3, api_key: "${DEEPGRAM_API_KEY}"}

@@ -40,7 +40,7 @@ def parse_routes(text: str, *, name: str = "<string>", env: Mapping[str, str] | 
 
 
 def builtin_routes() -> RoutingTable:
-    """The embedded offline table: pocketsphinx + piper + echo agent, no key, no network."""
+    """The embedded offline table: whisper (partials from moonshine) + piper + echo agent, no key, no network."""
     text = resources.files("voicerouter.config").joinpath("builtin.yaml").read_text("utf-8")
     return parse_routes(text, name=BUILTIN_NAME)
 
