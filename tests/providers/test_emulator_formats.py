@@ -140,3 +140,33 @@ async def test_deepgram_listen_refuses_garbage() -> None:
                                     content=b"\0\0" * 100)
     assert raw.status_code == 400 and "corrupt or unsupported" in raw.json()["err_msg"]
     assert no_rate.status_code == 400
+
+
+@pytest.mark.parametrize("output_format, major, subtype, rate", [
+    ("audio-24khz-48kbitrate-mono-mp3", "MP3", "MPEG_LAYER_III", 24000),
+    ("ogg-48khz-16bit-mono-opus", "OGG", "OPUS", 48000),
+    ("riff-8khz-8bit-mono-mulaw", "WAV", "ULAW", 8000),
+    ("riff-24khz-16bit-mono-pcm", "WAV", "PCM_16", 24000),
+])
+async def test_azure_synthesis_formats(output_format: str, major: str, subtype: str, rate: int) -> None:
+    ssml = "<speak version='1.0' xml:lang='en-US'><voice name='en-US-AvaNeural'>Hello there.</voice></speak>"
+    async with emulate("azure", api_key=KEY) as emu, httpx.AsyncClient() as client:
+        response = await client.post(emu.url + "/cognitiveservices/v1", content=ssml, headers={
+            "Ocp-Apim-Subscription-Key": KEY, "Content-Type": "application/ssml+xml", "User-Agent": "test",
+            "X-Microsoft-OutputFormat": output_format})
+        raw = await client.post(emu.url + "/cognitiveservices/v1", content=ssml, headers={
+            "Ocp-Apim-Subscription-Key": KEY, "Content-Type": "application/ssml+xml", "User-Agent": "test",
+            "X-Microsoft-OutputFormat": "raw-8khz-8bit-mono-alaw"})
+    assert response.status_code == 200, response.text
+    info = sf.info(io.BytesIO(response.content))
+    assert (info.format, info.subtype, info.samplerate) == (major, subtype, rate)
+    assert raw.status_code == 200 and len(raw.content) == int(0.06 * len("Hello there.") * 8000)
+
+
+async def test_azure_recognition_takes_ogg_opus() -> None:
+    ogg = codecs.encode(tone(1.0, 16000), codecs.AudioFormat("ogg", 16000))
+    async with emulate("azure", api_key=KEY, transcript="one two") as emu, httpx.AsyncClient() as client:
+        response = await client.post(
+            emu.url + "/speech/recognition/conversation/cognitiveservices/v1", params={"language": "en-US"},
+            headers={"Ocp-Apim-Subscription-Key": KEY, "Content-Type": "audio/ogg; codecs=opus"}, content=ogg)
+    assert response.status_code == 200 and response.json()["DisplayText"] == "one two"

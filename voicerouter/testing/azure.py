@@ -14,6 +14,7 @@ import xml.etree.ElementTree as ET
 
 from aiohttp import web
 
+from voicerouter.testing import codecs
 from voicerouter.testing.server import EmulatorState, Fault, admit, read_wav, send_body, stream_pcm
 
 STATE = web.AppKey("state", EmulatorState)
@@ -79,13 +80,19 @@ async def _recognize(request: web.Request) -> web.StreamResponse:
     if media not in ("audio/wav", "audio/ogg"):
         return _status(415)
     declared = dict(p.split("=", 1) for p in params if "=" in p)
-    if media == "audio/ogg" or declared.get("samplerate", "16000") != "16000":
-        return _status(400)  # the emulator decodes 16 kHz WAV only, the service's main format
+    if declared.get("samplerate", "16000") != "16000":
+        return _status(400)  # the service takes 16 kHz mono WAV/PCM or OGG/Opus
+    if media == "audio/ogg" and declared.get("codecs", "opus") != "opus":
+        return _status(415)
     try:
-        pcm, rate, channels, width = read_wav(body)
+        if media == "audio/wav":
+            _, rate, channels, width = read_wav(body)
+            if channels != 1 or width != 2:
+                return _status(400)
+        pcm, rate = codecs.decode(body)
     except ValueError:
         return _status(400)
-    if rate != 16000 or channels != 1 or width != 2 or len(pcm) / 2 / rate > MAX_STT_SECONDS:
+    if rate != 16000 or len(pcm) / 2 / rate > MAX_STT_SECONDS:
         return _status(400)
     duration = int(len(pcm) / 2 / rate * TICKS_PER_SECOND)
     if fault is not None and fault.kind == "error":  # error:200, in-band failure
@@ -119,9 +126,10 @@ async def _synthesize(request: web.Request) -> web.StreamResponse:
     output_format = request.headers.get("X-Microsoft-OutputFormat", "")
     if not user_agent or len(user_agent) >= 255 or not output_format:
         return _status(400)
-    rate = RAW_FORMATS.get(output_format) or RIFF_FORMATS.get(output_format)
-    if rate is None:
-        return _status(400)  # unknown, or an encoded format (mp3, opus, mulaw) the emulator cannot produce
+    fmt = output_format_of(output_format)
+    if fmt is None:
+        return _status(400)  # unknown, or one libsndfile cannot produce (webm, amr, siren, truesilk)
+    rate = fmt.sample_rate
     try:
         root = ET.fromstring(raw)
     except ET.ParseError:
@@ -135,10 +143,32 @@ async def _synthesize(request: web.Request) -> web.StreamResponse:
     state.requests[-1]["text"] = text
     if not text.strip():
         return _status(400)
-    pcm = await state.synthesize(text, rate)
-    if output_format in RIFF_FORMATS:
-        from voicerouter.providers._common import wav_bytes
+    audio = codecs.encode(await state.synthesize(text, rate), fmt)
+    content_type = {"wav": "audio/x-wav", "raw": "application/octet-stream"}.get(fmt.container, fmt.content_type)
+    return await stream_pcm(request, audio, rate, fault, content_type=content_type,
+                            headers={"X-RequestId": uuid.uuid4().hex})
 
-        pcm = wav_bytes(pcm, rate)
-    return await stream_pcm(request, pcm, rate, fault, content_type="audio/x-wav" if output_format in RIFF_FORMATS
-                            else "application/octet-stream", headers={"X-RequestId": uuid.uuid4().hex})
+
+_FORMAT = re.compile(r"^(raw|riff|audio|ogg)-(\d+)khz-(?:(\d+)kbitrate|(8|16)bit)-mono-(pcm|mulaw|alaw|mp3|opus)$")
+
+
+def output_format_of(name: str) -> codecs.AudioFormat | None:
+    """An `X-Microsoft-OutputFormat` name (`raw-24khz-16bit-mono-pcm`, `riff-8khz-8bit-mono-mulaw`,
+    `audio-24khz-48kbitrate-mono-mp3`, `ogg-48khz-16bit-mono-opus`, ...) -> the format, else None."""
+    rate = RAW_FORMATS.get(name) or RIFF_FORMATS.get(name)
+    if rate is not None:
+        return codecs.AudioFormat("raw" if name.startswith("raw-") else "wav", rate)
+    match = _FORMAT.match(name.replace("22050hz", "22khz").replace("44100hz", "44khz"))
+    if match is None:
+        return None
+    family, khz, _kbps, bits, codec = match.groups()
+    rate = {"8": 8000, "16": 16000, "22": 22050, "24": 24000, "44": 44100, "48": 48000}.get(khz)
+    if rate is None:
+        return None
+    if codec in ("mulaw", "alaw") and family in ("raw", "riff") and bits == "8":
+        return codecs.AudioFormat("raw" if family == "raw" else "wav", rate, f"pcm_{codec}")
+    if codec == "mp3" and family == "audio":
+        return codecs.AudioFormat("mp3", rate)
+    if codec == "opus" and family == "ogg":
+        return codecs.AudioFormat("ogg", rate)
+    return None
