@@ -321,10 +321,13 @@ async def _stream(http: Any, target: Target, plan: CallPlan, result: CallResult,
                     chunk = b""
                 chunk = chunk + bytes(frame_bytes - len(chunk))
                 message = far.media(chunk)
-                if isinstance(message, bytes):
-                    await ws.send_bytes(message)
-                else:
-                    await ws.send_str(message)
+                try:
+                    if isinstance(message, bytes):
+                        await ws.send_bytes(message)
+                    else:
+                        await ws.send_str(message)
+                except ConnectionError:
+                    break  # the server closed the stream (a refusal says why in its close code)
                 if state["speech_end_t"] is None and (i + 1) * FRAME_MS / 1000 >= speech_end and speech_end > 0:
                     state["speech_end_t"] = loop.time()
                     state["awaiting_reply"] = True

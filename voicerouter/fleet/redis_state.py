@@ -15,12 +15,15 @@ Acquire, renew and release are Lua scripts on Redis time, so a decision over sev
 atomic and no process clock matters. A crashed process stops renewing: its slots are reaped
 once their lease expires (`state.lease_s`).
 
-Redis down or slow: no call waits on Redis for more than `state.timeout_ms`. The process then
-uses local state: it admits, per limit, at most its share ceil(limit / live nodes last seen),
-says so once (a `warning` event in live sessions, `/status` and `/readyz`), and resynchronises
-when Redis answers again (its live sessions' slots are renewed even over a limit: they exist;
-its open breakers are republished). So a limit is exceeded by at most the shares of the
-processes that lost Redis, each admitting alone: limit + k * ceil(limit / n) for k of n processes.
+Redis down or slow: no call waits on Redis for more than `state.timeout_ms`; a call that gets no
+answer by then is decided on local state: admitted while this process holds less than its share
+ceil(limit / live nodes last seen) of each limit. A refused or broken connection (or the
+background loop getting no answer within a second) switches the whole process to local state: it
+says so once (a `warning` event in live sessions, `/status` and `/readyz`), never refuses a call
+only because Redis is away, and resynchronises when Redis answers again (its live sessions' slots
+are renewed even over a limit: they exist; its open breakers are republished). So a limit is
+exceeded by at most the shares of the processes deciding alone: limit + k * ceil(limit / n) for
+k of n processes.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ TICK_S = 0.1  # the background loop's pace (probe permits, reconnection)
 SHARE_S = 1.0  # how often health and latency are published and merged
 FRESH_S = 5.0  # another node's health/latency older than this is ignored
 PROBE_S = 5.0  # a probe permit not used within this long passes to another node
+BACKGROUND_TIMEOUT_S = 1.0  # Redis operations off a call's path (renewals, registry, breakers, reconnection)
 
 _ACQUIRE = """
 local t = redis.call('TIME')
@@ -120,6 +124,7 @@ class RedisState:
         self.connected = False
         self.lost_since: float | None = None  # unix time Redis was lost (None: connected or never)
         self.losses = 0
+        self.slow_calls = 0  # calls decided locally because Redis did not answer within timeout_ms
         self.last_error: str | None = None
         self.nodes_seen = 1
         self._held: dict[str, list[tuple[str, int]]] = {}  # holder -> [(slots key, limit)]
@@ -198,6 +203,7 @@ class RedisState:
             "mode": "shared" if self.connected else "local",
             "lost_since": self.lost_since,
             "losses": self.losses,
+            "slow_calls": self.slow_calls,
             "last_error": self.last_error,
             "nodes_seen": self.nodes_seen,
             "sessions_held": len(self._held),
@@ -218,7 +224,8 @@ class RedisState:
             return 0
         if self.connected:
             full = await self._try(self._acquire(keys=[k for k, _ in keys],
-                                                 args=[self._holder(holder), self.lease_ms, *(n for _, n in keys)]))
+                                                 args=[self._holder(holder), self.lease_ms, *(n for _, n in keys)]),
+                                   on_call_path=True)
             if full is not None:
                 if int(full) == 0:
                     self._held.setdefault(holder, []).extend(keys)
@@ -227,6 +234,9 @@ class RedisState:
         for index, (key, limit) in enumerate(keys, start=1):
             mine = sum(1 for h, held in self._held.items() if h != holder and any(k == key for k, _ in held))
             if mine >= math.ceil(limit / max(1, self.nodes_seen)):
+                if self.connected:  # it timed out: Redis may have taken the slots all the same
+                    self._spawn(self._try(self._release(keys=[k for k, _ in keys], args=[self._holder(holder)]),
+                                          quiet=True))
                 return index
         self._held.setdefault(holder, []).extend(keys)
         return 0
@@ -234,7 +244,7 @@ class RedisState:
     async def release(self, holder: str) -> None:
         keys = self._held.pop(holder, [])
         if keys and self.connected:
-            await self._try(self._release(keys=[k for k, _ in keys], args=[self._holder(holder)]))
+            await self._try(self._release(keys=[k for k, _ in keys], args=[self._holder(holder)]), on_call_path=True)
 
     async def count(self, scope: str) -> int | None:
         """Slots taken fleet-wide in `scope` (None when Redis cannot be asked)."""
@@ -509,14 +519,26 @@ class RedisState:
         for bus in list(self._buses):
             bus.emit(EventType.WARNING, stage="state", reason="state_local", message=message)
 
-    async def _try(self, operation: Awaitable[T], *, quiet: bool = False) -> T | None:
-        """Run one Redis operation within the timeout; None (and local state) when it fails."""
+    async def _try(self, operation: Awaitable[T], *, on_call_path: bool = False, quiet: bool = False) -> T | None:
+        """Run one Redis operation; None (and local state for what asked) when it fails.
+
+        On a call's path the wait is bounded by `state.timeout_ms`; a call that times out is decided
+        locally, but only a refused or broken connection (or the background loop's own failures,
+        which wait up to BACKGROUND_TIMEOUT_S) switches the process to local state: a busy event loop
+        that answers late is not a lost Redis.
+        """
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with asyncio.timeout(self.timeout_s if on_call_path else BACKGROUND_TIMEOUT_S):
                 return await operation
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # redis errors, timeouts, refused connections: all mean "Redis is away"
+        except TimeoutError:
+            if on_call_path:
+                self.slow_calls += 1
+            elif not quiet:
+                self._lost(f"no answer within {BACKGROUND_TIMEOUT_S:.1f} s")
+            return None
+        except Exception as exc:  # redis errors, refused connections: all mean "Redis is away"
             if not quiet:
                 self._lost(redact(str(exc) or type(exc).__name__)[:200])
             return None
