@@ -69,6 +69,10 @@ async def test_a_sentence_over_the_socket(vendor: str) -> None:
     if vendor == "cartesia":
         contexts = {m["context_id"] for m in sockets[0]["messages"]}
         assert len(contexts) == 2 and sockets[0]["headers"]["Authorization"] == f"Bearer {KEY}"
+        # Word timestamps ride on the audio (for a failover to resume at the first unheard word).
+        words = [w for c in first for w in c.words]
+        assert [w for w, _, _ in words] == SENTENCE.split()
+        assert all(a < b for _, a, b in words) and words[-1][2] == pytest.approx(seconds(first), abs=0.01)
     if vendor == "deepgram":
         assert [m["type"] for m in sockets[0]["messages"]] == ["Speak", "Flush", "Speak", "Flush"]
 

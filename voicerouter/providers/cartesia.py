@@ -207,10 +207,12 @@ class _Context(Generation):
         self.ws = ws
         self.id = context_id
         self.done = False
+        self.words: list[tuple[str, float, float]] = []  # word timestamps not yet attached to audio
 
     def _message(self, text: str, *, more: bool) -> dict[str, Any]:
         p = self.provider
-        message = {"context_id": self.id, **_generation(p.config, p.version, p.sample_rate, text), "continue": more}
+        message = {"context_id": self.id, **_generation(p.config, p.version, p.sample_rate, text), "continue": more,
+                   "add_timestamps": True}  # word ends let a failover resume at the first unheard word
         if "max_buffer_delay_ms" in p.config.options:
             message["max_buffer_delay_ms"] = int(p.config.options["max_buffer_delay_ms"])
         return message
@@ -231,7 +233,14 @@ class _Context(Generation):
                                                      provider=self.provider.name))
                 return
             if pcm:
-                self.queue.put_nowait(AudioChunk(pcm[: len(pcm) - len(pcm) % 2], self.provider.sample_rate))
+                words, self.words = tuple(self.words), []
+                self.queue.put_nowait(AudioChunk(pcm[: len(pcm) - len(pcm) % 2], self.provider.sample_rate, words))
+        elif kind == "timestamps":
+            stamps = event.get("word_timestamps") or {}
+            with contextlib.suppress(TypeError, ValueError):
+                self.words.extend((str(w), float(a), float(b)) for w, a, b in
+                                  zip(stamps.get("words") or [], stamps.get("start") or [], stamps.get("end") or [],
+                                      strict=False))
         elif kind == "done":
             self.done = True
             self.queue.put_nowait(None)

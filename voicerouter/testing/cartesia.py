@@ -137,6 +137,8 @@ class _Context:
     id: str
     settings: dict[str, Any]
     fault: Fault | None
+    timestamps: bool = False
+    spoken_s: float = 0.0  # audio generated so far in this context
     buffer: str = ""
     first_text_at: float | None = None
     ending: bool = False
@@ -235,7 +237,8 @@ class _Socket:
         context = self.contexts.get(context_id)
         if context is None:
             fault, self.pending = (self.pending, None) if self.pending is not None else (self.state.take_fault(), None)
-            context = _Context(context_id, {k: event.get(k) for k in ("model_id", "voice", "output_format")}, fault)
+            context = _Context(context_id, {k: event.get(k) for k in ("model_id", "voice", "output_format")}, fault,
+                               timestamps=bool(event.get("add_timestamps")))
             self.contexts[context_id] = context
             context.worker = asyncio.create_task(self.speak(context))
         elif context.ending:
@@ -281,6 +284,17 @@ class _Socket:
         if context.first_text_at is not None and context.first_text_at == since:
             self.release(context)  # max_buffer_delay_ms elapsed without a clause boundary
 
+    def word_timestamps(self, context: _Context, segment: str, seconds: float) -> dict[str, Any]:
+        """Word starts and ends (seconds from the context's first audio), spread by characters over the segment."""
+        per_char = seconds / max(1, len(segment))
+        words, starts, ends = [], [], []
+        for match in re.finditer(r"\S+", segment):
+            words.append(match.group())
+            starts.append(round(context.spoken_s + match.start() * per_char, 3))
+            ends.append(round(context.spoken_s + match.end() * per_char, 3))
+        return {"type": "timestamps", "context_id": context.id, "done": False, "status_code": 206,
+                "word_timestamps": {"words": words, "start": starts, "end": ends}}
+
     async def speak(self, context: _Context) -> None:
         fmt = context.settings["output_format"]
         rate = fmt["sample_rate"]
@@ -294,7 +308,11 @@ class _Socket:
             return
         started = time.monotonic()
         while (segment := await context.segments.get()) is not None:
-            pcm = codecs.encode(await self.state.synthesize(segment, rate), audio_format)
+            speech = await self.state.synthesize(segment, rate)
+            if context.timestamps:
+                await self.send(self.word_timestamps(context, segment, len(speech) / 2 / rate))
+            context.spoken_s += len(speech) / 2 / rate
+            pcm = codecs.encode(speech, audio_format)
 
             async def chunk(data: bytes) -> None:
                 await self.send({"type": "chunk", "context_id": context.id, "data": base64.b64encode(data).decode(),
