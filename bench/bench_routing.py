@@ -2,7 +2,8 @@
 including 10,000-route tables (literal tenants, tenant globs, flag-only routes: the shapes where a
 pairwise shadowed-route check was quadratic).
 
-Run: python bench/bench_routing.py   (prints microseconds per resolve, process wall and CPU times)
+Run: python bench/bench_routing.py   (prints microseconds per resolve, process wall and CPU times, and
+the start-up of resolve/validate as a ratio to `python -c pass`, uncached and cached)
 """
 
 from __future__ import annotations
@@ -54,17 +55,22 @@ def bench_resolve(text: str) -> None:
         print(f"resolve ({label:>12}): {per:8.1f} us")
 
 
+# `validate` and `resolve` answer repeated questions from a cache (cli/cached.py); the table-size
+# figures measure the real check, so they run without it.
+NO_CACHE = {**os.environ, "VOICEROUTER_NO_CACHE": "1"}
+
+
 def wall(cmd: list[str], runs: int = 5) -> float:
     return timed(cmd, runs)[0]
 
 
-def timed(cmd: list[str], runs: int = 5) -> tuple[float, float]:
+def timed(cmd: list[str], runs: int = 5, env: dict[str, str] | None = None) -> tuple[float, float]:
     """Median wall and CPU (user+system of the child) milliseconds of a whole process."""
     walls, cpus = [], []
     for _ in range(runs):
         before = os.times()
         start = time.perf_counter()
-        subprocess.run(cmd, capture_output=True, check=False)
+        subprocess.run(cmd, capture_output=True, check=False, env=NO_CACHE if env is None else env)
         walls.append(time.perf_counter() - start)
         after = os.times()
         cpus.append((after.children_user - before.children_user) + (after.children_system - before.children_system))
@@ -116,8 +122,29 @@ def bench_processes(text: str) -> None:
             print(f"{label:<36} {wall(cmd):7.0f} ms (median of 5)")
 
 
+def bench_startup(runs: int = 9) -> None:
+    """Start-up of `resolve` and `validate` on the example table as a ratio to a bare `python -c pass`,
+    measured in one run (CPU time of the child, median): the first call (no cache) and the next ones."""
+    example = Path(__file__).resolve().parent.parent / "routes.example.yaml"
+    py = sys.executable
+    with tempfile.TemporaryDirectory() as cache:
+        cached = {**os.environ, "VOICEROUTER_CACHE_DIR": cache}
+        _, bare = timed([py, "-c", "pass"], runs, env=cached)
+        for label, args in (
+            ("resolve", ["resolve", "--routes", str(example), "--tenant", "acme", "--json"]),
+            ("validate", ["validate", str(example)]),
+        ):
+            cmd = [py, "-m", "voicerouter", *args]
+            _, cold = timed(cmd, runs, env=NO_CACHE)
+            subprocess.run(cmd, capture_output=True, check=False, env=cached)  # fills the cache
+            _, warm = timed(cmd, runs, env=cached)
+            print(f"start-up {label:<8} {cold:6.0f} ms CPU uncached ({cold / bare:4.1f}x python -c pass), "
+                  f"{warm:5.0f} ms cached ({warm / bare:4.1f}x); python -c pass {bare:.0f} ms")
+
+
 if __name__ == "__main__":
     text = big_table()
     bench_resolve(text)
+    bench_startup()
     bench_processes(text)
     bench_big_tables()

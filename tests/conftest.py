@@ -12,6 +12,20 @@ ROOT = Path(__file__).resolve().parent.parent
 pytest_plugins = ["voicerouter.testing.pytest_plugin"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cli_cache(tmp_path_factory):
+    """`validate`/`resolve` cache their answers; the tests' go to a temporary folder, not ~/.cache."""
+    import os
+
+    previous = os.environ.get("VOICEROUTER_CACHE_DIR")
+    os.environ["VOICEROUTER_CACHE_DIR"] = str(tmp_path_factory.mktemp("voicerouter-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("VOICEROUTER_CACHE_DIR", None)
+    else:
+        os.environ["VOICEROUTER_CACHE_DIR"] = previous
+
+
 @pytest.fixture
 def repo_root() -> Path:
     return ROOT

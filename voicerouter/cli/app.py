@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import importlib
 import sys
-
-import typer
+from typing import TYPE_CHECKING
 
 from voicerouter import __version__
+
+if TYPE_CHECKING:
+    import typer
 
 COMMANDS = (
     "init",
@@ -34,12 +36,16 @@ COMMANDS = (
 
 
 def _version(value: bool) -> None:
+    import typer
+
     if value:
         typer.echo(f"voicerouter {__version__}")
         raise typer.Exit()
 
 
 def build_app(only: str | None = None) -> typer.Typer:
+    import typer
+
     app = typer.Typer(
         name="voicerouter",
         help="Route voice sessions to STT, TTS and speech-to-speech providers, with failover.",
@@ -91,6 +97,11 @@ def __getattr__(name: str) -> typer.Typer:
 
 
 def main() -> None:
+    from voicerouter.cli.fast import fast_path
+
+    code = fast_path(sys.argv[1:])  # `resolve`/`validate` answered from the cache, without typer
+    if code is not None:
+        sys.exit(code)
     from voicerouter.cli.common import run_app
 
     sys.exit(run_app(build_app(_invoked_command(sys.argv[1:]))))

@@ -8,11 +8,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import typer
-
 from voicerouter.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, UsageError, VoiceRouterError, printable
 
 if TYPE_CHECKING:
+    import typer
     from rich.console import Console
 
     from voicerouter.routing.table import RoutingTable
@@ -23,6 +22,8 @@ DEFAULT_ROUTES = "routes.yaml"
 
 def run_app(app: typer.Typer) -> int:
     """Run the typer app; every expected failure becomes one line on stderr and an exit code."""
+    import typer
+
     from voicerouter.cli.output import plain_metavars
 
     command = typer.main.get_command(app)
@@ -60,6 +61,13 @@ def run_app(app: typer.Typer) -> int:
         )
         return EXIT_FAILED
     return result if isinstance(result, int) else 0
+
+
+def stdout_is_terminal() -> bool:
+    """As rich decides it (TTY_COMPATIBLE=1 or FORCE_COLOR force a terminal), without importing rich."""
+    if os.environ.get("TTY_COMPATIBLE") == "1" or os.environ.get("FORCE_COLOR"):
+        return True
+    return sys.stdout.isatty()
 
 
 def note(message: str) -> None:
@@ -146,13 +154,15 @@ def parse_flags(values: list[str] | None) -> dict[str, bool]:
     return flags
 
 
-def warn_unused_flags(table: RoutingTable, flags: dict[str, bool]) -> None:
-    """A flag no route matches on changes nothing: say so (often a typo)."""
+def warn_unused_flags(route_flags: set[str], flags: dict[str, bool], file: str) -> None:
+    """A flag no route matches on changes nothing: say so (often a typo). `route_flags`: the flags routes use."""
     from voicerouter.suggest import did_you_mean
 
-    used = {name for route in table.config.routes for name in route.match.flags}
     for name in flags:
-        if name not in used:
-            known = did_you_mean(name, used) or (f" (routes use: {', '.join(sorted(used))})" if used else "")
-            stderr_console().print(f"[yellow]warning:[/] flag {name!r} is not used by any route in {table.file}{known}",
-                                   highlight=False)
+        if name not in route_flags:
+            known = did_you_mean(name, route_flags) or (f" (routes use: {', '.join(sorted(route_flags))})" if route_flags else "")
+            print(f"warning: flag {name!r} is not used by any route in {file}{known}", file=sys.stderr)
+
+
+def route_flags(table: RoutingTable) -> set[str]:
+    return {name for route in table.config.routes for name in route.match.flags}

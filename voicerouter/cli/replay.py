@@ -31,7 +31,14 @@ def replay(
     import json
     import time
 
-    from voicerouter.cli.common import parse_flags, routes_or_builtin, stderr_console, stdout_console, warn_unused_flags
+    from voicerouter.cli.common import (
+        parse_flags,
+        route_flags,
+        routes_or_builtin,
+        stderr_console,
+        stdout_console,
+        warn_unused_flags,
+    )
     from voicerouter.errors import EXIT_FAILED, EXIT_OK, UsageError
     from voicerouter.routing.plan import RouteContext
     from voicerouter.session.console import render_checks, render_replay, replay_progress
@@ -53,7 +60,7 @@ def replay(
         expectations = load_expectations(expect)
     kwargs = {"session_id": session_id} if session_id else {}
     ctx = RouteContext(tenant=tenant, region=region, flags=parse_flags(flag), **kwargs)
-    warn_unused_flags(table, ctx.flags)
+    warn_unused_flags(route_flags(table), ctx.flags, table.file)
     faults = faults_for(table, inject, seed)
 
     started = time.perf_counter()

@@ -18,7 +18,12 @@ def resolve(
     to: Annotated[str | None, typer.Option("--to", help="Explain a phone call to this number (E.164): the table's numbers: give tenant, region and flags; --tenant/--region/--flag override them.")] = None,
 ) -> None:
     """Show the session plan for a tenant/region/flags/session id, or for a call to a number (--to)."""
-    from voicerouter.cli.common import find_routes, parse_flags, warn_unused_flags
+    if to is None:
+        from voicerouter.cli.cached import run_resolve
+
+        run_resolve(routes, tenant=tenant, region=region, flag=flag or [], session_id=session_id, json_out=json_out)
+        return
+    from voicerouter.cli.common import find_routes, parse_flags, route_flags, warn_unused_flags
     from voicerouter.config.loader import load_routes
     from voicerouter.routing.plan import RouteContext
 
@@ -33,7 +38,7 @@ def resolve(
     else:
         ctx = RouteContext(tenant=tenant, region=region, flags=parse_flags(flag), **kwargs)
     plan = table.resolve(ctx)
-    warn_unused_flags(table, parse_flags(flag))
+    warn_unused_flags(route_flags(table), parse_flags(flag), table.file)
     if json_out:
         import json
 
@@ -46,7 +51,7 @@ def resolve(
 
         if call is not None:
             typer.echo(f"call: {call.explain()}")
-        render_plan(plan, table.file)
+        render_plan(plan.to_dict(), table.file)
     if plan.warnings:
         from voicerouter.cli.common import stderr_console
 

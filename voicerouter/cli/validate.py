@@ -30,23 +30,13 @@ def validate(
     ignore: Annotated[list[str] | None, typer.Option("--ignore", metavar="RULE", help="Leave out these rules (same forms as --select), e.g. --ignore unset-env.")] = None,
 ) -> None:
     """Check routing tables: schema, provider references and kinds, shadowed routes, URLs and secrets."""
-    from voicerouter.routing.findings import check_selectors
-    from voicerouter.routing.validate import render_github, render_json, validate_files
+    from voicerouter.cli.cached import run_validate
+    from voicerouter.cli.output import quiet
 
-    report = validate_files(
-        files, strict=strict,
-        select=check_selectors(select or [], "--select"), ignore=check_selectors(ignore or [], "--ignore"),
-    )
-    if json_out or format is Format.json:
-        typer.echo(render_json(report))
-    elif format is Format.github:
-        out = render_github(report)
-        if out:
-            typer.echo(out)
-    else:
-        render_text(report)
-    if not report.valid:
-        raise typer.Exit(1)
+    code = run_validate(list(files), fmt="json" if json_out else format.value, strict=strict,
+                        select=select or [], ignore=ignore or [], quiet=quiet())
+    if code:
+        raise typer.Exit(code)
 
 
 def render_text(report: ValidationReport) -> None:

@@ -8,8 +8,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from voicerouter.config.loader import build_table
-from voicerouter.config.yaml_source import load_yaml
 from voicerouter.errors import ConfigError
 from voicerouter.routing.findings import Finding, matches
 
@@ -49,6 +47,15 @@ def validate_file(
     `select`/`ignore` keep or drop findings by rule id, id prefix or name (like ruff's); with
     `strict`, warnings count as errors (info findings, such as unset variables, never do).
     """
+    return filter_findings(raw_findings(path, env=env), strict=strict, select=select, ignore=ignore)
+
+
+def raw_findings(path: str | Path, *, env: Mapping[str, str] | None = None) -> list[Finding]:
+    """Every finding for one file, unfiltered, sorted by position (what the CLI caches)."""
+    # Imported here: `validate` on a cached file needs neither YAML nor the pydantic schema.
+    from voicerouter.config.loader import build_table
+    from voicerouter.config.yaml_source import load_yaml
+
     try:
         data, source = load_yaml(path)
     except ConfigError as exc:
@@ -57,10 +64,16 @@ def validate_file(
         findings = [Finding("error", "unreadable", exc.message + (f" ({exc.hint})" if exc.hint else ""), exc.location or Location(str(path)))]
     else:
         _, findings = build_table(data, source, env=os.environ if env is None else env)
-    findings = [f for f in findings if (not select or matches(f, select)) and not matches(f, ignore)]
-    if strict:
-        findings = [Finding("error", f.code, f.message, f.location) if f.severity == "warning" else f for f in findings]
     return sorted(findings, key=lambda f: (f.location.line or 0, f.location.column or 0))
+
+
+def filter_findings(
+    findings: Sequence[Finding], *, strict: bool = False, select: Sequence[str] = (), ignore: Sequence[str] = ()
+) -> list[Finding]:
+    out = [f for f in findings if (not select or matches(f, select)) and not matches(f, ignore)]
+    if strict:
+        out = [Finding("error", f.code, f.message, f.location) if f.severity == "warning" else f for f in out]
+    return out
 
 
 def validate_files(
