@@ -53,4 +53,4 @@ async def test_replayed_log_reports_and_draws(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "waveform left out" not in proc.stderr
-    assert (timelines / "obs-hello.png").stat().st_size > 10_000
+    assert (timelines / "obs-hello.timeline.png").stat().st_size > 10_000

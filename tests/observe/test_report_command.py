@@ -60,7 +60,7 @@ def test_timeline_pngs_use_the_source_audio_next_to_the_log(tmp_path):
     out = tmp_path / "timelines"
     proc = report(str(tmp_path), "--timeline", str(out))
     assert proc.returncode == 0, proc.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["s-acme-1.png", "s-acme-2.png", "s-globex-1.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["s-acme-1.timeline.png", "s-acme-2.timeline.png", "s-globex-1.timeline.png"]
     assert all(p.stat().st_size > 10_000 for p in out.iterdir())
     assert "session s-acme-1: waveform left out" in proc.stderr and "hello.wav" in proc.stderr
     assert proc.stderr.count("timeline: ") == 3

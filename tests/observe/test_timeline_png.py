@@ -57,7 +57,7 @@ def test_one_png_per_session_with_waveform_when_source_is_found(log_dir, tmp_pat
     out = tmp_path / "timelines"
     warnings: list[str] = []
     paths = write_timelines(log.events, out, audio=audio_from_logs(log.session_files, warn=warnings.append))
-    assert [p.name for p in paths] == ["s-acme-1.png", "s-acme-2.png"]
+    assert [p.name for p in paths] == ["s-acme-1.timeline.png", "s-acme-2.timeline.png"]
     assert warnings == []  # call-2.wav is simply absent: no waveform, no warning
     for path in paths:
         assert path.is_file() and path.stat().st_size > 10_000
@@ -101,3 +101,21 @@ def test_missing_matplotlib_says_how_to_install(monkeypatch, tmp_path):
         render_timeline_png(events, None, 0, tmp_path / "x.png")
     assert str(info.value) == "the timeline needs matplotlib: pip install 'voicerouter[plot]'" == PLOT_HINT
     assert not (tmp_path / "x.png").exists()
+
+
+def test_the_gap_before_a_reply_is_split_by_stage():
+    from voicerouter.observe.stats import TurnRecord
+    from voicerouter.observe.timeline_png import gap_segments
+
+    record = TurnRecord("s", 1, end_s=2.0, turn_end_delay_ms=500, stt_final_ms=300, agent_reply_ms=200,
+                        tts_first_audio_ms=900, reply_start_s=3.4)
+    assert [(stage, round(a, 3), round(b, 3)) for stage, a, b in gap_segments(record)] == [
+        ("turn end", 2.0, 2.5), ("STT", 2.5, 2.8), ("agent", 2.8, 3.0), ("TTS", 3.0, 3.4),
+    ]
+    assert gap_segments(TurnRecord("s", 2)) == []
+
+
+def test_event_labels_take_free_rows():
+    from voicerouter.observe.timeline_png import label_rows
+
+    assert label_rows([0.0, 0.1, 0.2, 5.0, 5.05], spacing=1.0) == [0, 1, 2, 0, 1]

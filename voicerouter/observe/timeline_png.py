@@ -31,6 +31,38 @@ COLORS = {
     "frames_dropped": "#f1a340",
 }
 LANES = {"you": 2.0, "reply": 1.0, "events": 0.0}
+# The gap before a reply, split by stage (user stops speaking -> first reply audio).
+GAP_COLORS = {"turn end": "#bbbbbb", "STT": "#4e79a7", "agent": "#b07aa1", "TTS": "#f6c28b"}
+LABEL_LEVELS = 3  # event labels go on this many rows, so neighbours do not overprint
+
+
+def gap_segments(record: Any) -> list[tuple[str, float, float]]:
+    """(stage, start_s, end_s) pieces of the gap before a reply on the input-audio axis: the
+    turn-end wait, STT final, agent, then TTS until the first audio (pieces the log lacks are left out)."""
+    if record.end_s is None or record.turn_end_delay_ms is None:
+        return []
+    at = record.end_s + record.turn_end_delay_ms / 1000
+    pieces = [("turn end", record.end_s, at)]
+    for stage, ms in (("STT", record.stt_final_ms), ("agent", record.agent_reply_ms)):
+        if ms is not None and ms > 0:
+            pieces.append((stage, at, at + ms / 1000))
+            at += ms / 1000
+    if record.reply_start_s is not None and record.reply_start_s > at:
+        pieces.append(("TTS", at, record.reply_start_s))
+    return [p for p in pieces if p[2] > p[1]]
+
+
+def label_rows(positions: list[float], spacing: float) -> list[int]:
+    """A row (0..LABEL_LEVELS-1) per label at `positions` (sorted): the first row whose last label
+    is at least `spacing` away, else the row used longest ago."""
+    last: list[float | None] = [None] * LABEL_LEVELS
+    rows = []
+    for x in positions:
+        free = [i for i, prev in enumerate(last) if prev is None or x - prev >= spacing]
+        row = free[0] if free else min(range(LABEL_LEVELS), key=lambda i: last[i] or 0.0)
+        last[row] = x
+        rows.append(row)
+    return rows
 
 
 def _pyplot():
@@ -87,6 +119,12 @@ def render_timeline_png(
         for r in turns
         if r.reply_start_s is not None
     ]
+    # Replayed faster than real time, a reply can run past the next one's start: draw each reply
+    # only until the next begins (the next reply interrupted it on this axis).
+    replies = [
+        (r, start, min(end, replies[i + 1][1]) if i + 1 < len(replies) and replies[i + 1][1] > start else end)
+        for i, (r, start, end) in enumerate(replies)
+    ]
     incidents = [(to_audio(float(e["t"])), e) for e in events if incident_line(e) is not None]
     extents = [0.0, *(end for _, _, end in replies), *(to_audio(float(e["t"])) for e in events)]
     extents += [r.end_s if r.end_s is not None else r.start_s for r in regions]
@@ -106,7 +144,8 @@ def render_timeline_png(
     try:
         _title(fig, start, events[0])
         _draw_wave(ax_wave, envelope, speech_spans, turns)
-        _draw_lanes(ax_lanes, speech_spans, replies, incidents, turns)
+        _draw_lanes(ax_lanes, speech_spans, replies, incidents, turns, duration)
+        _legend(fig, incidents)
         ax_lanes.set_xlim(0, duration)
         ax_lanes.set_xlabel("input audio (s)")
         out = Path(path)
@@ -124,8 +163,21 @@ def _width_in(duration_s: float) -> float:
     return min(48.0, max(14.0, duration_s / 4.5))
 
 
+def _legend(fig, incidents) -> None:
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=COLORS["speech"], label="user speech (VAD)"), Patch(color=COLORS["reply"], label="reply audio")]
+    handles += [Patch(color=color, label=f"gap: {stage}") for stage, color in GAP_COLORS.items()]
+    handles.append(Line2D([], [], color=COLORS["turn"], ls="--", label="turn end"))
+    for kind in dict.fromkeys(ev["type"] for _, ev in incidents):
+        handles.append(Line2D([], [], color=COLORS.get(kind, "#555555"), marker="v" if kind == "failover" else "o",
+                              ls="", label=kind.replace("_", " ")))
+    fig.legend(handles=handles, loc="upper right", ncol=min(4, len(handles)), fontsize=7.5, frameon=False)
+
+
 def _title(fig, start: dict[str, Any], first: dict[str, Any]) -> None:
-    context = " / ".join(str(first[k]) for k in ("tenant", "region", "route") if first.get(k))
+    context = "   ".join(f"{k} {first[k]}" for k in ("tenant", "region", "route") if first.get(k))
     chains = "   ".join(f"{s} {' → '.join(map(str, start[s]))}" for s in ("stt", "tts", "s2s") if start.get(s))
     source = f"   source {start['source']}" if start.get("source") else ""
     fig.suptitle(f"session {first['session_id']}   {context}", x=0.01, ha="left", fontsize=12, fontweight="bold")
@@ -171,8 +223,11 @@ def _draw_wave(ax, envelope, speech_spans, turns) -> None:
     ax.grid(axis="x", color="#dddddd", lw=0.6)
 
 
-def _draw_lanes(ax, speech_spans, replies, incidents, turns) -> None:
+def _draw_lanes(ax, speech_spans, replies, incidents, turns, duration: float = 1.0) -> None:
     height = 0.55
+    for record in turns:
+        for stage, start, end in gap_segments(record):
+            ax.broken_barh([(start, end - start)], (LANES["reply"] - height / 2, height * 0.35), color=GAP_COLORS[stage])
     ax.broken_barh([(s, e - s) for s, e in speech_spans], (LANES["you"] - height / 2, height), color=COLORS["speech"])
     for record, start, end in replies:
         ax.broken_barh([(start, end - start)], (LANES["reply"] - height / 2, height), color=COLORS["reply"])
@@ -190,14 +245,16 @@ def _draw_lanes(ax, speech_spans, replies, incidents, turns) -> None:
                 xytext=(record.end_s, LANES["you"] - height / 2),
                 arrowprops={"arrowstyle": "->", "color": "#888888", "lw": 0.8},
             )
-    for index, (at, ev) in enumerate(incidents):
+    incidents = sorted(incidents, key=lambda item: item[0])
+    rows = label_rows([at for at, _ in incidents], spacing=duration * 0.12)
+    for (at, ev), row in zip(incidents, rows, strict=True):
         color = COLORS.get(ev["type"], "#555555")
         ax.plot([at], [LANES["events"]], marker="v" if ev["type"] == "failover" else "o", color=color, ms=8)
         ax.axvline(at, color=color, lw=0.8, alpha=0.5, ymax=0.2)
-        offset = -0.22 - 0.22 * (index % 2)  # alternate so neighbours don't overprint
+        offset = -0.22 - 0.2 * row
         ax.text(at, LANES["events"] + offset, _short(incident_line(ev), 48), fontsize=7, color=color, va="top")
     ax.set_yticks(list(LANES.values()), list(LANES))
-    ax.set_ylim(-0.9, 2.6)
+    ax.set_ylim(-0.4 - 0.2 * LABEL_LEVELS, 2.6)
     ax.grid(axis="x", color="#dddddd", lw=0.6)
 
 
@@ -220,7 +277,7 @@ def write_timelines(
     *,
     audio: Callable[[str, dict[str, Any]], tuple[bytes, int] | None] | None = None,
 ) -> list[Path]:
-    """One PNG per session, `<out_dir>/<session_id>.png`.
+    """One PNG per session, `<out_dir>/<session_id>.timeline.png` (the naming `replay --timeline` uses, by file stem).
 
     audio(session_id, session_start_event) returns (mono int16 PCM, sample rate) or None.
     """
@@ -232,7 +289,7 @@ def write_timelines(
         found = audio(session_id, start) if audio else None
         pcm, rate = found if found else (None, 0)
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in session_id)
-        paths.append(render_timeline_png(session_events, pcm, rate, out / f"{safe}.png"))
+        paths.append(render_timeline_png(session_events, pcm, rate, out / f"{safe}.timeline.png"))
     return paths
 
 
