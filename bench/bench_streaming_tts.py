@@ -28,9 +28,9 @@ KEY = "bench-key"
 REPLY = "Sure, I can help you with that. Your order shipped yesterday and should arrive on Friday."
 
 
-def build(vendor: str, url: str, transport: str):
+def build(vendor: str, url: str, transport: str, **options: str):
     config = ProviderConfig(type=vendor, kind="tts", api_key="${BENCH_KEY}", base_url=url,
-                            options={"transport": transport})
+                            options={"transport": transport, **options})
     return get_type(vendor).build("bench", "tts", config, BuildContext(env={"BENCH_KEY": KEY}))
 
 
@@ -80,9 +80,10 @@ async def main(runs: int, token_ms: float) -> None:
     first_sentence = next(i for i, w in enumerate(words) if SENTENCE_END.search(w)) + 1
     print(f"agent streams a word every {token_ms:g} ms; first sentence = {first_sentence} words "
           f"({(first_sentence - 1) * token_ms:g} ms of text before HTTP TTS can start); {runs} runs each")
-    for vendor in ("cartesia", "elevenlabs", "deepgram"):
+    for vendor, options in (("cartesia", {}), ("elevenlabs", {}), ("elevenlabs", {"flush": "clause"}),
+                            ("deepgram", {}), ("deepgram", {"flush": "clause"})):
         async with emulate(vendor, api_key=KEY) as emu:
-            rest, socket = build(vendor, emu.url, "http"), build(vendor, emu.url, "websocket")
+            rest, socket = build(vendor, emu.url, "http"), build(vendor, emu.url, "websocket", **options)
             try:
                 await http_first_audio(rest, 0)  # warm: pooled connection
                 await socket_first_audio(socket, 0)  # warm: open socket
@@ -94,7 +95,8 @@ async def main(runs: int, token_ms: float) -> None:
                 await rest.aclose()
                 await socket.aclose()
         gain = statistics.median(http_s) - statistics.median(ws_s)
-        print(f"{vendor:<11} HTTP {ms(http_s)}   WebSocket {ms(ws_s)}   saved {gain * 1000:6.1f} ms"
+        label = vendor + (f" flush={options['flush']}" if options else "")
+        print(f"{label:<24} HTTP {ms(http_s)}   WebSocket {ms(ws_s)}   saved {gain * 1000:6.1f} ms"
               f"   (WebSocket CPU {cpu * 1000:.1f} ms per reply)")
 
 

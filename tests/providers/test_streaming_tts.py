@@ -215,3 +215,22 @@ async def test_deepgram_sdk_speak_socket_on_the_emulator() -> None:
     audio = b"".join(m for m in received if isinstance(m, bytes))
     assert len(audio) == 2 * int(EMULATED_S_PER_CHAR * len(sdk_calls.TEXT) * 24000)
     assert getattr(received[-1], "type", None) == "Flushed"
+
+
+@pytest.mark.parametrize("vendor", ["elevenlabs", "deepgram"])
+async def test_clause_flush_speaks_at_the_first_comma(vendor: str) -> None:
+    text = "Sure, I can help with that."
+    async with emulate(vendor, api_key=KEY) as emu:
+        tts = make(vendor, emu.url, flush="clause")
+        try:
+            chunks = [c async for c in tts.synthesize_stream(words(text))]
+        finally:
+            await tts.aclose()
+    assert seconds(chunks) == pytest.approx(EMULATED_S_PER_CHAR * len(text), abs=0.15)
+    messages = [r for r in emu.state.requests if r.get("websocket")][0]["messages"]
+    if vendor == "elevenlabs":
+        assert messages[1] == {"text": "Sure, ", "flush": True}
+    else:
+        assert [m["type"] for m in messages][:2] == ["Speak", "Flush"] and messages[0]["text"] == "Sure, "
+    with pytest.raises(ConfigError):
+        make(vendor, emu.url, flush="word")

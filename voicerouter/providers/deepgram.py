@@ -6,7 +6,8 @@ the `err_code`/`err_msg` envelope, the Results/Metadata events and the close cod
 Table fields: model (STT, default nova-3), voice or model (TTS, default aura-2-thalia-en), language,
 sample_rate (TTS: 8000/16000/24000/32000/48000), timeout_ms; options: endpointing, smart_format,
 utterance_end_ms, keyterm (passed to /v1/listen), keepalive_s (idle KeepAlive interval, default 4),
-transport (TTS: http, or websocket for the speak socket with text sent as it streams in).
+transport (TTS: http, or websocket for the speak socket with text sent as it streams in), flush
+(websocket: Flush at each sentence end, the default, or at each clause end).
 """
 
 from __future__ import annotations
@@ -40,12 +41,12 @@ from voicerouter.providers.base import (
     Transcript,
 )
 from voicerouter.providers.closing import close_later, reap
-from voicerouter.providers.websocket import SENTENCE_END, Generation, SocketTTS, close_socket, dropped, send_json
+from voicerouter.providers.websocket import Generation, SocketTTS, close_socket, dropped, flush_rule, send_json
 from voicerouter.providers.websocket import open_socket as ws_open
 
 DEFAULT_BASE_URL = "https://api.deepgram.com"
 DEFAULT_KEY_REF = "${DEEPGRAM_API_KEY}"
-OPTIONS = frozenset({"endpointing", "smart_format", "utterance_end_ms", "keyterm", "keepalive_s", "transport"})
+OPTIONS = frozenset({"endpointing", "smart_format", "utterance_end_ms", "keyterm", "keepalive_s", "transport", "flush"})
 DEFAULT_STT_MODEL = "nova-3"
 DEFAULT_TTS_MODEL = "aura-2-thalia-en"
 TTS_RATES = (8000, 16000, 24000, 32000, 48000)  # linear16 rates /v1/speak accepts
@@ -414,6 +415,7 @@ class DeepgramSocketTTS(SocketTTS):
         self.timeout_s = timeout_s
         self._key = key
         self._idle: list[Any] = []
+        self.flush_at = flush_rule(name, config.options)
 
     async def _start(self) -> Generation:
         from websockets.protocol import State
@@ -457,7 +459,7 @@ class _Speak(Generation):
     async def send(self, text: str) -> None:
         self.pending += text
         await send_json(self.ws, {"type": "Speak", "text": text}, provider=self.provider.name)
-        if SENTENCE_END.search(self.pending):
+        if self.provider.flush_at.search(self.pending):
             await self._flush()
 
     async def end(self) -> None:

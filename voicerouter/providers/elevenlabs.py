@@ -7,7 +7,8 @@ Table fields: voice (voice id), model (TTS default eleven_flash_v2_5, STT defaul
 language (sent as its ISO-639 part), sample_rate (pcm_* rates, default 16000); options:
 voice_settings, seed, apply_text_normalization, optimize_streaming_latency, transport (http or
 websocket: TTS over the `stream-input` WebSocket, text sent as it streams in), chunk_length_schedule
-(websocket: the generation schedule the server buffers text by).
+(websocket: the generation schedule the server buffers text by), flush (websocket: sentence, the
+default, or clause: where streamed text is flushed to speech).
 """
 
 from __future__ import annotations
@@ -44,11 +45,11 @@ from voicerouter.providers._common import (
 from voicerouter.providers.base import PIPELINE_RATE, AudioChunk, BuildContext, Kind, PartialCallback, Transcript
 from voicerouter.providers.closing import reap
 from voicerouter.providers.websocket import (
-    SENTENCE_END,
     Generation,
     SocketTTS,
     close_socket,
     dropped,
+    flush_rule,
     open_socket,
     send_json,
 )
@@ -56,7 +57,7 @@ from voicerouter.providers.websocket import (
 DEFAULT_BASE_URL = "https://api.elevenlabs.io"
 DEFAULT_KEY_REF = "${ELEVENLABS_API_KEY}"
 OPTIONS = frozenset({"voice_settings", "seed", "apply_text_normalization", "optimize_streaming_latency",
-                     "transport", "chunk_length_schedule"})
+                     "transport", "chunk_length_schedule", "flush"})
 DEFAULT_TTS_MODEL = "eleven_flash_v2_5"
 DEFAULT_STT_MODEL = "scribe_v1"
 DEFAULT_VOICE = "JBFqnCBsd6RMkjVDRZzb"  # "George", the voice of the vendor's own quickstart
@@ -209,6 +210,7 @@ class ElevenLabsSocketTTS(SocketTTS):
             raise ConfigError(f"provider {name}: options.chunk_length_schedule must be a list of 50..500 characters",
                               hint="e.g. chunk_length_schedule: [50, 120]")
         self.schedule = list(schedule)
+        self.flush_at = flush_rule(name, config.options)
 
     def _opening(self) -> dict[str, Any]:
         options = self.config.options
@@ -253,7 +255,7 @@ class _StreamInput(Generation):
             piece = self.buffer if self.buffer.endswith(" ") else self.buffer + " "
             self.buffer = ""
             message: dict[str, Any] = {"text": piece}
-            if SENTENCE_END.search(piece):
+            if self.provider.flush_at.search(piece):
                 message["flush"] = True
             await send_json(self.ws, message, provider=self.provider.name)
 
