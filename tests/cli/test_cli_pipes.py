@@ -79,3 +79,28 @@ def test_replay_replies_are_not_split(tmp_path):
     for reply in replies:
         assert reply.endswith('"') and reply.count('"') == 2, reply  # the whole reply on its line
     assert all(line == line.rstrip() for line in proc.stdout.splitlines())
+
+
+@pytest.mark.slow
+def test_multi_file_replay_prints_each_file_as_it_finishes_and_ctrl_c_keeps_them(tmp_path):
+    import shutil
+    import signal
+
+    files = []
+    for n in range(3):
+        files.append(tmp_path / f"call{n}.wav")
+        shutil.copy(ROOT / "samples" / "hello.wav", files[-1])
+    env = {k: v for k, v in os.environ.items() if k != "VOICEROUTER_ROUTES"}
+    proc = subprocess.Popen([sys.executable, "-m", "voicerouter", "replay", *map(str, files), "-j", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the first file's result arrives while the others still run
+            if line.startswith(str(files[0])):
+                break
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted: " in err and " of 3 file(s) finished" in err and str(files[0]) in err

@@ -54,6 +54,18 @@ def test_replay_fixture_takes_the_cli_fault_string(emulator, replay):
     (result,) = replay(SAMPLE, routes=table(dg.url, oai.url), env={"DG_KEY": "test-key"}, faults="dg=error:503", seed=1)
     (turn,) = result.session.turns
     assert turn.providers["stt"] == "oai-stt"  # the injected fault on dg made the session fail over
+    # Marked as injected, before the failover it caused, so nobody takes it for an outage.
+    kinds = [e.type for e in result.session.events]
+    injected = kinds.index(EventType.FAULT_INJECTED)
+    assert injected < kinds.index(EventType.FAILOVER)
+    assert result.session.events[injected].data["fault"] == "dg=error:503"
+    from voicerouter.observe.logs import EventLog
+    from voicerouter.observe.report import build_report
+    from voicerouter.observe.timeline_text import incident_line
+
+    report = build_report(EventLog(events=[e.to_dict() for e in result.session.events]))
+    assert {p["provider"]: p["faults_injected"] for p in report["providers"]}["dg"] == 1
+    assert incident_line(result.session.events[injected].to_dict()) == "⚡ injected fault stt dg=error:503"
 
 
 def test_marker_and_option_in_a_fresh_run(pytester):

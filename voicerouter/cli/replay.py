@@ -41,7 +41,7 @@ def replay(
     )
     from voicerouter.errors import EXIT_FAILED, EXIT_OK, UsageError
     from voicerouter.routing.plan import RouteContext
-    from voicerouter.session.console import render_checks, render_replay, replay_progress
+    from voicerouter.session.console import render_checks, render_file, render_replay, render_summary, replay_progress
     from voicerouter.session.replay import exit_code, faults_for, output_stems, replay_files
 
     if not files:
@@ -66,13 +66,31 @@ def replay(
     started = time.perf_counter()
     from voicerouter.cli.output import quiet
 
-    with replay_progress(len(files), stderr_console(), enabled=not quiet()) as on_progress:
-        results = asyncio.run(
-            replay_files(
-                list(files), ctx, table, realtime=realtime, concurrency=concurrency, out_dir=out,
-                faults=faults, on_progress=on_progress, state_url=state,
+    # Several files: each file's result is printed as it finishes (as pytest does), the bar shows an ETA.
+    streaming = not json_out and len(files) > 1
+    finished: list = []
+    console = stdout_console()
+
+    with replay_progress(len(files), stderr_console(), enabled=not quiet()) as advance:
+
+        def on_progress(result) -> None:
+            finished.append(result)
+            if streaming:
+                if len(finished) > 1:
+                    console.print()
+                render_file(result, console)
+            advance(result)
+
+        try:
+            results = asyncio.run(
+                replay_files(
+                    list(files), ctx, table, realtime=realtime, concurrency=concurrency, out_dir=out,
+                    faults=faults, on_progress=on_progress, state_url=state,
+                )
             )
-        )
+        except KeyboardInterrupt:
+            _interrupted(finished, len(files), json_out)
+            raise typer.Exit(130) from None
     elapsed = time.perf_counter() - started
 
     checks = []
@@ -102,8 +120,10 @@ def replay(
             }
         typer.echo(json.dumps(doc, indent=2, ensure_ascii=False))
     else:
-        console = stdout_console()
-        render_replay(results, console)
+        if streaming:
+            render_summary(results, console)
+        else:
+            render_replay(results, console)
         if expectations is not None:
             console.print()
             render_checks(checks, console, unused=expectations.unused([r.file for r in results]))
@@ -117,6 +137,18 @@ def replay(
         code = EXIT_FAILED
     if code != EXIT_OK:
         raise typer.Exit(code)
+
+
+def _interrupted(finished: list, total: int, json_out: bool) -> None:
+    """Ctrl-C: what finished is not lost (printed already as text; as JSON now)."""
+    import json
+    import sys
+
+    if json_out:
+        typer.echo(json.dumps({"ok": False, "interrupted": True, "sessions": [r.to_dict() for r in finished]},
+                              indent=2, ensure_ascii=False))
+    print(f"interrupted: {len(finished)} of {total} file(s) finished"
+          + (": " + ", ".join(r.file for r in finished) if finished else ""), file=sys.stderr)
 
 
 def _check_timeline_support() -> None:

@@ -129,6 +129,7 @@ def render_report(report: dict[str, Any], console: Console, *, show_turns: bool 
             "hedges (won)",
             "errors",
             "breaker opened",
+            "faults injected",
         ):
             incidents.add_column(column, justify="left" if column == "provider" else "right")
         for row in report["providers"]:
@@ -141,6 +142,7 @@ def render_report(report: dict[str, Any], console: Console, *, show_turns: bool 
                 hedges,
                 _count(row["errors"]),
                 _count(row["breaker_opened"]),
+                _count(row["faults_injected"]),
             )
         console.print(incidents)
 

@@ -185,7 +185,7 @@ class Analysis:
     incidents: list[tuple[dict[str, Any], str | None]]
 
 
-INCIDENT_TYPES = ("failover", "retry", "hedge", "error", "refused", "breaker")
+INCIDENT_TYPES = ("failover", "retry", "hedge", "error", "refused", "breaker", "fault_injected")
 TURN_TYPES = ("turn_end", "final_transcript", "agent_reply", "tts_first_audio", "tts_done")
 
 
@@ -309,6 +309,7 @@ class ProviderIncidents:
     hedges_won: int = 0
     errors: int = 0
     breaker_opened: int = 0
+    faults_injected: int = 0  # by --inject or faults: (so failovers after them are not outages)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -416,6 +417,8 @@ def provider_incidents(analysis: Analysis) -> list[ProviderIncidents]:
             row(provider).errors += 1
         elif provider and kind == "breaker" and ev.get("state") == "open":
             row(provider).breaker_opened += 1
+        elif provider and kind == "fault_injected":
+            row(provider).faults_injected += 1
     return [table[k] for k in sorted(table)]
 
 

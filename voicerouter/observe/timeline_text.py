@@ -78,6 +78,8 @@ def incident_line(ev: dict[str, Any]) -> str | None:
         return f"✗ {kind} {where}: {message}".replace("  ", " ")
     if kind == "warning":
         return f"! warning {stage}: {' '.join(str(ev.get('message') or '').split())}".replace("  ", " ")
+    if kind == "fault_injected":
+        return f"⚡ injected fault {stage} {ev.get('fault') or '?'}".replace("  ", " ")
     if kind == "barge_in":
         return "✋ barge-in"
     if kind == "frames_dropped":

@@ -119,7 +119,7 @@ def build_stage(
         except ProviderError as exc:
             provider = _Unavailable(name, stage.stage, exc.with_context(provider=name, route=session.route))
         if faults:
-            provider = faults.wrap(name, provider, turn)
+            provider = faults.wrap(name, provider, turn, on_inject=_announce(bus, name, stage.stage))
         members.append(Member(name, provider, provider_state(name, _config(pool, name), policy.breaker)))
     runner = _runner(stage.stage, members, settings, bus, session, stage.strategy,
                      faults.seed if faults else None, turn)
@@ -127,6 +127,17 @@ def build_stage(
     if settings.health.interval_s is not None:
         _start_health(runner, chain)
     return chain
+
+
+def _announce(bus: EventBus, name: str, stage: str) -> Any:
+    """A `fault_injected` event before the failure it causes, so reports never take it for a real one."""
+
+    def emit(fault: Any, turn: int | None) -> None:
+        from voicerouter.session.events import EventType
+
+        bus.emit(EventType.FAULT_INJECTED, provider=name, turn=turn, stage=stage, fault=fault.spec, kind=fault.kind)
+
+    return emit
 
 
 def _start_health(runner: Any, chain: Any) -> None:

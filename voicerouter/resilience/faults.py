@@ -162,7 +162,8 @@ class FaultPlan:
             return fault
         return None
 
-    def wrap(self, name: str, provider: Any, turn: Callable[[], int | None] | None = None) -> Any:
+    def wrap(self, name: str, provider: Any, turn: Callable[[], int | None] | None = None,
+             on_inject: Callable[[Fault, int | None], None] | None = None) -> Any:
         """`provider` itself if no fault names it, else an in-process wrapper of the same kind."""
         if name not in self.providers():
             return provider
@@ -171,7 +172,9 @@ class FaultPlan:
                    "sms": FaultyCarrier}.get(kind or "")
         if wrapper is None:
             return provider
-        return wrapper(name, provider, self, turn or (lambda: None))
+        faulty = wrapper(name, provider, self, turn or (lambda: None))
+        faulty.on_inject = on_inject  # tells the session (an event) so a fault is never taken for a real one
+        return faulty
 
 
 def parse_faults(spec: str | list[Any] | None, seed: int | None = None) -> FaultPlan:
@@ -204,8 +207,14 @@ class _Faulty:
     def __getattr__(self, item: str) -> Any:  # sample_rate, model, ... of the wrapped provider
         return getattr(self.inner, item)
 
+    on_inject: Callable[[Fault, int | None], None] | None = None
+
     def _pick(self) -> Fault | None:
-        return self.plan.pick(self.name, self.turn())
+        turn = self.turn()
+        fault = self.plan.pick(self.name, turn)
+        if fault is not None and self.on_inject is not None:
+            self.on_inject(fault, turn)
+        return fault
 
     async def before_first(self, fault: Fault | None) -> None:
         """Apply the part of a fault that happens before any result."""

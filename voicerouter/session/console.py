@@ -10,7 +10,7 @@ from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.padding import Padding
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from voicerouter.session.events import EventType
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 # Events worth a line of their own under the turn they happened in.
 INCIDENTS = {
     EventType.FAILOVER, EventType.RETRY, EventType.HEDGE, EventType.BREAKER, EventType.ERROR,
-    EventType.REFUSED, EventType.BARGE_IN, EventType.WARNING,
+    EventType.REFUSED, EventType.BARGE_IN, EventType.WARNING, EventType.FAULT_INJECTED,
 }
 
 
@@ -36,6 +36,11 @@ def render_replay(results: list[ReplayResult], console: Console) -> None:
         if index:
             console.print()
         render_file(result, console)
+    render_summary(results, console)
+
+
+def render_summary(results: list[ReplayResult], console: Console) -> None:
+    """The verdict line of a multi-file run."""
     if len(results) > 1:
         turns = sum(len(r.session.turns) for r in results if r.session)
         failed = sum(1 for r in results if not r.ok)
@@ -156,6 +161,8 @@ def replay_progress(total: int, console: Console, *, enabled: bool = True) -> It
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
         TextColumn("{task.fields[last]}"),
         console=console,
         transient=True,

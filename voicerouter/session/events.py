@@ -55,6 +55,7 @@ class EventType(StrEnum):
     WARNING = "warning"
     AUDIO_LEVEL = "audio_level"
     FRAMES_DROPPED = "frames_dropped"
+    FAULT_INJECTED = "fault_injected"  # data: stage, fault (the spec as written), kind; then the failure it causes
 
 
 @dataclass(frozen=True)
