@@ -335,7 +335,9 @@ class CallManager:
                 source.end()
                 sink.hangup()
             try:
-                await runner
+                result = await runner
+                if result.reason == "providers_down":
+                    code, reason = CLOSE_ERROR, "providers down: every provider of a stage failed twice in a row"
             except CapacityError as exc:
                 metrics.SESSIONS_REFUSED.labels(tenant, plan.route, "route_capacity").inc()
                 code, reason = CLOSE_TRY_LATER, f"capacity: {redact(exc.message)}"[:120]
