@@ -12,8 +12,9 @@ at once, each speaking a sample in real time as mu-law and listening to the repl
 
 C grows through the steps (stopping once more than a tenth of the calls fail); the largest C with
 p99 < 1 s, no frame over 40 ms and no failed call is the number of calls held within the limits. On a shared machine the wall-clock figures depend on
-what else runs; the server's CPU seconds per second of live call do not, and 1 / that share is
-the calls one core could hold ("calls per core by CPU"). `--pin` pins serve to CPU 0 and the
+what else runs; the server's CPU time per call does not much, and (CPU per call) / (the call's
+length on an idle machine) is the share of a core one live call needs: 1 / that share is the
+calls one core could hold ("calls per core by CPU"). `--pin` pins serve to CPU 0 and the
 load generators and emulators to CPU 1, for an otherwise idle machine.
 
 Run: python bench/bench_serve.py [--steps 10,25,50,100,150,200] [--loaders 2] [--json]
@@ -57,6 +58,16 @@ defaults:
 PIN = False
 
 
+def fixture_seconds() -> float:
+    import soundfile
+
+    info = soundfile.info(str(SAMPLE))
+    return info.frames / info.samplerate
+
+
+FIXTURE_S = fixture_seconds()
+
+
 def pinned(cpu: int) -> list[str]:
     ok = PIN and shutil.which("taskset") and (os.cpu_count() or 1) > 1
     return ["taskset", "-c", str(cpu)] if ok else []
@@ -66,6 +77,18 @@ def cpu_s(pid: int) -> float:
     """User + system CPU seconds the process has used."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_queue_s(pid: int) -> float:
+    """Seconds the process's threads were runnable but waiting for a CPU (/proc schedstat): time
+    the machine, not the server, kept calls waiting."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / 1e9
 
 
 def rss_kib(pid: int) -> int:
@@ -146,6 +169,8 @@ def main() -> int:
             before_lag = frame_lag(get(url + "/metrics"))
             since = time.time()
             cpu_before = cpu_s(server.pid)
+            waited_before = run_queue_s(server.pid)
+            wall_before = time.monotonic()
             per = [calls // args.loaders + (1 if i < calls % args.loaders else 0) for i in range(args.loaders)]
             loaders = [
                 subprocess.Popen([*pinned(1), sys.executable, "-m", "voicerouter", "load", url, str(SAMPLE), "--calls",
@@ -162,7 +187,13 @@ def main() -> int:
             failed = sum(r.get("failed", 0) for r in reports) + sum(1 for r in reports if not r)
             send_lag = max((r.get("max_send_lag_ms", 0.0) for r in reports), default=0.0)
             cpu_used = cpu_s(server.pid) - cpu_before
-            call_seconds = sum(c.get("duration_s", 0.0) for r in reports for c in r.get("results", []))
+            waited = run_queue_s(server.pid) - waited_before
+            wall = time.monotonic() - wall_before
+            results = [c for r in reports for c in r.get("results", []) if c.get("outcome") == "answered"]
+            # The call's length on an idle machine: the caller's speech, the reply, and ~1.8 s of turn
+            # wait and hang-up. Under load calls stretch, so their wall duration would flatter the figure.
+            reply_s = float(np.mean([c["reply_s"] for c in results])) if results else 0.0
+            call_seconds = len(results) * (FIXTURE_S + reply_s + 1.8)
             after_lag = frame_lag(get(url + "/metrics"))
             late = after_lag[1] - before_lag[1]
             latencies = first_audio_ms(out, since)
@@ -171,7 +202,10 @@ def main() -> int:
                    "first_audio_p99_ms": p99, "frames": int(after_lag[0] - before_lag[0]),
                    "frames_over_40ms": int(late), "load_send_lag_max_ms": send_lag,
                    "rss_per_call_kib": round((peak_rss - idle_rss) / max(1, calls)),
-                   "server_cpu_s": round(cpu_used, 2), "call_s": round(call_seconds, 1),
+                   "server_cpu_ms_per_call": round(cpu_used * 1000 / max(1, len(results))),
+                   "server_wall_s": round(wall, 1), "server_on_cpu_s": round(cpu_used, 1),
+                   "server_waiting_for_cpu_s": round(waited, 1),
+                   "nominal_call_s": round(FIXTURE_S + reply_s + 1.8, 1),
                    # CPU one live call costs the server, as a share of a core: 1 / this = calls per core
                    "cpu_share_per_call": round(cpu_used / call_seconds, 4) if call_seconds else None}
             rows.append(row)
