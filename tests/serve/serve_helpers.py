@@ -27,7 +27,8 @@ providers:
 defaults:
   stt: [dg]
   tts: [cart]
-  resilience: {{retries: 0, first_result_timeout_ms: 3000}}
+  # Generous deadlines: on a loaded machine an emulator (Piper in particular) is slow, not down.
+  resilience: {{retries: 0, first_result_timeout_ms: 10000, turn_deadline_ms: 30000}}
 routes:
   - name: acme
     match: {{tenant: acme}}
