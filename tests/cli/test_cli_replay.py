@@ -152,3 +152,27 @@ def test_quickstart_command_meets_the_sample_expectations(capsys, tmp_path):
     assert code == 0, stdout + stderr
     assert "expectations passed" in stdout + stderr
     assert len(list(tmp_path.glob("*.reply.wav"))) == len(list(SAMPLES.glob("*.wav")))
+
+
+@pytest.mark.slow
+def test_emulate_runs_a_cloud_table_offline_without_keys(capsys, tmp_path, monkeypatch):
+    for var in ("DEEPGRAM_API_KEY", "CARTESIA_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    table = tmp_path / "cloud.yaml"
+    table.write_text(
+        "version: 1\n"
+        "providers:\n"
+        "  dg: {type: deepgram, kind: stt, model: nova-3, api_key: '${DEEPGRAM_API_KEY}'}\n"
+        "  voice: {type: cartesia, kind: tts, voice: a0e99841-438c-4a64-b679-ae501e7d6091, api_key: '${CARTESIA_API_KEY}'}\n"
+        "defaults:\n"
+        "  stt: [dg]\n"
+        "  tts: [voice]\n"
+        "  resilience: {first_result_timeout_ms: 30000, stall_timeout_ms: 20000, turn_deadline_ms: 60000}\n"
+    )
+    code, stdout, stderr = cli(capsys, SAMPLES / "hello.wav", "--routes", table, "--emulate", "--json")
+    assert code == 0, stdout + stderr
+    assert "emulating dg at http://127.0.0.1:" in stderr and "emulating voice at http://127.0.0.1:" in stderr
+    (session,) = json.loads(stdout)["sessions"]
+    (turn,) = session["turns"]
+    assert turn["providers"] == {"stt": "dg", "tts": "voice"}
+    assert "morning" in turn["transcript"]  # the emulator transcribed the audio it was sent

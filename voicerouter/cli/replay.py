@@ -25,6 +25,7 @@ def replay(
     seed: Annotated[int | None, typer.Option("--seed", help="Seed for fault injection (default: the table's seed).")] = None,
     state: Annotated[str | None, typer.Option("--state", metavar="URL", help="Share limits and breakers with a fleet through Redis (redis://...), as serve --state does.")] = None,
     timeline: Annotated[Path | None, typer.Option("--timeline", help="Draw <stem>.timeline.png per file here (needs matplotlib).")] = None,
+    emulate: Annotated[bool, typer.Option("--emulate", help="Point the table's cloud providers at local emulators (offline, no keys; emulated STT transcribes with PocketSphinx).")] = False,
 ) -> None:
     """Replay audio files through the routed pipeline: transcripts, replies, latencies, failovers."""
     import asyncio
@@ -32,6 +33,7 @@ def replay(
     import time
 
     from voicerouter.cli.common import (
+        note,
         parse_flags,
         route_flags,
         routes_or_builtin,
@@ -81,13 +83,28 @@ def replay(
                 render_file(result, console)
             advance(result)
 
-        try:
-            results = asyncio.run(
-                replay_files(
+        async def run_all() -> list:
+            if not emulate:
+                return await replay_files(
                     list(files), ctx, table, realtime=realtime, concurrency=concurrency, out_dir=out,
                     faults=faults, on_progress=on_progress, state_url=state,
                 )
-            )
+            import dataclasses
+            import os
+
+            from voicerouter.testing.emulated import emulated_table, plan_providers
+
+            plans = [table.resolve(dataclasses.replace(ctx, session_id=f"{ctx.session_id}-{i}")) for i in range(len(files))]
+            async with emulated_table(table, plan_providers(plans)) as (emulated, env, urls):
+                for name, url in urls.items():
+                    note(f"[dim]emulating {name} at {url}[/]")
+                return await replay_files(
+                    list(files), ctx, emulated, realtime=realtime, concurrency=concurrency, out_dir=out,
+                    faults=faults, on_progress=on_progress, state_url=state, env={**os.environ, **env},
+                )
+
+        try:
+            results = asyncio.run(run_all())
         except KeyboardInterrupt:
             _interrupted(finished, len(files), json_out)
             raise typer.Exit(130) from None
