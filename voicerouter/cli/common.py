@@ -84,6 +84,35 @@ def print_error(exc: VoiceRouterError) -> None:
     print(f"error: {printable(redact(str(exc)))}", file=sys.stderr)
 
 
+def check_writable(path: Path, what: str, *, directory: bool) -> None:
+    """A usage error now, before a long run, if `path` (a file, or a directory to create) cannot be written."""
+    target = path if directory else path.parent
+    probe = target
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent  # the nearest existing ancestor decides whether it can be created
+    problem = None
+    if directory and path.exists() and not path.is_dir():
+        problem = "exists and is not a directory"
+    elif not directory and path.is_dir():
+        problem = "is a directory"
+    elif not probe.is_dir():
+        problem = f"{probe} is not a directory"
+    elif not os.access(probe, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        problem = "is not writable"
+    if problem:
+        raise UsageError(f"{what} {path}: {problem}", hint="choose a path you can write to")
+
+
+def exit_interrupted() -> None:
+    """End the process after Ctrl-C, once what finished has been printed: exit 130 at once.
+
+    `os._exit` rather than `sys.exit`: worker threads of native engines may still be running, and
+    letting the interpreter finalize under them can abort the process (exit 134) instead."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_INTERRUPTED)
+
+
 def stderr_console() -> Console:
     from voicerouter.cli.output import console
 

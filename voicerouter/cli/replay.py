@@ -33,15 +33,18 @@ def replay(
     import time
 
     from voicerouter.cli.common import (
+        check_writable,
+        exit_interrupted,
         note,
         parse_flags,
+        print_error,
         route_flags,
         routes_or_builtin,
         stderr_console,
         stdout_console,
         warn_unused_flags,
     )
-    from voicerouter.errors import EXIT_FAILED, EXIT_OK, UsageError
+    from voicerouter.errors import EXIT_FAILED, EXIT_OK, UsageError, VoiceRouterError
     from voicerouter.routing.plan import RouteContext
     from voicerouter.session.console import render_checks, render_file, render_replay, render_summary, replay_progress
     from voicerouter.session.replay import exit_code, faults_for, output_stems, replay_files
@@ -64,6 +67,9 @@ def replay(
     ctx = RouteContext(tenant=tenant, region=region, flags=parse_flags(flag), **kwargs)
     warn_unused_flags(route_flags(table), ctx.flags, table.file)
     faults = faults_for(table, inject, seed)
+    for path, what in ((junit, "--junit"), (out, "--out"), (timeline, "--timeline")):
+        if path is not None:  # before the run: a typo must not cost a long replay its report
+            check_writable(path, what, directory=what != "--junit")
 
     started = time.perf_counter()
     from voicerouter.cli.output import quiet
@@ -107,7 +113,7 @@ def replay(
             results = asyncio.run(run_all())
         except KeyboardInterrupt:
             _interrupted(finished, len(files), json_out)
-            raise typer.Exit(130) from None
+            exit_interrupted()
     elapsed = time.perf_counter() - started
 
     checks = []
@@ -115,18 +121,6 @@ def replay(
         from voicerouter.session.expectations import check_results
 
         checks = check_results(expectations, results)
-        if junit is not None:
-            from voicerouter.session.junit import write_junit
-
-            write_junit(junit, checks, time_s=elapsed)
-
-    if timeline is not None:
-        from voicerouter.observe.timeline_png import render_timeline_png
-
-        for result, stem in zip(results, output_stems([Path(f) for f in files]), strict=True):
-            if result.session is not None:
-                events = [e.to_dict() for e in result.session.events]
-                render_timeline_png(events, result.input_pcm, 16000, timeline / f"{stem}.timeline.png")
 
     if json_out:
         doc: dict = {"ok": all(r.ok for r in results), "sessions": [r.to_dict() for r in results]}
@@ -146,12 +140,28 @@ def replay(
             render_checks(checks, console, unused=expectations.unused([r.file for r in results]))
         if out is not None and not quiet():
             console.print(f"[dim]replies and event logs written to {out}[/]")
-        if timeline is not None and not quiet():
-            console.print(f"[dim]timelines written to {timeline}[/]")
 
     code = exit_code(results)
     if code == EXIT_OK and any(not c.passed for c in checks):
         code = EXIT_FAILED
+    # Written after the results are printed: a file that cannot be written loses only itself.
+    try:
+        if junit is not None:
+            from voicerouter.session.junit import write_junit
+
+            write_junit(junit, checks, time_s=elapsed)
+        if timeline is not None:
+            from voicerouter.observe.timeline_png import render_timeline_png
+
+            for result, stem in zip(results, output_stems([Path(f) for f in files]), strict=True):
+                if result.session is not None:
+                    events = [e.to_dict() for e in result.session.events]
+                    render_timeline_png(events, result.input_pcm, 16000, timeline / f"{stem}.timeline.png")
+            if not quiet() and not json_out:
+                console.print(f"[dim]timelines written to {timeline}[/]")
+    except VoiceRouterError as exc:
+        print_error(exc)
+        code = code or exc.exit_code
     if code != EXIT_OK:
         raise typer.Exit(code)
 

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from voicerouter.config.secrets import redact
 from voicerouter.errors import UsageError
 
 ENABLE_VARS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_TRACES_EXPORTER")
@@ -84,9 +85,12 @@ def _exporters(env: Mapping[str, str]) -> list[Any]:
     exporters = []
     for name in names:
         if name == "console":
+            import sys
+
             from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
-            exporters.append(ConsoleSpanExporter())
+            # stderr, not the SDK's default stdout: stdout belongs to the command (--json documents).
+            exporters.append(ConsoleSpanExporter(out=sys.stderr))
         elif name == "otlp":
             protocol = (
                 env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
@@ -117,10 +121,12 @@ def _attrs(values: Mapping[str, Any], prefix: str = "voicerouter.") -> dict[str,
     """OTel attributes take only str/bool/int/float (or lists of them); drop the rest."""
     out: dict[str, Any] = {}
     for key, value in values.items():
-        if isinstance(value, str | bool | int | float):
+        if isinstance(value, str):
+            out[prefix + key] = redact(value)
+        elif isinstance(value, bool | int | float):
             out[prefix + key] = value
         elif isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
-            out[prefix + key] = list(value)
+            out[prefix + key] = [redact(v) for v in value]
     return out
 
 
@@ -241,7 +247,7 @@ class TraceExporter:
             name = "exception"
             attributes = {
                 "exception.type": str(ev.get("error_type") or kind),
-                "exception.message": str(ev.get("message") or ev.get("error") or ""),
+                "exception.message": redact(str(ev.get("message") or ev.get("error") or "")),
             } | _attrs({k: v for k, v in details.items() if k not in ("message", "error_type")})
         else:
             name, attributes = kind, _attrs(details)
