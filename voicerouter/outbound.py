@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from voicerouter.errors import ConfigError, UsageError
@@ -57,18 +58,10 @@ async def place_call(
     """
     if sum(x is not None for x in (url, twiml, stream_url, serve_url)) != 1:
         raise UsageError("a call needs exactly one of url, twiml, stream_url or serve_url")
-    query = ""
-    if serve_url is not None:
-        from urllib.parse import urlencode
-
-        pairs = [(k, v) for k, v in (("tenant", tenant), ("region", region)) if v]
-        pairs += [("flag", name if value else f"{name}=false") for name, value in sorted((flags or {}).items())]
-        query = urlencode(pairs)
     request = CallRequest(_number(to, "to"), _number(from_number, "from") if from_number else None, url=url,
-                          twiml=twiml, stream_url=stream_url, status_callback=status_callback,
-                          serve_url=serve_url, serve_query=query)
-    return await _through(table, "call", lambda chain: chain.place(request), tenant=tenant, region=region,
-                          flags=flags, env=env, pool=pool, faults=faults, bus=bus)
+                          twiml=twiml, stream_url=stream_url, status_callback=status_callback, serve_url=serve_url)
+    return await _through(table, "call", lambda chain, query: chain.place(replace(request, serve_query=query)),
+                          tenant=tenant, region=region, flags=flags, env=env, pool=pool, faults=faults, bus=bus)
 
 
 async def send_sms(
@@ -81,18 +74,30 @@ async def send_sms(
     flags: Mapping[str, bool] | None = None,
     from_number: str | None = None,
     status_callback: str | None = None,
+    serve_url: str | None = None,
     env: Mapping[str, str] | None = None,
     pool: ProviderPool | None = None,
     faults: FaultPlan | None = None,
     bus: EventBus | None = None,
 ) -> Outcome[SentMessage]:
-    """Send one SMS through the first carrier of the route's `sms:` chain that takes it."""
+    """Send one SMS through the first carrier of the route's `sms:` chain that takes it.
+    `serve_url`: a `voicerouter serve` that records the delivery status callbacks (unless `status_callback`)."""
     if not text.strip():
         raise UsageError("the message text is empty")
     request = SMSRequest(_number(to, "to"), text, _number(from_number, "from") if from_number else None,
-                         status_callback=status_callback)
-    return await _through(table, "sms", lambda chain: chain.send(request), tenant=tenant, region=region,
-                          flags=flags, env=env, pool=pool, faults=faults, bus=bus)
+                         status_callback=status_callback, serve_url=serve_url)
+    return await _through(table, "sms", lambda chain, query: chain.send(replace(request, serve_query=query)),
+                          tenant=tenant, region=region, flags=flags, env=env, pool=pool, faults=faults, bus=bus)
+
+
+def _serve_query(route: str, tenant: str | None, region: str | None, flags: Mapping[str, bool]) -> str:
+    """The call's context for a `serve` (its voice webhook routes the answered call; its status
+    webhook records the outcome per route)."""
+    from urllib.parse import urlencode
+
+    pairs = [(k, v) for k, v in (("tenant", tenant), ("region", region), ("route", route)) if v]
+    pairs += [("flag", name if value else f"{name}=false") for name, value in sorted(flags.items())]
+    return urlencode(pairs)
 
 
 def _number(number: str | None, what: str) -> str:
@@ -123,7 +128,7 @@ async def _through(table: RoutingTable, stage_name: str, send: Any, *, tenant: s
                                                                      session=info))
     chain = build_stage(stage, pool, plan.resilience, bus, session=info, faults=faults)
     try:
-        outcome = await send(chain)
+        outcome = await send(chain, _serve_query(plan.route, tenant, region, ctx.flags))
     finally:
         await chain.aclose()
         if own_pool:

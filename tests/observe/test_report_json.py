@@ -27,7 +27,7 @@ def test_json_shape(log):
     report = json.loads(json.dumps(build_report(log, "route")))
     assert set(report) == {
         "version", "group_by", "percentiles", "files", "skipped_lines", "session_count",
-        "total", "groups", "providers", "turns", "errors",
+        "total", "groups", "providers", "turns", "errors", "deliveries",
     }  # fmt: skip
     assert report["version"] == 1 and report["group_by"] == "route"
     assert report["percentiles"] == {"method": "linear", "quantiles": [50, 90, 99]}

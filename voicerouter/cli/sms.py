@@ -17,6 +17,7 @@ def sms(
     flag: Annotated[list[str] | None, typer.Option("--flag", help="Feature flag: NAME or NAME=true|false (repeatable).")] = None,
     from_number: Annotated[str | None, typer.Option("--from", help="Sender, E.164 (default: the carrier's `from`).")] = None,
     status_callback: Annotated[str | None, typer.Option("--status-callback", help="URL the carrier POSTs delivery status events to.")] = None,
+    serve_url: Annotated[str | None, typer.Option("--serve", help="Public URL of a `voicerouter serve` that records the delivery status (for `report`).")] = None,
     routes: Annotated[Path | None, typer.Option("--routes", help="Routing table (default: $VOICEROUTER_ROUTES, then ./routes.yaml).")] = None,
     inject: Annotated[str | None, typer.Option("--inject", help="Inject faults, e.g. tw-sms=error:503 or tw-sms=error:21610.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed for fault injection.")] = None,
@@ -30,7 +31,7 @@ def sms(
     table, faults = _table_and_faults(routes, inject, seed)
     outcome = asyncio.run(send_sms(
         table, to, text, tenant=tenant, region=region, flags=parse_flags(flag), from_number=from_number,
-        status_callback=status_callback, faults=faults,
+        status_callback=status_callback, serve_url=serve_url, faults=faults,
     ))
     report(outcome, "sms", json_out)
 

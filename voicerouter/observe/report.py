@@ -18,7 +18,8 @@ in seconds, null where the log has no data:
                  "start_s", "end_s", "transcript", "reply", "providers": {"stt": "dg", "tts": "eleven"},
                  "latency_ms": {"turn_end_delay", "stt_final", "agent", "tts_first_audio", "voice_to_voice"},
                  "reply_start_s", "reply_audio_s"}, ...],
-      "errors": [{"session_id", "t", "turn", "stage", "provider", "error_type", "message"}, ...]
+      "errors": [{"session_id", "t", "turn", "stage", "provider", "error_type", "message"}, ...],
+      "deliveries": [{"carrier", "route", "kind": "call" | "sms", "count", "statuses": {status: n}}, ...]
     }
     GROUP = {"key": str | null, "session_count": int, "turn_count": int, "stages": [str] (by provider only),
              "latency_ms": {METRIC: {"n", "p50", "p90", "p99", "mean", "max"}},
@@ -60,8 +61,25 @@ WIDE_LAYOUT_COLUMNS = 165  # below this the latency table is printed one metric 
 WIDE_TURNS_COLUMNS = 110  # below this turn transcripts are listed under the turns table
 
 
+def deliveries(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Outbound calls and messages by carrier, route and kind, counted by their last status
+    (from `carrier_status` events: the carriers' status callbacks that `serve` recorded)."""
+    last: dict[tuple[str, str], dict[str, Any]] = {}
+    for ev in events:
+        if ev["type"] == "carrier_status":
+            last[(str(ev.get("carrier_type")), ev["session_id"])] = ev  # file order: the latest wins
+    rows: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for ev in last.values():
+        key = (str(ev.get("provider") or ev.get("carrier_type")), str(ev.get("route") or ""), str(ev.get("kind")))
+        row = rows.setdefault(key, {"carrier": key[0], "route": key[1] or None, "kind": key[2], "count": 0,
+                                    "statuses": {}})
+        row["count"] += 1
+        row["statuses"][ev.get("status")] = row["statuses"].get(ev.get("status"), 0) + 1
+    return sorted(rows.values(), key=lambda r: (r["carrier"], r["route"] or "", r["kind"]))
+
+
 def build_report(log: EventLog, by: GroupBy | None = None) -> dict[str, Any]:
-    analysis = analyze(log.events)
+    analysis = analyze(e for e in log.events if e["type"] != "carrier_status")
     errors = [
         {
             "session_id": ev["session_id"],
@@ -87,6 +105,7 @@ def build_report(log: EventLog, by: GroupBy | None = None) -> dict[str, Any]:
         "providers": [p.to_dict() for p in provider_incidents(analysis)],
         "turns": [t.to_dict() for t in analysis.turns],
         "errors": errors,
+        "deliveries": deliveries(log.events),
     }
 
 
@@ -166,6 +185,16 @@ def render_report(report: dict[str, Any], console: Console, *, show_turns: bool 
                 )
             )
         console.print(errors)
+
+    if report.get("deliveries"):
+        table = Table(title="Outbound calls and messages by carrier (last status)", title_justify="left")
+        for column in ("carrier", "route", "kind", "count", "statuses"):
+            table.add_column(column, justify="right" if column == "count" else "left")
+        for row in report["deliveries"]:
+            statuses = ", ".join(f"{k} {v}" for k, v in sorted(row["statuses"].items()))
+            table.add_row(*map(markup_safe, (row["carrier"], row["route"] or "-", row["kind"], str(row["count"]),
+                                             statuses)))
+        console.print(table)
 
     if show_turns:
         _render_turns(report["turns"], console)

@@ -71,6 +71,8 @@ class SMSRequest:
     text: str
     from_number: str | None = None
     status_callback: str | None = None
+    serve_url: str | None = None  # a `voicerouter serve` that records the delivery status callbacks
+    serve_query: str = ""
     key: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
@@ -120,6 +122,20 @@ def serve_voice_url(request: CallRequest, carrier_type: str) -> str:
     """The voice webhook of a `voicerouter serve` for this carrier (`/twilio/voice`, `/telnyx/voice`)."""
     url = f"{(request.serve_url or '').rstrip('/')}/{carrier_type}/voice"
     return f"{url}?{request.serve_query}" if request.serve_query else url
+
+
+def status_callback(request: CallRequest | SMSRequest, carrier_type: str, carrier: str,
+                    configured: str | None) -> str | None:
+    """Where the carrier posts status events: the request's URL, else serve's `/{carrier}/status` (with
+    the route context and this carrier instance in the query), else the provider's configured one."""
+    if request.status_callback:
+        return request.status_callback
+    if request.serve_url:
+        from urllib.parse import urlencode
+
+        query = "&".join(q for q in (request.serve_query, urlencode({"carrier": carrier})) if q)
+        return f"{request.serve_url.rstrip('/')}/{carrier_type}/status?{query}"
+    return configured
 
 
 def request_sent(exc: Exception) -> bool:

@@ -40,6 +40,7 @@ from voicerouter.providers.carrier import (
     check_number,
     request_sent,
     serve_voice_url,
+    status_callback,
 )
 from voicerouter.providers.http import check_base_url
 
@@ -98,7 +99,7 @@ class TelnyxCarrier(CarrierClient):
     async def place_call(self, request: CallRequest) -> PlacedCall:
         to = check_number(request.to, what="to", provider=self.name)
         sender = request.from_number or self.from_number
-        callback = request.status_callback or self.webhook_url
+        callback = status_callback(request, self.type, self.name, self.webhook_url)
         if request.url or request.twiml or request.serve_url:
             body: dict[str, Any] = {"To": to, "From": sender}
             if request.url or request.serve_url:
@@ -141,7 +142,7 @@ class TelnyxCarrier(CarrierClient):
         body: dict[str, Any] = {"from": sender, "to": to, "text": request.text}
         if self.config.messaging_profile_id:
             body["messaging_profile_id"] = self.config.messaging_profile_id
-        callback = request.status_callback or self.webhook_url
+        callback = status_callback(request, self.type, self.name, self.webhook_url)
         if callback:
             body["webhook_url"] = callback
         try:

@@ -42,6 +42,7 @@ from voicerouter.providers.carrier import (
     check_number,
     request_sent,
     serve_voice_url,
+    status_callback,
     stream_twiml,
 )
 from voicerouter.providers.http import check_base_url
@@ -117,7 +118,7 @@ class TwilioCarrier(CarrierClient):
             form["Twiml"] = request.twiml or stream_twiml(request.stream_url or "")
         else:
             raise TerminalProviderError("a call needs url, twiml or stream_url", provider=self.name)
-        callback = request.status_callback or self.status_callback
+        callback = status_callback(request, self.type, self.name, self.status_callback)
         if callback:
             form["StatusCallback"] = callback
             form["StatusCallbackEvent"] = ["initiated", "ringing", "answered", "completed"]
@@ -135,7 +136,7 @@ class TwilioCarrier(CarrierClient):
         to = check_number(request.to, what="To", provider=self.name)
         sender = request.from_number or self.from_number
         form = {"To": to, "From": sender, "Body": request.text}
-        callback = request.status_callback or self.status_callback
+        callback = status_callback(request, self.type, self.name, self.status_callback)
         if callback:
             form["StatusCallback"] = callback
         since = time.time()

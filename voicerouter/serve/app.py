@@ -7,6 +7,7 @@ Endpoints (all on one aiohttp app, see `voicerouter.httpserver`):
     POST /telnyx/voice   TeXML: <Connect><Stream> to /telnyx/media, or <Reject reason="busy"/>
     WS   /telnyx/media   Telnyx media streaming (bidirectional PCMU)
     WS   /v1/sessions    the generic protocol for apps and the browser page (transports/websocket.py)
+    POST /twilio/status, /telnyx/status   outbound calls' and messages' status callbacks (serve/status.py)
     GET  /               the browser page
     GET  /healthz /readyz /status /metrics
 
@@ -46,6 +47,12 @@ def carrier_secret(manager: CallManager, carrier: str, option: str, env_var: str
     return manager.env.get(env_var) or None
 
 
+def status_routes() -> tuple[web.AbstractRouteDef, ...]:
+    from voicerouter.serve.status import ROUTES
+
+    return ROUTES
+
+
 def build_app(manager: CallManager, *, extra_routes: Iterable[web.AbstractRouteDef] = ()) -> web.Application:
     app = web.Application()
     app[MANAGER] = manager
@@ -64,6 +71,7 @@ def build_app(manager: CallManager, *, extra_routes: Iterable[web.AbstractRouteD
         web.post("/telnyx/voice", telnyx_voice),
         web.get("/telnyx/media", telnyx_media),
         web.get("/v1/sessions", app_session),
+        *status_routes(),
         *extra_routes,
     ])
     return app

@@ -56,6 +56,7 @@ class EventType(StrEnum):
     AUDIO_LEVEL = "audio_level"
     FRAMES_DROPPED = "frames_dropped"
     FAULT_INJECTED = "fault_injected"  # data: stage, fault (the spec as written), kind; then the failure it causes
+    CARRIER_STATUS = "carrier_status"  # data: carrier_type, kind (call/sms), status, final (serve's status webhooks)
 
 
 @dataclass(frozen=True)
