@@ -192,3 +192,19 @@ async def test_late_websocket_over_capacity_is_closed_with_1013(tmp_path, emulat
             msg = await ws.receive()
             assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1013 and "capacity" in msg.extra
         assert (await held).outcome == "answered"
+
+
+async def test_drain_timeout_ends_the_calls_still_live(tmp_path, emulators):
+    dg, ca = emulators
+    async with serve(tmp_path, cloud_table(dg.url, ca.url), "--drain-timeout", "1") as server, \
+            aiohttp.ClientSession() as http:
+        target = Target(server.url, "twilio", to="+15550100123", twilio_auth_token=TOKEN)
+        live = asyncio.create_task(place_call(http, target, long_plan(30.0)))
+        await wait_active(http, server.url, 1)
+        server.signal(signal.SIGTERM)
+        result = await live
+        assert result.close_code == 1001  # going away: the server ended the call
+        assert await server.wait() == 0
+    assert any("1 call(s) ended at the drain timeout" in line for line in server.stderr)
+    log = (server.out / f"{result.call_id}.events.jsonl").read_text().splitlines()
+    assert json.loads(log[-1])["type"] == "session_end" and json.loads(log[-1])["reason"] == "stopped"
