@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from importlib import resources
 
 from aiohttp import WSMsgType, web
@@ -26,7 +26,7 @@ from aiohttp import WSMsgType, web
 from voicerouter.config.secrets import expand, redact
 from voicerouter.errors import VoiceRouterError
 from voicerouter.serve import metrics
-from voicerouter.serve.calls import CLOSE_POLICY, CallManager, Outbox
+from voicerouter.serve.calls import CLOSE_POLICY, Attach, CallManager, Outbox
 from voicerouter.transports import telnyx, twilio
 from voicerouter.transports.base import Started, Transport, WireMessage
 
@@ -221,7 +221,7 @@ async def app_session(request: web.Request) -> web.StreamResponse:
 
 
 async def _media(request: web.Request, transport: Transport, *, started: Started | None = None,
-                 attach: Callable[..., None] | None = None) -> web.StreamResponse:
+                 attach: Attach | None = None) -> web.StreamResponse:
     manager = request.app[MANAGER]
     ws = web.WebSocketResponse(autoping=True, max_msg_size=1 << 20)
     await ws.prepare(request)

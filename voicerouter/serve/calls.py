@@ -53,7 +53,8 @@ CLOSE_POLICY = 1008
 CLOSE_ERROR = 1011
 CLOSE_TRY_LATER = 1013
 
-CONTEXT_PARAMS = ("tenant", "region", "flags", "to")
+# A transport that reports more than audio subscribes here: attach(plan, bus, send).
+Attach = Callable[[SessionPlan, EventBus, Callable[[WireMessage], None]], None]
 
 
 @dataclass
@@ -264,7 +265,7 @@ class CallManager:
         close: Callable[[int, str], Awaitable[None]],
         *,
         started: Started | None = None,
-        attach: Callable[[SessionPlan, EventBus, Callable[[WireMessage], None]], None] | None = None,
+        attach: Attach | None = None,
     ) -> None:
         """Serve one media stream until it ends.
 
@@ -308,7 +309,7 @@ class CallManager:
     async def _serve(self, transport: Transport, receive: Callable[[], Awaitable[WireMessage | None]],
                      outbox: Outbox, close: Callable[[int, str], Awaitable[None]], started: Started,
                      plan: SessionPlan, call_id: str,
-                     attach: Callable[[SessionPlan, EventBus, Callable[[WireMessage], None]], None] | None) -> None:
+                     attach: Attach | None) -> None:
         from voicerouter.session.session import Session
 
         tenant = metrics.tenant_label(plan.context.tenant, self.known_tenants)

@@ -25,10 +25,14 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from voicerouter.providers.base import PIPELINE_RATE
 from voicerouter.transports.base import Audio, Inbound, MarkEcho, Started, Stopped, WireMessage
+
+if TYPE_CHECKING:
+    from voicerouter.routing.plan import SessionPlan
+    from voicerouter.session.events import EventBus
 
 OUTPUT_RATE = PIPELINE_RATE
 MAX_RATE = 192000
@@ -54,7 +58,7 @@ class AppSocket:
         session_id = query.get("session_id") or f"ws-{uuid.uuid4().hex[:16]}"
         return Started(session_id, session_id, params, self.input_rate)
 
-    def attach(self, plan: Any, bus: Any, send: Callable[[WireMessage], None]) -> None:
+    def attach(self, plan: SessionPlan, bus: EventBus, send: Callable[[WireMessage], None]) -> None:
         """Tell the client its session (route, providers) and stream the session's events to it."""
         send(json.dumps({
             "type": "session", "session_id": plan.session_id, "route": plan.route, "matched": plan.matched,
