@@ -91,3 +91,21 @@ def test_validate_and_providers_know_the_carriers(tmp_path):
     assert "type telnyx needs connection_id" in run.stdout + run.stderr
     run = subprocess.run([sys.executable, "-m", "voicerouter", "providers"], capture_output=True, text=True)
     assert "twilio" in run.stdout and "telnyx" in run.stdout and "call" in run.stdout
+
+
+async def test_check_probes_the_carriers_and_resolve_shows_their_stages(routes):
+    path, twilio, telnyx = routes
+    code, out, err = await voicerouter("check", "--routes", str(path), "--json")
+    assert code == 0, out + err
+    rows = json.loads(out)["providers"]
+    assert {r["name"] for r in rows} == {"tw-call", "tx-call", "tw-sms", "tx-sms"} and all(r["ok"] for r in rows)
+    assert any(r["path"].endswith("Accounts/AC0123456789abcdef0123456789abcdef.json") for r in twilio.state.requests)
+    assert any(r["path"] == "/v2/balance" for r in telnyx.state.requests)
+    assert not [r for r in twilio.state.requests + telnyx.state.requests if r.get("event")]  # nothing placed
+    code, out, err = await voicerouter("check", "--routes", str(path), "--json", env={"TWILIO_TOKEN": "wrong"})
+    assert code == 3
+    failed = {r["name"]: r for r in json.loads(out)["providers"] if not r["ok"]}
+    assert set(failed) == {"tw-call", "tw-sms"} and "20003" in failed["tw-call"]["error"]
+    code, out, err = await voicerouter("resolve", "--routes", str(path), "--tenant", "acme", "--json")
+    stages = json.loads(out)["stages"]
+    assert stages["call"]["providers"] == ["tw-call", "tx-call"] and stages["sms"]["providers"] == ["tw-sms", "tx-sms"]
