@@ -1,7 +1,8 @@
 """Twilio: the voice webhook's TwiML, request signatures, and the Media Streams WebSocket protocol.
 
 Everything Twilio-specific lives here, for both sides of the wire: `TwilioMedia` is what `serve`
-speaks to Twilio, and the `carrier_*` helpers are what Twilio sends, for `voicerouter load` and tests.
+speaks to Twilio; `TwilioCarrier`, `call_params` and `parse_twiml` are what Twilio does, for
+`voicerouter load`, the carrier emulator and tests.
 
 - Webhook: Twilio POSTs form parameters (CallSid, From, To, ...) and expects TwiML back.
   `<Connect><Stream url="wss://...">` with `<Parameter name value>` children opens a
