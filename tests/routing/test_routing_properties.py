@@ -4,9 +4,13 @@ the pairwise definition."""
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
 from datetime import timedelta
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -114,3 +118,31 @@ def test_any_structure_is_a_table_or_located_findings(data):
         return
     table, findings = build_table(parsed, source, env={})
     assert table is not None or findings
+
+
+@pytest.mark.slow
+def test_cli_on_generated_tables_exits_only_with_documented_codes(tmp_path):
+    """Hostile tables through `validate` (all in one process) and `resolve` (one process each)."""
+    examples: list[str] = []
+
+    @settings(max_examples=200, database=None)
+    @given(st.lists(nasty, max_size=4), st.lists(nasty, max_size=4), st.lists(nasty, max_size=4),
+           st.lists(nasty, max_size=4), nasty)
+    def collect(tenants, regions, weights, names, extra):
+        examples.append(table_text(tenants, regions, weights, names, extra))
+
+    collect()
+    paths = []
+    for i, text in enumerate(examples):
+        path = tmp_path / f"t{i:03d}.yaml"
+        path.write_text(text)
+        paths.append(path)
+    proc = subprocess.run([sys.executable, "-m", "voicerouter", "validate", *map(str, paths)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode in (0, 1) and "internal error" not in proc.stderr + proc.stdout, proc.stderr
+    for path in paths[:: max(1, len(paths) // 15)]:
+        proc = subprocess.run([sys.executable, "-m", "voicerouter", "resolve", "--routes", str(path), "--tenant", "no", "--json"],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode in (0, 1, 2) and "internal error" not in proc.stderr, proc.stderr
+        if proc.returncode == 0:
+            json.loads(proc.stdout, parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))  # no NaN
