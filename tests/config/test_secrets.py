@@ -55,3 +55,15 @@ def test_redact_value_walks_json_and_hex_of_long_bodies():
     body = "x" * 190 + KEY + "y" * 50
     data = redact_value({"error": {"message": body, KEY: [binascii.hexlify(KEY.encode()).decode()]}})
     assert KEY not in json.dumps(data) and KEY.encode().hex() not in json.dumps(data)
+
+
+def test_log_records_of_any_library_are_redacted(caplog):
+    import logging
+
+    from voicerouter.config.secrets import install_log_redaction
+
+    install_log_redaction()
+    install_log_redaction()  # idempotent
+    with caplog.at_level(logging.INFO, logger="httpx"):
+        logging.getLogger("httpx").info("GET %s %r", f"https://api.example/?token={KEY}", {"key": KEY})
+    assert KEY not in caplog.text and MASK in caplog.text

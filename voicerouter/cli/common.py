@@ -28,6 +28,9 @@ def run_app(app: typer.Typer) -> int:
 
     command = typer.main.get_command(app)
     plain_metavars(command)
+    from voicerouter.config.secrets import install_log_redaction
+
+    install_log_redaction()  # every log line of every library, whatever handler prints it
     try:
         # Without standalone mode click returns the code of a typer.Exit instead of exiting.
         result = command.main(prog_name="voicerouter", standalone_mode=False)

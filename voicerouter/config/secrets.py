@@ -148,6 +148,31 @@ def redact(text: str) -> str:
     return "".join(out)
 
 
+def install_log_redaction() -> None:
+    """Redact every log record of the process (ours, httpx's, websockets'...) as it is made, so no
+    handler (console, file, a server's log shipper) ever sees a secret. Idempotent."""
+    import logging
+
+    current = logging.getLogRecordFactory()
+    if getattr(current, "voicerouter_redacts", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = current(*args, **kwargs)
+        if _known_secrets:
+            try:
+                message = record.getMessage()
+            except Exception:  # a malformed format string: logging reports it later as usual
+                return record
+            cleaned = redact(message)
+            if cleaned != message:
+                record.msg, record.args = cleaned, None
+        return record
+
+    factory.voicerouter_redacts = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
+
+
 def redact_value(value: Any) -> Any:
     """`redact` applied to every string inside a JSON-like value (dict keys included)."""
     if isinstance(value, str):
