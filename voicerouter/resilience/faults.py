@@ -24,12 +24,16 @@ from voicerouter.providers.base import PIPELINE_RATE, AudioChunk, Transcript
 from voicerouter.providers.http import error_for_status
 
 KINDS = ("error", "hang", "stall", "drop", "drop_ws", "slow")
+# Only a server can send a broken body: the emulators take these (`emulate --fault`), the in-process
+# injection does not. The grammar is the same for both.
+SERVER_KINDS = ("malformed", "truncate")
 _ENTRY = re.compile(r"^(?P<name>[A-Za-z0-9][\w.\-]*)=(?P<kind>[a-z_]+)(?::(?P<arg>[^@*]+))?(?P<triggers>(?:[@*][^@*]+)*)$")
 _TRIGGER = re.compile(r"([@*])([^@*]+)")
 _DURATION = re.compile(r"^(?P<value>\d+(?:\.\d+)?)(?P<unit>ms|s)$")
 HINT = (
-    "use NAME=KIND[:ARG][@P|@turnN|@Ns|*N], comma-separated; kinds: error:STATUS, hang, stall, "
-    "drop, drop_ws, slow:DURATION (e.g. dg=error:503@0.3,eleven=hang@turn2,local-tts=slow:300ms)"
+    "use NAME=KIND[:ARG][@P|@turnN|@Ns|*N], comma-separated; kinds: error:STATUS[:RETRY_AFTER], hang, "
+    "stall[:DURATION], drop[:AFTER], drop_ws, slow:DURATION, and for emulators malformed, truncate "
+    "(e.g. dg=error:503@0.3,eleven=hang@turn2,local-tts=slow:300ms)"
 )
 
 
@@ -54,6 +58,7 @@ class Fault:
     turn: int | None = None
     times: int | None = None
     used: int = 0
+    arg: str | None = None  # ARG as written (an emulator keeps `error:429:1500ms` as it is)
 
     @property
     def mid_stream(self) -> bool:
@@ -67,18 +72,35 @@ class Fault:
         return TransientProviderError(f"connection dropped (injected fault {self.spec})", provider=self.provider)
 
 
-def parse_entry(entry: str) -> Fault:
+def parse_spec(spec: str) -> Fault:
+    """One fault without a provider name (`KIND[:ARG][TRIGGER...]`), server-side kinds allowed:
+    the emulators' `--fault` and `faults=` read this, so both sides speak one grammar."""
+    try:
+        return parse_entry(f"{_ANY}={spec.strip()}", server=True)
+    except UsageError as exc:
+        raise UsageError(exc.message.replace(f"{_ANY}=", ""), hint=exc.hint) from None
+
+
+_ANY = "any-provider"  # the name parse_spec gives a fault that names none
+
+
+def parse_entry(entry: str, *, server: bool = False) -> Fault:
     text = entry.strip()
     match = _ENTRY.match(text)
     if not match:
         raise UsageError(f"bad fault spec part {text!r}", hint=HINT)
     kind, arg, name = match["kind"], match["arg"], match["name"]
-    if kind not in KINDS:
+    if kind in SERVER_KINDS and not server:
+        raise UsageError(f"bad fault spec part {text!r}: {kind} is a broken response body, which only a server "
+                         "sends", hint="use it on an emulator: voicerouter emulate --fault, or emulate(..., faults=)")
+    if kind not in KINDS + SERVER_KINDS:
         raise UsageError(f"bad fault spec part {text!r}: unknown kind {kind!r}", hint=HINT)
-    fault = Fault(name, kind, text)
+    fault = Fault(name, kind, text, arg=arg)
     if kind == "error":
         parts = (arg or "").split(":")
-        if not parts[0].isdigit() or not (100 <= int(parts[0]) <= 599 or 10000 <= int(parts[0]) <= 99999):
+        code = int(parts[0]) if parts[0].isdigit() else 0
+        # An emulator can also close a WebSocket with a close code (error:1011).
+        if not (100 <= code <= 599 or 10000 <= code <= 99999 or (server and 1000 <= code <= 4999)):
             raise UsageError(f"bad fault spec part {text!r}: error needs an HTTP status, e.g. error:503, "
                              "or a carrier error code, e.g. error:21610", hint=HINT)
         fault.status = int(parts[0])
@@ -86,7 +108,8 @@ def parse_entry(entry: str) -> Fault:
             raise UsageError(f"bad fault spec part {text!r}: use error:STATUS[:RETRY_AFTER_S]", hint=HINT)
         if len(parts) == 2:
             try:
-                fault.retry_after_s = float(parts[1].rstrip("s"))
+                after = parts[1].strip()
+                fault.retry_after_s = float(after[:-2]) / 1000 if after.endswith("ms") else float(after.rstrip("s"))
             except ValueError:
                 raise UsageError(f"bad fault spec part {text!r}: retry-after {parts[1]!r} is not seconds",
                                  hint=HINT) from None
@@ -96,6 +119,8 @@ def parse_entry(entry: str) -> Fault:
         fault.delay_s = _duration(arg, text)
     elif kind == "stall" and arg:
         fault.delay_s = _duration(arg, text)
+    elif kind in ("drop", "drop_ws") and arg:
+        fault.at_s = _duration(arg, text)  # drop:0.5s is drop@0.5s: after that much streamed audio
     elif arg:
         raise UsageError(f"bad fault spec part {text!r}: {kind} takes no argument", hint=HINT)
     for sign, value in _TRIGGER.findall(match["triggers"] or ""):

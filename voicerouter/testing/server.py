@@ -11,7 +11,6 @@ import asyncio
 import importlib
 import math
 import random
-import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -36,19 +35,14 @@ EMULATORS: dict[str, str] = {
 }
 
 FaultKind = Literal["error", "slow", "hang", "stall", "drop", "malformed", "truncate"]
-_FAULT = re.compile(
-    r"^(?P<kind>error|slow|hang|stall|drop|malformed|truncate)"
-    r"(?::(?P<arg>[^@*]+))?"
-    r"(?:\*(?P<times>\d+))?"
-    r"(?:@(?P<prob>[0-9.]+))?$"
-)
 
 
 @dataclass
 class Fault:
     """One server-side misbehaviour.
 
-    Spec grammar: KIND[:ARG][*TIMES][@PROBABILITY], e.g. `error:503`, `error:429:2` (Retry-After 2 s),
+    Spec grammar (the one `replay --inject` uses, without the provider name): KIND[:ARG][*TIMES][@PROBABILITY]
+    in any order of triggers, e.g. `error:503`, `error:429:2` (Retry-After 2 s),
     `slow:800ms` (delay the first byte), `hang` (accept, never answer), `stall:2s` (stop mid-stream),
     `drop:0.5s` (close the connection/WebSocket after that much streaming), `malformed`, `truncate`.
     `*3` applies to the next three requests only; `@0.3` to each request with that probability.
@@ -61,19 +55,26 @@ class Fault:
 
     @classmethod
     def parse(cls, spec: str) -> Fault:
-        match = _FAULT.match(spec.strip())
-        if not match:
-            raise UsageError(
-                f"bad emulator fault {spec!r}",
-                hint="use KIND[:ARG][*TIMES][@PROB]; kinds: error, slow, hang, stall, drop, malformed, truncate",
-            )
-        prob = match["prob"]
-        return cls(
-            match["kind"],  # type: ignore[arg-type]
-            match["arg"],
-            int(match["times"]) if match["times"] else None,
-            float(prob) if prob else None,
-        )
+        """The one fault grammar (`voicerouter.resilience.faults`), read for a server."""
+        from voicerouter.resilience.faults import parse_spec
+
+        try:
+            parsed = parse_spec(spec)
+        except UsageError as exc:
+            raise UsageError(exc.message.replace("bad fault spec part", "bad emulator fault"), hint=exc.hint) from None
+        if parsed.turn is not None:
+            raise UsageError(f"bad emulator fault {spec!r}: an emulator does not know turns (@turnN)",
+                             hint="inject per turn in the client: replay --inject NAME=KIND@turnN")
+        if parsed.kind == "error":
+            arg = parsed.arg  # as written: `error:429:1500ms` becomes OpenAI's retry-after-ms
+        elif parsed.kind in ("slow", "stall"):
+            arg = f"{parsed.delay_s:g}s" if parsed.delay_s is not None else None
+        elif parsed.kind in ("drop", "drop_ws"):
+            arg = f"{parsed.at_s:g}s" if parsed.at_s is not None else None
+        else:
+            arg = None
+        kind = "drop" if parsed.kind == "drop_ws" else parsed.kind
+        return cls(kind, arg, parsed.times, parsed.probability)  # type: ignore[arg-type]
 
     @property
     def status(self) -> int:
