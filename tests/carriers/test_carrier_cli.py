@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import sys
+from pathlib import Path
 
 import pytest
 from carrier_helpers import ENV, table_text
@@ -20,6 +21,15 @@ async def voicerouter(*args: str, env: dict[str, str] | None = None) -> tuple[in
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     return proc.returncode or 0, out.decode(), err.decode()
+
+
+def validate_outbound(doc: object, command: str) -> None:
+    """`call --json` / `sms --json` against the shipped schema."""
+    import jsonschema
+
+    schema = json.loads((Path(__file__).resolve().parents[2] / "schemas" / f"{command}.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.validate(doc, schema)
 
 
 @pytest.fixture
@@ -48,9 +58,16 @@ async def test_call_json_and_opt_out_exit_code(routes):
                                        "--routes", str(path), "--tenant", "acme", "--json")
     assert code == 0, err
     data = json.loads(out)
+    validate_outbound(data, "call")
     assert data["ok"] and data["carrier"] == "tw-call" and data["result"]["carrier_type"] == "twilio"
     assert data["result"]["from"] == "+15550100" and data["attempts"] == [
         {"carrier": "tw-call", "attempt": 1, "ok": True, "reason": None, "error": None, "code": None}]
+    code, out, err = await voicerouter("sms", "+15550111", "hi", "--routes", str(path),
+                                       "--inject", "tw-sms=error:21610", "--json")
+    assert code == 5
+    validate_outbound(json.loads(out), "sms")
+    assert json.loads(out)["error"] == {"reason": "opted_out", "code": 21610, "provider": "tw-sms",
+                                        "message": "twilio error 21610: injected fault tw-sms=error:21610"}
     code, out, err = await voicerouter("sms", "+15550111", "hi", "--routes", str(path),
                                        "--inject", "tw-sms=error:21610")
     assert code == 5

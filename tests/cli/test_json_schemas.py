@@ -33,7 +33,7 @@ def check(name: str, doc: object) -> None:
 
 def test_every_schema_is_a_valid_json_schema():
     names = sorted(p.name.removesuffix(".schema.json") for p in SCHEMAS.glob("*.schema.json"))
-    assert names == ["check", "providers", "replay", "report", "resolve", "validate"]
+    assert names == ["call", "check", "providers", "replay", "report", "resolve", "sms", "validate"]
     for name in names:
         jsonschema.Draft202012Validator.check_schema(json.loads((SCHEMAS / f"{name}.schema.json").read_text()))
 
