@@ -278,3 +278,25 @@ async def test_a_sentence_broken_mid_way_resumes_at_the_first_unheard_word(align
     assert sum(voiced_chars(c.pcm) for c in chunks if b"eleven" in c.pcm) == sum(1 for ch in heard if ch != " ")
     (failover,) = events(bus, EventType.FAILOVER)
     assert failover["restarted_sentence"] is True and failover["resumed_at_word"] == len(heard.split())
+
+
+class LocalTTS(FakeTTS):
+    runs_locally = True  # a CPU-bound engine in this process
+
+
+async def test_a_slow_local_engine_as_last_resort_has_no_first_result_deadline_and_says_the_machine_is_busy():
+    engine = LocalTTS("piper", script=["slow:0.3"])
+    stage, bus = chain(FakePool(engine), ("piper",))
+    assert await speak(stage) == ["piper"] * 3 and engine.calls == 1  # no timeout, no retry queued behind it
+    (warning,) = [e for e in events(bus, EventType.WARNING) if e.get("reason") == "machine_busy"]
+    assert warning["provider"] == "piper" and "not a provider outage" in warning["message"]
+    assert not events(bus, EventType.BREAKER) and not events(bus, EventType.RETRY)
+
+
+async def test_a_local_engine_missing_its_deadline_fails_over_without_counting_as_an_outage():
+    engine, cloud = LocalTTS("piper", script=["slow:0.3"] * 5), FakeTTS("eleven")
+    stage, bus = chain(FakePool(engine, cloud), ("piper", "eleven"))
+    for _ in range(5):
+        assert await speak(stage) == ["eleven"] * 3
+    assert len([e for e in events(bus, EventType.WARNING) if e.get("reason") == "machine_busy"]) == 5
+    assert not events(bus, EventType.BREAKER)  # five timeouts, and the breaker (failures=3) never opened

@@ -100,7 +100,12 @@ class TurnConfig(Strict):
 
 
 class AgentConfig(Strict):
+    """The agent, or an ordered chain of agents: `agent: echo`, `agent: {type: ...}` or
+    `agent: [{type: openai-chat, ...}, {type: webhook, ...}, echo]` (the first is preferred; the
+    others are its `fallbacks`, with the same deadlines, retries, breakers and hedging as a stage)."""
+
     type: Literal["echo", "webhook", "openai-chat"] = "echo"
+    name: str | None = Field(None, description="Names the agent in events, breakers and --inject (default: its type).")
     url: str | None = None
     base_url: str | None = None
     model: str | None = None
@@ -109,12 +114,40 @@ class AgentConfig(Strict):
     timeout_ms: int = Field(5000, gt=0)
     headers: dict[str, str] = Field(default_factory=dict)
     max_history: int = Field(20, ge=0)
-    fallback_reply: str | None = Field(None, description="Spoken when the agent fails.")
+    fallback_reply: str | None = Field(None, description="Spoken when every agent of the chain fails.")
+    fallbacks: list[AgentConfig] = Field(default_factory=list, description="Agents tried after this one, in order.")
 
     @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, list):  # an ordered chain: the first agent, the others as its fallbacks
+            if not value:
+                raise ValueError("an agent chain needs at least one agent")
+            first = {"type": value[0]} if isinstance(value[0], str) else value[0]
+            if isinstance(first, AgentConfig):
+                first = first.model_dump(exclude_unset=True)
+            if not isinstance(first, dict):
+                return value
+            return {**first, "fallbacks": list(value[1:]) + list(first.get("fallbacks", []))}
         return {"type": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _flat_chain(self) -> AgentConfig:
+        if any(fallback.fallbacks for fallback in self.fallbacks):
+            raise ValueError("a fallback agent cannot have fallbacks of its own; list the chain in one place")
+        names = [agent.label for agent in self.chain()]
+        duplicate = next((n for n in names if names.count(n) > 1), None)
+        if duplicate is not None:
+            raise ValueError(f"two agents of the chain are called {duplicate!r}; give them distinct `name`s")
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.name or self.type
+
+    def chain(self) -> list[AgentConfig]:
+        """The agents in order, each without fallbacks."""
+        return [self.model_copy(update={"fallbacks": []}), *self.fallbacks]
 
 
 class BackoffConfig(Strict):

@@ -161,21 +161,34 @@ def _start_health(runner: Any, chain: Any) -> None:
 
 
 def wrap_agent(
-    agent: Any, policy: ResilienceConfig, bus: EventBus, *, session: SessionInfo, fallback_reply: str | None
+    agent: Any, policy: ResilienceConfig, bus: EventBus, *, session: SessionInfo, fallback_reply: str | None,
+    faults: FaultPlan | None = None, configs: list[Any] | None = None,
 ) -> Any:
-    """The agent behind the `agent` stage policy (deadline, retries, breaker) with the fallback reply."""
+    """The agent stage: one agent or an ordered list of them (a chain) behind the `agent` stage policy
+    (first-token deadline, stall watchdog, retries, breaker, hedging, faults), with the fallback reply.
+
+    `configs` (the route's agent configs, in the same order) keep two tables' same-named agents apart.
+    """
     from voicerouter.resilience.agent import ResilientAgent
-    from voicerouter.resilience.chain import Member
+    from voicerouter.resilience.chain import Member, TurnTracker
     from voicerouter.resilience.state import provider_state
 
+    agents = list(agent) if isinstance(agent, list | tuple) else [agent]
     settings = StageSettings.resolve(policy, "agent")
-    if policy.agent.first_result_timeout_ms is None:
-        # a reply is one result, not a stream: the agent gets the whole stage budget by default
+    if policy.agent.first_result_timeout_ms is None and len(agents) == 1:
+        # one agent and nothing to fail over to: it gets the whole stage budget by default (a shorter
+        # first-result deadline would only turn a slow reply into a retry)
         settings = dataclasses.replace(settings, first_result_timeout_s=settings.turn_deadline_s)
-    name = getattr(agent, "name", type(agent).__name__)
-    member = Member(name, agent, provider_state(f"agent:{name}", None, policy.breaker))
-    runner = _runner("agent", [member], settings, bus, session, "failover", None)
-    return ResilientAgent(agent, runner, fallback_reply)
+    turn = TurnTracker(bus)
+    members = []
+    for index, each in enumerate(agents):
+        name = getattr(each, "name", type(each).__name__)
+        config = configs[index] if configs and index < len(configs) else None
+        if faults:
+            each = faults.wrap(name, each, turn, on_inject=_announce(bus, name, "agent"), kind="agent")
+        members.append(Member(name, each, provider_state(f"agent:{name}", config, policy.breaker)))
+    runner = _runner("agent", members, settings, bus, session, "failover", faults.seed if faults else None, turn)
+    return ResilientAgent(runner, fallback_reply)
 
 
 def reset() -> None:

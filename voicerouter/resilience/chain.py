@@ -49,6 +49,27 @@ class Member:
     state: ProviderState
 
 
+def runs_locally(provider: Any) -> bool:
+    """Is this a CPU-bound engine in this process (PocketSphinx, Piper, Whisper, ...)? Its slowness
+    means a busy machine, not a provider outage. Plugins say so with `runs_locally = True`."""
+    inner = getattr(provider, "inner", provider)  # a fault-injection wrapper
+    flag = getattr(type(inner), "runs_locally", None)
+    if flag is not None:
+        return bool(flag)
+    return type(inner).__module__.startswith("voicerouter.providers.local.")
+
+
+def machine_load() -> tuple[float | None, int]:
+    """(1-minute load average or None, CPUs) for the honest 'the machine is busy' event."""
+    import os
+
+    try:
+        load: float | None = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        load = None
+    return load, os.cpu_count() or 1
+
+
 class TurnTracker:
     """Follows the bus so wrappers know the turn number without being told.
 
@@ -257,6 +278,19 @@ class StageRunner:
             EventType.PROVIDER_USED, provider=member.name, turn=self.turn(), stage=self.stage,
             latency_ms=round(latency_s * 1000, 1), attempt=attempt,
         )
+        if latency_s > self.settings.first_result_timeout_s and runs_locally(member.provider):
+            self._machine_busy(member, latency_s, max(0, state.in_flight))
+
+    def _machine_busy(self, member: Member, waited_s: float, queued: int) -> None:
+        """A local engine was slower than its deadline: say that the machine, not a provider, is the bottleneck."""
+        load, cpus = machine_load()
+        busy = f"load {load:.1f} on {cpus} CPUs" if load is not None else f"{cpus} CPUs"
+        self.bus.emit(
+            EventType.WARNING, provider=member.name, turn=self.turn(), stage=self.stage, reason="machine_busy",
+            message=(f"{member.name} runs on this machine and needed {waited_s * 1000:.0f} ms or more with {queued} "
+                     f"call(s) ahead of it ({busy}): the machine is the bottleneck, not a provider outage"),
+            waited_ms=round(waited_s * 1000, 1), queued=queued, load=load, cpus=cpus,
+        )
 
     def _completed(self, member: Member, admitted_at: float | None) -> None:
         """The call completed (a stream that breaks after its first chunk is a failure, not this)."""
@@ -340,9 +374,13 @@ class StageRunner:
                 if started.first is not _EMPTY:
                     yield started.first
                     waiting_since = loop.time()
+                last_resort_engine = not queue and runs_locally(member.provider)
                 while True:
+                    stall = self.settings.stall_timeout_s
+                    if last_resort_engine:  # a busy CPU is slow, not dead: only the turn deadline applies
+                        stall = max(stall, deadline - loop.time())
                     try:
-                        async with asyncio.timeout(self.settings.stall_timeout_s):
+                        async with asyncio.timeout(stall):
                             item = await anext(iterator)
                     except StopAsyncIteration:
                         self._completed(member, started.admitted_at)
@@ -455,24 +493,32 @@ class StageRunner:
                 t0 = loop.time()
                 remaining = deadline - t0
             limit = first_timeout(member, attempt) if callable(first_timeout) else first_timeout
-            if not has_next and attempt > self.settings.retries:
+            local, queued = runs_locally(member.provider), member.state.in_flight
+            if not has_next and (local or attempt > self.settings.retries):
                 # nothing left to fail over to: cutting this attempt short would only turn slow into failed
+                # (and a CPU-bound engine's retry would only queue up behind itself)
                 limit = remaining
+            elif local:
+                limit *= 1 + queued  # the calls ahead of this one in the engine's queue run first
             timeout = min(limit, remaining)
             if attempt > 1 or admitted_at is None:
                 admitted_at = member.state.breaker.now()
             iterator = op(member, attempt)
+            member.state.in_flight += 1
             try:
                 async with asyncio.timeout(timeout):
                     try:
                         first = await anext(iterator)
                     except StopAsyncIteration:
                         first = _EMPTY
+                member.state.in_flight -= 1
             except asyncio.CancelledError:
+                member.state.in_flight -= 1
                 member.state.breaker.abandon(admitted_at)
                 await _aclose(iterator)
                 raise
             except Exception as exc:
+                member.state.in_flight -= 1
                 await _aclose(iterator)
                 if isinstance(exc, TimeoutError):
                     error = ProviderTimeout(f"no first result within {timeout * 1000:.0f} ms")
@@ -484,7 +530,10 @@ class StageRunner:
                     # take it, and the provider answered properly
                     self._completed(member, admitted_at)
                     raise error from None
-                self._failed(member, error, admitted_at)
+                if local and isinstance(error, ProviderTimeout):
+                    self._machine_busy(member, timeout, queued)  # not an outage: no breaker, no health mark
+                else:
+                    self._failed(member, error, admitted_at)
                 decision = decide(
                     error, attempt=attempt, retries=self.settings.retries, remaining_s=deadline - loop.time(),
                     has_next=has_next, backoff=self.settings.backoff, rng=self.rng, realtime=self.settings.realtime,

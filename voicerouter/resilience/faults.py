@@ -188,13 +188,13 @@ class FaultPlan:
         return None
 
     def wrap(self, name: str, provider: Any, turn: Callable[[], int | None] | None = None,
-             on_inject: Callable[[Fault, int | None], None] | None = None) -> Any:
+             on_inject: Callable[[Fault, int | None], None] | None = None, *, kind: str | None = None) -> Any:
         """`provider` itself if no fault names it, else an in-process wrapper of the same kind."""
         if name not in self.providers():
             return provider
-        kind = getattr(provider, "kind", None)
+        kind = kind or getattr(provider, "kind", None)
         wrapper = {"stt": FaultySTT, "tts": FaultyTTS, "s2s": FaultyS2S, "call": FaultyCarrier,
-                   "sms": FaultyCarrier}.get(kind or "")
+                   "sms": FaultyCarrier, "agent": FaultyAgent}.get(kind or "")
         if wrapper is None:
             return provider
         faulty = wrapper(name, provider, self, turn or (lambda: None))
@@ -290,6 +290,35 @@ class FaultyTTS(_Faulty):
                 yield chunk
                 position += chunk.duration_s
                 chunks += 1
+
+
+class FaultyAgent(_Faulty):
+    """error/hang/slow before the reply; stall/drop after its first piece (a streamed reply) or, for an
+    agent that only answers whole, instead of the answer."""
+
+    def __init__(self, name: str, inner: Any, plan: FaultPlan, turn: Callable[[], int | None]) -> None:
+        super().__init__(name, inner, plan, turn)
+        self.kind = "agent"
+        if callable(getattr(inner, "stream_reply", None)):
+            self.stream_reply = self._stream_reply
+
+    async def reply(self, text: str, conversation: Any, session: Any) -> str:
+        fault = self._pick()
+        await self.before_first(fault)
+        if fault is not None and fault.mid_stream:
+            await _mid_stream(fault)
+        return await self.inner.reply(text, conversation, session)
+
+    async def _stream_reply(self, text: str, conversation: Any, session: Any) -> AsyncIterator[str]:
+        fault = self._pick()
+        await self.before_first(fault)
+        pieces = 0
+        async with _aclosing(self.inner.stream_reply(text, conversation, session)) as parts:
+            async for part in parts:
+                if fault is not None and fault.mid_stream and pieces == 1:
+                    await _mid_stream(fault)
+                yield part
+                pieces += 1
 
 
 class FaultySTT(_Faulty):

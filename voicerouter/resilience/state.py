@@ -44,6 +44,7 @@ class ProviderState:
     last_error: str | None = None
     latency_s: float | None = None  # EWMA of time to first result
     active_sessions: int = 0
+    in_flight: int = 0  # calls waiting for their first result (a local engine's queue)
     limited_until: float = 0.0  # time.monotonic() until which a 429's Retry-After asks us to stay away
     limit: int | None = None
     # buses of live sessions using this provider: a background probe reports to all of them

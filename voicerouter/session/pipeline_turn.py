@@ -1,6 +1,8 @@
 """The STT -> agent -> TTS turn: streaming the utterance to the STT while it is spoken, the final
 transcript (with a batch fallback over the buffered utterance), the agent's reply in turn order,
-and the reply spoken sentence by sentence.
+and the reply spoken sentence by sentence. When the agent chain streams (an LLM writing token by
+token), each sentence is spoken as soon as it is complete, while the rest is still being written;
+`agent_reply` then follows the reply's first audio.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from voicerouter.config.secrets import redact
@@ -59,6 +62,8 @@ class PipelineTurns:
         if previous is not None:
             await asyncio.wait([previous])  # answer turns in order
         s.conversation.add("user", transcript)
+        if getattr(self.agent, "streams", False):
+            return await self._answer_streaming(transcript, end, turn)
         started = s.bus.now()
         try:
             reply = await self.agent.reply(transcript, s.conversation, s.info)
@@ -71,7 +76,7 @@ class PipelineTurns:
         s.bus.emit(
             EventType.AGENT_REPLY,
             turn=turn.index,
-            provider=getattr(self.agent, "name", None),
+            provider=getattr(self.agent, "last_used", None) or getattr(self.agent, "name", None),
             text=reply,
             latency_ms=round(turn.latency_ms["agent"], 1),
         )
@@ -151,6 +156,81 @@ class PipelineTurns:
                 async with contextlib.aclosing(self.tts.synthesize(sentence)) as chunks:
                     async for chunk in chunks:
                         await played.write(chunk)
+            await s.sink.drain()
+        finally:
+            turn.tts_provider = s.last_provider.get("tts") or turn.tts_provider
+            played.done()
+
+    async def _answer_streaming(self, transcript: str, end: TurnEnd, turn: TurnResult) -> bool:
+        """Speak each sentence of the reply as soon as the agent has written it."""
+        s = self.session
+        started = s.bus.now()
+        written: list[str] = []  # the reply text so far (of the reply that replaced any cut one)
+        failed: list[ProviderError] = []
+
+        async def sentences() -> AsyncIterator[str]:
+            spoken: list[str] = []
+            repeat: list[str] = []  # after a restart: sentences already spoken that the new reply may repeat
+            buffer = ""
+            try:
+                async with contextlib.aclosing(self.agent.stream(transcript, s.conversation, s.info)) as deltas:
+                    async for delta in deltas:
+                        if "agent_first_token" not in turn.latency_ms:
+                            turn.latency_ms["agent_first_token"] = (s.bus.now() - started) * 1000
+                        if delta.restart:  # the reply was cut and starts again on another attempt
+                            written.clear()
+                            buffer, repeat = "", list(spoken)
+                        written.append(delta.text)
+                        buffer += delta.text
+                        pieces = split_sentences(buffer)
+                        if len(pieces) < 2:
+                            continue
+                        buffer = pieces[-1]
+                        for piece in pieces[:-1]:
+                            if repeat and repeat[0] == piece:
+                                repeat.pop(0)  # heard already: not again
+                                continue
+                            repeat = []
+                            spoken.append(piece)
+                            yield piece
+            except ProviderError as exc:
+                failed.append(exc)
+                return
+            for piece in split_sentences(buffer):
+                if repeat and repeat[0] == piece:
+                    repeat.pop(0)
+                    continue
+                repeat = []
+                yield piece
+
+        try:
+            ok = await s.respond(turn, self._speak_stream(turn, end, sentences()))
+        finally:
+            reply = "".join(written).strip()
+            if reply and not failed:
+                turn.latency_ms["agent"] = (s.bus.now() - started) * 1000
+                turn.reply = reply
+                s.conversation.add("assistant", reply)
+                s.bus.emit(
+                    EventType.AGENT_REPLY, turn=turn.index, provider=getattr(self.agent, "last_used", None),
+                    text=reply, latency_ms=round(turn.latency_ms["agent"], 1),
+                    first_token_ms=round(turn.latency_ms.get("agent_first_token", 0.0), 1),
+                )
+        if failed:
+            s.stage_failed("agent", failed[0], turn)
+            return False
+        return ok
+
+    async def _speak_stream(self, turn: TurnResult, end: TurnEnd, sentences: AsyncIterator[str]) -> None:
+        s = self.session
+        s.bus.emit(EventType.TTS_START, turn=turn.index, text="", streaming=True)
+        played = Playback(s, turn, end)
+        try:
+            async with contextlib.aclosing(sentences) as pieces:
+                async for sentence in pieces:
+                    async with contextlib.aclosing(self.tts.synthesize(sentence)) as chunks:
+                        async for chunk in chunks:
+                            await played.write(chunk)
             await s.sink.drain()
         finally:
             turn.tts_provider = s.last_provider.get("tts") or turn.tts_provider

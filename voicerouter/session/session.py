@@ -192,14 +192,16 @@ class Session:
         self._owned.append(wrapper)
         return wrapper
 
-    def _build_agent(self) -> Agent:
-        from voicerouter.session.agents import build_agent
+    def _build_agent(self) -> list[Agent]:
+        from voicerouter.session.agents import build_agents
 
-        return build_agent(self.plan.agent, BuildContext(env=self.env, session=self.info))
+        return build_agents(self.plan.agent, BuildContext(env=self.env, session=self.info))
 
-    def _wrap_agent(self, agent: Agent) -> Agent:
+    def _wrap_agent(self, agent: Agent | list[Agent]) -> Agent:
+        configs = None if self._custom_agent else self.plan.agent.chain()
         return wrap_agent(
-            agent, self.plan.resilience, self.bus, session=self.info, fallback_reply=self.plan.agent.fallback_reply
+            agent, self.plan.resilience, self.bus, session=self.info, fallback_reply=self.plan.agent.fallback_reply,
+            faults=self.faults, configs=configs,
         )
 
     async def _cleanup(self) -> None:

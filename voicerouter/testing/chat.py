@@ -1,13 +1,15 @@
 """Loopback servers for the agents: an OpenAI chat-completions emulator and a generic webhook.
 
 `emulate("openai-chat")` serves `POST /v1/chat/completions` (also without the /v1 prefix) with
-OpenAI's Bearer auth, validation and error envelope; `emulate("webhook")` answers any POST with
+OpenAI's Bearer auth, validation and error envelope, and with `stream: true` the reply as
+server-sent `chat.completion.chunk` events, one word per event, ending `data: [DONE]`; `emulate("webhook")` answers any POST with
 `{"reply": ...}`. Both reply "You said: <last user text>", or `state.reply` when a test sets it,
 record each request (body and headers) in `state.requests`, and honour the emulator faults.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -15,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from voicerouter.testing.openai import error_response, fault_then_auth, send_body
-from voicerouter.testing.server import EmulatorState
+from voicerouter.testing.server import EmulatorState, Fault, drop_connection
 
 STATE_KEY = web.AppKey("state", EmulatorState)
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
@@ -71,8 +73,8 @@ def _validate(body: Any) -> str | None:
             return f"Invalid value for 'messages[{index}].role'."
         if _text_of(message.get("content")) is None:
             return f"Invalid type for 'messages[{index}].content': expected a string or an array of text parts."
-    if body.get("stream"):
-        return "stream=true is not supported by this emulator"
+    if "stream" in body and not isinstance(body["stream"], bool):
+        return "Invalid type for 'stream': expected a boolean."
     return None
 
 
@@ -88,6 +90,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return error_response(400, problem, param="messages" if "messages" in problem else None)
     users = [_text_of(m["content"]) for m in body["messages"] if m["role"] == "user"]
     reply = configured_reply(state, users[-1] if users else "")
+    if body.get("stream"):
+        return await _stream_events(request, body["model"], reply, len(state.requests), fault)
     answer = {
         "id": f"chatcmpl-emu{len(state.requests)}",
         "object": "chat.completion",
@@ -104,6 +108,45 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     }
     answer["usage"]["total_tokens"] = answer["usage"]["prompt_tokens"] + answer["usage"]["completion_tokens"]
     return await send_body(request, json.dumps(answer).encode(), "application/json", fault)
+
+
+EVENT_GAP_S = 0.01  # between streamed words: a fast model's pace
+
+
+async def _stream_events(request: web.Request, model: str, reply: str, number: int,
+                         fault: Fault | None) -> web.StreamResponse:
+    """The reply as `chat.completion.chunk` server-sent events; stall/drop/truncate/malformed strike
+    after half of the words (a model that dies mid-reply)."""
+    base = {"id": f"chatcmpl-emu{number}", "object": "chat.completion.chunk", "created": int(time.time()),
+            "model": model}
+
+    def event(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        chunk = {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+        return f"data: {json.dumps(chunk)}\n\n".encode()
+
+    words = reply.split(" ")
+    events = [event({"role": "assistant", "content": ""})]
+    events += [event({"content": word if i == 0 else " " + word}) for i, word in enumerate(words)]
+    events += [event({}, "stop"), b"data: [DONE]\n\n"]
+    response = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream; charset=utf-8",
+                                                       "Cache-Control": "no-cache"})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    kind = fault.kind if fault else None
+    strike = 1 + max(1, len(words) // 2)  # after the role event and half of the words
+    for index, data in enumerate(events):
+        if index == strike and kind in ("stall", "drop", "truncate", "malformed"):
+            if kind == "stall":
+                await asyncio.sleep(fault.seconds if fault.arg else 3600.0)  # type: ignore[union-attr]
+            elif kind == "malformed":
+                await response.write(b"data: {not json\n\n")
+            else:
+                drop_connection(request)
+                return response
+        await response.write(data)
+        await asyncio.sleep(EVENT_GAP_S)
+    await response.write_eof()
+    return response
 
 
 async def webhook(request: web.Request) -> web.StreamResponse:

@@ -38,6 +38,19 @@ def build_agent(config: AgentConfig | str, ctx: BuildContext) -> Agent:
     raise ConfigError(f"unknown agent type {config.type!r}", hint="use echo, webhook or openai-chat")
 
 
+def build_agents(config: AgentConfig | str, ctx: BuildContext) -> list[Agent]:
+    """Every agent of the route's chain, in order, each named by its `name` (or type)."""
+    if isinstance(config, str):
+        config = AgentConfig(type=config)  # type: ignore[arg-type]
+    agents = []
+    for entry in config.chain():
+        agent = build_agent(entry, ctx)
+        if entry.name:
+            agent.name = entry.name
+        agents.append(agent)
+    return agents
+
+
 def history_before(text: str, conversation: Conversation | None, limit: int | None = None) -> list[Message]:
     """The messages before the current turn (see the contract above), at most the last `limit`."""
     messages = list(conversation.messages) if conversation is not None else []
@@ -48,4 +61,4 @@ def history_before(text: str, conversation: Conversation | None, limit: int | No
     return messages
 
 
-__all__ = ["build_agent", "history_before"]
+__all__ = ["build_agent", "build_agents", "history_before"]

@@ -2,17 +2,20 @@
 
 Works against OpenAI itself or any compatible server (vLLM, llama.cpp, Ollama, LM Studio, ...):
 the system prompt, the last `max_history` messages and the user's text go out; `choices[0].message.content`
-comes back. Errors use OpenAI's envelope `{"error": {"message", "type", "param", "code"}}`.
+comes back. `stream_reply()` asks for `stream: true` and yields the reply as it is written (server-sent
+`chat.completion.chunk` events up to `data: [DONE]`), so the session can speak its first sentence early. Errors use OpenAI's envelope `{"error": {"message", "type", "param", "code"}}`.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from voicerouter.config.secrets import expand, remember_secret
-from voicerouter.errors import ConfigError
+from voicerouter.errors import ConfigError, ProviderError, TransientProviderError
 from voicerouter.providers.base import BuildContext, Conversation, SessionInfo
-from voicerouter.providers.http import malformed
+from voicerouter.providers.http import malformed, raise_for_response, snippet, transport_error
 from voicerouter.session.agents import history_before
 from voicerouter.session.agents.webhook import checked_url, error_message, post_json, resolve_headers
 
@@ -69,6 +72,55 @@ class OpenAIChatAgent:
         try:
             content = data["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError):
+            raise malformed("no choices[0].message.content", body, provider=self.name) from None
+        if not isinstance(content, str):
+            raise malformed("choices[0].message.content is not text", body, provider=self.name)
+        return content.strip()
+
+    async def stream_reply(self, text: str, conversation: Conversation, session: SessionInfo) -> AsyncIterator[str]:
+        """The reply piece by piece as the model writes it (the resilience layer times first piece and gaps)."""
+        import httpx
+
+        payload = {**self.payload(text, conversation), "stream": True}
+        try:
+            async with self._client.stream("POST", "/chat/completions", json=payload) as response:
+                await raise_for_response(response, provider=self.name, message_of=error_message)
+                if not response.headers.get("content-type", "").startswith("text/event-stream"):
+                    yield self._content(await response.aread())  # a server that ignores stream: true
+                    return
+                async for line in response.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue  # blank separators, comments, event names
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        return
+                    piece = self._delta(data)
+                    if piece:
+                        yield piece
+        except ProviderError:
+            raise
+        except (httpx.HTTPError, OSError) as exc:
+            raise transport_error(exc, provider=self.name) from None
+        raise TransientProviderError("the reply stream ended before data: [DONE]", provider=self.name)
+
+    def _delta(self, data: str) -> str | None:
+        try:
+            event = json.loads(data)
+        except ValueError:
+            raise malformed("stream event is not JSON", data.encode(), provider=self.name) from None
+        if not isinstance(event, dict):
+            raise malformed("stream event is not an object", data.encode(), provider=self.name)
+        if event.get("error"):
+            raise TransientProviderError(f"error mid-stream: {snippet(data.encode())}", provider=self.name)
+        choices = event.get("choices") or []
+        delta = choices[0].get("delta") if choices and isinstance(choices[0], dict) else None
+        content = delta.get("content") if isinstance(delta, dict) else None
+        return content if isinstance(content, str) else None
+
+    def _content(self, body: bytes) -> str:
+        try:
+            content = json.loads(body)["choices"][0]["message"]["content"]
+        except (ValueError, KeyError, IndexError, TypeError):
             raise malformed("no choices[0].message.content", body, provider=self.name) from None
         if not isinstance(content, str):
             raise malformed("choices[0].message.content is not text", body, provider=self.name)
