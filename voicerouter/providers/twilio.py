@@ -5,12 +5,14 @@ HTTP Basic auth (account SID : auth token); errors are JSON `{code, message, mor
 Twilio has no idempotency key, so after a timeout or a dropped connection once the request was
 sent the client looks the call (message) up before anyone may try again: it lists the recent calls
 To/From this pair (`GET Calls.json?To=&From=`), and GETs the match (`Calls/{CallSid}.json`).
-Found: that call is the result. Not found: it was not placed, and failover is safe. The lookup
-itself failing: `UnknownOutcomeError`, and nobody dials again.
+Found: that call is the result. Not found (twice, a second apart, for a request Twilio may still
+be processing): it was not placed, and failover is safe. The lookup itself failing:
+`UnknownOutcomeError`, and nobody dials again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import time
@@ -53,12 +55,14 @@ DEFAULT_TOKEN_REF = "${TWILIO_AUTH_TOKEN}"
 OPTIONS = ("status_callback",)
 CLOCK_SKEW_S = 5.0  # how far before our send a call found by the status check may have been created
 LOOKUP_PAGE = 20
+LOOKUP_AGAIN_S = 1.0  # a request still in flight at Twilio may create its call a moment later: look twice
 
 # Twilio error codes -> what the chain does (https://www.twilio.com/docs/api/errors)
 CODES: dict[int, type[ProviderError]] = {
     20003: AuthError,  # Authenticate: wrong account SID / auth token
     20429: RateLimitedError,  # Too Many Requests
     10004: TransientProviderError,  # Call concurrency limit exceeded
+    86008: TransientProviderError,  # Concurrency limit reached
     20500: TransientProviderError,  # Internal server error
     20503: TransientProviderError,  # Service unavailable
     21212: PermissionDeniedError,  # Invalid 'From' phone number (this account's number)
@@ -153,15 +157,18 @@ class TwilioCarrier(CarrierClient):
                        noun: str, matches: Any, result: Any) -> Any:
         """The status check after an ambiguous failure: the resource we created, or proof there is none."""
         try:
-            page = await self._request("GET", path, params={"To": to, "From": sender, "PageSize": LOOKUP_PAGE})
-            for item in page.get(listing) or []:
-                sid = item.get("sid")
-                if not sid or sid in self._known or not matches(item):
-                    continue
-                created = email.utils.parsedate_to_datetime(item.get("date_created") or "")
-                if created.timestamp() >= since - CLOCK_SKEW_S:
-                    current = await self._request("GET", f"{path.removesuffix('.json')}/{sid}.json")
-                    return result(current, recovered=True)
+            for look in range(2):
+                if look:
+                    await asyncio.sleep(LOOKUP_AGAIN_S)
+                page = await self._request("GET", path, params={"To": to, "From": sender, "PageSize": LOOKUP_PAGE})
+                for item in page.get(listing) or []:
+                    sid = item.get("sid")
+                    if not sid or sid in self._known or not matches(item):
+                        continue
+                    created = email.utils.parsedate_to_datetime(item.get("date_created") or "")
+                    if created.timestamp() >= since - CLOCK_SKEW_S:
+                        current = await self._request("GET", f"{path.removesuffix('.json')}/{sid}.json")
+                        return result(current, recovered=True)
         except (httpx.HTTPError, ProviderError, TypeError, ValueError) as exc:
             raise self._unknown(f"the {noun}", cause) from exc
         raise TransientProviderError(
