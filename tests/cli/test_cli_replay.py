@@ -176,3 +176,25 @@ def test_emulate_runs_a_cloud_table_offline_without_keys(capsys, tmp_path, monke
     (turn,) = session["turns"]
     assert turn["providers"] == {"stt": "dg", "tts": "voice"}
     assert "morning" in turn["transcript"]  # the emulator transcribed the audio it was sent
+
+
+@pytest.mark.slow
+def test_a_local_engine_that_misses_its_deadline_is_named_once_as_slow_not_down(capsys, tmp_path):
+    table = tmp_path / "tight.yaml"
+    table.write_text(
+        "version: 1\n"
+        "providers:\n"
+        "  local-stt: {type: pocketsphinx}\n"
+        "  backup-stt: {type: pocketsphinx}\n"
+        "  local-tts: {type: piper}\n"
+        "defaults:\n"
+        "  stt: [local-stt, backup-stt]\n"
+        "  tts: [local-tts]\n"
+        "  resilience: {retries: 0, first_result_timeout_ms: 1}\n"
+    )
+    code, _, stderr = cli(capsys, SAMPLES / "two_turns_8k.wav", "--routes", table, "--json")
+    assert code == 0, stderr
+    assert stderr.count("the local engine 'local-stt' (pocketsphinx) missed its deadline") == 1
+    assert "slow here, not down" in stderr and "first_result_timeout_ms" in stderr
+    injected, _, quiet = cli(capsys, SAMPLES / "hello.wav", "--inject", "local-stt=slow:2s", "--json")
+    assert "missed its deadline" not in quiet  # an injected delay is not the machine's fault

@@ -141,6 +141,7 @@ def replay(
         if out is not None and not quiet():
             console.print(f"[dim]replies and event logs written to {out}[/]")
 
+    _note_slow_local_engines(results, table)
     code = exit_code(results)
     if code == EXIT_OK and any(not c.passed for c in checks):
         code = EXIT_FAILED
@@ -164,6 +165,28 @@ def replay(
         code = code or exc.exit_code
     if code != EXIT_OK:
         raise typer.Exit(code)
+
+
+def _note_slow_local_engines(results: list, table) -> None:
+    """Once per engine: a local engine that timed out is slow on this machine, not down (stderr)."""
+    from voicerouter.cli.common import note
+    from voicerouter.providers.registry import get_type
+
+    counts: dict[str, int] = {}
+    for result in results:
+        events = result.session.events if result.session else []
+        injected = {(e.provider, e.turn) for e in events if e.type == "fault_injected"}  # those were asked for
+        for event in events:
+            if (event.type in ("failover", "retry") and event.data.get("reason") == "timeout" and event.provider
+                    and (event.provider, event.turn) not in injected):
+                counts[event.provider] = counts.get(event.provider, 0) + 1
+    for name, count in counts.items():
+        cfg = table.config.providers.get(name)
+        ptype = get_type(cfg.type) if cfg is not None else None
+        if ptype is not None and ptype.local:
+            note(f"[yellow]note:[/] the local engine {name!r} ({cfg.type}) missed its deadline {count} time(s): it runs "
+                 "on this machine's CPU, so it was slow here, not down; give local engines more time with "
+                 "resilience.first_result_timeout_ms (the built-in offline table uses 15000)")
 
 
 def _interrupted(finished: list, total: int, json_out: bool) -> None:
