@@ -6,6 +6,7 @@ Faults (`--fault error:503@0.3`, `--fault deepgram=drop:1s`) make them misbehave
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -74,7 +75,7 @@ def snippet(urls: dict[str, str]) -> str:
 
 
 async def serve(types: list[str], *, host: str, port: int, faults: dict[str, list[str]], api_key: str,
-                transcript: str | None, tts: str, ready=None) -> None:
+                transcript: str | None, tts: str, ready=None, callee: str | None = None) -> None:
     import asyncio
     from contextlib import AsyncExitStack
 
@@ -86,6 +87,7 @@ async def serve(types: list[str], *, host: str, port: int, faults: dict[str, lis
             emu = await stack.enter_async_context(emulate(
                 type_name, faults=faults[type_name], api_key=api_key, transcript=transcript,
                 tts_engine=tts,  # type: ignore[arg-type]
+                callee_wav=callee,
                 host=host, port=port + index if port else 0,
             ))
             urls[type_name] = emu.url
@@ -106,6 +108,7 @@ def emulate(
     api_key: Annotated[str, typer.Option("--api-key", help="The key the emulators accept.")] = "test-key",
     transcript: Annotated[str | None, typer.Option("--transcript", help="Fixed STT answer (default: transcribe with pocketsphinx).")] = None,
     tts: Annotated[str, typer.Option("--tts", help="Synthesized audio: tone (fast) or piper (speech).")] = "tone",
+    callee: Annotated[Path | None, typer.Option("--callee", help="twilio/telnyx: the WAV the callee speaks into a call's media stream (default: the --transcript text, spoken).")] = None,
 ) -> None:
     """Serve provider emulators on loopback until Ctrl-C, with optional faults."""
     import asyncio
@@ -138,7 +141,10 @@ def emulate(
         stderr_console().print("\nserving; press Ctrl-C to stop")
 
     try:
+        if callee is not None and not callee.is_file():
+            raise UsageError(f"--callee {callee}: no such file")
         asyncio.run(serve(types, host=host, port=port, faults=faults, api_key=api_key, transcript=transcript,
+                          callee=None if callee is None else str(callee),
                           tts=tts, ready=ready))
     except KeyboardInterrupt:
         stderr_console().print("stopped")
