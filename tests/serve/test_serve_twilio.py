@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -208,3 +209,20 @@ async def test_drain_timeout_ends_the_calls_still_live(tmp_path, emulators):
     assert any("1 call(s) ended at the drain timeout" in line for line in server.stderr)
     log = (server.out / f"{result.call_id}.events.jsonl").read_text().splitlines()
     assert json.loads(log[-1])["type"] == "session_end" and json.loads(log[-1])["reason"] == "stopped"
+
+
+async def test_load_command_reports_calls_as_json(tmp_path, emulators):
+    dg, ca = emulators
+    async with serve(tmp_path, cloud_table(dg.url, ca.url), "--max-sessions", "2") as server:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "voicerouter", "load", server.url, str(SAMPLES / "hello.wav"), "--calls", "3",
+            "--concurrency", "3", "--to", "+15550100123", "--json", "--no-transcribe",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**os.environ, "TWILIO_AUTH_TOKEN": TOKEN},
+        )
+        async with asyncio.timeout(120):
+            stdout, stderr = await proc.communicate()
+    assert proc.returncode == 0, stderr.decode()  # refusals are reported, not failures
+    report = json.loads(stdout)
+    assert (report["calls"], report["answered"], report["refused"], report["failed"]) == (3, 2, 1, 0)
+    assert report["failovers"] == 0 and report["first_audio_s"]["p50"] is not None
+    assert TOKEN not in stdout.decode() + stderr.decode()
