@@ -198,3 +198,13 @@ def test_a_local_engine_that_misses_its_deadline_is_named_once_as_slow_not_down(
     assert "slow here, not down" in stderr and "first_result_timeout_ms" in stderr
     injected, _, quiet = cli(capsys, SAMPLES / "hello.wav", "--inject", "local-stt=slow:2s", "--json")
     assert "missed its deadline" not in quiet  # an injected delay is not the machine's fault
+
+
+@pytest.mark.slow
+def test_realtime_shows_turns_as_they_happen(capsys):
+    code, stdout, stderr = cli(capsys, SAMPLES / "hello.wav", "--realtime", "--json")
+    assert code == 0, stderr
+    you = next(line for line in stderr.splitlines() if "turn 1  you" in line)
+    reply = next(line for line in stderr.splitlines() if "turn 1  reply" in line)
+    assert stderr.index(you) < stderr.index(reply) and "good morning" in you.lower()
+    assert json.loads(stdout)["sessions"][0]["turns"]  # stdout stays the result

@@ -79,6 +79,8 @@ def replay(
     finished: list = []
     console = stdout_console()
 
+    live = _live_turns(stderr_console(), several=len(files) > 1) if realtime and not quiet() else None
+
     with replay_progress(len(files), stderr_console(), enabled=not quiet()) as advance:
 
         def on_progress(result) -> None:
@@ -93,7 +95,7 @@ def replay(
             if not emulate:
                 return await replay_files(
                     list(files), ctx, table, realtime=realtime, concurrency=concurrency, out_dir=out,
-                    faults=faults, on_progress=on_progress, state_url=state,
+                    faults=faults, on_progress=on_progress, state_url=state, on_event=live,
                 )
             import dataclasses
             import os
@@ -106,7 +108,7 @@ def replay(
                     note(f"[dim]emulating {name} at {url}[/]")
                 return await replay_files(
                     list(files), ctx, emulated, realtime=realtime, concurrency=concurrency, out_dir=out,
-                    faults=faults, on_progress=on_progress, state_url=state, env={**os.environ, **env},
+                    faults=faults, on_progress=on_progress, state_url=state, env={**os.environ, **env}, on_event=live,
                 )
 
         try:
@@ -165,6 +167,24 @@ def replay(
         code = code or exc.exit_code
     if code != EXIT_OK:
         raise typer.Exit(code)
+
+
+def _live_turns(console, *, several: bool):
+    """--realtime: each turn's transcript and reply on stderr as they happen (the result follows)."""
+    from rich.markup import escape
+
+    def show(file: str, event) -> None:
+        prefix = f"[dim]{escape(Path(file).name)}[/] " if several else ""
+        if event.type == "final_transcript":
+            console.print(f"{prefix}[bold]turn {event.turn}[/]  you    \"{escape(event.data.get('text') or '')}\"")
+        elif event.type == "agent_reply":
+            console.print(f"{prefix}[bold]turn {event.turn}[/]  reply  \"{escape(event.data.get('text') or '')}\"")
+        elif event.type in ("failover", "error"):
+            from voicerouter.observe.timeline_text import incident_line
+
+            console.print(f"{prefix}[yellow]{escape(incident_line(event.to_dict()) or event.type)}[/]")
+
+    return show
 
 
 def _note_slow_local_engines(results: list, table) -> None:

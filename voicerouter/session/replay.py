@@ -97,6 +97,7 @@ async def replay_files(
     agent_factory: Callable[[SessionPlan], Any] | None = None,
     seed: int | None = None,
     state_url: str | None = None,
+    on_event: Callable[[str, Any], None] | None = None,
 ) -> list[ReplayResult]:
     """Replay every file through its own session; results come back in the order of `paths`.
 
@@ -107,6 +108,7 @@ async def replay_files(
     `faults` takes the CLI's `--inject` string (`"dg=error:503@0.3,local-tts=slow:300ms"`, added to
     the table's `faults:` and seeded by `seed`) or a parsed fault plan.
     `state_url` (a redis:// URL) shares limits and breakers with a fleet, like the table's `state:`.
+    `on_event(file, event)` sees every session event as it happens (live output of `--realtime`).
     Errors other than unreadable files (missing secrets, capacity, bad routes) are raised.
     """
     from voicerouter import fleet
@@ -125,13 +127,13 @@ async def replay_files(
     async with fleet.shared_state(table.config.state, env, state_url):
         return await _replay_jobs(jobs, table, env, realtime=realtime, concurrency=concurrency, out=out,
                                   faults=faults, on_progress=on_progress, preload=preload,
-                                  agent_factory=agent_factory)
+                                  agent_factory=agent_factory, on_event=on_event)
 
 
 async def _replay_jobs(
     jobs: list[tuple[str, SessionPlan, str]], table: Any, env: dict[str, str], *, realtime: bool, concurrency: int,
     out: Path | None, faults: Any, on_progress: ProgressCallback | None, preload: bool,
-    agent_factory: Callable[[SessionPlan], Any] | None,
+    agent_factory: Callable[[SessionPlan], Any] | None, on_event: Callable[[str, Any], None] | None = None,
 ) -> list[ReplayResult]:
     from voicerouter.providers.pool import ProviderPool
 
@@ -147,7 +149,7 @@ async def _replay_jobs(
             async with gate:
                 agent = agent_factory(plan) if agent_factory is not None else None
                 result = await replay_one(path, plan, pool, realtime=realtime, out_dir=out, stem=stem,
-                                          faults=faults, env=env, agent=agent)
+                                          faults=faults, env=env, agent=agent, on_event=on_event)
             if on_progress is not None:
                 on_progress(result)
             return result
@@ -176,6 +178,7 @@ async def replay_one(
     faults: Any = None,
     env: Mapping[str, str] | None = None,
     agent: Any = None,
+    on_event: Callable[[str, Any], None] | None = None,
 ) -> ReplayResult:
     """One file through one session of `plan` (the pool is the caller's)."""
     from voicerouter.audio.sink import MemorySink, WavSink
@@ -215,6 +218,8 @@ async def replay_one(
                 ) from None
             bus.subscribe(JsonlWriter(stream))
             result.events_jsonl = os.fspath(events_path)
+        if on_event is not None:
+            bus.subscribe(lambda event: on_event(path, event))
         session = Session(plan, pool, source, sink, bus=bus, faults=faults, env=env, agent=agent)
         try:
             result.session = await session.run()
