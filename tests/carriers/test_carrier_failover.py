@@ -176,3 +176,29 @@ async def test_in_process_carrier_faults_use_the_carriers_codes(carriers: Carrie
     assert outcome.error.reason == "opted_out" and not carriers.telnyx.state.requests
     outcome = await sms(carriers, faults=inject("tw-sms=error:503"))
     assert outcome.result.carrier == "tx-sms" and not carriers.twilio.state.requests
+
+
+@pytest.mark.parametrize("kind", ["call", "sms"])
+@pytest.mark.parametrize("fault", ["malformed*1", "truncate*1"])
+async def test_a_garbled_2xx_is_a_lost_answer_not_a_failure(carriers: Carriers, kind: str, fault: str):
+    # the carrier accepted the request (2xx) but its body cannot be read: retrying or failing over would send twice
+    carriers.twilio.state.faults = parse_faults(fault)
+    outcome = await (call(carriers) if kind == "call" else sms(carriers))
+    assert outcome.ok and outcome.result.carrier == f"tw-{kind}" and outcome.result.recovered
+    what = "call" if kind == "call" else "message"
+    assert carriers.created(carriers.twilio, what) == 1 and carriers.created(carriers.telnyx, what) == 0
+
+
+async def test_telnyx_garbled_dial_answer_is_resolved_by_the_same_command_id(carriers: Carriers):
+    carriers.telnyx.state.faults = parse_faults("malformed*1")
+    outcome = await place_call(carriers.table(order=("tx", "tw")), TO, env=ENV, stream_url="ws://127.0.0.1:9/unused")
+    assert outcome.result.carrier == "tx-call" and outcome.result.recovered
+    events = [r.get("event") for r in carriers.telnyx.state.requests if r.get("event")]
+    assert events == ["call_created", "call_deduplicated"] and not carriers.twilio.state.requests
+
+
+async def test_telnyx_garbled_message_answer_is_never_resent(carriers: Carriers):
+    carriers.telnyx.state.faults = parse_faults("malformed")
+    outcome = await sms(carriers, carriers.table(order=("tx", "tw")))
+    assert outcome.error.reason == "unknown_outcome"
+    assert carriers.created(carriers.telnyx, "message") == 1 and not carriers.twilio.state.requests

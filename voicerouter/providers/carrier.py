@@ -150,6 +150,11 @@ def request_sent(exc: Exception) -> bool:
 ErrorClass = type[ProviderError]
 
 
+class GarbledAnswer(Exception):
+    """A 2xx the client cannot read (not JSON, no id): the carrier accepted the request, so this is a
+    lost answer to resolve like a timeout after sending, never a failure to retry elsewhere."""
+
+
 def check_number(number: str, *, what: str, provider: str) -> str:
     """E.164 or a `RecipientError` before anything is sent (no carrier would take it either)."""
     if not E164.match(number):
@@ -210,12 +215,21 @@ class CarrierClient(ClientProvider):
         try:
             data = json.loads(body)
         except ValueError:
-            raise malformed("not JSON", body, provider=self.name) from None
+            raise GarbledAnswer(f"HTTP {response.status_code} with a body that is not JSON: {snippet(body)!r}") from None
         if not isinstance(data, dict):
-            raise malformed("not a JSON object", body, provider=self.name)
+            raise GarbledAnswer(f"HTTP {response.status_code} with a body that is not a JSON object: {snippet(body)!r}")
         return data
 
-    def _not_sent(self, exc: httpx.HTTPError) -> ProviderError:
+    async def _probe(self, path: str) -> None:
+        """A read-only request that checks the credentials; every failure typed."""
+        try:
+            await self._request("GET", path)
+        except httpx.HTTPError as exc:
+            raise self._not_sent(exc) from None
+        except GarbledAnswer as exc:
+            raise malformed("probe", str(exc), provider=self.name) from None
+
+    def _not_sent(self, exc: Exception) -> ProviderError:
         return transport_error(exc, provider=self.name)
 
     def _unknown(self, what: str, exc: Exception) -> UnknownOutcomeError:

@@ -34,6 +34,7 @@ from voicerouter.providers.base import BuildContext, Kind
 from voicerouter.providers.carrier import (
     CallRequest,
     CarrierClient,
+    GarbledAnswer,
     PlacedCall,
     SentMessage,
     SMSRequest,
@@ -91,10 +92,7 @@ class TelnyxCarrier(CarrierClient):
 
     async def probe(self) -> None:
         """Read the account balance: checks the key without placing anything."""
-        try:
-            await self._request("GET", "/balance")
-        except httpx.HTTPError as exc:
-            raise self._not_sent(exc) from None
+        await self._probe("/balance")
 
     async def place_call(self, request: CallRequest) -> PlacedCall:
         to = check_number(request.to, what="to", provider=self.name)
@@ -109,12 +107,12 @@ class TelnyxCarrier(CarrierClient):
             if callback:
                 body["StatusCallback"] = callback
             try:
-                data = await self._request("POST", f"/texml/calls/{self.config.connection_id}", json=body)
-            except httpx.HTTPError as exc:
+                return self._texml_placed(
+                    await self._request("POST", f"/texml/calls/{self.config.connection_id}", json=body), to, sender)
+            except (httpx.HTTPError, GarbledAnswer) as exc:
                 if request_sent(exc):
                     raise self._unknown("the call", exc) from None
                 raise self._not_sent(exc) from None
-            return self._texml_placed(data, to, sender)
         if not request.stream_url:
             raise TerminalProviderError("a call needs url, twiml or stream_url", provider=self.name)
         dial: dict[str, Any] = {"connection_id": self.config.connection_id, "to": to, "from": sender,
@@ -123,18 +121,17 @@ class TelnyxCarrier(CarrierClient):
         if callback:
             dial["webhook_url"] = callback
         try:
-            data = await self._request("POST", "/calls", json=dial)
-        except httpx.HTTPError as exc:
+            return self._placed(await self._request("POST", "/calls", json=dial), to, sender)
+        except (httpx.HTTPError, GarbledAnswer) as exc:
             if not request_sent(exc):
                 raise self._not_sent(exc) from None
             # the same command_id again: Telnyx answers with the call it placed, or places it once
             try:
                 data = await self._request("POST", "/calls", json=dial)
                 current = await self._request("GET", f"/calls/{self._call_id(data)}")
-            except (httpx.HTTPError, ProviderError) as again:
+                return self._placed(current, to, sender, recovered=True)
+            except (httpx.HTTPError, ProviderError, GarbledAnswer) as again:
                 raise self._unknown("the call", exc) from again
-            return self._placed(current, to, sender, recovered=True)
-        return self._placed(data, to, sender)
 
     async def send_sms(self, request: SMSRequest) -> SentMessage:
         to = check_number(request.to, what="to", provider=self.name)
@@ -147,21 +144,20 @@ class TelnyxCarrier(CarrierClient):
             body["webhook_url"] = callback
         try:
             data = await self._request("POST", "/messages", json=body)
-        except httpx.HTTPError as exc:
+            message = data.get("data") or {}
+            if not isinstance(message, dict) or not isinstance(message.get("id"), str):
+                raise GarbledAnswer(f"no message id in {str(data)[:200]}")
+        except (httpx.HTTPError, GarbledAnswer) as exc:
             if request_sent(exc):
                 raise self._unknown("the message", exc) from None
             raise self._not_sent(exc) from None
-        message = data.get("data") or {}
-        if not isinstance(message.get("id"), str):
-            raise TransientProviderError(f"malformed response (no message id): {str(data)[:200]}", provider=self.name)
         status = ((message.get("to") or [{}])[0] or {}).get("status") or "queued"
         return SentMessage(self.name, self.type, message["id"], str(status), to, sender)
 
     def _call_id(self, data: dict) -> str:
         call = data.get("data") or {}
         if not isinstance(call.get("call_control_id"), str):
-            raise TransientProviderError(f"malformed response (no call_control_id): {str(data)[:200]}",
-                                         provider=self.name)
+            raise GarbledAnswer(f"no call_control_id in {str(data)[:200]}")
         return call["call_control_id"]
 
     def _placed(self, data: dict, to: str, sender: str, *, recovered: bool = False) -> PlacedCall:
@@ -174,5 +170,5 @@ class TelnyxCarrier(CarrierClient):
     def _texml_placed(self, data: dict, to: str, sender: str) -> PlacedCall:
         sid = data.get("call_sid") or data.get("sid")
         if not isinstance(sid, str):
-            raise TransientProviderError(f"malformed response (no call_sid): {str(data)[:200]}", provider=self.name)
+            raise GarbledAnswer(f"no call_sid in {str(data)[:200]}")
         return PlacedCall(self.name, self.type, sid, str(data.get("status") or "queued"), to, sender)

@@ -16,7 +16,8 @@ import asyncio
 import email.utils
 import json
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import httpx
 
@@ -38,6 +39,7 @@ from voicerouter.providers.base import BuildContext, Kind
 from voicerouter.providers.carrier import (
     CallRequest,
     CarrierClient,
+    GarbledAnswer,
     PlacedCall,
     SentMessage,
     SMSRequest,
@@ -49,6 +51,7 @@ from voicerouter.providers.carrier import (
 )
 from voicerouter.providers.http import check_base_url
 
+R = TypeVar("R", PlacedCall, SentMessage)
 DEFAULT_BASE_URL = "https://api.twilio.com"
 API = "/2010-04-01"
 DEFAULT_TOKEN_REF = "${TWILIO_AUTH_TOKEN}"
@@ -107,10 +110,7 @@ class TwilioCarrier(CarrierClient):
 
     async def probe(self) -> None:
         """Fetch the account: checks the credentials without placing anything."""
-        try:
-            await self._request("GET", f"{self.account}.json")
-        except httpx.HTTPError as exc:
-            raise self._not_sent(exc) from None
+        await self._probe(f"{self.account}.json")
 
     async def place_call(self, request: CallRequest) -> PlacedCall:
         to = check_number(request.to, what="To", provider=self.name)
@@ -128,13 +128,12 @@ class TwilioCarrier(CarrierClient):
             form["StatusCallbackEvent"] = ["initiated", "ringing", "answered", "completed"]
         since = time.time()
         try:
-            data = await self._request("POST", f"{self.account}/Calls.json", data=form)
-        except httpx.HTTPError as exc:
+            return self._placed(await self._request("POST", f"{self.account}/Calls.json", data=form))
+        except (httpx.HTTPError, GarbledAnswer) as exc:
             if not request_sent(exc):
                 raise self._not_sent(exc) from None
             return await self._recover(f"{self.account}/Calls.json", "calls", to, sender, since, exc, "call",
                                        lambda item: True, self._placed)
-        return self._placed(data)
 
     async def send_sms(self, request: SMSRequest) -> SentMessage:
         to = check_number(request.to, what="To", provider=self.name)
@@ -145,16 +144,15 @@ class TwilioCarrier(CarrierClient):
             form["StatusCallback"] = callback
         since = time.time()
         try:
-            data = await self._request("POST", f"{self.account}/Messages.json", data=form)
-        except httpx.HTTPError as exc:
+            return self._sent(await self._request("POST", f"{self.account}/Messages.json", data=form))
+        except (httpx.HTTPError, GarbledAnswer) as exc:
             if not request_sent(exc):
                 raise self._not_sent(exc) from None
             return await self._recover(f"{self.account}/Messages.json", "messages", to, sender, since, exc,
                                        "message", lambda item: item.get("body") == request.text, self._sent)
-        return self._sent(data)
 
     async def _recover(self, path: str, listing: str, to: str, sender: str, since: float, cause: Exception,
-                       noun: str, matches: Any, result: Any) -> Any:
+                       noun: str, matches: Callable[[dict], bool], result: Callable[..., R]) -> R:
         """The status check after an ambiguous failure: the resource we created, or proof there is none."""
         try:
             for look in range(2):
@@ -169,7 +167,7 @@ class TwilioCarrier(CarrierClient):
                     if created.timestamp() >= since - CLOCK_SKEW_S:
                         current = await self._request("GET", f"{path.removesuffix('.json')}/{sid}.json")
                         return result(current, recovered=True)
-        except (httpx.HTTPError, ProviderError, TypeError, ValueError) as exc:
+        except (httpx.HTTPError, ProviderError, GarbledAnswer, TypeError, ValueError) as exc:
             raise self._unknown(f"the {noun}", cause) from exc
         raise TransientProviderError(
             f"no answer after sending ({type(cause).__name__}); the status check found no such {noun}: "
@@ -179,7 +177,7 @@ class TwilioCarrier(CarrierClient):
     def _placed(self, data: dict, *, recovered: bool = False) -> PlacedCall:
         sid = data.get("sid")
         if not isinstance(sid, str):
-            raise TransientProviderError(f"malformed response (no call sid): {str(data)[:200]}", provider=self.name)
+            raise GarbledAnswer(f"no call sid in {str(data)[:200]}")
         self._known.add(sid)
         return PlacedCall(self.name, self.type, sid, str(data.get("status") or "queued"), str(data.get("to") or ""),
                           str(data.get("from") or ""), recovered=recovered)
@@ -187,7 +185,7 @@ class TwilioCarrier(CarrierClient):
     def _sent(self, data: dict, *, recovered: bool = False) -> SentMessage:
         sid = data.get("sid")
         if not isinstance(sid, str):
-            raise TransientProviderError(f"malformed response (no message sid): {str(data)[:200]}", provider=self.name)
+            raise GarbledAnswer(f"no message sid in {str(data)[:200]}")
         self._known.add(sid)
         return SentMessage(self.name, self.type, sid, str(data.get("status") or "queued"), str(data.get("to") or ""),
                            str(data.get("from") or ""), recovered=recovered)
