@@ -135,7 +135,8 @@ def run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Completed
 def test_no_form_of_any_secret_reaches_any_output(tmp_path, hostile):
     routes = tmp_path / "routes.yaml"
     routes.write_text(table(hostile))
-    env = {**os.environ, **MARKERS, "OTEL_TRACES_EXPORTER": "console", "COLUMNS": "200"}
+    env = {**os.environ, **MARKERS, "OTEL_TRACES_EXPORTER": "console", "COLUMNS": "200",
+           "VOICEROUTER_CACHE_DIR": str(tmp_path / "cache")}  # cached command outputs are written files too
     out, timelines = tmp_path / "out", tmp_path / "timelines"
     sample = str(ROOT / "samples" / "hello.wav")
     expect = tmp_path / "expect.yaml"
