@@ -75,6 +75,18 @@ async def test_a_limit_holds_across_nodes_and_a_release_frees_the_slot(redis_ser
         await b.aclose()
 
 
+async def test_admission_without_any_limit_takes_nothing(redis_server: RedisServer) -> None:
+    shared = await node(redis_server, "a")
+    try:
+        assert await shared.admit("s1", [], [([], True), ([], True)]) == (0, [0, 0])
+        assert await shared.admit("s2", [], [([("provider:x", 1)], False), ([], True)]) == (0, [1, 0])
+        assert await shared.admit("s3", [], [([("provider:x", 1)], True)]) == (0, [0])  # full, but optional
+        assert await shared.admit("s4", [("route:r", 1)], [([("provider:x", 1)], False)]) == (2, [1])
+        assert await shared.count("route:r") == 0  # all or nothing
+    finally:
+        await shared.aclose()
+
+
 async def test_a_holder_that_stops_renewing_is_reaped_after_its_lease(redis_server: RedisServer) -> None:
     crashed = await node(redis_server, "crashed", lease_s=0.4)
     crashed._loop_task.cancel()  # no more heartbeats: as if the process had died

@@ -34,6 +34,11 @@ class SharedState(Protocol):
         """Take a slot in every scope (name, limit) or none: 0 when taken, else the 1-based index of a full scope."""
         ...
 
+    async def admit(self, holder: str, fixed: list[tuple[str, int]],
+                    groups: list[tuple[list[tuple[str, int]], bool]]) -> tuple[int, list[int]]:
+        """A session's slots in one decision (see `RedisState.admit`)."""
+        ...
+
     async def release(self, holder: str) -> None:
         """Give back every slot `holder` has."""
         ...

@@ -76,6 +76,45 @@ end
 return 0
 """
 
+# A session's whole admission in one round trip. ARGV: holder, lease, number of fixed scopes,
+# number of stage groups, then (size, optional) per group, then a limit per key. KEYS: the fixed
+# scopes (all needed), then each group's candidates in order (the first with room is taken; an
+# optional group may take none). Returns {0, pick per group (0: none)} or {1, fixed index} or {2, group}.
+_ADMIT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local holder, lease = ARGV[1], tonumber(ARGV[2])
+local nfixed, ngroups = tonumber(ARGV[3]), tonumber(ARGV[4])
+local limits = 4 + 2 * ngroups
+local function room(i)
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
+  return redis.call('ZSCORE', KEYS[i], holder) or redis.call('ZCARD', KEYS[i]) < tonumber(ARGV[limits + i])
+end
+local take = {}
+for i = 1, nfixed do
+  if not room(i) then return {1, i} end
+  take[#take + 1] = i
+end
+local picks = {0}
+local base = nfixed
+for g = 1, ngroups do
+  local size, optional = tonumber(ARGV[3 + 2 * g]), tonumber(ARGV[4 + 2 * g])
+  local picked = 0
+  for j = 1, size do
+    if picked == 0 and room(base + j) then picked = j end
+  end
+  if picked == 0 and optional == 0 then return {2, g} end
+  if picked > 0 then take[#take + 1] = base + picked end
+  picks[#picks + 1] = picked
+  base = base + size
+end
+for _, k in ipairs(take) do
+  redis.call('ZADD', KEYS[k], now + lease, holder)
+  redis.call('PEXPIRE', KEYS[k], lease * 2)
+end
+return picks
+"""
+
 # Renew every (scope, holder) pair given: ARGV = lease, then holder per key. A holder whose lease
 # was reaped while Redis was away is added back: the session is alive and must be counted.
 _RENEW = """
@@ -152,6 +191,7 @@ class RedisState:
         self._redis = Redis.from_url(self.url, socket_timeout=max(self.timeout_s, 0.2), **common)
         self._pubsub_client = Redis.from_url(self.url, **common)
         self._acquire = self._redis.register_script(_ACQUIRE)
+        self._admit = self._redis.register_script(_ADMIT)
         self._renew = self._redis.register_script(_RENEW)
         self._release = self._redis.register_script(_RELEASE)
         self._count = self._redis.register_script(_COUNT)
@@ -240,6 +280,61 @@ class RedisState:
                 return index
         self._held.setdefault(holder, []).extend(keys)
         return 0
+
+    async def admit(self, holder: str, fixed: list[tuple[str, int]],
+                    groups: list[tuple[list[tuple[str, int]], bool]]) -> tuple[int, list[int]]:
+        """A session's slots in one decision: every `fixed` scope, and per group (candidates, optional)
+        the first candidate with room. Returns (0, 1-based pick per group, 0 for none), or (1, [i]) when
+        fixed scope i is full, or (2, [g]) when no candidate of group g has room."""
+        keyed_fixed = [(self._key("slots", scope), limit) for scope, limit in fixed]
+        keyed_groups = [([(self._key("slots", scope), limit) for scope, limit in candidates], optional)
+                        for candidates, optional in groups]
+        if self.connected:
+            keys = [k for k, _ in keyed_fixed] + [k for candidates, _ in keyed_groups for k, _ in candidates]
+            limits = [n for _, n in keyed_fixed] + [n for candidates, _ in keyed_groups for _, n in candidates]
+            shape = [x for candidates, optional in keyed_groups for x in (len(candidates), int(optional))]
+            reply = await self._try(self._admit(keys=keys, args=[self._holder(holder), self.lease_ms, len(keyed_fixed),
+                                                                 len(keyed_groups), *shape, *limits]),
+                                    on_call_path=True) if keys else [0] + [0] * len(keyed_groups)
+            if reply is not None:
+                code, rest = int(reply[0]), [int(x) for x in reply[1:]]
+                if code == 0:
+                    taken = keyed_fixed + [candidates[p - 1] for (candidates, _), p in zip(keyed_groups, rest,
+                                                                                              strict=True) if p]
+                    if taken:
+                        self._held.setdefault(holder, []).extend(taken)
+                return code, rest
+        return self._admit_locally(holder, keyed_fixed, keyed_groups)
+
+    def _admit_locally(self, holder: str, fixed: list[tuple[str, int]],
+                       groups: list[tuple[list[tuple[str, int]], bool]]) -> tuple[int, list[int]]:
+        """The same decision on this process's share of each limit (Redis away or late)."""
+
+        def room(key: str, limit: int) -> bool:
+            mine = sum(1 for h, held in self._held.items() if h != holder and any(k == key for k, _ in held))
+            return mine < math.ceil(limit / max(1, self.nodes_seen))
+
+        def refuse(result: tuple[int, list[int]]) -> tuple[int, list[int]]:
+            if self.connected:  # Redis was only late: it may have taken the slots all the same
+                keys = [k for k, _ in fixed] + [k for candidates, _ in groups for k, _ in candidates]
+                self._spawn(self._try(self._release(keys=keys, args=[self._holder(holder)]), quiet=True))
+            return result
+
+        for index, (key, limit) in enumerate(fixed, start=1):
+            if not room(key, limit):
+                return refuse((1, [index]))
+        picks: list[int] = []
+        taken = list(fixed)
+        for number, (candidates, optional) in enumerate(groups, start=1):
+            pick = next((j for j, (key, limit) in enumerate(candidates, start=1) if room(key, limit)), 0)
+            if pick == 0 and not optional:
+                return refuse((2, [number]))
+            if pick:
+                taken.append(candidates[pick - 1])
+            picks.append(pick)
+        if taken:
+            self._held.setdefault(holder, []).extend(taken)
+        return 0, picks
 
     async def release(self, holder: str) -> None:
         keys = self._held.pop(holder, [])

@@ -101,46 +101,46 @@ class SessionAdmission:
         await self._leave_fleet()
 
     async def _enter_fleet(self, shared: SharedState) -> dict[str, str | None]:
-        """Take the session's slots fleet-wide: the fleet and route limits, then per stage the first
-        provider with room. Returns the provider picked per stage (None: it has no limit)."""
+        """Take the session's slots fleet-wide in one decision: the fleet and route limits, then per
+        stage the first provider with room. Returns the provider picked per stage (None: no limit)."""
         self._fleet = shared
-        scopes: list[tuple[str, int]] = []
+        fixed: list[tuple[str, int]] = []
         if shared.max_sessions is not None:
-            scopes.append(("fleet", shared.max_sessions))
+            fixed.append(("fleet", shared.max_sessions))
         limit = self.plan.resilience.max_concurrent_sessions
         if limit is not None:
-            scopes.append((f"route:{self.plan.route}", limit))
-        picks: dict[str, str | None] = {}
-        try:
-            full = await shared.acquire(self.session_id, scopes)
-            if full:
-                scope, most = scopes[full - 1]
-                what = "the fleet" if scope == "fleet" else f"route {self.plan.route!r}"
-                raise self._refuse(
-                    f"{what} is at its limit of {most} concurrent session(s) fleet-wide", stage=None,
-                    hint="wait for a session to end or raise " + (
-                        "state.max_sessions" if scope == "fleet" else "resilience.max_concurrent_sessions"),
-                )
-            for stage in self.plan.stages():
-                picks[stage.stage] = await self._pick_fleet(shared, stage.stage, list(stage.providers))
-        except CapacityError:
-            await self._leave_fleet()
-            raise
-        return picks
-
-    async def _pick_fleet(self, shared: SharedState, stage: str, names: list[str]) -> str | None:
-        full: list[str] = []
-        for name in names:
-            state = self._state(name)
-            if state.limit is None:
-                return None
-            if not await shared.acquire(self.session_id, [(f"provider:{state.key}", state.limit)]):
-                return name
-            full.append(f"{name} ({state.limit})")
-        raise self._refuse(
-            f"no {stage} provider has room for another session fleet-wide: {', '.join(full)} full",
-            stage=stage, hint="raise max_concurrent_sessions of a provider or add one to the chain", providers=names,
-        )
+            fixed.append((f"route:{self.plan.route}", limit))
+        stages: list[tuple[str, list[str], bool]] = []  # stage, limited candidates, may take none
+        for stage in self.plan.stages():
+            limited: list[str] = []
+            unlimited_after = False
+            for name in stage.providers:
+                if self._state(name).limit is None:
+                    unlimited_after = True  # the stage can always fall back on it, without a slot
+                    break
+                limited.append(name)
+            stages.append((stage.stage, limited, unlimited_after))
+        groups = [([(f"provider:{self._state(n).key}", self._state(n).limit or 0) for n in names], optional)
+                  for _, names, optional in stages]
+        code, detail = await shared.admit(self.session_id, fixed, groups)
+        if code == 1:
+            self._fleet = None
+            scope, most = fixed[detail[0] - 1]
+            what = "the fleet" if scope == "fleet" else f"route {self.plan.route!r}"
+            raise self._refuse(
+                f"{what} is at its limit of {most} concurrent session(s) fleet-wide", stage=None,
+                hint="wait for a session to end or raise " + (
+                    "state.max_sessions" if scope == "fleet" else "resilience.max_concurrent_sessions"),
+            )
+        if code == 2:
+            self._fleet = None
+            stage, names, _ = stages[detail[0] - 1]
+            full = ", ".join(f"{n} ({self._state(n).limit})" for n in names)
+            raise self._refuse(
+                f"no {stage} provider has room for another session fleet-wide: {full} full", stage=stage,
+                hint="raise max_concurrent_sessions of a provider or add one to the chain", providers=names,
+            )
+        return {stage: (names[pick - 1] if pick else None) for (stage, names, _), pick in zip(stages, detail, strict=True)}
 
     async def _leave_fleet(self) -> None:
         shared, self._fleet = self._fleet, None
