@@ -50,6 +50,7 @@ CLASSES: dict[str, tuple[str | None, str | None, str]] = {
     "opted out (21610)": (None, "error:21610", "terminal"),
     "lost answer, status ok": ("hang*1", "hang*1", "status check, no redial"),
     "lost answer, no status": ("hang", "hang", "unknown, stop"),
+    "garbled 2xx (once)": ("malformed*1", "malformed*1", "status check, no resend"),
 }
 
 
