@@ -180,7 +180,7 @@ class StagePolicy(Strict):
 class ResilienceConfig(Strict):
     retries: int = Field(1, ge=0)
     backoff: BackoffConfig = BackoffConfig()
-    first_result_timeout_ms: int = Field(800, gt=0, description="Time to first transcript/audio byte.")
+    first_result_timeout_ms: int = Field(700, gt=0, description="Time to first transcript/audio byte/token.")
     stall_timeout_ms: int = Field(600, gt=0, description="Longest gap between streamed chunks.")
     hedge_after_ms: int | None = Field(None, gt=0)
     turn_deadline_ms: int = Field(8000, gt=0, description="Budget for one stage of one turn.")

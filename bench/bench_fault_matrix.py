@@ -1,0 +1,271 @@
+"""The fault matrix: 9 faults x 4 stages (STT, TTS, S2S, agent) through real sessions, N runs each.
+
+Every provider is a real client against its wire emulator on 127.0.0.1 (Deepgram STT/TTS, OpenAI
+TTS, OpenAI Realtime, OpenAI chat); the stage's primary misbehaves, its fallback is healthy, and
+everything runs at the schema's default resilience settings. Faults: `hang` (accepts, never answers),
+`stall` (stops mid-stream), `drop` (fails mid-stream), `slow` (first result after 1.5 s), 503, 429
+with Retry-After 2 s, 401, `refused` (nothing listens on the port) and `upgrade_hang` (the server
+accepts the connection and never answers the request or WebSocket upgrade).
+
+Per cell: turns answered / spoken over all runs, dead air added (each turn's turn-end -> first reply
+audio minus the clean run's median; the worst turn of each run; median and max over runs), audio
+the final STT provider missed, reply audio heard twice or missing against the clean run (TTS/S2S
+replies are tones whose length follows the text, so extra audio is audio heard twice), and runs that
+deadlocked (hit the 120 s guard). Figures depend on the machine's load; compare cells within a run.
+
+Run: python bench/bench_fault_matrix.py [--runs 10] [--turns 4] [--stages stt,tts,s2s,agent] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import socket
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from voicerouter import resilience
+from voicerouter.audio.io import read_audio
+from voicerouter.audio.sink import MemorySink
+from voicerouter.audio.source import PcmSource
+from voicerouter.config.schema import (
+    AgentConfig,
+    BargeInConfig,
+    ProviderConfig,
+    ResilienceConfig,
+    TurnConfig,
+    VadConfig,
+)
+from voicerouter.providers.base import BuildContext
+from voicerouter.providers.pool import ProviderPool
+from voicerouter.routing.plan import RouteContext, SessionPlan, StagePlan
+from voicerouter.session.session import Session
+from voicerouter.testing import emulate
+
+ROOT = Path(__file__).resolve().parent.parent
+RATE = 16000
+ENV = {"KEY": "test-key"}
+SAID = "hello there"
+FAULTS = ("hang", "stall", "drop", "slow", "error503", "error429", "error401", "refused", "upgrade_hang")
+INJECTED = {"hang": "hang", "stall": "stall", "drop": "drop", "slow": "slow:1500ms", "error503": "error:503",
+            "error429": "error:429:2", "error401": "error:401"}
+PRIMARY = {"stt": "stt-a", "tts": "tts-a", "s2s": "rt-a", "agent": "llm"}
+CUTS = ((0.2, 2.5), (5.3, 7.9))  # two utterances of jfk.flac, alternated
+
+
+def fixture(turns: int) -> bytes:
+    pcm = read_audio(ROOT / "tests" / "fixtures" / "jfk.flac").pcm
+    parts = [bytes(int(0.5 * RATE) * 2)]
+    for i in range(turns):
+        start, end = CUTS[i % len(CUTS)]
+        parts += [pcm[int(start * RATE) * 2:int(end * RATE) * 2], bytes(int(2.0 * RATE) * 2)]
+    return b"".join(parts)
+
+
+def closed_port() -> int:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now: connections are refused
+    return port
+
+
+class AuditSTT:
+    """Wraps the session's STT chain: pairs each utterance with the audio its final provider heard."""
+
+    def __init__(self, inner: Any, audit: list[tuple[int, int]]) -> None:
+        self.inner, self.audit = inner, audit
+
+    def __getattr__(self, item: str) -> Any:
+        return getattr(self.inner, item)
+
+    async def transcribe(self, audio: Any) -> Any:
+        result = await self.inner.transcribe(audio)
+        self.audit.append((len(audio.pcm), len(audio.pcm)))
+        return result
+
+    async def open_stream(self, sample_rate: int = RATE, on_partial: Any = None) -> Any:
+        return AuditStream(await self.inner.open_stream(sample_rate, on_partial=on_partial), self.audit)
+
+
+class AuditStream:
+    def __init__(self, inner: Any, audit: list[tuple[int, int]]) -> None:
+        self.inner, self.audit, self.sent = inner, audit, 0
+
+    async def send(self, pcm: bytes) -> None:
+        self.sent += len(pcm)
+        await self.inner.send(pcm)
+
+    async def finish(self) -> Any:
+        result = await self.inner.finish()
+        self.audit.append((self.sent, self.sent if result.text else 0))
+        return result
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class AuditedSession(Session):
+    def __init__(self, *args: Any, audit: list[tuple[int, int]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.audit = audit
+
+    async def _build_stage(self, stage: StagePlan) -> Any:
+        built = await super()._build_stage(stage)
+        return AuditSTT(built, self.audit) if stage.stage == "stt" else built
+
+
+def plan_for(stage: str, urls: dict[str, str], session_id: str) -> SessionPlan:
+    key = "${KEY}"
+    providers = {
+        "stt-a": ProviderConfig(type="deepgram", kind="stt", api_key=key, base_url=urls["stt-a"]),
+        "stt-b": ProviderConfig(type="deepgram", kind="stt", api_key=key, base_url=urls["stt-b"]),
+        "tts-a": ProviderConfig(type="deepgram", kind="tts", api_key=key, base_url=urls["tts-a"]),
+        "tts-b": ProviderConfig(type="openai", kind="tts", model="tts-1", voice="alloy", api_key=key,
+                                base_url=urls["tts-b"] + "/v1"),
+        "rt-a": ProviderConfig(type="openai-realtime", api_key=key, base_url=urls["rt-a"] + "/v1"),
+        "rt-b": ProviderConfig(type="openai-realtime", api_key=key, base_url=urls["rt-b"] + "/v1"),
+    }
+    agent = AgentConfig.model_validate([{"type": "openai-chat", "name": "llm", "base_url": urls["llm"] + "/v1",
+                                         "api_key": key, "model": "gpt-4o-mini"}, "echo"])
+    s2s = stage == "s2s"
+    return SessionPlan(
+        context=RouteContext(tenant="bench", session_id=session_id), route="bench", matched=True, reasons=(),
+        pipeline="s2s" if s2s else "stt_tts",
+        stt=None if s2s else StagePlan("stt", ("stt-a", "stt-b")),
+        tts=None if s2s else StagePlan("tts", ("tts-a", "tts-b")),
+        s2s=StagePlan("s2s", ("rt-a", "rt-b")) if s2s else None,
+        vad=VadConfig(), turn=TurnConfig(), agent=agent, resilience=ResilienceConfig(),  # the defaults
+        barge_in=BargeInConfig(), instructions=None, providers=providers,
+    )
+
+
+async def run_cell(stage: str, fault: str | None, audio: bytes, seed: int, label: str) -> dict[str, Any]:
+    resilience.reset()
+    primary = PRIMARY[stage]
+    server_fault = {primary: "hang"} if fault == "upgrade_hang" else {}
+    kinds = {"stt-a": "deepgram", "stt-b": "deepgram", "tts-a": "deepgram", "tts-b": "openai",
+             "rt-a": "openai-realtime", "rt-b": "openai-realtime", "llm": "openai-chat"}
+    async with _Emulators(kinds, server_fault) as urls:
+        if fault == "refused":
+            urls[primary] = f"http://127.0.0.1:{closed_port()}"
+        plan = plan_for(stage, urls, f"bench-{label}")
+        pool = ProviderPool(plan.providers, BuildContext(env=ENV))
+        injected = f"{primary}={INJECTED[fault]}" if fault in INJECTED else None
+        faults = resilience.parse_faults(injected, seed) if injected else None
+        audit: list[tuple[int, int]] = []
+        session = AuditedSession(plan, pool, PcmSource(audio), MemorySink(), faults=faults, env=ENV, audit=audit)
+        deadlocked = False
+        try:
+            result = await asyncio.wait_for(session.run(), 120)
+        except TimeoutError:
+            deadlocked, result = True, None
+        finally:
+            await pool.aclose()
+    if result is None:
+        return {"deadlocked": True}
+    return {
+        "deadlocked": deadlocked,
+        "spoken": sum(1 for e in result.events if e.type.value == "turn_end"),
+        "answered": sum(1 for t in result.turns if t.reply_audio_s > 0),
+        "first_audio_ms": [t.latency_ms.get("tts_first_audio") for t in result.turns],
+        "reply_audio_s": [round(t.reply_audio_s, 3) for t in result.turns],
+        "replies": [t.reply for t in result.turns],
+        "stt_audio_missed_s": sum(max(0, a - b) for a, b in audit) / 2 / RATE,
+        "failovers": sum(1 for e in result.events if e.type.value == "failover"),
+        "errors": [e.message for e in result.errors],
+    }
+
+
+class _Emulators:
+    def __init__(self, kinds: dict[str, str], faults: dict[str, str]) -> None:
+        self.kinds, self.faults = kinds, faults
+        self._stack: Any = None
+
+    async def __aenter__(self) -> dict[str, str]:
+        import contextlib
+
+        self._stack = contextlib.AsyncExitStack()
+        urls = {}
+        for name, kind in self.kinds.items():
+            emu = await self._stack.enter_async_context(
+                emulate(kind, api_key="test-key", transcript=SAID, faults=self.faults.get(name)))
+            urls[name] = emu.url
+        return urls
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+
+def tone_seconds(reply: str) -> float:
+    """How long the emulators' tone TTS speaks a reply: 0.06 s per character of each sentence."""
+    from voicerouter.session.sentences import split_sentences
+
+    return sum(min(10.0, 0.06 * max(1, len(sentence))) for sentence in split_sentences(reply))
+
+
+def summarize(stage: str, fault: str, runs: list[dict[str, Any]], clean: dict[str, Any]) -> dict[str, Any]:
+    base = statistics.median([v for v in clean["first_audio_ms"] if v is not None] or [0.0])
+    ok = [r for r in runs if not r.get("deadlocked")]
+    worst = []
+    twice = lost = 0.0
+    for r in ok:
+        added = [max(0.0, v - base) for v in r["first_audio_ms"] if v is not None]
+        worst.append(max(added) if added else float("nan"))
+        for reply, got, clean_reply, clean_s in zip(r["replies"], r["reply_audio_s"], clean["replies"],
+                                                    clean["reply_audio_s"], strict=False):
+            # a fallback may word the reply differently (echo adds a period): expect that reply's tone
+            want = clean_s if reply == clean_reply else tone_seconds(reply or "")
+            twice += max(0.0, got - want)
+            lost += max(0.0, want - got) if got > 0 else 0.0
+    return {
+        "stage": stage, "fault": fault, "runs": len(runs), "deadlocked": len(runs) - len(ok),
+        "answered": sum(r["answered"] for r in ok), "spoken": sum(r["spoken"] for r in ok),
+        "dead_air_ms_median": round(statistics.median(worst), 0) if worst else None,
+        "dead_air_ms_max": round(max(worst), 0) if worst else None,
+        "stt_audio_missed_s": round(sum(r["stt_audio_missed_s"] for r in ok), 3),
+        "heard_twice_s": round(twice, 3), "reply_audio_missing_s": round(lost, 3),
+        "errors": sorted({e for r in ok for e in r["errors"]})[:3],
+    }
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--turns", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--stages", default="stt,tts,s2s,agent")
+    parser.add_argument("--faults", default=",".join(FAULTS))
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
+    audio = fixture(args.turns)
+    rows = []
+    started = time.monotonic()
+    for stage in args.stages.split(","):
+        clean = await run_cell(stage, None, audio, args.seed, f"{stage}-clean")
+        for fault in args.faults.split(","):
+            runs = [await run_cell(stage, fault, audio, args.seed + i, f"{stage}-{fault}-{i}")
+                    for i in range(args.runs)]
+            row = summarize(stage, fault, runs, clean)
+            rows.append(row)
+            if not args.json:
+                print(f"{stage:5} {fault:12} answered {row['answered']:3}/{row['spoken']:<3} "
+                      f"dead air added median {row['dead_air_ms_median']} ms max {row['dead_air_ms_max']} ms  "
+                      f"stt audio missed {row['stt_audio_missed_s']} s  heard twice {row['heard_twice_s']} s  "
+                      f"reply audio missing {row['reply_audio_missing_s']} s  deadlocked {row['deadlocked']}"
+                      + (f"  errors {row['errors']}" if row["errors"] else ""), flush=True)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(f"{len(rows)} cells x {args.runs} runs of {args.turns} turns in {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
