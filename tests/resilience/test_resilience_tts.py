@@ -300,3 +300,32 @@ async def test_a_local_engine_missing_its_deadline_fails_over_without_counting_a
         assert await speak(stage) == ["eleven"] * 3
     assert len([e for e in events(bus, EventType.WARNING) if e.get("reason") == "machine_busy"]) == 5
     assert not events(bus, EventType.BREAKER)  # five timeouts, and the breaker (failures=3) never opened
+
+
+async def test_a_primary_much_slower_than_its_fallback_is_demoted_for_a_cooldown():
+    primary, backup = FakeTTS("eleven", script=["slow:0.3"] * 20), FakeTTS("piper")
+    pool = FakePool(primary, backup)
+    patient = FAST.model_copy(update={"first_result_timeout_ms": 1000})
+    warm, _ = chain(pool, ("piper",), patient, session="warm")
+    for _ in range(5):
+        await speak(warm)  # the fallback's usual pace is known (fast)
+    stage, bus = chain(pool, ("eleven", "piper"), patient)
+    for _ in range(5):
+        assert await speak(stage) == ["eleven"] * 3  # slow, but within the deadline
+    assert await speak(stage) == ["piper"] * 3 and primary.calls == 5  # demoted: the fallback goes first
+    (demoted,) = [e for e in events(bus, EventType.WARNING) if e.get("reason") == "latency_outlier"]
+    assert demoted["provider"] == "eleven" and demoted["p50_ms"] > demoted["next_p50_ms"] + 250
+    assert demoted["demoted_s"] == 30
+
+
+async def test_auto_hedging_waits_for_the_providers_own_p90_and_keeps_within_its_budget():
+    primary, backup = FakeTTS("eleven", script=["ok"] * 9 + ["hang"] * 11), FakeTTS("piper")
+    policy = FAST.model_copy(update={"hedge_after_ms": "auto", "first_result_timeout_ms": 1000})
+    stage, bus = chain(FakePool(primary, backup), ("eleven", "piper"), policy)
+    for _ in range(9):
+        assert await speak(stage) == ["eleven"] * 3  # no hedge: its pace is being learned, then it is quick
+    assert await speak(stage) == ["piper"] * 3  # it hangs: raced after its own p90, long before 1000 ms
+    (hedge,) = events(bus, EventType.HEDGE)
+    assert hedge["winner"] == "piper" and hedge["hedge_after_ms"] < 100
+    assert await speak(stage) == ["piper"] * 3  # hangs again: over budget (1 hedge in 11 calls), a plain timeout
+    assert len(events(bus, EventType.HEDGE)) == 1 and events(bus, EventType.FAILOVER)[-1]["reason"] == "timeout"

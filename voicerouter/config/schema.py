@@ -167,13 +167,26 @@ class HealthConfig(Strict):
     timeout_ms: int = Field(2000, gt=0)
 
 
+class OutlierConfig(Strict):
+    """Latency outlier ejection: a provider much slower than the one after it is demoted for a while."""
+
+    enabled: bool = True
+    margin_ms: int = Field(250, ge=0, description="Demote when its first-result p50 exceeds the next one's by this.")
+    min_samples: int = Field(5, gt=0, description="Recent first results both need before they are compared.")
+    cooldown_s: float = Field(30, ge=0, description="How long a demotion lasts (x the demotions in a row, up to 10x).")
+
+
+HedgeAfter = Annotated[int | Literal["auto"] | None, Field(
+    None, description="Ms of silence before the next provider is raced, or auto (the provider's own recent p90).")]
+
+
 class StagePolicy(Strict):
     """Per-stage overrides of the resilience defaults (unset fields inherit)."""
 
     retries: int | None = Field(None, ge=0)
     first_result_timeout_ms: int | None = Field(None, gt=0)
     stall_timeout_ms: int | None = Field(None, gt=0)
-    hedge_after_ms: int | None = Field(None, gt=0)
+    hedge_after_ms: HedgeAfter = None
     turn_deadline_ms: int | None = Field(None, gt=0)
 
 
@@ -182,7 +195,9 @@ class ResilienceConfig(Strict):
     backoff: BackoffConfig = BackoffConfig()
     first_result_timeout_ms: int = Field(700, gt=0, description="Time to first transcript/audio byte/token.")
     stall_timeout_ms: int = Field(600, gt=0, description="Longest gap between streamed chunks.")
-    hedge_after_ms: int | None = Field(None, gt=0)
+    hedge_after_ms: HedgeAfter = None
+    hedge_budget: float = Field(0.1, ge=0, le=1, description="With auto: hedges per call to a provider, at most.")
+    outlier: OutlierConfig = OutlierConfig()
     turn_deadline_ms: int = Field(8000, gt=0, description="Budget for one stage of one turn.")
     breaker: BreakerConfig = BreakerConfig()
     health: HealthConfig = HealthConfig()

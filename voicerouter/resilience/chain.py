@@ -180,7 +180,46 @@ class StageRunner:
         if self.strategy == "least_latency":
             # untried providers first (latency unknown), then fastest; ties keep the table's order
             return sorted(self.members, key=lambda m: -1.0 if m.state.latency_s is None else m.state.latency_s)
-        return list(self.members)
+        return self._demote_outliers(list(self.members))
+
+    def _demote_outliers(self, members: list[Member]) -> list[Member]:
+        """Latency outlier ejection (like Envoy's): a provider whose recent first-result p50 exceeds the
+        next provider's by `outlier.margin_ms` (both with `min_samples` recent results) is tried after it
+        for `outlier.cooldown_s` (longer after each demotion in a row), then gets a fresh chance."""
+        config = self.settings.outlier
+        if not config.enabled or len(members) < 2:
+            return members
+        now = time.monotonic()
+        demoted: list[Member] = []
+        for index, member in enumerate(members[:-1]):
+            state = member.state
+            if state.demoted_until > now:
+                demoted.append(member)
+                continue
+            following = next((m for m in members[index + 1:] if m.state.demoted_until <= now), None)
+            mine = state.percentile(0.5) if len(state.recent) >= config.min_samples else None
+            theirs = (following.state.percentile(0.5)
+                      if following is not None and len(following.state.recent) >= config.min_samples else None)
+            if following is None or mine is None or theirs is None or mine * 1000 <= theirs * 1000 + config.margin_ms:
+                if state.demoted_until and mine is not None:
+                    state.demotions = 0  # served its time and is no longer an outlier
+                continue
+            state.demotions += 1
+            lasts = config.cooldown_s * min(state.demotions, 10)
+            state.demoted_until = now + lasts
+            state.recent.clear()  # after the cooldown it is judged on fresh results
+            demoted.append(member)
+            self.bus.emit(
+                EventType.WARNING, provider=member.name, turn=self.turn(), stage=self.stage, reason="latency_outlier",
+                message=(f"{member.name} demoted for {lasts:g} s: recent first results p50 {mine * 1000:.0f} ms vs "
+                         f"{following.name}'s {theirs * 1000:.0f} ms (margin {config.margin_ms} ms)"),
+                p50_ms=round(mine * 1000, 1), next_provider=following.name, next_p50_ms=round(theirs * 1000, 1),
+                demoted_s=lasts,
+            )
+        if not demoted:
+            return members
+        rest = [m for m in members if m not in demoted]
+        return rest[:1] + demoted + rest[1:]  # tried right after the first provider that is not an outlier
 
     def _breaker_listener(self, member: Member):
         def listener(state: str, previous: str, reason: str) -> None:
@@ -427,7 +466,7 @@ class StageRunner:
         errors: list[ProviderError],
         admitted_at: float | None = None,
     ) -> _Started[T]:
-        hedge_after = self.settings.hedge_after_s
+        hedge_after = self._hedge_after(member) if queue else None
         if hedge_after is None or not queue:
             return await self._attempts(member, op, deadline, first_timeout, errors, has_next=bool(queue),
                                         admitted_at=admitted_at)
@@ -444,6 +483,7 @@ class StageRunner:
         second = self._next_usable(queue, errors)
         if second is None:
             return await self._attempts_task(primary)
+        member.state.hedges += 1
         from voicerouter.resilience.hedging import race
 
         return await race(
@@ -453,7 +493,21 @@ class StageRunner:
             secondary_name=second.name,
             runner=self,
             close=lambda started: _aclose(started.iterator),
+            hedge_after_s=hedge_after,
         )
+
+    def _hedge_after(self, member: Member) -> float | None:
+        """Seconds of silence before the next provider is raced: fixed, or (auto) the provider's own
+        recent p90 while hedges stay within `hedge_budget` of its calls; None: no hedge."""
+        state = member.state
+        state.calls += 1
+        if not self.settings.hedge_auto:
+            return self.settings.hedge_after_s
+        if len(state.recent) < self.settings.outlier.min_samples:
+            return None  # its usual pace is not known yet
+        if state.hedges + 1 > self.settings.hedge_budget * state.calls:
+            return None  # the extra requests would exceed the budget
+        return state.percentile(0.9)
 
     async def _attempts(
         self,

@@ -24,6 +24,7 @@ async def race(
     secondary_name: str,
     runner: StageRunner,
     close: Callable[[Any], Awaitable[None]],
+    hedge_after_s: float = 0.0,
 ) -> Any:
     """Run the secondary alongside the already-running primary; return the first success.
 
@@ -52,7 +53,7 @@ async def race(
                 runner.bus.emit(
                     EventType.HEDGE, provider=names[winner], turn=runner.turn(), stage=runner.stage,
                     primary=primary_name, secondary=secondary_name, winner=names[winner],
-                    reason="slow_first_result", hedge_after_ms=round((runner.settings.hedge_after_s or 0) * 1000, 1),
+                    reason="slow_first_result", hedge_after_ms=round(hedge_after_s * 1000, 1),
                     elapsed_ms=round((loop.time() - t0) * 1000, 1),
                 )
                 return winner.result()

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
-from voicerouter.config.schema import BackoffConfig, BreakerConfig, HealthConfig, ResilienceConfig
+from voicerouter.config.schema import BackoffConfig, BreakerConfig, HealthConfig, OutlierConfig, ResilienceConfig
 
 StageName = Literal["stt", "tts", "s2s", "agent", "call", "sms"]
 
@@ -26,6 +26,9 @@ class StageSettings:
     # a person is waiting on the line (stt/tts/s2s/agent): a 429 fails over at once rather than
     # waiting; carriers (call/sms) have no dead air to avoid, so they retry a 429 before moving on
     realtime: bool = True
+    hedge_auto: bool = False  # hedge after the provider's own recent p90, within hedge_budget
+    hedge_budget: float = 0.1
+    outlier: OutlierConfig = field(default_factory=OutlierConfig)
 
     @classmethod
     def resolve(cls, policy: ResilienceConfig, stage: StageName) -> StageSettings:
@@ -41,7 +44,10 @@ class StageSettings:
             retries=pick("retries"),
             first_result_timeout_s=pick("first_result_timeout_ms") / 1000,
             stall_timeout_s=pick("stall_timeout_ms") / 1000,
-            hedge_after_s=None if hedge is None else hedge / 1000,
+            hedge_after_s=None if hedge is None or hedge == "auto" else hedge / 1000,
+            hedge_auto=hedge == "auto",
+            hedge_budget=policy.hedge_budget,
+            outlier=policy.outlier,
             turn_deadline_s=pick("turn_deadline_ms") / 1000,
             backoff=policy.backoff,
             breaker=policy.breaker,

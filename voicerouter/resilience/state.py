@@ -10,6 +10,7 @@ import hashlib
 import json
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from voicerouter.session.events import EventBus
 
 EWMA_ALPHA = 0.3
+RECENT = 20  # first-result latencies kept per provider for percentiles (outliers, adaptive hedging)
 
 
 def config_identity(config: Any) -> str:
@@ -44,6 +46,11 @@ class ProviderState:
     last_error: str | None = None
     latency_s: float | None = None  # EWMA of time to first result
     active_sessions: int = 0
+    recent: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))  # first-result latencies, s
+    calls: int = 0  # calls started as the preferred provider (the hedge budget's denominator)
+    hedges: int = 0  # of those, raced by a hedge
+    demoted_until: float = 0.0  # time.monotonic(): a latency outlier tried after the next provider
+    demotions: int = 0  # in a row (each demotion lasts longer)
     in_flight: int = 0  # calls waiting for their first result (a local engine's queue)
     limited_until: float = 0.0  # time.monotonic() until which a 429's Retry-After asks us to stay away
     limit: int | None = None
@@ -52,6 +59,14 @@ class ProviderState:
 
     def observe_latency(self, seconds: float) -> None:
         self.latency_s = seconds if self.latency_s is None else EWMA_ALPHA * seconds + (1 - EWMA_ALPHA) * self.latency_s
+        self.recent.append(seconds)
+
+    def percentile(self, q: float) -> float | None:
+        """The q-quantile (0..1) of the recent first-result latencies, or None without any."""
+        if not self.recent:
+            return None
+        ordered = sorted(self.recent)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
     def mark_unhealthy(self, error: str) -> bool:
         """Returns True when this changed the state."""
