@@ -24,7 +24,8 @@ def word_pcm(word: str) -> bytes:
 
 
 def words_of(pcm_chunks: list[bytes]) -> str:
-    return " ".join(chunk.decode().strip() for chunk in pcm_chunks)
+    """The words in the audio, however it was cut into chunks (a replay sends it in large pieces)."""
+    return " ".join(b"".join(pcm_chunks).decode().split())
 
 
 def marker(name: str, n: int = 160) -> bytes:

@@ -23,6 +23,7 @@ from voicerouter.session.events import EventType
 # A batch (or replayed) request must also process the audio: allow this many seconds per audio second
 # on top of the first-result deadline.
 REPLAY_SECONDS_PER_AUDIO_SECOND = 0.25
+REPLAY_PIECE_S = 0.5  # audio per frame when the buffered utterance is sent again to a fallback
 
 
 def _tag(transcript: Transcript, name: str) -> Transcript:
@@ -74,6 +75,13 @@ class ChainSTTStream:
         self._live_stream = None
         self._generation = 0  # partials from a replaced stream are ignored
 
+    def _replay_pieces(self) -> list[bytes]:
+        """The buffered utterance in pieces of up to REPLAY_PIECE_S: a replay is a few large frames,
+        not one small frame per 20 ms of speech (the fallback's answer comes sooner)."""
+        audio = b"".join(self.buffer)
+        size = max(2, int(REPLAY_PIECE_S * self.sample_rate) * 2)
+        return [audio[i:i + size] for i in range(0, len(audio), size)]
+
     @property
     def audio_s(self) -> float:
         return sum(len(b) for b in self.buffer) / 2 / self.sample_rate
@@ -120,7 +128,7 @@ class ChainSTTStream:
                     )
                 try:
                     async with asyncio.timeout(self.chain._replay_timeout(self.audio_s)):
-                        for pcm in self.buffer:
+                        for pcm in self._replay_pieces():
                             await stream.send(pcm)
                 except BaseException:
                     discard(stream)
@@ -188,7 +196,7 @@ class ChainSTTStream:
             if getattr(provider, "supports_streaming", False):
                 stream = await provider.open_stream(self.sample_rate, on_partial=None)
                 try:
-                    for pcm in self.buffer:
+                    for pcm in self._replay_pieces():
                         await stream.send(pcm)
                     final = await stream.finish()
                 finally:
