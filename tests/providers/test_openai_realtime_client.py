@@ -247,7 +247,9 @@ async def test_real_speech_turn():
 
     speech = read_audio(Path(__file__).parents[1] / "fixtures" / "jfk.flac")
     async with emulate("openai-realtime", api_key=CANARY, transcript=None) as emu:
-        session = await make(emu.url).connect(instructions=None, history=Conversation())
+        # The emulator runs PocketSphinx over the whole 11 s clip before it answers: CPU-bound, so on a
+        # loaded machine the server can be silent for longer than the client's default 30 s.
+        session = await make(emu.url, timeout_ms=180_000).connect(instructions=None, history=Conversation())
         try:
             for i in range(0, len(speech.pcm), 640):
                 await session.send_audio(speech.pcm[i : i + 640], speech.sample_rate)
