@@ -10,6 +10,7 @@ plain `no`/`123` is kept so a field typed as a string gets what was written.
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -58,6 +59,12 @@ _SCALAR_TAGS = frozenset(
 _COLLECTION_TAGS = frozenset({None, "!", "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
 # Characters YAML does not allow in a document (C0 controls but tab/newline/return, DEL, C1 but NEL, surrogates).
 _NOT_PRINTABLE = re.compile("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+@functools.lru_cache(maxsize=8192)
+def _plain_tag(text: str) -> str:
+    """The tag YAML gives a plain scalar (tables repeat the same words: cached)."""
+    return _RESOLVER.resolve(yaml.ScalarNode, text, (True, False))
 
 
 class _Frame:
@@ -187,7 +194,8 @@ class _Builder:
             self.root = value
             return
         frame = self.stack[-1]
-        frame.height = max(frame.height, height)
+        if height > frame.height:
+            frame.height = height
         if isinstance(frame.value, list):
             frame.value.append(value)
         else:
@@ -221,7 +229,7 @@ class _Builder:
         if event.tag in (None, "!") and not event.implicit[0]:
             value: Any = event.value  # quoted, or tagged `!`: a string
         elif event.tag is None:
-            tag = _RESOLVER.resolve(yaml.ScalarNode, event.value, (True, False))
+            tag = _plain_tag(event.value)
             if tag in (_STR, _TIMESTAMP):
                 value = event.value  # a date-looking word is a name here (tenant: 2024-02-30)
             else:
