@@ -83,6 +83,7 @@ def test_otel_sends_the_logged_sessions_as_spans():
     pytest.importorskip("opentelemetry.sdk.trace")
     proc = report(str(FIXTURES / "acme.jsonl"), "--otel", env={"OTEL_TRACES_EXPORTER": "console"})
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.count('"name": "voice.session"') == 2 and proc.stdout.count('"name": "voice.turn"') == 5
+    # The console exporter writes to stderr, so stdout stays the report.
+    assert proc.stderr.count('"name": "voice.session"') == 2 and proc.stderr.count('"name": "voice.turn"') == 5
     unset = report(str(FIXTURES / "acme.jsonl"), "--otel")
     assert unset.returncode == 2 and "--otel needs an exporter" in unset.stderr
