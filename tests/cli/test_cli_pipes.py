@@ -104,3 +104,27 @@ def test_multi_file_replay_prints_each_file_as_it_finishes_and_ctrl_c_keeps_them
         proc.kill()
     assert proc.returncode == 130, err
     assert "interrupted: " in err and " of 3 file(s) finished" in err and str(files[0]) in err
+
+
+def test_emulate_json_says_where_the_emulators_are():
+    import signal
+
+    import httpx
+
+    env = {k: v for k, v in os.environ.items() if k != "VOICEROUTER_ROUTES"}
+    proc = subprocess.Popen([sys.executable, "-m", "voicerouter", "emulate", "openai", "deepgram", "--json",
+                             "--fault", "deepgram=error:503*1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        ready = json.loads(proc.stdout.readline())
+        assert ready["ok"] is True and set(ready["emulators"]) == {"openai", "deepgram"}
+        openai = ready["emulators"]["openai"]
+        assert openai["base_url"] == openai["url"] + "/v1" and ready["emulators"]["deepgram"]["faults"] == ["error:503*1"]
+        denied = httpx.post(ready["emulators"]["deepgram"]["url"] + "/v1/listen", content=b"",
+                            headers={"Authorization": "Token nope"})
+        assert denied.status_code == 401
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    assert proc.returncode in (0, 130)

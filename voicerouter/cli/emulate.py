@@ -109,9 +109,11 @@ def emulate(
     transcript: Annotated[str | None, typer.Option("--transcript", help="Fixed STT answer (default: transcribe with pocketsphinx).")] = None,
     tts: Annotated[str, typer.Option("--tts", help="Synthesized audio: tone (fast) or piper (speech).")] = "tone",
     callee: Annotated[Path | None, typer.Option("--callee", help="twilio/telnyx: the WAV the callee speaks into a call's media stream (default: the --transcript text, spoken).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON line when ready: {\"ok\", \"emulators\": {type: {\"url\", \"base_url\", \"faults\"}}, \"api_key_env\", \"api_key\"}.")] = False,
 ) -> None:
     """Serve provider emulators on loopback until Ctrl-C, with optional faults."""
     import asyncio
+    import importlib
     import importlib.util
 
     from voicerouter.cli.common import stderr_console, stdout_console
@@ -133,6 +135,14 @@ def emulate(
     out = stdout_console()
 
     def ready(urls: dict[str, str]) -> None:
+        if json_out:  # one line, for scripts that start emulators and read where they are
+            import json
+
+            base = {t: url + getattr(importlib.import_module(EMULATORS[t]), "BASE_PATH", "") for t, url in urls.items()}
+            print(json.dumps({"ok": True, "emulators": {t: {"url": url, "base_url": base[t], "faults": faults[t]}
+                                                        for t, url in urls.items()},
+                              "api_key_env": KEY_VAR, "api_key": api_key}), flush=True)
+            return
         for type_name, url in urls.items():
             extra = f"  faults: {', '.join(faults[type_name])}" if faults[type_name] else ""
             out.print(f"{type_name:<18} {url}{extra}")
