@@ -55,7 +55,8 @@ nasty = st.one_of(
 
 
 def table_text(tenants, regions, weights, names, extra):
-    lines = ["version: 1", "providers:", "  s: {type: pocketsphinx}", "  t: {type: piper}", "  u: {type: piper}",
+    lines = ["version: 1", "providers:", "  s: {type: pocketsphinx}", "  t: {type: piper}",
+             f"  u: {{type: piper, options: {{x: {extra}, y: [{extra}]}}}}",  # vendor extras: any YAML value
              "defaults: {stt: [s], tts: [t]}", "routes:"]
     for tenant, region, weight, name in zip(tenants, regions, weights, names, strict=False):
         lines.append(f"  - name: {name}")
@@ -84,6 +85,7 @@ def test_hostile_scalars_give_findings_or_a_table(tenants, regions, weights, nam
             assert all(math.isfinite(w) and w > 0 for w in split.values())
         for tenant in [None, "a", "no", *[t for t in tenants if isinstance(t, str)]]:
             plan = table.resolve(RouteContext(tenant=tenant, region="a"))
+            json.dumps(plan.to_dict(), allow_nan=False)  # what resolve --json prints
             if plan.matched:
                 route = next(r for r in table.routes if r.name == plan.route)
                 assert explain_match(route.match, plan.context) is not None

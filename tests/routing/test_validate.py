@@ -291,6 +291,7 @@ def test_scalars_are_read_as_the_schema_types_them(tmp_path):
         ("!!timestamp x", "'x' is not a valid !!timestamp"),
         ("!!python/object:os.system x", "unsupported YAML tag"),
         ("!!set {a, b}", "unsupported YAML tag"),
+        ("!!binary aGVsbG8=", "unsupported YAML tag"),
     ],
 )
 def test_bad_tagged_values_are_located(tmp_path, value, expected):

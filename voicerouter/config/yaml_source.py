@@ -54,7 +54,7 @@ _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when pre
 _RESOLVER = yaml.resolver.Resolver()
 _STR, _TIMESTAMP = "tag:yaml.org,2002:str", "tag:yaml.org,2002:timestamp"
 _SCALAR_TAGS = frozenset(
-    "tag:yaml.org,2002:" + t for t in ("str", "int", "float", "bool", "null", "timestamp", "binary")
+    "tag:yaml.org,2002:" + t for t in ("str", "int", "float", "bool", "null", "timestamp")
 )
 _COLLECTION_TAGS = frozenset({None, "!", "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
 # Characters YAML does not allow in a document (C0 controls but tab/newline/return, DEL, C1 but NEL, surrogates).
@@ -249,7 +249,9 @@ class _Builder:
             raise ConfigError(f"unsupported YAML tag {tag}", location=self.where(event.start_mark))
         node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
         try:
-            return _ScalarConstructor.construct(node)
+            value = _ScalarConstructor.construct(node)
+            # A date stays text (as written, once checked): every value must survive JSON output.
+            return event.value if tag == _TIMESTAMP else value
         except Exception:  # PyYAML raises KeyError, AttributeError, ValueError... for bad tagged text
             short = tag.rpartition(":")[2]
             raise ConfigError(
