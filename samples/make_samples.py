@@ -1,7 +1,7 @@
 """Regenerate the speech fixtures in this folder with the offline Piper voice (joe, en_US).
 
     python samples/make_samples.py           # write the WAVs
-    python samples/make_samples.py --check   # also print what PocketSphinx hears in each
+    python samples/make_samples.py --check   # also print what Whisper (the offline route's STT) hears in each
 
 The fixtures are deterministic enough for tests (Piper's noise is seeded per run by onnxruntime,
 so bytes may differ slightly between machines; the words do not).
@@ -43,7 +43,7 @@ SAMPLES = (
     Sample("hello.wav", 16000, 1, ("Good morning, I would like to check the status of my order.",)),
     # 44.1 kHz stereo costs 176 KB a second: a short sentence and short margins keep it under 300 KB.
     Sample("weather_44k_stereo.wav", 44100, 2, ("What is the weather today?",), lead_s=0.2, tail_s=0.25),
-    # Telephone band: these wordings are the ones PocketSphinx's 16 kHz model still gets from 8 kHz audio.
+    # Telephone band (first picked for PocketSphinx's 16 kHz model, which lost most other wordings at 8 kHz).
     Sample(
         "two_turns_8k.wav", 8000, 1,
         ("My account number is one two three four.", 2.0, "I would like to pay my bill today."),
@@ -76,7 +76,7 @@ def render(sample: Sample) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="transcribe each file with PocketSphinx")
+    parser.add_argument("--check", action="store_true", help="transcribe each file with Whisper")
     args = parser.parse_args()
     for sample in SAMPLES:
         path = HERE / sample.file
@@ -85,7 +85,7 @@ def main() -> None:
             raise SystemExit(f"{sample.file} is {path.stat().st_size} bytes; shorten its text or margins")
         line = f"{sample.file}: {sample.rate} Hz, {sample.channels} ch, {path.stat().st_size // 1024} KB"
         if args.check:
-            from voicerouter.providers.local.pocketsphinx import transcribe_pcm
+            from voicerouter.providers.local.whisper import transcribe_pcm
 
             data, rate = sf.read(path, dtype="int16", always_2d=True)
             heard = transcribe_pcm(data.mean(axis=1).astype("<i2").tobytes(), rate)

@@ -95,3 +95,22 @@ def test_threshold_is_a_silero_setting():
 def test_silero_refuses_rates_it_has_no_model_for():
     with pytest.raises(ValueError, match="8000 or 16000"):
         VoiceActivityDetector(VadConfig(engine="silero"), sample_rate=48000)
+
+
+def test_a_missing_model_says_how_to_install_it(monkeypatch):
+    import importlib.util
+
+    from voicerouter.detect import silero
+    from voicerouter.errors import ConfigError
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ConfigError, match="silero") as info:
+        silero.model_path()
+    assert "--no-deps" in (info.value.hint or "")
+
+
+def test_silero_is_used_without_importing_torch():
+    import sys
+
+    VoiceActivityDetector(VadConfig(engine="silero")).process(bytes(960))
+    assert "silero_vad" not in sys.modules and "torch" not in sys.modules
