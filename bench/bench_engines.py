@@ -42,7 +42,7 @@ from voicerouter.providers.local import pocketsphinx as sphinx_engine
 from voicerouter.providers.local import whisper as whisper_engine
 from voicerouter.routing.plan import RouteContext
 from voicerouter.session.replay import replay_files
-from voicerouter.testing.speech import edit_distance, normalize, phone_line
+from voicerouter.testing.speech import corpus_word_error_rate, normalize, phone_line
 
 ROOT = Path(__file__).resolve().parent.parent
 RATE = 16000
@@ -70,10 +70,7 @@ def recordings() -> list[tuple[str, Path, str]]:
     ]
 
 
-def wer(pairs: list[tuple[str, str]]) -> float:
-    """Word error rate over a corpus: all errors over all reference words."""
-    errors = sum(edit_distance(normalize(ref), normalize(hyp)) for ref, hyp in pairs)
-    return errors / max(1, sum(len(normalize(ref)) for ref, _ in pairs))
+wer = corpus_word_error_rate
 
 
 def engines(selected: set[str]) -> dict[str, Callable[[bytes, int], str]]:

@@ -81,3 +81,45 @@ def test_the_guard_sees_a_connection_attempt(tmp_path):
     proc = subprocess.run([sys.executable, "-c", GUARD, "check", "--routes", str(routes), "--timeout-ms", "2000"],
                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert "NETWORK-ATTEMPTS []" not in proc.stderr and "NETWORK-ATTEMPTS" in proc.stderr, proc.stderr
+
+
+@pytest.mark.slow
+async def test_the_offline_route_hears_real_speech_through_a_phone_line(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    from voicerouter.audio.io import read_audio
+    from voicerouter.config.loader import builtin_routes
+    from voicerouter.providers.local import moonshine
+    from voicerouter.routing.plan import RouteContext
+    from voicerouter.session.replay import replay_files
+    from voicerouter.testing.speech import corpus_word_error_rate, phone_line
+
+    # JFK, and readings of Beckett and Dickens that ship with the moonshine-voice wheel (MIT): the
+    # benchmark's corpus, cut into turns by the route's VAD as a call would be.
+    assets = moonshine.default_model_path().parent
+    corpus = [
+        (ROOT / "tests" / "fixtures" / "jfk.flac", JFK_SAID),
+        (assets / "beckett.wav", "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better."),
+        (assets / "two_cities.wav", TWO_CITIES),
+    ]
+    paths = []
+    for source, _ in corpus:
+        path = tmp_path / f"{source.stem}-8k.wav"
+        sf.write(path, np.frombuffer(phone_line(read_audio(source).pcm, 16000), "<i2"), 8000, subtype="PCM_16")
+        paths.append(path)
+    results = await replay_files(paths, RouteContext(session_id="phone"), builtin_routes(), concurrency=2)
+    heard = [" ".join(t.transcript for t in r.session.turns) for r in results]
+    pairs = [(said, got) for (_, said), got in zip(corpus, heard, strict=True)]
+    assert corpus_word_error_rate(pairs) <= 0.10, heard
+
+
+TWO_CITIES = (
+    "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of "
+    "foolishness, it was the epoch of belief, it was the epoch of incredulity, it was the season of Light, "
+    "it was the season of Darkness, it was the spring of hope, it was the winter of despair, we had "
+    "everything before us, we had nothing before us, we were all going direct to Heaven, we were all going "
+    "direct the other way - in short, the period was so far like the present period, that some of its "
+    "noisiest authorities insisted on its being received, for good or for evil, in the superlative degree "
+    "of comparison only."
+)

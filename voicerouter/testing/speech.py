@@ -47,6 +47,12 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
     return edit_distance(ref, normalize(hypothesis)) / max(1, len(ref))
 
 
+def corpus_word_error_rate(pairs: list[tuple[str, str]]) -> float:
+    """WER over several (reference, hypothesis) pairs: all errors over all reference words."""
+    errors = sum(edit_distance(normalize(ref), normalize(hyp)) for ref, hyp in pairs)
+    return errors / max(1, sum(len(normalize(ref)) for ref, _ in pairs))
+
+
 def phone_line(pcm: bytes, sample_rate: int) -> bytes:
     """Mono PCM16 as a phone call carries it: resampled to 8 kHz, mu-law coded and decoded (8 kHz PCM16)."""
     from voicerouter.testing.codecs import AudioFormat, decode_raw, encode
