@@ -1,6 +1,6 @@
 """How well and how fast the offline engines hear, on real recordings (not synthetic speech).
 
-Run: python bench/bench_engines.py [--fast] [--skip-route] [--engines whisper,moonshine,pocketsphinx]
+Run: python bench/bench_engines.py [--fast] [--skip-route | --route-only] [--engines whisper,moonshine,pocketsphinx]
 
 1. Each STT engine alone, one whole recording per call, pinned to its first thread: word error
    rate wideband and through an 8 kHz mu-law phone line, and CPU seconds per second of audio.
@@ -238,6 +238,7 @@ def main() -> None:
     parser.add_argument("--fast", action="store_true", help="replay the route as fast as it goes, not at real-time pace")
     parser.add_argument("--skip-route", action="store_true", help="only the engines, loads and VAD")
     parser.add_argument("--engines", default="whisper,moonshine,pocketsphinx", help="engines for table 1")
+    parser.add_argument("--route-only", action="store_true", help="only table 2 (the default route)")
     args = parser.parse_args()
 
     corpus = []
@@ -245,6 +246,9 @@ def main() -> None:
         corpus.append((name, read_audio(path).pcm, said))  # 16 kHz mono
     seconds = sum(len(pcm) / 2 / RATE for _, pcm, _ in corpus)
     print(f"corpus: {len(corpus)} real recordings, {seconds:.0f} s, {sum(len(normalize(s)) for *_, s in corpus)} words")
+    if args.route_only:
+        route_table(corpus, realtime=not args.fast)
+        return
     loads_and_memory()
     engine_table(corpus, set(args.engines.split(",")))
     if not args.skip_route:
