@@ -336,3 +336,31 @@ async def test_s2s_retry_mid_reply_on_the_same_provider_keeps_one_reply():
     assert retry.data["restarted_reply"] is True
     assistant = [m.text for m in session.conversation.messages if m.role == "assistant"]
     assert assistant == ["Hello there", "Indeed"]
+
+
+async def test_a_worker_that_swallows_its_cancellation_never_stalls_the_session():
+    from voicerouter.session import capture as capture_module
+    from voicerouter.session.capture import Capture
+
+    released = asyncio.Event()
+
+    async def stubborn() -> None:
+        while not released.is_set():
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                continue  # what asyncio.wait_for on Python 3.11 could do to a cancel
+
+    capture = Capture(index=1, start_s=0.0)
+    capture.worker = asyncio.create_task(stubborn())
+    await asyncio.sleep(0)
+    original = capture_module.CANCEL_GRACE_S
+    capture_module.CANCEL_GRACE_S = 0.05
+    try:
+        await asyncio.wait_for(capture.cancel_worker(), 5)  # bounded: returns although the worker lives on
+    finally:
+        capture_module.CANCEL_GRACE_S = original
+    assert not capture.worker.done()
+    released.set()
+    capture.worker.cancel()
+    await asyncio.wait([capture.worker])

@@ -10,6 +10,8 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+CANCEL_GRACE_S = 2.0  # how long a cancelled worker may take to stop before the session moves on
+
 
 @dataclass
 class Capture:
@@ -42,10 +44,11 @@ class Capture:
             raise asyncio.CancelledError
 
     async def cancel_worker(self) -> None:
-        """Stop the worker (the turn was dropped or the session ends) and wait until it has stopped."""
+        """Stop the worker (the turn was dropped or the session ends) and wait until it has stopped,
+        at most CANCEL_GRACE_S: a worker that swallowed its cancellation must not stall the session."""
         if self.worker is not None and not self.worker.done():
             self.worker.cancel()
-            await asyncio.wait([self.worker])
+            await asyncio.wait([self.worker], timeout=CANCEL_GRACE_S)
 
 
 @dataclass
