@@ -222,3 +222,16 @@ async def test_a_short_clip_is_heard_once_not_looped():
     clip = read_audio(Path(__file__).resolve().parents[2] / "samples" / "weather_44k_stereo.wav").pcm
     heard = await whisper().transcribe(AudioChunk(clip, RATE))
     assert normalize(heard.text) == normalize("What is the weather today?")
+
+
+@pytest.mark.slow
+async def test_the_probe_covers_the_partials_engine(monkeypatch):
+    probed: list[str] = []
+
+    async def fake_probe(self) -> None:
+        probed.append(self.name)
+
+    monkeypatch.setattr(moonshine_engine.MoonshineSTT, "probe", fake_probe)
+    await whisper(partials="moonshine").probe()
+    await whisper().probe()
+    assert probed == ["w"]

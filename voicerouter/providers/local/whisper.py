@@ -290,6 +290,8 @@ class WhisperSTT:
 
     async def probe(self) -> None:
         await self.transcribe(AudioChunk(bytes(int(0.3 * MODEL_RATE) * 2), MODEL_RATE))
+        if self._partials is not None:
+            await self._partials.probe()
 
     async def aclose(self) -> None:
         """Nothing per instance: the model stays loaded for the next session."""
