@@ -114,8 +114,9 @@ async def test_check_times_out_a_hanging_provider(tmp_path):
 
 @pytest.mark.slow
 async def test_check_probes_local_engines():
+    # A local engine's first probe loads its model (Whisper, Moonshine, Piper): give a busy machine time.
     code, out, err = await run_cli("check", "--routes", str(Path(__file__).parents[2] / "voicerouter/config/builtin.yaml"),
-                                   "--json", timeout=120)
+                                   "--json", "--timeout-ms", "60000", timeout=120)
     assert code == 0, out + err
     rows = {r["name"]: r for r in json.loads(out)["providers"]}
     assert rows["local-stt"]["status"] == "ok" and rows["local-tts"]["status"] == "ok"

@@ -38,7 +38,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", f"{ENGINES_MARK}: loads the local speech engines (PocketSphinx, Piper, ...); "
+        "markers", f"{ENGINES_MARK}: loads the local speech engines (Whisper, Moonshine, PocketSphinx, Piper, ...); "
         "slow on a small machine, skipped with --skip-slow-engines"
     )
 
