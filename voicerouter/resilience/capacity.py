@@ -111,16 +111,18 @@ class SessionAdmission:
         if limit is not None:
             fixed.append((f"route:{self.plan.route}", limit))
         stages: list[tuple[str, list[str], bool]] = []  # stage, limited candidates, may take none
+        states: dict[str, ProviderState] = {}
         for stage in self.plan.stages():
             limited: list[str] = []
             unlimited_after = False
             for name in stage.providers:
-                if self._state(name).limit is None:
+                state = states.setdefault(name, self._state(name))
+                if state.limit is None:
                     unlimited_after = True  # the stage can always fall back on it, without a slot
                     break
                 limited.append(name)
             stages.append((stage.stage, limited, unlimited_after))
-        groups = [([(f"provider:{self._state(n).key}", self._state(n).limit or 0) for n in names], optional)
+        groups = [([(f"provider:{states[n].key}", states[n].limit or 0) for n in names], optional)
                   for _, names, optional in stages]
         code, detail = await shared.admit(self.session_id, fixed, groups)
         if code == 1:
@@ -135,7 +137,7 @@ class SessionAdmission:
         if code == 2:
             self._fleet = None
             stage, names, _ = stages[detail[0] - 1]
-            full = ", ".join(f"{n} ({self._state(n).limit})" for n in names)
+            full = ", ".join(f"{n} ({states[n].limit})" for n in names)
             raise self._refuse(
                 f"no {stage} provider has room for another session fleet-wide: {full} full", stage=stage,
                 hint="raise max_concurrent_sessions of a provider or add one to the chain", providers=names,
