@@ -109,7 +109,7 @@ def emulate(
     transcript: Annotated[str | None, typer.Option("--transcript", help="Fixed STT answer (default: transcribe with pocketsphinx).")] = None,
     tts: Annotated[str, typer.Option("--tts", help="Synthesized audio: tone (fast) or piper (speech).")] = "tone",
     callee: Annotated[Path | None, typer.Option("--callee", help="twilio/telnyx: the WAV the callee speaks into a call's media stream (default: the --transcript text, spoken).")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON line when ready: {\"ok\", \"emulators\": {type: {\"url\", \"base_url\", \"faults\"}}, \"api_key_env\", \"api_key\"}.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON line when ready: each emulator's url, client base_url and faults, and the test key.")] = False,
 ) -> None:
     """Serve provider emulators on loopback until Ctrl-C, with optional faults."""
     import asyncio
