@@ -284,3 +284,37 @@ async def test_probes_and_blocking_helpers():
     samples = np.frombuffer(pcm, dtype="<i2")
     assert samples.size > 16000 * 0.5 and np.abs(samples).max() > 1000
     assert recall("what is the weather today", sphinx_engine.transcribe_pcm(pcm, 16000)) >= 0.6
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["two_turns_8k.wav", "short_pause_22k.wav"])
+async def test_streaming_partials_follow_the_audio_not_the_clock(name: str):
+    """`flush()`: the same audio gives the same partials at the same audio positions, whether it is
+    sent in 30 ms or 20 ms frames, flushed after each frame or only at the end."""
+    audio = read_mono(name)
+    piece = int(audio.sample_rate * sphinx_engine.PARTIAL_EVERY_S) * 2
+
+    async def partials(frame_ms: int, flush_each: bool) -> list[tuple[str, int]]:
+        seen: list[tuple[str, int]] = []
+        stream = await stt().open_stream(audio.sample_rate, lambda t: seen.append((t.text, sent)))
+        frame = audio.sample_rate * 2 * frame_ms // 1000
+        sent = 0
+        try:
+            for offset in range(0, len(audio.pcm), frame):
+                pcm = audio.pcm[offset : offset + frame]
+                await stream.send(pcm)
+                sent += len(pcm)
+                if flush_each:
+                    await stream.flush()
+            await stream.flush()
+            await stream.finish()
+        finally:
+            await stream.aclose()
+        return seen
+
+    each_30 = await partials(30, True)
+    assert len(each_30) >= 3
+    # Flushed after every frame, each partial arrives within the frame that completes its piece.
+    assert all(sent % piece < audio.sample_rate * 2 * 30 // 1000 or sent // piece > 0 for _, sent in each_30)
+    assert [text for text, _ in await partials(20, True)] == [text for text, _ in each_30]
+    assert [text for text, _ in await partials(30, False)] == [text for text, _ in each_30]

@@ -90,7 +90,27 @@ PartialCallback = Callable[[Transcript], None]
 
 @runtime_checkable
 class STTStream(Protocol):
-    """One utterance streamed to a provider as it is spoken."""
+    """One utterance streamed to a provider as it is spoken.
+
+    Partials (`on_partial`) may arrive at any time, from any thread. A stream that can make them
+    reproducible also offers the optional method
+
+        async def flush(self) -> None
+
+    meaning: "returns once every partial for the audio sent so far has been delivered through
+    `on_partial`". Such a stream produces partials at points determined by the audio alone (the
+    samples sent, e.g. every 100 ms of audio), never by wall-clock time or by how far its worker
+    happens to be, so the same audio sent in the same pieces always gives the same partials at the
+    same audio positions. `flush` should be cheap when no partial is due (no point of the audio
+    cadence was crossed since the last flush), because a session may call it before every
+    turn-detection decision, i.e. every frame. A stream without that guarantee
+    (a cloud service whose partials come back when the network delivers them) has no `flush`;
+    wrappers (failover chains, fault injection) expose `flush` exactly when the stream they
+    forward to has one (`getattr(stream, "flush", None)` is None otherwise).
+
+    A faster-than-real-time session can then flush before every turn-detection decision, so its
+    decisions depend on the audio alone, not on how busy the machine is.
+    """
 
     async def send(self, pcm: bytes) -> None: ...
 

@@ -376,6 +376,11 @@ class FaultyStream:
                 await self.owner.before_first(fault)
         return await self.inner.finish()
 
+    @property
+    def flush(self) -> Callable[[], Any] | None:
+        """The wrapped stream's `flush` (None when it has none): faults act on sent audio only."""
+        return getattr(self.inner, "flush", None)
+
     async def aclose(self) -> None:
         await self.inner.aclose()
 

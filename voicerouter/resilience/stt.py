@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from voicerouter.errors import ProviderError, ProviderTimeout
 from voicerouter.providers.base import PIPELINE_RATE, AudioChunk, PartialCallback, Transcript
@@ -179,6 +179,40 @@ class ChainSTTStream:
             discard(stream)
             self._live_failed(member, exc, "send", admitted)
             await self._open_next(since)
+
+    @property
+    def flush(self) -> Callable[[], Awaitable[None]] | None:
+        """`STTStream.flush` when the live stream has one (partials then follow the audio), else None."""
+        if getattr(self._live_stream, "flush", None) is None:
+            return None
+        return self._flush
+
+    async def _flush(self) -> None:
+        stream = self._live_stream
+        flush = getattr(stream, "flush", None)
+        if flush is None:
+            return
+        since = asyncio.get_running_loop().time()
+        try:
+            async with asyncio.timeout(self.runner.settings.stall_timeout_s):
+                await flush()
+        except TimeoutError:
+            # A flush waits for computation, not for an answer: an engine this far behind is slow
+            # (a busy machine), not down. Stop waiting (its partials come late this once) and let
+            # the final transcript's deadline judge it.
+            self.runner.bus.emit(
+                EventType.WARNING, provider=self.live.name if self.live else None, turn=self.runner.turn(),
+                stage="stt", message=f"partials not ready within {self.runner.settings.stall_timeout_s:g} s; "
+                "turn detection goes on without them",
+            )
+        except Exception as exc:  # the live stream broke: fail over as a failed send would
+            member, admitted = self.live, self._live_admitted
+            assert member is not None
+            self._drop_live()
+            discard(stream)
+            self._live_failed(member, exc, "send", admitted)
+            await self._open_next(since)
+            await self._flush()
 
     def _drop_live(self) -> None:
         self.live, self._live_stream = None, None

@@ -100,6 +100,11 @@ def _syn_config(options: dict[str, Any], provider: str) -> Any:
             raise ConfigError(f"provider {provider}: piper option {key} must be a {kind.__name__}") from None
     if values.get("length_scale", 1.0) <= 0:
         raise ConfigError(f"provider {provider}: piper option length_scale must be > 0")
+    # The voice's own noise_w_scale draws each phoneme's length at random (from a generator the
+    # whole process shares), so the same reply came out up to ~5 % longer or shorter from run to
+    # run. Without it replies have repeatable lengths (and replays repeatable timings); the timbre
+    # noise (noise_scale) stays; set it to 0 too for byte-identical audio.
+    values.setdefault("noise_w_scale", 0.0)
     return SynthesisConfig(**values)
 
 

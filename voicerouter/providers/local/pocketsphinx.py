@@ -25,15 +25,15 @@ TYPE = "pocketsphinx"
 PACKAGES = "pocketsphinx"
 DECODER_RATE = 16000  # the bundled acoustic model is 16 kHz
 POOL_ENV = "VOICEROUTER_POCKETSPHINX_DECODERS"
-# Feed a streaming decoder in pieces of this size so partials follow the speech (100 ms at 16 kHz).
-STREAM_BLOCK_BYTES = 3200
+# A stream decodes its audio in pieces of this much input audio, and looks at the hypothesis after
+# each piece: partials come at fixed points of the audio (every 100 ms), whatever the timing.
+PARTIAL_EVERY_S = 0.1
 EDGE_SILENCE = bytes(int(0.2 * DECODER_RATE) * 2)
 # Options a routing table may set under `options:`.
 OPTIONS = {
     "final_pass": "re-decode a streamed utterance as a whole for its final transcript (default true: "
     "far more accurate on the first words and on narrowband audio; false saves ~0.2-0.5 s per turn)",
 }
-PARTIAL_EVERY_BYTES = 9600  # while catching up, look at the hypothesis at most every 300 ms of audio
 
 
 def _default_pool_size() -> int:
@@ -197,7 +197,13 @@ _DONE = object()
 
 
 class PocketSphinxStream:
-    """One streamed utterance: a worker thread feeds a pooled decoder and reports partials as they change."""
+    """One streamed utterance: a worker thread feeds a pooled decoder and reports partials as they change.
+
+    The decoder gets the audio in fixed pieces of `PARTIAL_EVERY_S` of input and reports the
+    hypothesis after each piece (when it changed), so partials depend on the audio only; `flush()`
+    waits until the worker has decoded every whole piece sent so far and its partials have been
+    delivered (the `STTStream.flush` contract). It returns at once when no piece is due.
+    """
 
     def __init__(
         self, provider: str, sample_rate: int, on_partial: PartialCallback | None, *, final_pass: bool = False
@@ -211,6 +217,10 @@ class PocketSphinxStream:
         self._result: asyncio.Future[str] = self._loop.create_future()
         self._cancelled = threading.Event()
         self._finished = False
+        self._block = max(1, int(sample_rate * PARTIAL_EVERY_S)) * 2  # input bytes per decoded piece
+        self._sent = 0  # input bytes sent
+        self._decoded = 0  # pieces the worker has decoded and reported (on the loop)
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._thread = threading.Thread(target=self._work, name=f"pocketsphinx-{provider}", daemon=True)
         self._thread.start()
 
@@ -218,7 +228,32 @@ class PocketSphinxStream:
         if self._finished:
             raise TransientProviderError("audio sent after the stream finished", provider=self._provider)
         if pcm:
+            self._sent += len(pcm)
             self._audio.put(pcm)
+
+    async def flush(self) -> None:
+        """Wait until the partials of every whole piece of audio sent so far have been delivered."""
+        due = self._sent // self._block
+        if due <= self._decoded or self._result.done():
+            return
+        waiter = self._loop.create_future()
+        self._waiters.append((due, waiter))
+        await waiter
+
+    def _reached(self, pieces: int) -> None:
+        # Posted after the partials of those pieces, so they have been delivered by now.
+        self._decoded = pieces
+        self._release(lambda due: due <= pieces)
+
+    def _release(self, ready: Any = lambda due: True) -> None:
+        keep = []
+        for due, waiter in self._waiters:
+            if ready(due):
+                if not waiter.done():
+                    waiter.set_result(None)
+            else:
+                keep.append((due, waiter))
+        self._waiters = keep
 
     async def finish(self) -> Transcript:
         if not self._finished:
@@ -235,6 +270,7 @@ class PocketSphinxStream:
             self._audio.put(_DONE)
         if not self._result.done():
             self._result.cancel()
+        self._release()
 
     def _post(self, callback: Any, *args: Any) -> None:
         try:
@@ -250,8 +286,10 @@ class PocketSphinxStream:
         except Exception as exc:  # the caller's bug: surface it from finish(), not as a loop log line
             self._cancelled.set()
             self._result.set_exception(exc)
+            self._release()
 
     def _resolve(self, text: str | None, error: BaseException | None) -> None:
+        self._release()  # nothing more will be decoded
         if self._result.done():
             return
         if error is not None:
@@ -272,51 +310,53 @@ class PocketSphinxStream:
             if self._rate != DECODER_RATE:
                 import soxr
 
-                resampler = soxr.ResampleStream(self._rate, DECODER_RATE, 1, dtype="int16")
+                # float32: soxr dithers int16 output at random, so the same audio would reach
+                # the decoder (and its partials) differently from run to run.
+                resampler = soxr.ResampleStream(self._rate, DECODER_RATE, 1, dtype="float32")
             decoder.start_utt()
             in_utterance = True
             dither = _Dither()
             last = ""
-            pending = bytearray()
-            utterance = bytearray()  # kept only for the final pass
-            since_partial = 0
+            pending = bytearray()  # input audio not decoded yet (less than a piece once decoded)
+            utterance = bytearray()  # 16 kHz, kept only for the final pass
+            pieces = 0
             done = False
             while not done:
                 item = self._audio.get()
-                # Take everything queued meanwhile: one bigger decode lets a late worker catch up.
+                # Take everything queued meanwhile, then decode it piece by piece.
                 while True:
                     if item is _DONE:
                         done = True
                         break
-                    piece = self._to_16k(item, resampler)  # type: ignore[arg-type]
-                    pending += piece
-                    if self._final_pass:
-                        utterance += piece
+                    pending += item  # type: ignore[operator]
                     try:
                         item = self._audio.get_nowait()
                     except queue.Empty:
                         break
                 if self._cancelled.is_set():
                     return
-                if done or len(pending) < STREAM_BLOCK_BYTES:
-                    continue
-                whole = len(pending) // 2 * 2  # an odd byte waits for its other half
-                decoder.process_raw(dither(bytes(pending[:whole])), full_utt=False)
-                since_partial += whole
-                del pending[:whole]
-                if since_partial < PARTIAL_EVERY_BYTES and not self._audio.empty():
-                    continue  # behind the speaker: decode first, report partials when caught up
-                since_partial = 0
-                hyp = decoder.hyp()
-                text = hyp.hypstr.strip() if hyp is not None else ""
-                if text and text != last:
-                    last = text
-                    self._post(self._partial, text)
+                decoded = pieces
+                while len(pending) >= self._block:
+                    piece = self._to_16k(bytes(pending[: self._block]), resampler)
+                    del pending[: self._block]
+                    if self._final_pass:
+                        utterance += piece
+                    if piece:  # a resampler holds back its first few ms
+                        decoder.process_raw(dither(piece), full_utt=False)
+                    pieces += 1
+                    hyp = decoder.hyp()
+                    text = hyp.hypstr.strip() if hyp is not None else ""
+                    if text and text != last:
+                        last = text
+                        self._post(self._partial, text)
+                if pieces != decoded:
+                    self._post(self._reached, pieces)
+            tail = self._to_16k(bytes(pending[: len(pending) // 2 * 2]), resampler) if len(pending) >= 2 else b""
             if resampler is not None:
-                tail = self._to_16k(b"", resampler, last=True)
-                pending += tail
-                if self._final_pass:
-                    utterance += tail
+                tail += self._to_16k(b"", resampler, last=True)
+            pending = bytearray(tail)
+            if self._final_pass:
+                utterance += tail
             if self._final_pass:
                 # Partials came from the live decode; the final is a batch decode of the whole
                 # utterance (its own cepstral mean), which hears narrowband and first turns better.
@@ -347,8 +387,9 @@ class PocketSphinxStream:
             return pcm
         import numpy as np
 
-        samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2")
-        return resampler.resample_chunk(samples, last=last).astype("<i2").tobytes()
+        samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2").astype(np.float32) / 32768
+        out = resampler.resample_chunk(samples, last=last)
+        return np.clip(np.rint(out * 32768), -32768, 32767).astype("<i2").tobytes()
 
 
 class PocketSphinxSTT:
