@@ -167,6 +167,8 @@ async def test_flush_delivers_every_partial_due(jfk):
     await stream.flush()
     assert partials and all(not p.is_final and p.provider == "m" for p in partials)
     assert "fellow" in normalize(partials[-1].text)  # the partial due at 2.0 s
+    # Cut-off audio is not a finished sentence: no partial carries Moonshine's closing ". ? !".
+    assert all(p.text[-1] not in ".?!" for p in partials), [p.text for p in partials]
     await stream.aclose()
 
 

@@ -4,8 +4,11 @@ Moonshine streams: while the user speaks it gives partial transcripts, at points
 audio (every `partial_every_ms` of audio sent, and where a pause begins), never by the wall clock,
 so a replay sees the same partials however busy the machine is; `flush()` waits for every partial
 due so far. A partial transcribes the last `partial_window_s` of the utterance (the end of what was
-said is what turn detection reads), which bounds its cost however long the turn. The final
-transcript is Moonshine's batch transcription of the whole utterance.
+said is what turn detection reads), which bounds its cost however long the turn. Moonshine ends
+every transcription with ". ? !", a cut-off one too ("I would like to check." before "the status"), so a
+partial's final terminal mark is dropped: turn detection must not read a finished sentence into
+audio that stops mid-sentence (it then goes by the words). The final transcript is Moonshine's
+batch transcription of the whole utterance, punctuation kept.
 
 Moonshine's own voice activity detection carries state from one call to the next (the same audio
 then gives other words on a used transcriber, e.g. a phantom "You" line). voicerouter has already
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import threading
 import time
 from collections import deque
@@ -33,6 +37,9 @@ from voicerouter.providers.local import EngineMissingError, offline_hub, resampl
 
 if TYPE_CHECKING:
     from voicerouter.config.schema import ProviderConfig
+
+# A partial's closing ". ? !" (not an ellipsis: that says the speaker trailed off).
+_TERMINAL_MARK = re.compile(r"(?<![.?!…])[.?!]$")
 
 TYPE = "moonshine"
 PACKAGES = "moonshine-voice==0.1.0"  # later 0.1.x wheels ship no weights and download them
@@ -293,6 +300,7 @@ class MoonshineStream:
             except Exception as exc:
                 self._error = _typed(exc, self._provider)
                 return
+            text = _TERMINAL_MARK.sub("", text)
             if self._closed or not text or text == self._last_text or self._on_partial is None:
                 continue
             self._last_text = text
