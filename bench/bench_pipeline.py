@@ -52,7 +52,7 @@ def stage_times(results) -> dict[str, list[float]]:
         if result.session is None:
             continue
         for turn in result.session.turns:
-            lat = turn.latency_ms
+            lat = turn.wall_latency_ms
             for key, name in (("stt_final", "stt_final"), ("agent", "agent"), ("tts_first_audio", "first_audio")):
                 if key in lat:
                     out[name].append(lat[key])

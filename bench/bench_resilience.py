@@ -233,7 +233,7 @@ async def run_once(audio: bytes, faults: str | None, seed: int, label: str, retr
         "restarted_sentences": sum(1 for e in failovers if e.get("restarted_sentence")),
         "dead_air_ms": {stage: [e["elapsed_ms"] for e in failovers if e["stage"] == stage]
                         for stage in ("stt", "tts")},
-        "voice_to_voice_ms": [t.latency_ms.get("voice_to_voice") for t in result.turns],
+        "voice_to_voice_ms": [t.wall_latency_ms.get("voice_to_voice") for t in result.turns],
         "errors": [e.message for e in result.errors],
         "injected": len(plan_faults.injected) if plan_faults else 0,
     }

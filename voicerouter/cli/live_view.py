@@ -262,9 +262,9 @@ def render_summary(
             if turn.error:
                 reply = Text(turn.error, style="red")
             table.add_row(
-                str(turn.index), Text(turn.transcript or ""), reply, *(_ms(turn.latency_ms.get(k)) for k in keys)
+                str(turn.index), Text(turn.transcript or ""), reply, *(_ms(turn.wall_latency_ms.get(k)) for k in keys)
             )
-        medians = [_median([t.latency_ms[k] for t in result.turns if k in t.latency_ms]) for k in keys]
+        medians = [_median([t.wall_latency_ms[k] for t in result.turns if k in t.wall_latency_ms]) for k in keys]
         table.add_row("", "[dim]median[/]", "", *(_ms(m) for m in medians))
         console.print(table)
     for error in result.errors:

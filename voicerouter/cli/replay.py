@@ -13,7 +13,7 @@ def replay(
     tenant: Annotated[str | None, typer.Option("--tenant", "-t", help="Tenant id.")] = None,
     region: Annotated[str | None, typer.Option("--region", "-r", help="Region, e.g. eu-west-1.")] = None,
     flag: Annotated[list[str] | None, typer.Option("--flag", help="Feature flag: NAME or NAME=true|false (repeatable).")] = None,
-    session_id: Annotated[str | None, typer.Option("--session-id", "-s", help="Session id (decides sticky A/B splits); with several files each gets ID-1, ID-2, ...")] = None,
+    session_id: Annotated[str | None, typer.Option("--session-id", "-s", help="Session id (decides sticky A/B splits); with several files each gets ID-1, ID-2, ... Default: replay-SEED when a seed is set, else random.")] = None,
     routes: Annotated[Path | None, typer.Option("--routes", help="Routing table (default: $VOICEROUTER_ROUTES, then ./routes.yaml, then the built-in offline table).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     out: Annotated[Path | None, typer.Option("--out", help="Write <stem>.reply.wav and <stem>.events.jsonl per file here.")] = None,
@@ -22,7 +22,7 @@ def replay(
     expect: Annotated[Path | None, typer.Option("--expect", help="Expectations YAML (turns, words, max_latency_ms per file or glob).")] = None,
     junit: Annotated[Path | None, typer.Option("--junit", help="Write the expectation checks as JUnit XML.")] = None,
     inject: Annotated[str | None, typer.Option("--inject", help="Inject faults, e.g. local-stt=error:503@0.5,local-tts=slow:300ms.")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Seed for fault injection (default: the table's seed).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed for fault injection and the default session id (default: the table's seed).")] = None,
     state: Annotated[str | None, typer.Option("--state", metavar="URL", help="Share limits and breakers with a fleet through Redis (redis://...), as serve --state does.")] = None,
     timeline: Annotated[Path | None, typer.Option("--timeline", help="Draw <stem>.timeline.png per file here (needs matplotlib).")] = None,
     emulate: Annotated[bool, typer.Option("--emulate", help="Point the table's cloud providers at local emulators (offline, no keys; emulated STT transcribes with PocketSphinx).")] = False,
@@ -63,6 +63,10 @@ def replay(
         from voicerouter.session.expectations import load_expectations
 
         expectations = load_expectations(expect)
+    if session_id is None:
+        # Same seed, same session ids, so weighted splits pick the same providers on every run.
+        table_seed = seed if seed is not None else getattr(table.config, "seed", None)
+        session_id = f"replay-{table_seed}" if table_seed is not None else None
     kwargs = {"session_id": session_id} if session_id else {}
     ctx = RouteContext(tenant=tenant, region=region, flags=parse_flags(flag), **kwargs)
     warn_unused_flags(route_flags(table), ctx.flags, table.file)

@@ -102,14 +102,15 @@ class STTStream(Protocol):
     samples sent, e.g. every 100 ms of audio), never by wall-clock time or by how far its worker
     happens to be, so the same audio sent in the same pieces always gives the same partials at the
     same audio positions. `flush` should be cheap when no partial is due (no point of the audio
-    cadence was crossed since the last flush), because a session may call it before every
-    turn-detection decision, i.e. every frame. A stream without that guarantee
+    cadence was crossed since the last flush), because a faster-than-real-time session calls it
+    before every turn-detection decision, i.e. every frame. A stream without that guarantee
     (a cloud service whose partials come back when the network delivers them) has no `flush`;
     wrappers (failover chains, fault injection) expose `flush` exactly when the stream they
     forward to has one (`getattr(stream, "flush", None)` is None otherwise).
 
-    A faster-than-real-time session can then flush before every turn-detection decision, so its
-    decisions depend on the audio alone, not on how busy the machine is.
+    In fast (not real-time) sessions the turn detector reads only flushed partials; the partials
+    of streams without `flush` are reported as events but do not steer turn ends there (see
+    `voicerouter.session.session`).
     """
 
     async def send(self, pcm: bytes) -> None: ...

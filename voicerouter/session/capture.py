@@ -24,14 +24,24 @@ class Capture:
     index: int
     start_s: float
     buffer: bytearray = field(default_factory=bytearray)
-    queue: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
+    # Frames for the worker; a future asks it to catch up (see `catch_up`); None ends the utterance.
+    queue: asyncio.Queue[bytes | asyncio.Future[None] | None] = field(default_factory=asyncio.Queue)
     worker: asyncio.Task[Any] | None = None  # streams frames to the STT stream or S2S session
     last_partial: str = ""
+    flushable: bool = False  # the STT stream has `flush()`: its partials follow the audio, not the clock
 
     def feed(self, pcm: bytes) -> None:
         self.buffer += pcm
         if self.worker is not None:
             self.queue.put_nowait(pcm)
+
+    async def catch_up(self) -> None:
+        """Wait until the worker has handled every frame fed so far (and flushed its stream)."""
+        if self.worker is None or self.worker.done():
+            return
+        marker: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.queue.put_nowait(marker)
+        await asyncio.wait([marker, self.worker], return_when=asyncio.FIRST_COMPLETED)
 
     async def close_worker(self) -> None:
         """Tell the worker the utterance is complete and wait for it to finish; its errors are
@@ -59,4 +69,5 @@ class TurnEnd:
     start_s: float
     end_s: float
     delay_ms: float
-    t: float  # session clock when the turn ended
+    t: float  # session clock (wall) when the turn ended
+    audio_t: float = 0.0  # the session's audio clock when the turn ended

@@ -104,7 +104,7 @@ def _latency_table(turns: list[TurnResult]) -> Padding:
     for header in ("speech end→\nturn end", "turn end→\ntranscript", "agent", "turn end→\nfirst audio", "voice→\nvoice"):
         table.add_column(header.replace("\\n", "\n"), justify="right")
     for turn in turns:
-        lat = turn.latency_ms
+        lat = turn.wall_latency_ms
         table.add_row(
             str(turn.index),
             *(_ms(lat.get(key)) for key in ("turn_end_delay", "stt_final", "agent", "tts_first_audio", "voice_to_voice")),

@@ -48,6 +48,10 @@ class PipelineTurns:
         if getattr(self.stt, "supports_streaming", False):
             capture.worker = asyncio.create_task(self._stream(capture))
 
+    async def catch_up(self, capture: Capture) -> None:
+        """Send the STT stream every frame fed so far and wait for its partials (`STTStream.flush`)."""
+        await capture.catch_up()
+
     async def run(self, capture: Capture, end: TurnEnd, turn: TurnResult, previous: asyncio.Task[Any] | None) -> bool:
         """Answer one turn; False when a stage failed entirely."""
         s = self.session
@@ -70,7 +74,7 @@ class PipelineTurns:
         except ProviderError as exc:
             s.stage_failed("agent", exc, turn)
             return False
-        turn.latency_ms["agent"] = (s.bus.now() - started) * 1000
+        turn.wall_latency_ms["agent"] = (s.bus.now() - started) * 1000
         turn.reply = reply
         s.conversation.add("assistant", reply)
         s.bus.emit(
@@ -78,7 +82,7 @@ class PipelineTurns:
             turn=turn.index,
             provider=getattr(self.agent, "last_used", None) or getattr(self.agent, "name", None),
             text=reply,
-            latency_ms=round(turn.latency_ms["agent"], 1),
+            latency_ms=round(turn.wall_latency_ms["agent"], 1),
         )
         if not reply.strip():
             return True
@@ -109,7 +113,7 @@ class PipelineTurns:
         except ProviderError as exc:
             s.stage_failed("stt", exc, turn)
             return None
-        turn.latency_ms["stt_final"] = (s.bus.now() - end.t) * 1000
+        turn.wall_latency_ms["stt_final"] = (s.bus.now() - end.t) * 1000
         turn.transcript = result.text.strip()
         turn.stt_provider = result.provider or s.last_provider.get("stt")
         s.bus.emit(
@@ -117,15 +121,26 @@ class PipelineTurns:
             turn=turn.index,
             provider=turn.stt_provider,
             text=turn.transcript,
-            latency_ms=round(turn.latency_ms["stt_final"], 1),
+            latency_ms=round(turn.wall_latency_ms["stt_final"], 1),
         )
         return turn.transcript
 
     async def _stream(self, capture: Capture) -> Transcript:
         stream = await self.stt.open_stream(PIPELINE_RATE, on_partial=self._partial_callback(capture))
+        capture.flushable = getattr(stream, "flush", None) is not None
         try:
-            while (pcm := await capture.queue.get()) is not None:
-                await stream.send(pcm)
+            while (item := await capture.queue.get()) is not None:
+                if isinstance(item, asyncio.Future):
+                    # Catch up: every partial for the audio sent so far is delivered before the
+                    # turn detector decides on the next frame (fast sessions only ask for this).
+                    flush = getattr(stream, "flush", None)
+                    capture.flushable = flush is not None
+                    if flush is not None:
+                        await flush()
+                    if not item.done():
+                        item.set_result(None)
+                    continue
+                await stream.send(item)
             return await stream.finish()
         finally:
             with contextlib.suppress(ProviderError):

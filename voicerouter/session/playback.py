@@ -84,9 +84,14 @@ class Playback:
         s = self.session
         if self.start_audio_s is None:
             self.start_audio_s = s.audio_t
+            # On the audio clock (repeatable: in a fast replay, providers answer in no audio time)
+            # and on the wall clock (what the providers really took).
+            audio_first = (s.audio_t - self.end.audio_t) * 1000
+            self.turn.latency_ms["tts_first_audio"] = audio_first
+            self.turn.latency_ms["voice_to_voice"] = self.end.delay_ms + audio_first
             first = (s.bus.now() - self.end.t) * 1000
-            self.turn.latency_ms["tts_first_audio"] = first
-            self.turn.latency_ms["voice_to_voice"] = self.end.delay_ms + first
+            self.turn.wall_latency_ms["tts_first_audio"] = first
+            self.turn.wall_latency_ms["voice_to_voice"] = self.end.delay_ms + first
             stage = "s2s" if s.plan.pipeline == "s2s" else "tts"
             s.bus.emit(
                 EventType.TTS_FIRST_AUDIO,

@@ -12,7 +12,13 @@ from voicerouter.errors import EXIT_OK
 from voicerouter.session.events import Event
 
 # Latency names, in the order a turn goes through them (all in milliseconds).
+# Measured on the wall clock: what the providers really took (they vary with the machine's load).
 LATENCY_KEYS = ("turn_end_delay", "stt_final", "agent", "tts_first_audio", "voice_to_voice")
+# Measured on the session's audio clock (seconds of input read): exact and repeatable in a fast
+# replay, where the audio stands still while a turn is answered (providers take no audio time, so
+# these measure the turn-taking: how long after the speech the turn ended and the reply started);
+# within a frame of the wall clock when the input is real time.
+AUDIO_LATENCY_KEYS = ("turn_end_delay", "tts_first_audio", "voice_to_voice")
 
 
 @dataclass
@@ -26,7 +32,8 @@ class TurnResult:
     reply: str | None = None
     stt_provider: str | None = None
     tts_provider: str | None = None
-    latency_ms: dict[str, float] = field(default_factory=dict)
+    latency_ms: dict[str, float] = field(default_factory=dict)  # audio clock: AUDIO_LATENCY_KEYS
+    wall_latency_ms: dict[str, float] = field(default_factory=dict)  # wall clock: LATENCY_KEYS
     reason: str | None = None  # why the turn ended (turn detector)
     interrupted: bool = False  # the reply was cut by a barge-in
     reply_audio_s: float = 0.0
@@ -48,6 +55,7 @@ class TurnResult:
             "reply": self.reply,
             "providers": self.providers,
             "latency_ms": {k: round(v, 1) for k, v in self.latency_ms.items()},
+            "wall_latency_ms": {k: round(v, 1) for k, v in self.wall_latency_ms.items()},
             "reason": self.reason,
             "interrupted": self.interrupted,
             "reply_audio_s": round(self.reply_audio_s, 3),

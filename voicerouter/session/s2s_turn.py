@@ -34,6 +34,9 @@ class S2STurns:
     def start_worker(self, capture: Capture) -> None:
         capture.worker = asyncio.create_task(self._send(capture))
 
+    async def catch_up(self, capture: Capture) -> None:
+        """Nothing to wait for: an S2S connection sends no partials that steer turn ends."""
+
     async def aclose(self) -> None:
         if self._connection is not None:
             with contextlib.suppress(ProviderError):
@@ -48,6 +51,9 @@ class S2STurns:
 
     async def _send(self, capture: Capture) -> None:
         while (pcm := await capture.queue.get()) is not None:
+            if isinstance(pcm, asyncio.Future):  # a catch-up request: nothing to flush here
+                pcm.set_result(None)
+                continue
             # Audio of the next turn waits while a reply streams (a barge-in ends the reply), so
             # it is committed with its own turn, never with the one being answered.
             await self._idle.wait()
@@ -123,7 +129,7 @@ class S2STurns:
         s = self.session
         again = turn.transcript is not None  # a fallback provider transcribed the resent turn
         turn.transcript = text.strip()
-        turn.latency_ms.setdefault("stt_final", (s.bus.now() - end.t) * 1000)
+        turn.wall_latency_ms.setdefault("stt_final", (s.bus.now() - end.t) * 1000)
         messages = s.conversation.messages
         if again and messages and messages[-1].role == "user":
             messages[-1].text = turn.transcript
@@ -134,5 +140,5 @@ class S2STurns:
             turn=turn.index,
             provider=s.last_provider.get("s2s"),
             text=turn.transcript,
-            latency_ms=round(turn.latency_ms["stt_final"], 1),
+            latency_ms=round(turn.wall_latency_ms["stt_final"], 1),
         )

@@ -276,6 +276,8 @@ class Session:
                 self._maybe_barge_in(update)
             if update.ended:
                 self.bus.emit(EventType.SPEECH_END, turn=turn, audio_s=round(update.speech_end_s or update.t, 3))
+            if self.lockstep and self._capture is not None:
+                await self._turns_runner.catch_up(self._capture)
             decision = turns.feed(update)
             if decision is not None:
                 await self._turn_ended(decision)
@@ -340,6 +342,7 @@ class Session:
             end_s=decision.speech_end_s,
             delay_ms=decision.delay_ms,
             t=self.bus.now(),
+            audio_t=self.audio_t,
         )
         self._next_index += 1
         self.bus.emit(
@@ -351,7 +354,7 @@ class Session:
             delay_ms=round(info.delay_ms, 1),
         )
         turn = TurnResult(index=capture.index, start_s=info.start_s, end_s=info.end_s, reason=info.reason)
-        turn.latency_ms["turn_end_delay"] = info.delay_ms
+        turn.latency_ms["turn_end_delay"] = turn.wall_latency_ms["turn_end_delay"] = info.delay_ms
         self._turns.append(turn)
         previous = self._last_turn_task
         task = asyncio.create_task(self._run_turn(capture, info, turn, previous))
@@ -398,7 +401,9 @@ class Session:
         if not text or text == capture.last_partial:
             return
         capture.last_partial = text
-        if self._capture is capture:
+        # A fast session decides turn ends on the audio clock: only partials that a flushable
+        # stream delivered for the audio up to the frame being decided may steer them.
+        if self._capture is capture and (capture.flushable or not self.lockstep):
             self._turn_detector.on_partial(text)
         self.bus.emit(EventType.PARTIAL_TRANSCRIPT, turn=capture.index, provider=transcript.provider, text=text)
 
