@@ -141,8 +141,8 @@ def route_table(corpus: list[tuple[str, bytes, str]], realtime: bool) -> None:
                 heard = " ".join(t.transcript for t in result.session.turns if t.transcript)
                 pairs.append((said, heard))
                 turns += len(result.session.turns)
-                first_audio += [t.latency_ms["tts_first_audio"] for t in result.session.turns
-                                if "tts_first_audio" in t.latency_ms]
+                first_audio += [t.wall_latency_ms["tts_first_audio"] for t in result.session.turns
+                                if "tts_first_audio" in t.wall_latency_ms]
             critical = critical_path_cpu_ms(results, paths)
             print(f"   {line_name:<10} WER {wer(pairs):5.1%}   {turns} turns   turn end -> first reply audio "
                   f"median {statistics.median(first_audio):4.0f} ms  p90 {p90(first_audio):4.0f} ms   "

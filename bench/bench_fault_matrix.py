@@ -173,7 +173,7 @@ async def run_cell(stage: str, fault: str | None, audio: bytes, seed: int, label
         "deadlocked": deadlocked,
         "spoken": sum(1 for e in result.events if e.type.value == "turn_end"),
         "answered": sum(1 for t in result.turns if t.reply_audio_s > 0),
-        "first_audio_ms": [t.latency_ms.get("tts_first_audio") for t in result.turns],
+        "first_audio_ms": [t.wall_latency_ms.get("tts_first_audio") for t in result.turns],
         "reply_audio_s": [round(t.reply_audio_s, 3) for t in result.turns],
         "replies": [t.reply for t in result.turns],
         "stt_audio_missed_s": sum(max(0, a - b) for a, b in audit) / 2 / RATE,

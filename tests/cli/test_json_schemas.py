@@ -71,7 +71,8 @@ def test_replay_uses_the_same_vocabulary_as_report(tmp_path):
     assert replay["ok"] is session["ok"] is True
     report = run_json("report", str(out), "--json")
     check("report", report)
-    (played,), (logged,) = session["turns"], report["turns"]
+    played, logged = session["turns"][0], report["turns"][0]
+    assert len(session["turns"]) == len(report["turns"])
     assert played["turn"] == logged["turn"] == 1
     assert played["transcript"] == logged["transcript"]
     assert played["providers"].items() <= logged["providers"].items()  # the log also names the agent

@@ -190,8 +190,8 @@ class PipelineTurns:
             try:
                 async with contextlib.aclosing(self.agent.stream(transcript, s.conversation, s.info)) as deltas:
                     async for delta in deltas:
-                        if "agent_first_token" not in turn.latency_ms:
-                            turn.latency_ms["agent_first_token"] = (s.bus.now() - started) * 1000
+                        if "agent_first_token" not in turn.wall_latency_ms:
+                            turn.wall_latency_ms["agent_first_token"] = (s.bus.now() - started) * 1000
                         if delta.restart:  # the reply was cut and starts again on another attempt
                             written.clear()
                             buffer, repeat = "", list(spoken)
@@ -223,13 +223,13 @@ class PipelineTurns:
         finally:
             reply = "".join(written).strip()
             if reply and not failed:
-                turn.latency_ms["agent"] = (s.bus.now() - started) * 1000
+                turn.wall_latency_ms["agent"] = (s.bus.now() - started) * 1000
                 turn.reply = reply
                 s.conversation.add("assistant", reply)
                 s.bus.emit(
                     EventType.AGENT_REPLY, turn=turn.index, provider=getattr(self.agent, "last_used", None),
-                    text=reply, latency_ms=round(turn.latency_ms["agent"], 1),
-                    first_token_ms=round(turn.latency_ms.get("agent_first_token", 0.0), 1),
+                    text=reply, latency_ms=round(turn.wall_latency_ms["agent"], 1),
+                    first_token_ms=round(turn.wall_latency_ms.get("agent_first_token", 0.0), 1),
                 )
         if failed:
             s.stage_failed("agent", failed[0], turn)
