@@ -59,13 +59,12 @@ def test_json_expectations_junit_and_outputs(capsys, tmp_path):
     assert [s["session_id"] for s in sessions] == ["ci-1", "ci-2"]
     assert all(s["route"] == "offline" and s["errors"] == [] for s in sessions)
     hello, two = sessions
-    # "Good morning." and a 0.7 s pause: the partial shows a finished sentence, which ends the turn.
-    assert len(hello["turns"]) == 2 and len(two["turns"]) == 2
+    assert len(hello["turns"]) == 1 and len(two["turns"]) == 2
     turn = hello["turns"][0]
     assert {"turn", "start_s", "end_s", "transcript", "reply", "providers", "latency_ms"} <= set(turn)
-    assert normalize(turn["transcript"]) == normalize("Good morning.")
-    assert normalize(turn["reply"]) == normalize("You said: Good morning.")
-    assert normalize(hello["turns"][1]["transcript"]) == normalize("I would like to check the status of my order.")
+    said = "Good morning, I would like to check the status of my order."
+    assert normalize(turn["transcript"]) == normalize(said)
+    assert normalize(turn["reply"]) == normalize("You said: " + said)
     assert turn["providers"] == {"stt": "local-stt", "tts": "local-tts"}
     assert set(turn["latency_ms"]) == {"turn_end_delay", "tts_first_audio", "voice_to_voice"}  # audio clock
     assert set(turn["wall_latency_ms"]) == {"turn_end_delay", "stt_final", "agent", "tts_first_audio", "voice_to_voice"}
@@ -89,12 +88,12 @@ def test_json_expectations_junit_and_outputs(capsys, tmp_path):
 @pytest.mark.slow
 def test_human_output_and_a_failed_expectation(capsys, tmp_path):
     expect = tmp_path / "expect.yaml"
-    expect.write_text("hello.wav:\n  turns: 3\n  words: [good morning, pineapple]\n")
+    expect.write_text("hello.wav:\n  turns: 2\n  words: [good morning, pineapple]\n")
     code, stdout, _ = cli(capsys, SAMPLES / "hello.wav", "--expect", expect)
     assert code == 1
     assert "route offline" in stdout and "turn 1" in stdout and "good morning" in stdout.lower()
     assert "turn end→" in stdout  # the latency table
-    assert "✗ " in stdout and "expected 3 turn(s), got 2" in stdout and "'pineapple'" in stdout
+    assert "✗ " in stdout and "expected 2 turn(s), got 1" in stdout and "'pineapple'" in stdout
     assert "FAILED" in stdout
 
 
@@ -105,7 +104,7 @@ def test_a_corrupt_file_among_good_ones(capsys, tmp_path):
     code, stdout, _ = cli(capsys, SAMPLES / "weather_44k_stereo.wav", bad, SAMPLES / "hello.wav", "--json", "-j", "2")
     assert code == 1
     sessions = json.loads(stdout)["sessions"]
-    assert [len(s["turns"]) for s in sessions] == [1, 0, 2]
+    assert [len(s["turns"]) for s in sessions] == [1, 0, 1]
     assert normalize(sessions[0]["turns"][0]["transcript"]) == normalize("What is the weather today?")
     assert sessions[1]["errors"][0]["message"].startswith(f"{bad}: not a readable audio file")
 
