@@ -174,6 +174,9 @@ class RedisState:
         self._buses: weakref.WeakSet[EventBus] = weakref.WeakSet()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop_task: asyncio.Task[None] | None = None
+        # Set by aclose: the background tasks also stop on it, since a cancellation can be swallowed
+        # inside the Redis client (seen on a busy machine: the sync loop went on after cancel()).
+        self._closing = False
         self._listen_task: asyncio.Task[None] | None = None
         self._redis: Any = None
         self._pubsub_client: Any = None
@@ -207,6 +210,7 @@ class RedisState:
 
     async def aclose(self) -> None:
         """Leave the fleet: release this process's slots, drop its registry entry, stop syncing."""
+        self._closing = True
         for task in (self._loop_task, self._listen_task, *self._tasks):
             if task is not None:
                 task.cancel()
@@ -538,8 +542,10 @@ class RedisState:
 
     async def _loop(self) -> None:
         last_renew = last_share = time.monotonic()
-        while True:
+        while not self._closing:
             await asyncio.sleep(TICK_S)
+            if self._closing:
+                return
             now = time.monotonic()
             if not self.connected:
                 if await self._try(self._redis.ping(), quiet=True) is not None:
@@ -559,12 +565,12 @@ class RedisState:
 
     async def _listen(self) -> None:
         channel = self._key("events")
-        while True:
+        while not self._closing:
             pubsub = self._pubsub_client.pubsub()
             try:
                 await pubsub.subscribe(channel)
                 self.subscribed.set()
-                while True:
+                while not self._closing:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message is None or message.get("type") != "message":
                         continue
