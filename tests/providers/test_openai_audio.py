@@ -284,9 +284,9 @@ async def test_compatible_without_key_and_any_model():
                 await collect(tts)
         finally:
             await tts.aclose()
-        emu.state.api_key = "local"
+        emu.state.api_key = "local-test-key"
         cfg = cfg.model_copy(update={"api_key": "${LOCAL_KEY}"})
-        tts = create_compatible("kokoro", "tts", cfg, BuildContext(env={"LOCAL_KEY": "local"}))
+        tts = create_compatible("kokoro", "tts", cfg, BuildContext(env={"LOCAL_KEY": "local-test-key"}))
         try:
             chunks = await collect(tts)
         finally:
