@@ -379,9 +379,9 @@ def test_level_meter_spans_silence_to_full_scale() -> None:
 def test_summary_lists_turns_latencies_and_medians_as_plain_text() -> None:
     turns = [
         TurnResult(1, 0.4, 2.0, transcript="what is [the] weather", reply="You said: what is [the] weather.",
-                   latency_ms={"turn_end_delay": 600, "stt_final": 100, "tts_first_audio": 500}, interrupted=True),
+                   wall_latency_ms={"turn_end_delay": 600, "stt_final": 100, "tts_first_audio": 500}, interrupted=True),
         TurnResult(2, 5.0, 6.0, transcript="thanks", reply="You said: thanks.",
-                   latency_ms={"turn_end_delay": 400, "stt_final": 300, "tts_first_audio": 700}),
+                   wall_latency_ms={"turn_end_delay": 400, "stt_final": 300, "tts_first_audio": 700}),
     ]
     result = SessionResult("s1", "offline", "stt_tts", turns=turns, reason="stopped",
                            errors=[SessionError("every tts provider failed", stage="tts", turn=3)])
