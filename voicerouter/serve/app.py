@@ -139,7 +139,8 @@ def _carrier_off(request: web.Request, carrier: str) -> web.Response | None:
     return None
 
 
-async def twilio_voice(request: web.Request) -> web.Response:
+async def twilio_form(request: web.Request) -> dict[str, str] | web.Response:
+    """A Twilio webhook's form parameters once its signature checks out, else the response to send."""
     if (off := _carrier_off(request, "twilio")) is not None:
         return off
     form = {k: str(v) for k, v in (await request.post()).items()}
@@ -148,6 +149,26 @@ async def twilio_voice(request: web.Request) -> web.Response:
         token, public_url(request), form, request.headers.get(twilio.SIGNATURE_HEADER)
     ):
         return web.Response(status=403, text="invalid X-Twilio-Signature\n")
+    return form
+
+
+async def telnyx_body(request: web.Request) -> bytes | web.Response:
+    """A Telnyx webhook's raw body once its Ed25519 signature checks out, else the response to send."""
+    if (off := _carrier_off(request, "telnyx")) is not None:
+        return off
+    body = await request.read()
+    key = request.app[SECRETS]["telnyx"]
+    if key is not None and not telnyx.signature_valid(
+        key, body, request.headers.get(telnyx.SIGNATURE_HEADER), request.headers.get(telnyx.TIMESTAMP_HEADER)
+    ):
+        return web.Response(status=403, text="invalid telnyx-signature-ed25519\n")
+    return body
+
+
+async def twilio_voice(request: web.Request) -> web.Response:
+    form = await twilio_form(request)
+    if isinstance(form, web.Response):
+        return form
     call_id = form.get("CallSid") or ""
     if not call_id:
         return web.Response(status=400, text="CallSid is missing\n")
@@ -158,14 +179,9 @@ async def twilio_voice(request: web.Request) -> web.Response:
 
 
 async def telnyx_voice(request: web.Request) -> web.Response:
-    if (off := _carrier_off(request, "telnyx")) is not None:
-        return off
-    body = await request.read()
-    key = request.app[SECRETS]["telnyx"]
-    if key is not None and not telnyx.signature_valid(
-        key, body, request.headers.get(telnyx.SIGNATURE_HEADER), request.headers.get(telnyx.TIMESTAMP_HEADER)
-    ):
-        return web.Response(status=403, text="invalid telnyx-signature-ed25519\n")
+    body = await telnyx_body(request)
+    if isinstance(body, web.Response):
+        return body
     form = telnyx.webhook_params(body, request.content_type)
     call_id = form.get("CallSid") or ""
     if not call_id:

@@ -27,17 +27,11 @@ FINAL = frozenset({"completed", "busy", "failed", "no-answer", "canceled", "deli
 
 
 async def twilio_status(request: web.Request) -> web.Response:
-    from voicerouter.serve.app import SECRETS, _carrier_off, public_url
-    from voicerouter.transports import twilio
+    from voicerouter.serve.app import twilio_form
 
-    if (off := _carrier_off(request, "twilio")) is not None:
-        return off
-    form = {k: str(v) for k, v in (await request.post()).items()}
-    token = request.app[SECRETS]["twilio"]
-    if token is not None and not twilio.signature_valid(
-        token, public_url(request), form, request.headers.get(twilio.SIGNATURE_HEADER)
-    ):
-        return web.Response(status=403, text="invalid X-Twilio-Signature\n")
+    form = await twilio_form(request)
+    if isinstance(form, web.Response):
+        return form
     if form.get("MessageSid"):
         kind, item_id, status = "sms", form["MessageSid"], form.get("MessageStatus") or form.get("SmsStatus")
         detail = {"error_code": form.get("ErrorCode")} if form.get("ErrorCode") else {}
@@ -51,17 +45,11 @@ async def twilio_status(request: web.Request) -> web.Response:
 
 
 async def telnyx_status(request: web.Request) -> web.Response:
-    from voicerouter.serve.app import SECRETS, _carrier_off
-    from voicerouter.transports import telnyx
+    from voicerouter.serve.app import telnyx_body
 
-    if (off := _carrier_off(request, "telnyx")) is not None:
-        return off
-    body = await request.read()
-    key = request.app[SECRETS]["telnyx"]
-    if key is not None and not telnyx.signature_valid(
-        key, body, request.headers.get(telnyx.SIGNATURE_HEADER), request.headers.get(telnyx.TIMESTAMP_HEADER)
-    ):
-        return web.Response(status=403, text="invalid telnyx-signature-ed25519\n")
+    body = await telnyx_body(request)
+    if isinstance(body, web.Response):
+        return body
     try:
         data = json.loads(body)["data"]
         event_type, payload = str(data["event_type"]), data.get("payload") or {}
