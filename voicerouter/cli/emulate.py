@@ -107,7 +107,7 @@ def emulate(
     fault: Annotated[list[str] | None, typer.Option("--fault", help="KIND[:ARG][*TIMES][@PROB] for all, or TYPE=SPEC for one (repeatable).")] = None,
     api_key: Annotated[str, typer.Option("--api-key", help="The key the emulators accept.")] = "test-key",
     transcript: Annotated[str | None, typer.Option("--transcript", help="Fixed STT answer (default: transcribe with pocketsphinx).")] = None,
-    tts: Annotated[str, typer.Option("--tts", help="Synthesized audio: tone (fast) or piper (speech).")] = "tone",
+    tts: Annotated[str, typer.Option("--tts", help="Synthesized audio: tone (fast), words (a tone per word) or piper (speech).")] = "tone",
     callee: Annotated[Path | None, typer.Option("--callee", help="twilio/telnyx: the WAV the callee speaks into a call's media stream (default: the --transcript text, spoken).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON line when ready: each emulator's url, client base_url and faults, and the test key.")] = False,
 ) -> None:
@@ -128,8 +128,8 @@ def emulate(
     if unknown:
         known = [t for t in EMULATORS if importlib.util.find_spec(EMULATORS[t]) is not None]
         raise UsageError(f"no emulator for {', '.join(unknown)}", hint=f"available: {', '.join(known)}")
-    if tts not in ("tone", "piper"):
-        raise UsageError(f"--tts {tts!r}: use tone or piper")
+    if tts not in ("tone", "words", "piper"):
+        raise UsageError(f"--tts {tts!r}: use tone, words or piper")
     types = list(dict.fromkeys(types))
     faults = split_faults(fault or [], types)
     out = stdout_console()

@@ -8,6 +8,7 @@ at the rate the chunk says; the pipeline's own rate is `PIPELINE_RATE`.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -149,9 +150,27 @@ class S2SSession(Protocol):
     async def send_audio(self, pcm: bytes, sample_rate: int = PIPELINE_RATE) -> None: ...
 
     def respond(self) -> AsyncIterator[S2SEvent]:
-        """Commit the audio sent since the last response and stream the reply until done."""
+        """Commit the audio sent since the last response and stream the reply until done.
+
+        A session may also take `respond(resume_after=TEXT)`: TEXT is the start of this reply that
+        the user already heard from a connection that broke mid-reply, and the reply should go on
+        from there (OpenAI Realtime does). Callers pass it only to sessions whose `respond` has
+        that parameter; others start the reply over, and the words they repeat are skipped.
+        """
 
     async def aclose(self) -> None: ...
+
+
+def respond_resuming(session: S2SSession, heard: str) -> AsyncIterator[S2SEvent]:
+    """`session.respond()`, telling it the start of the reply already heard when it can take that."""
+    if heard:
+        try:
+            accepts = "resume_after" in inspect.signature(session.respond).parameters
+        except (TypeError, ValueError):
+            accepts = False
+        if accepts:
+            return session.respond(resume_after=heard)  # type: ignore[call-arg]
+    return session.respond()
 
 
 class S2SProvider(Provider, Protocol):

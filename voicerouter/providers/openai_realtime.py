@@ -47,6 +47,10 @@ TEXT_DELTA = frozenset({"response.output_audio_transcript.delta", "response.audi
                         "response.output_text.delta", "response.text.delta"})
 USER_TRANSCRIPT = "conversation.item.input_audio_transcription.completed"
 USER_TRANSCRIPT_FAILED = "conversation.item.input_audio_transcription.failed"
+# A reply cut off mid-way (the previous connection broke) goes on from the last word the caller heard.
+CONTINUE_NOTE = ("Your previous reply was cut off mid-way by a connection problem. The user heard it up to "
+                 "where your last message ends. Continue that reply from exactly there, without repeating "
+                 "anything already said and without mentioning the interruption.")
 
 
 def error_from_event(error: dict[str, Any], *, provider: str) -> ProviderError:
@@ -138,7 +142,7 @@ class OpenAIRealtime:
                                   provider=self.name) from None
         except (OSError, InvalidHandshake) as exc:
             raise http.transport_error(exc, provider=self.name) from None
-        session = RealtimeSession(self, ws)
+        session = RealtimeSession(self, ws, instructions)
         try:
             await session.start(self.session_config(instructions), history_items(history or Conversation()))
         except BaseException:
@@ -161,8 +165,9 @@ class OpenAIRealtime:
 class RealtimeSession:
     """One live conversation. A reader task drains the socket so keepalive pongs are never stuck."""
 
-    def __init__(self, provider: OpenAIRealtime, ws: ClientConnection) -> None:
+    def __init__(self, provider: OpenAIRealtime, ws: ClientConnection, instructions: str | None = None) -> None:
         self.provider = provider
+        self.instructions = instructions
         self.name = provider.name
         self._ws = ws
         self._events: asyncio.Queue[dict[str, Any] | ProviderError] = asyncio.Queue()
@@ -247,7 +252,14 @@ class RealtimeSession:
             self._appended += len(pcm)
             await self._send({"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm).decode()})
 
-    async def respond(self) -> AsyncIterator[S2SEvent]:
+    async def respond(self, *, resume_after: str = "") -> AsyncIterator[S2SEvent]:
+        """Commit the turn's audio and stream the reply.
+
+        `resume_after`: the start of this reply the user already heard (from a connection that broke
+        mid-reply). It is added after the user's turn as the assistant's cut-off message (what
+        `conversation.item.truncate` leaves of an interrupted reply), and this response's
+        instructions ask the model to continue it without repeating it.
+        """
         await self._settle()
         if self._resampler is not None:
             await self._append(self._resampler.flush())
@@ -255,7 +267,15 @@ class RealtimeSession:
         if committed:
             await self._send({"type": "input_audio_buffer.commit"})
             self._appended = 0
-        await self._send({"type": "response.create"})
+        request: dict[str, Any] = {"type": "response.create"}
+        if resume_after.strip():
+            part = "text" if self.provider.beta else "output_text"
+            await self._send({"type": "conversation.item.create", "item": {
+                "type": "message", "role": "assistant", "status": "incomplete",
+                "content": [{"type": part, "text": resume_after.strip()}]}})
+            note = f"{self.instructions}\n\n{CONTINUE_NOTE}" if self.instructions else CONTINUE_NOTE
+            request["response"] = {"instructions": note}
+        await self._send(request)
         finished = False
         try:
             async for event in self._events_of_response(committed):

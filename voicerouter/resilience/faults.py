@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from voicerouter.errors import TransientProviderError, UsageError
-from voicerouter.providers.base import PIPELINE_RATE, AudioChunk, Transcript
+from voicerouter.providers.base import PIPELINE_RATE, AudioChunk, Transcript, respond_resuming
 from voicerouter.providers.http import error_for_status
 
 KINDS = ("error", "hang", "stall", "drop", "drop_ws", "slow")
@@ -401,14 +401,14 @@ class FaultyS2SSession:
     async def send_audio(self, pcm: bytes, sample_rate: int = PIPELINE_RATE) -> None:
         await self.inner.send_audio(pcm, sample_rate)
 
-    def respond(self) -> AsyncIterator[Any]:
-        return self._respond()
+    def respond(self, *, resume_after: str = "") -> AsyncIterator[Any]:
+        return self._respond(resume_after)
 
-    async def _respond(self) -> AsyncIterator[Any]:
+    async def _respond(self, resume_after: str) -> AsyncIterator[Any]:
         fault = self.owner._pick()
         await self.owner.before_first(fault)
         position, chunks, fired = 0.0, 0, False
-        async with _aclosing(self.inner.respond()) as events:
+        async with _aclosing(respond_resuming(self.inner, resume_after)) as events:
             async for event in events:
                 if fault is not None and fault.mid_stream and not fired and _reached(fault, position, chunks):
                     fired = True

@@ -167,3 +167,211 @@ class Attempt:
         self.passed_s += len(out) / 2 / self.rate
         self.words_passed = len(self.spans)
         return [AudioChunk(out, self.rate)]
+
+
+# ---- speech-to-speech replies ------------------------------------------------------------------
+#
+# An S2S reply's text is not known in advance: it arrives as transcript deltas beside the audio.
+# The same hold-back applies to what is known so far: audio is passed on up to the end of the last
+# word whose text is complete (followed by a space) and whose audio has arrived, and the reply's
+# text is passed on with it, so the text a session records is what the caller heard. When a reply
+# breaks, the next attempt (a new connection to the same provider, or another vendor) is told the
+# words heard so far and asked to continue; if it starts over instead, the words it repeats are
+# recognised against the heard ones and their audio is skipped, up to the matching word boundary.
+
+_PUNCTUATION = re.compile(r"[^\w']+")
+# Audio held back while no transcript covers it is passed on after this much (at a quiet point): a
+# provider whose transcript lags its audio, or never comes, must not delay the reply. A break in
+# that window can repeat the few words nobody had the text of.
+MAX_HOLD_S = 0.6
+
+
+def _norm(word: str) -> str:
+    """A word as two attempts of one reply are compared: lower case, without punctuation."""
+    return _PUNCTUATION.sub("", word.lower())
+
+
+class ReplyProgress:
+    """One S2S reply across attempts: the words the caller has heard, in order."""
+
+    def __init__(self) -> None:
+        self.heard = ""  # the reply's text up to the last word heard
+        self.words_heard = 0
+        self.heard_s = 0.0  # audio passed on, over all attempts
+        self.attempt: ReplyAttempt | None = None
+
+    def begin(self, provider: str, seconds_per_char: float) -> ReplyAttempt:
+        self.attempt = ReplyAttempt(provider, self.heard, seconds_per_char, self.heard_s)
+        return self.attempt
+
+    def broke(self) -> int:
+        """The attempt failed: the words whose audio it passed on are heard; returns how many."""
+        attempt, self.attempt = self.attempt, None
+        if attempt is None:
+            return 0
+        said = attempt.said
+        self.heard += said
+        words = len(word_spans(said))
+        self.words_heard += words
+        self.heard_s += attempt.passed_out_s
+        return words
+
+
+class ReplyAttempt(Attempt):
+    """One provider's attempt at (the rest of) a reply: its text grows with transcript deltas.
+
+    `heard` is the reply's text the caller heard from earlier attempts. Until this attempt's
+    first words show whether it continues after them or starts over, nothing is passed on; then
+    the repeated words (if any) are skipped, text and audio alike.
+    """
+
+    def __init__(self, provider: str, heard: str, seconds_per_char: float, heard_s: float = 0.0) -> None:
+        super().__init__(provider, "", [], seconds_per_char)
+        # how long to wait for the text that tells a continuation from a repeat (about the time
+        # the heard words take to say again)
+        self.decide_within_s = MAX_HOLD_S + 1.5 * heard_s
+        self.before = heard
+        self.said = ""  # what this attempt added to the reply the caller heard
+        self.heard_words = [_norm(text[a:b]) for text in (heard,) for a, b in word_spans(text)]
+        self.joins = bool(heard)  # its first words follow heard ones: they need a space before them
+        self.skip: int | None = None if self.heard_words else 0  # leading words that repeat heard ones
+        self.done = False
+        self.text_out = 0  # characters of the text passed on (or skipped)
+        self.passed_out_s = 0.0  # audio passed on (passed_s also counts skipped audio)
+
+    def add_text(self, delta: str) -> None:
+        self.part += delta
+        self.spans = word_spans(self.part)
+        self._decide()
+
+    def _complete(self) -> int:
+        """How many words of the text so far are complete (the last one may still go on)."""
+        n = len(self.spans)
+        if n and not self.done and self.spans[-1][1] == len(self.part):
+            n -= 1
+        return n
+
+    def _decide(self) -> None:
+        if self.skip is not None:
+            return
+        complete = self._complete()
+        for index in range(min(complete, len(self.heard_words))):
+            a, b = self.spans[index]
+            if _norm(self.part[a:b]) != self.heard_words[index]:
+                self.skip = 0  # it goes on from where the caller stopped hearing
+                return
+        if complete >= len(self.heard_words):
+            self.skip = len(self.heard_words)  # it started over: its first words were heard already
+        elif self.done:
+            self.skip = 0
+
+    def feed_text(self, delta: str) -> tuple[str, list[AudioChunk]]:
+        """Take a transcript delta; return the text and audio that can be passed on now."""
+        self.add_text(delta)
+        audio = self._release()
+        return self._text(), audio
+
+    def feed_audio(self, chunk: AudioChunk) -> tuple[str, list[AudioChunk]]:
+        """Take a chunk of the reply's audio; return the text and audio that can be passed on now."""
+        audio = self.feed(chunk)
+        return self._text(), audio
+
+    def feed(self, chunk: AudioChunk) -> list[AudioChunk]:
+        if self.rate is None:
+            self.rate = chunk.sample_rate
+        elif chunk.sample_rate != self.rate:  # a provider switching rates mid-stream: pass it on as is
+            out = self.flush() + [chunk]
+            self.passed_out_s += sum(c.duration_s for c in out)
+            return out
+        self.marks.extend(end for _, _, end in chunk.words)
+        self.held += chunk.pcm
+        self.received_s += chunk.duration_s
+        return self._release()
+
+    def _release(self) -> list[AudioChunk]:
+        """Audio up to the last complete word whose audio has arrived; repeated words are dropped."""
+        if self.rate is None:
+            return []
+        if self.skip is None:
+            if self.received_s <= self.decide_within_s:
+                return []
+            self.skip = 0  # no text to tell: take it for a continuation rather than keep the caller waiting
+        out: list[AudioChunk] = []
+        words, cut_s = self.words_passed, None
+        complete = self._complete()
+        while words < complete:
+            end = self._estimated_end(words)
+            vendor = words < len(self.marks)
+            if end + (0 if vendor else SNAP_S) > self.received_s:
+                break
+            words += 1
+            if end <= self.passed_s:
+                continue  # its audio went on already (passed without text, see below)
+            cut_s = end if vendor else self._snap(end)
+            if words <= self.skip:
+                if cut_s > self.passed_s:
+                    self._pass(cut_s, words)  # a repeated word: never passed on
+                self.text_out = max(self.text_out, self.spans[words - 1][1])
+                cut_s = None
+        if cut_s is not None and cut_s > self.passed_s:
+            out = self._pass(cut_s, words)
+        self.words_passed = max(self.words_passed, words)
+        if self.words_passed >= self.skip and self.received_s - self.passed_s > MAX_HOLD_S:
+            # the transcript lags (or never comes): pass the audio on at a pause anyway (and, after
+            # twice as long, at the quietest point there is)
+            pause = self._pause(self.received_s - MAX_HOLD_S / 2, self.received_s - 0.01,
+                                force=self.received_s - self.passed_s > 2 * MAX_HOLD_S)
+            if pause is not None and pause > self.passed_s:
+                out += self._pass(pause, self.words_passed)
+        self.passed_out_s += sum(c.duration_s for c in out)
+        return out
+
+    def _pause(self, lo: float, hi: float, *, force: bool) -> float | None:
+        """The quietest 10 ms between `lo` and `hi` seconds if it is a pause (far quieter than the
+        audio held back), or whatever it is when `force`d; None otherwise."""
+        assert self.rate is not None
+        window = max(1, self.rate // 100)
+        first = max(0, int((lo - self.passed_s) * self.rate))
+        last = min(len(self.held) // 2, int((hi - self.passed_s) * self.rate)) - window
+        if last <= first:
+            return None
+        samples = np.abs(np.frombuffer(bytes(self.held), dtype="<i2").astype(np.int64))
+        cumulative = np.concatenate(([0], np.cumsum(samples[first : last + window])))
+        energy = cumulative[window:] - cumulative[:-window]
+        best = int(np.argmin(energy))
+        mean = samples.mean() * window if len(samples) else 0.0
+        if not force and energy[best] > 0.1 * mean:
+            return None
+        return self.passed_s + (first + best + window // 2) / self.rate
+
+    def finish(self) -> tuple[str, list[AudioChunk]]:
+        """The reply is complete: everything not repeated is passed on (text and audio)."""
+        self.done = True
+        self._decide()
+        if self.skip and self.words_passed < self.skip and self.rate is not None:
+            end = self._estimated_end(self.skip - 1)
+            cut_s = min(self.received_s, end if self.skip - 1 < len(self.marks) else self._snap(end))
+            if cut_s > self.passed_s:
+                self._pass(cut_s, self.skip)
+            self.words_passed = self.skip
+        if self.skip:
+            self.text_out = max(self.text_out, self.spans[self.skip - 1][1])
+        out = self.flush()
+        self.passed_out_s += sum(c.duration_s for c in out)
+        return self._text(), out
+
+    def _text(self) -> str:
+        """The text of the words passed on since the last call (all of it once finished)."""
+        if self.done:
+            end = len(self.part)
+        elif self.words_passed > (self.skip or 0):
+            end = self.spans[self.words_passed - 1][1]
+        else:
+            return ""
+        text, self.text_out = self.part[self.text_out:end], max(self.text_out, end)
+        if text and self.joins:
+            self.joins = False
+            if not text[0].isspace():
+                text = " " + text
+        self.said += text
+        return text

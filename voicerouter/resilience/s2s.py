@@ -4,8 +4,15 @@ The chain session buffers the audio of the current user turn. If the live connec
 (while sending, before the first reply event, or mid-reply), the next provider gets a new
 connection with the conversation as it stood before the turn (each vendor replays it in its own
 format: Realtime items, Live `clientContent` turns) and the user's turn audio is sent again, so the
-reply answers what was just said and the user's words reach it once. A reply cut mid-stream is
-restarted from the start on the next provider (`failover` event with `restarted_reply: true`).
+reply answers what was just said and the user's words reach it once.
+
+A reply cut mid-stream (a stall or drop caught by the deadlines, then a retry on the same provider
+or a failover to another vendor) resumes at the first word the caller has not heard: the reply's
+audio and text are passed on only up to the end of the last complete word (`resume.ReplyAttempt`),
+the next attempt is told the words heard (`respond(resume_after=...)`: Realtime gets them as the
+assistant's cut-off message and is asked to continue) and, if it starts over anyway, the words it
+repeats are skipped. The `failover`/`retry` event says `restarted_reply: true`, `words_heard` and
+`heard_s`. Nothing is heard twice, no word is lost or cut.
 """
 
 from __future__ import annotations
@@ -16,9 +23,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from voicerouter.errors import ProviderError, ProviderTimeout
-from voicerouter.providers.base import PIPELINE_RATE, Conversation, S2SEvent
+from voicerouter.providers.base import PIPELINE_RATE, AudioChunk, Conversation, S2SEvent, respond_resuming
 from voicerouter.providers.closing import discard, wait_closed
 from voicerouter.resilience.chain import ChainProvider, Member, StageRunner, stream_of
+from voicerouter.resilience.resume import ReplyAttempt, ReplyProgress, SpeakingRate
 from voicerouter.resilience.retry import as_provider_error
 
 REPLAY_SECONDS_PER_AUDIO_SECOND = 0.25
@@ -27,15 +35,21 @@ REPLAY_SECONDS_PER_AUDIO_SECOND = 0.25
 class S2SChain(ChainProvider):
     kind = "s2s"
 
+    def __init__(self, runner: StageRunner) -> None:
+        super().__init__(runner)
+        self.rates = SpeakingRate()  # per provider: where word ends fall in a reply's audio
+
     async def connect(self, *, instructions: str | None, history: Conversation) -> ChainS2SSession:
-        session = ChainS2SSession(self.runner, instructions, history)
+        session = ChainS2SSession(self.runner, instructions, history, self.rates)
         await session.start()
         return session
 
 
 class ChainS2SSession:
-    def __init__(self, runner: StageRunner, instructions: str | None, history: Conversation) -> None:
+    def __init__(self, runner: StageRunner, instructions: str | None, history: Conversation,
+                 rates: SpeakingRate | None = None) -> None:
         self.runner = runner
+        self.rates = rates or SpeakingRate()
         self.instructions = instructions
         self.history = history
         self.turn_audio: list[tuple[bytes, int]] = []
@@ -98,6 +112,7 @@ class ChainS2SSession:
         settled = Conversation(list(self.history.messages))
         created: dict[str, Any] = {}
         answering: list[Member] = []  # the member whose reply is being streamed
+        progress = ReplyProgress()
 
         async def op(member: Member, attempt: int) -> AsyncIterator[S2SEvent]:
             if member is live and attempt == 1 and live_session is not None:
@@ -110,11 +125,23 @@ class ChainS2SSession:
                 created[member.name] = session
                 for pcm, rate in turn_audio:
                     await session.send_audio(pcm, rate)
-            async with contextlib.aclosing(stream_of(session.respond())) as events:
-                async for event in events:
-                    if not answering or answering[-1] is not member:
-                        answering.append(member)
-                    yield event
+            reply = progress.begin(member.name, self.rates.get(member.name))
+            completed = False
+            try:
+                async with contextlib.aclosing(stream_of(respond_resuming(session, progress.heard))) as events:
+                    async for event in events:
+                        if not answering or answering[-1] is not member:
+                            answering.append(member)
+                        for out in _held_back(reply, event):
+                            yield out
+                completed = True
+                self.rates.observe(member.name, reply.part, reply.received_s)
+            finally:
+                if not completed:
+                    progress.broke()
+
+        def resumed() -> dict[str, Any]:
+            return {"words_heard": progress.words_heard, "heard_s": round(progress.heard_s, 3)}
 
         def first_timeout(member: Member, attempt: int) -> float:
             base = self.runner.settings.first_result_timeout_s
@@ -132,7 +159,7 @@ class ChainS2SSession:
             async for event in self.runner.run(
                 op, first_timeout_s=first_timeout, restart_key="restarted_reply", queue=queue,
                 previous=self.failed, preclaimed=live if live_session is not None else None,
-                preclaimed_at=self.live_admitted,
+                preclaimed_at=self.live_admitted, restart_detail=resumed,
             ):
                 yield event
             failed = False
@@ -157,3 +184,26 @@ class ChainS2SSession:
         self._close_live()
         await wait_closed(self._closing)
 
+
+
+def _held_back(reply: ReplyAttempt, event: S2SEvent) -> list[S2SEvent]:
+    """What of `event` goes on now: text and audio up to the last complete word (see `resume`).
+
+    An event that releases nothing still yields an empty audio event, which tells the runner's
+    stall watchdog that the provider is streaming while a word is held back.
+    """
+    if event.type == "reply_text":
+        text, audio = reply.feed_text(event.text)
+    elif event.type == "audio" and event.audio is not None:
+        text, audio = reply.feed_audio(event.audio)
+    elif event.type == "done":
+        text, audio = reply.finish()
+        return [*_events(text, audio), S2SEvent("done", text=reply.before + reply.said)]
+    else:
+        return [event]
+    return _events(text, audio) or [S2SEvent("audio", audio=AudioChunk(b"", reply.rate or PIPELINE_RATE))]
+
+
+def _events(text: str, audio: list[AudioChunk]) -> list[S2SEvent]:
+    out = [S2SEvent("reply_text", text=text)] if text else []
+    return out + [S2SEvent("audio", audio=chunk) for chunk in audio if chunk.pcm]

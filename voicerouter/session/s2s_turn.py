@@ -1,6 +1,8 @@
 """The speech-to-speech turn: the utterance is streamed to one S2S connection as it is spoken,
 committed when the turn ends, and the reply's audio and texts are played and recorded. A chain
-that fails over mid-reply restarts the reply; a failed turn reconnects (with the history) next time.
+that restarts a reply mid-way resumes it at the first word the caller has not heard, text and audio
+alike (`resilience.s2s`), so the reply is recorded once; a failed turn reconnects (with the history)
+next time.
 """
 
 from __future__ import annotations
@@ -86,13 +88,9 @@ class S2STurns:
         played = Playback(s, turn, end)
         s.bus.emit(EventType.TTS_START, turn=turn.index, text="")
         self._idle.clear()
-        seen = len(s.bus.history)
         try:
             async with contextlib.aclosing(connection.respond()) as events:
                 async for event in events:
-                    seen, restarted = self._restarted(seen)
-                    if restarted:
-                        reply.clear()  # the next provider speaks the whole reply again
                     if event.type == "user_transcript":
                         self._user_text(turn, end, event.text)
                     elif event.type == "reply_text":
@@ -113,17 +111,6 @@ class S2STurns:
                 s.conversation.add("assistant", text)
                 s.bus.emit(EventType.AGENT_REPLY, turn=turn.index, provider=turn.tts_provider, text=text)
             played.done()
-
-    def _restarted(self, seen: int) -> tuple[int, bool]:
-        """Whether the S2S chain restarted the reply since `seen`, on the next provider (failover) or on
-        the same one (retry): either way the reply starts again from its beginning."""
-        history = self.session.bus.history
-        restarted = any(
-            e.type in (EventType.FAILOVER, EventType.RETRY) and e.data.get("stage") == "s2s"
-            and e.data.get("restarted_reply")
-            for e in history[seen:]
-        )
-        return len(history), restarted
 
     def _user_text(self, turn: TurnResult, end: TurnEnd, text: str) -> None:
         s = self.session

@@ -4,6 +4,10 @@ The "model" transcribes the committed audio and answers "You said: <transcript>"
 reply's transcript and audio deltas in the GA event order. Faults: `error:STATUS` rejects the
 upgrade, `slow` delays `session.created`; the others hit the next response: `drop` kills the
 connection mid-response, `hang` never starts it, `stall` stops halfway, `malformed` sends a non-JSON frame.
+
+A response requested while the conversation ends with an assistant message (a reply cut off and
+resumed on a new connection) continues that message: the model says the rest of its answer after
+the words already there (`CONTINUES_CUT_REPLIES`; a real model may also start over).
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ STATE_KEY = web.AppKey("state", EmulatorState)
 # Seconds between a commit and its input transcription (0: at once; None: never). The vendor sends
 # it asynchronously, so tests move it behind `response.done`.
 TRANSCRIPTION_DELAY_S: float | None = 0.0
+# Whether the "model" goes on after a cut-off assistant message at the end of the conversation
+# (False: it answers whole, as a model that ignores the cut may; tests switch it).
+CONTINUES_CUT_REPLIES = True
 
 # GA name -> beta name, for clients that send `OpenAI-Beta: realtime=v1`.
 BETA_NAMES = {
@@ -142,7 +149,9 @@ async def handle(conn: Conn, text: str) -> None:
         await conn.error("The 'type' field is missing.", code="invalid_event")
         return
     kind, event_id = event["type"], event.get("event_id")
-    conn.state.record(path="/v1/realtime", event=kind)
+    detail = {"item": event.get("item")} if kind == "conversation.item.create" else (
+        {"response": event.get("response")} if kind == "response.create" and "response" in event else {})
+    conn.state.record(path="/v1/realtime", event=kind, **detail)
     if kind == "session.update":
         await session_update(conn, event, event_id)
     elif kind == "input_audio_buffer.append":
@@ -268,6 +277,17 @@ async def _later(conn: Conn, delay_s: float, completed: dict[str, Any]) -> None:
 
 
 def reply_for(conn: Conn) -> str:
+    answer = _answer(conn)
+    last = conn.items[-1] if conn.items else None
+    if CONTINUES_CUT_REPLIES and last is not None and last.get("role") == "assistant":
+        said = " ".join(c.get("text") or c.get("transcript") or "" for c in last.get("content", [])).split()
+        words = answer.split()
+        if said and [w.lower() for w in words[: len(said)]] == [w.lower() for w in said] and len(words) > len(said):
+            return " ".join(words[len(said):])  # the rest of the cut-off reply
+    return answer
+
+
+def _answer(conn: Conn) -> str:
     if conn.last_transcript is not None:
         return f"You said: {conn.last_transcript}"
     for item in reversed(conn.items):

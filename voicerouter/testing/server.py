@@ -102,7 +102,7 @@ class EmulatorState:
     api_key: str = "test-key"
     faults: list[Fault] = field(default_factory=list)
     transcript: str | None = None  # fixed STT answer; None = run pocketsphinx on the audio
-    tts_engine: Literal["tone", "piper"] = "tone"
+    tts_engine: Literal["tone", "words", "piper"] = "tone"
     seed: int = 0
     requests: list[dict[str, Any]] = field(default_factory=list)
     callee_wav: str | None = None  # carriers: what the callee says into a call's media stream
@@ -133,11 +133,14 @@ class EmulatorState:
         return await asyncio.to_thread(transcribe_pcm, pcm, sample_rate)
 
     async def synthesize(self, text: str, sample_rate: int) -> bytes:
-        """PCM16 mono audio for `text`: piper speech, or a tone whose length follows the text."""
+        """PCM16 mono audio for `text`: piper speech, a tone whose length follows the text, or
+        `word_tones` (one tone per word, silent gaps: what a test can read back word by word)."""
         if self.tts_engine == "piper":
             from voicerouter.providers.local.piper import synthesize_pcm
 
             return await asyncio.to_thread(synthesize_pcm, text, sample_rate)
+        if self.tts_engine == "words":
+            return word_tones(text, sample_rate)
         return tone(duration_s=min(10.0, 0.06 * max(1, len(text))), sample_rate=sample_rate)
 
 
@@ -146,6 +149,57 @@ def tone(duration_s: float, sample_rate: int, freq: float = 220.0) -> bytes:
 
     t = np.arange(int(duration_s * sample_rate)) / sample_rate
     return (0.3 * 32767 * np.sin(2 * np.pi * freq * t)).astype("<i2").tobytes()
+
+
+TONE_S_PER_CHAR = 0.06
+
+
+def word_frequency(word: str) -> float:
+    """The pitch `word_tones` gives a word (case and punctuation aside), 300-1495 Hz in 5 Hz steps."""
+    import hashlib
+    import re
+
+    key = re.sub(r"[^\w']+", "", word.lower())
+    return 300.0 + 5 * (int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") % 240)
+
+
+def word_tones(text: str, sample_rate: int) -> bytes:
+    """Speech-like test audio: each word a tone of its own pitch lasting 0.06 s per character, each
+    followed by 0.06 s of silence (a space's worth), so what a listener heard can be read back word
+    by word (`read_word_tones`), also across replies played back to back."""
+    gap = bytes(int(TONE_S_PER_CHAR * sample_rate) * 2)
+    parts: list[bytes] = []
+    for word in text.split():
+        parts += [tone(TONE_S_PER_CHAR * len(word), sample_rate, word_frequency(word)), gap]
+    return b"".join(parts) or gap
+
+
+def read_word_tones(pcm: bytes, sample_rate: int, vocabulary: list[str]) -> list[tuple[str, float]]:
+    """What `word_tones` audio says: (word, seconds heard) for each tone, in order. A word whose
+    tone is shorter than its full length was cut; a word twice in a row was heard twice."""
+    import numpy as np
+
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
+    window = max(1, sample_rate // 200)  # 5 ms
+    frames = len(samples) // window
+    loud = np.abs(samples[: frames * window]).reshape(frames, window).max(axis=1) > 1000
+    by_pitch = {word_frequency(w): w.strip() for w in vocabulary}
+    out: list[tuple[str, float]] = []
+    index = 0
+    while index < frames:
+        if not loud[index]:
+            index += 1
+            continue
+        end = index
+        while end < frames and loud[end]:
+            end += 1
+        piece = samples[index * window : end * window]
+        spectrum = np.abs(np.fft.rfft(piece * np.hanning(len(piece)), n=max(len(piece), sample_rate)))
+        peak = float(np.argmax(spectrum)) * sample_rate / max(len(piece), sample_rate)
+        pitch = min(by_pitch, key=lambda f: abs(f - peak))
+        out.append((by_pitch[pitch] if abs(pitch - peak) < 2.5 else f"?{peak:.0f}Hz", len(piece) / sample_rate))
+        index = end
+    return out
 
 
 @dataclass
@@ -174,7 +228,7 @@ async def emulate(
     faults: str | list[str] | list[Fault] | None = None,
     api_key: str = "test-key",
     transcript: str | None = "hello from the emulator",
-    tts_engine: Literal["tone", "piper"] = "tone",
+    tts_engine: Literal["tone", "words", "piper"] = "tone",
     host: str = "127.0.0.1",
     port: int = 0,
     seed: int = 0,
