@@ -90,7 +90,15 @@ def shaped_table(shape: str, n_routes: int = 10_000) -> str:
 
 
 def bench_big_tables() -> None:
+    """Whole-process `validate` and `resolve` of the 10,000-route tables: wall and CPU time (median
+    of 5), and CPU time as a ratio to `python -c pass`. Uncached: the table is read and checked;
+    cached: the answer kept by the previous run (cli/cached.py)."""
     py = sys.executable
+    # Byte code as an installed package has it (a first run writes it), whatever this shell says.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.run([py, "-m", "voicerouter", "--help"], capture_output=True, check=False, env=env)
+    bare_wall, bare_cpu = timed([py, "-c", "pass"], runs=9, env=env)
+    print(f"python -c pass: {bare_wall:.0f} ms wall, {bare_cpu:.0f} ms CPU")
     with tempfile.TemporaryDirectory() as tmp:
         for label, text in (("literal tenants", big_table(10_000)), ("tenant globs", shaped_table("globs")),
                             ("flags only", shaped_table("flags"))):
@@ -101,11 +109,10 @@ def bench_big_tables() -> None:
                 ("validate", [py, "-m", "voicerouter", "validate", str(path)]),
                 ("resolve", [py, "-m", "voicerouter", "resolve", "--routes", str(path), "--tenant", "t5000-x"]),
             ):
-                # Uncached: the table is read and checked; cached: the answer kept by the previous run.
                 for mode, extra in (("uncached", {"VOICEROUTER_NO_CACHE": "1"}), ("cached", {"VOICEROUTER_CACHE_DIR": tmp})):
-                    wall_ms, cpu_ms = timed(cmd, runs=3, env={**os.environ, **extra})
+                    wall_ms, cpu_ms = timed(cmd, runs=5, env={**env, **extra})
                     print(f"10,000 routes, {label:<15} ({size:>4} KB) {command:<8} {mode:<8} "
-                          f"{wall_ms:7.0f} ms wall {cpu_ms:7.0f} ms CPU")
+                          f"{wall_ms:7.0f} ms wall {cpu_ms:7.0f} ms CPU ({cpu_ms / bare_cpu:5.1f}x python -c pass)")
 
 
 def bench_processes(text: str) -> None:

@@ -152,3 +152,36 @@ def test_committed_json_schema_is_current(repo_root):
 
     committed = json.loads((repo_root / "routes.schema.json").read_text())
     assert committed == json_schema(), "run: voicerouter schema > routes.schema.json"
+
+
+def test_resolve_file_answers_as_the_whole_table_does(tmp_path, table):
+    from voicerouter.config.loader import resolve_file
+
+    path = tmp_path / "r.yaml"
+    path.write_text(TABLE)
+    for tenant, region, flags in [("acme", "eu-west-1", {}), ("acme", "us-1", {}), ("initech", "ca-1", {}),
+                                  ("beta-co", None, {"beta": True}), ("x", None, {"s2s": True}), (None, None, {})]:
+        ctx = RouteContext(tenant=tenant, region=region, flags=flags, session_id="s1")
+        plan, flag_names = resolve_file(path, ctx, env={})
+        assert plan.to_dict() == table.resolve(ctx).to_dict()
+        assert flag_names == table.flag_names() == {"s2s", "beta"}
+
+
+def test_resolve_file_checks_the_route_that_wins_and_leaves_the_others_to_validate(tmp_path):
+    from voicerouter.config.loader import resolve_file
+    from voicerouter.routing.findings import RoutingTableInvalid
+
+    path = tmp_path / "r.yaml"
+    path.write_text(TABLE + "  - name: broken\n    match: {tenant: broken}\n    stt: [nowhere]\n")
+    plan, _ = resolve_file(path, RouteContext(tenant="acme", region="eu-1"), env={})
+    assert plan.route == "acme-eu"  # the broken route cannot change this answer
+    with pytest.raises(RoutingTableInvalid) as caught:  # it wins here: the full check, its located error
+        resolve_file(path, RouteContext(tenant="broken"), env={})
+    with pytest.raises(RoutingTableInvalid) as full:
+        load_routes(path, env={})
+    assert caught.value.findings == full.value.findings
+    assert [(f.code, f.location.line) for f in caught.value.findings if f.severity == "error"] == [("unknown-provider", 36)]
+    # A match the schema has to read (a YAML `no` as a tenant name) takes the full way and agrees.
+    path.write_text(TABLE.replace("tenant: beta-co", "tenant: no"))
+    plan, _ = resolve_file(path, RouteContext(tenant="no"), env={})
+    assert plan.route == "no-beta"

@@ -148,3 +148,32 @@ def test_cli_on_generated_tables_exits_only_with_documented_codes(tmp_path):
         assert proc.returncode in (0, 1, 2) and "internal error" not in proc.stderr, proc.stderr
         if proc.returncode == 0:
             json.loads(proc.stdout, parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))  # no NaN
+
+
+contexts = st.builds(lambda t, r, f: RouteContext(tenant=t, region=r, flags=f, session_id="s"),
+                     st.one_of(st.none(), word), st.one_of(st.none(), word), flags)
+
+
+@FAST
+@given(st.lists(match_spec, max_size=12), st.lists(contexts, min_size=1, max_size=5))
+def test_resolve_file_answers_as_the_whole_table_does(tmp_path_factory, specs, ctxs):
+    from voicerouter.config.loader import resolve_file
+
+    routes = [{"name": f"r{i}", "match": spec.model_dump(exclude_defaults=True), "tts": ["u"] if i % 2 else ["t"]}
+              for i, spec in enumerate(specs)]
+    text = yaml.safe_dump({"providers": {"s": {"type": "pocketsphinx"}, "t": {"type": "piper"}, "u": {"type": "piper"}},
+                           "defaults": {"stt": ["s"], "tts": ["t"]}, "routes": routes})
+    path = tmp_path_factory.mktemp("t") / "t.yaml"
+    path.write_text(text)
+    try:
+        table = parse_routes(text, env={})
+    except ConfigError:
+        table = None  # shadowed routes: `resolve` still answers (validate reports them)
+    for ctx in ctxs:
+        plan, flag_names = resolve_file(path, ctx, env={})
+        expected = table.resolve(ctx) if table is not None else None
+        if expected is not None:
+            assert plan.to_dict() == expected.to_dict()
+            assert flag_names == table.flag_names()
+        index = next((i for i, spec in enumerate(specs) if explain_match(spec, ctx) is not None), None)
+        assert plan.route == (f"r{index}" if index is not None else "defaults")

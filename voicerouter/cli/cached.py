@@ -152,15 +152,13 @@ def plan_for(path: Path, *, tenant: str | None, region: str | None, flags: dict[
 
 def _resolve(path: Path, *, tenant: str | None, region: str | None, flags: dict[str, bool],
              session_id: str | None) -> dict[str, Any]:
-    from voicerouter.cli.common import route_flags
-    from voicerouter.config.loader import load_routes
+    from voicerouter.config.loader import resolve_file
     from voicerouter.routing.plan import RouteContext
 
-    table = load_routes(path)
     kwargs = {"session_id": session_id} if session_id else {}
-    plan = table.resolve(RouteContext(tenant=tenant, region=region, flags=flags, **kwargs))
+    plan, route_flags = resolve_file(path, RouteContext(tenant=tenant, region=region, flags=flags, **kwargs))
     split = any(stage.strategy == "split" for stage in plan.stages() + plan.carrier_stages())
-    return {"plan": plan.to_dict(), "split": split, "route_flags": sorted(route_flags(table)), "file": table.file}
+    return {"plan": plan.to_dict(), "split": split, "route_flags": sorted(route_flags), "file": str(path)}
 
 
 def run_resolve(routes: Path | None, *, tenant: str | None, region: str | None, flag: list[str],

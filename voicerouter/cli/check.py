@@ -117,7 +117,7 @@ def check(
     import asyncio
     import os
 
-    from voicerouter.cli.common import find_routes, parse_flags, route_flags, warn_unused_flags
+    from voicerouter.cli.common import find_routes, parse_flags, warn_unused_flags
     from voicerouter.config.loader import load_routes
     from voicerouter.errors import EXIT_PROVIDER
     from voicerouter.routing.checks import used_providers
@@ -126,7 +126,7 @@ def check(
     table = load_routes(find_routes(routes))
     if tenant is not None or region is not None or flag:
         plan = table.resolve(RouteContext(tenant=tenant, region=region, flags=parse_flags(flag)))
-        warn_unused_flags(route_flags(table), parse_flags(flag), table.file)
+        warn_unused_flags(table.flag_names(), parse_flags(flag), table.file)
         names = list(plan.providers)
     elif all_providers:
         names = list(table.config.providers)

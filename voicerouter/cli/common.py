@@ -14,7 +14,6 @@ if TYPE_CHECKING:
     import typer
     from rich.console import Console
 
-    from voicerouter.routing.table import RoutingTable
 
 ROUTES_ENV = "VOICEROUTER_ROUTES"
 DEFAULT_ROUTES = "routes.yaml"
@@ -194,7 +193,3 @@ def warn_unused_flags(route_flags: set[str], flags: dict[str, bool], file: str) 
         if name not in route_flags:
             known = did_you_mean(name, route_flags) or (f" (routes use: {', '.join(sorted(route_flags))})" if route_flags else "")
             print(f"warning: flag {name!r} is not used by any route in {file}{known}", file=sys.stderr)
-
-
-def route_flags(table: RoutingTable) -> set[str]:
-    return {name for route in table.config.routes for name in route.match.flags}

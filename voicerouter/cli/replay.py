@@ -38,7 +38,6 @@ def replay(
         note,
         parse_flags,
         print_error,
-        route_flags,
         routes_or_builtin,
         stderr_console,
         stdout_console,
@@ -69,7 +68,7 @@ def replay(
         session_id = f"replay-{table_seed}" if table_seed is not None else None
     kwargs = {"session_id": session_id} if session_id else {}
     ctx = RouteContext(tenant=tenant, region=region, flags=parse_flags(flag), **kwargs)
-    warn_unused_flags(route_flags(table), ctx.flags, table.file)
+    warn_unused_flags(table.flag_names(), ctx.flags, table.file)
     faults = faults_for(table, inject, seed)
     for path, what in ((junit, "--junit"), (out, "--out"), (timeline, "--timeline")):
         if path is not None:  # before the run: a typo must not cost a long replay its report

@@ -23,7 +23,7 @@ def resolve(
 
         run_resolve(routes, tenant=tenant, region=region, flag=flag or [], session_id=session_id, json_out=json_out)
         return
-    from voicerouter.cli.common import find_routes, parse_flags, route_flags, warn_unused_flags
+    from voicerouter.cli.common import find_routes, parse_flags, warn_unused_flags
     from voicerouter.config.loader import load_routes
     from voicerouter.routing.plan import RouteContext
 
@@ -38,7 +38,7 @@ def resolve(
     else:
         ctx = RouteContext(tenant=tenant, region=region, flags=parse_flags(flag), **kwargs)
     plan = table.resolve(ctx)
-    warn_unused_flags(route_flags(table), parse_flags(flag), table.file)
+    warn_unused_flags(table.flag_names(), parse_flags(flag), table.file)
     if json_out:
         import json
 

@@ -13,17 +13,22 @@ import os
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from voicerouter.config.schema import RouteSettings, RoutingTableConfig
 from voicerouter.config.yaml_source import PathKey, SourceMap, load_yaml, parse_yaml
 from voicerouter.routing.findings import Finding, RoutingTableInvalid
+from voicerouter.routing.match import accepts
 from voicerouter.routing.table import RoutingTable
+
+if TYPE_CHECKING:
+    from voicerouter.routing.plan import RouteContext, SessionPlan
 
 M = TypeVar("M", bound=BaseModel)
 ROUTE_ONLY_KEYS = frozenset({"name", "match", "description"})
+MATCH_KEYS = frozenset({"tenant", "region", "flags"})
 STAGE_KEYS = frozenset({"stt", "tts", "s2s", "call", "sms"})
 BUILTIN_NAME = "builtin:offline"
 
@@ -37,6 +42,58 @@ def load_routes(path: str | Path, *, env: Mapping[str, str] | None = None) -> Ro
 def parse_routes(text: str, *, name: str = "<string>", env: Mapping[str, str] | None = None) -> RoutingTable:
     data, source = parse_yaml(text, name)
     return _build_or_raise(data, source, env)
+
+
+def resolve_file(path: str | Path, ctx: RouteContext, *, env: Mapping[str, str] | None = None) -> tuple[SessionPlan, set[str]]:
+    """`load_routes(path).resolve(ctx)` for a one-off question (`voicerouter resolve`), checking what
+    the answer depends on: every route's `match` is read as written to find the winner, then the
+    table cut down to its providers, defaults, numbers and that one route is checked as `validate`
+    checks a table. The other routes' settings, and table-wide analyses such as shadowing, are left
+    to `validate`. Anything unusual (a match the schema would have to convert, an error finding)
+    takes the full way, so a broken table fails exactly as `load_routes` fails.
+    Returns the plan and the names of the flags the table's routes test."""
+    data, _ = load_yaml(path)
+    answer = _resolve_cut(data, str(path), ctx, os.environ if env is None else env)
+    if answer is not None:
+        return answer
+    table = load_routes(path, env=env)
+    return table.resolve(ctx), table.flag_names()
+
+
+def _resolve_cut(data: Any, name: str, ctx: RouteContext, env: Mapping[str, str]) -> tuple[SessionPlan, set[str]] | None:
+    if not isinstance(data, dict) or not isinstance(data.get("routes", []), list):
+        return None
+    routes: list[Any] = data.get("routes", [])
+    winner: int | None = None
+    flag_names: set[str] = set()
+    for index, route in enumerate(routes):
+        if not isinstance(route, dict) or not isinstance(route.get("name"), str):
+            return None
+        match = route.get("match", {})
+        if not isinstance(match, dict) or not match.keys() <= MATCH_KEYS:
+            return None
+        tenant, region, flags = match.get("tenant"), match.get("region"), match.get("flags", {})
+        if not (_as_written(tenant) and _as_written(region) and isinstance(flags, dict)):
+            return None
+        for flag, wanted in flags.items():
+            if not isinstance(flag, str) or wanted.__class__ is not bool:
+                return None
+        flag_names.update(flags)
+        if winner is None and accepts(tenant, region, flags, ctx):
+            winner = index
+    cut = {**data, "routes": [routes[winner]] if winner is not None else []}
+    table, findings = build_table(cut, SourceMap(name), env=env)  # positions unused: errors go the full way
+    if table is None or any(f.severity == "error" for f in findings):
+        return None
+    plan = table.resolve(ctx)
+    return (plan, flag_names) if plan.matched == (winner is not None) else None
+
+
+def _as_written(patterns: Any) -> bool:
+    """A tenant/region value the schema takes unchanged: unset, a text, or a non-empty list of texts."""
+    if patterns is None or isinstance(patterns, str):
+        return True
+    return isinstance(patterns, list) and bool(patterns) and all(isinstance(p, str) for p in patterns)
 
 
 def builtin_routes() -> RoutingTable:

@@ -13,7 +13,6 @@ import copy
 import functools
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +27,39 @@ MAX_DEPTH = 64
 PathKey = tuple[Any, ...]
 
 
-@dataclass
 class SourceMap:
-    """Maps a data path to the position of its value (and of its key, for mappings)."""
+    """Maps a data path to the position of its value (and of its key, for mappings).
 
-    file: str
-    values: dict[PathKey, tuple[int, int]] = field(default_factory=dict)
-    keys: dict[PathKey, tuple[int, int]] = field(default_factory=dict)
-    written: dict[PathKey, str] = field(default_factory=dict)  # plain scalars YAML read as bool/number/null, as written
+    Built from the text on first use when the document was read by the fast path (`parse_yaml`):
+    most loads never need a position, and tracking every value's costs more than the parse.
+    """
+
+    def __init__(self, file: str, text: str | None = None) -> None:
+        self.file = file
+        self._text = text  # parsed again, with positions, the first time one is needed
+        self._values: dict[PathKey, tuple[int, int]] = {}
+        self._keys: dict[PathKey, tuple[int, int]] = {}
+        self._written: dict[PathKey, str] = {}  # plain scalars YAML read as bool/number/null, as written
+
+    @property
+    def values(self) -> dict[PathKey, tuple[int, int]]:
+        self._fill()
+        return self._values
+
+    @property
+    def keys(self) -> dict[PathKey, tuple[int, int]]:
+        self._fill()
+        return self._keys
+
+    @property
+    def written(self) -> dict[PathKey, str]:
+        self._fill()
+        return self._written
+
+    def _fill(self) -> None:
+        if self._text is not None:
+            text, self._text = self._text, None
+            _Builder(self).build(yaml.parse(text, Loader=_Loader))
 
     def locate(self, path: PathKey, *, key: bool = False) -> Location:
         """The closest known position of `path` (walking up to a parent when needed)."""
@@ -134,11 +158,11 @@ class _Builder:
     # -- positions -------------------------------------------------------------------------
     def note(self, kind: str, path: PathKey, item: Any) -> None:
         if kind == "v":
-            self.source.values.setdefault(path, item)
+            self.source._values.setdefault(path, item)
         elif kind == "k":
-            self.source.keys[path] = item
+            self.source._keys[path] = item
         else:
-            self.source.written[path] = item
+            self.source._written[path] = item
         if self.open_anchors:  # only an anchored subtree's positions are replayed (for its aliases)
             self.log.append((kind, path, item))
 
@@ -294,8 +318,10 @@ class _ScalarConstructor(yaml.SafeLoader):
         return cls._instance.construct_object(node, deep=True)
 
 
-def load_yaml(path: str | Path) -> tuple[Any, SourceMap]:
-    """Parse one YAML file; every failure is a `ConfigError` with the file and, where known, the line."""
+def load_yaml(path: str | Path, *, positions: bool = False) -> tuple[Any, SourceMap]:
+    """Parse one YAML file; every failure is a `ConfigError` with the file and, where known, the line.
+    `positions`: record every value's position while parsing (for callers that will report on
+    most files, like `validate`), instead of on first use."""
     path = Path(path)
     name = str(path)
     try:
@@ -321,10 +347,10 @@ def load_yaml(path: str | Path) -> tuple[Any, SourceMap]:
         raise ConfigError(
             f"not UTF-8 text (byte 0x{raw[exc.start]:02x})", location=Location(name, line), hint="save the file as UTF-8"
         ) from None
-    return parse_yaml(text, name)
+    return parse_yaml(text, name, positions=positions)
 
 
-def parse_yaml(text: str, name: str = "<string>") -> tuple[Any, SourceMap]:
+def parse_yaml(text: str, name: str = "<string>", *, positions: bool = False) -> tuple[Any, SourceMap]:
     """Parse YAML text into plain values and a `SourceMap`; every failure is a located `ConfigError`."""
     source = SourceMap(name)
     bad = _NOT_PRINTABLE.search(text)
@@ -334,6 +360,9 @@ def parse_yaml(text: str, name: str = "<string>") -> tuple[Any, SourceMap]:
         raise ConfigError(
             f"control character U+{ord(bad.group()):04X} is not allowed in YAML", location=Location(name, line, column)
         )
+    root = _OUTSIDE if positions else _common_values(text)
+    if root is not _OUTSIDE:
+        return root, SourceMap(name, text)
     builder = _Builder(source)
     try:
         builder.build(yaml.parse(text, Loader=_Loader))
@@ -347,3 +376,109 @@ def parse_yaml(text: str, name: str = "<string>") -> tuple[Any, SourceMap]:
     if builder.root is None and not source.values:
         raise ConfigError("the file is empty", location=Location(name), hint="see routes.example.yaml")
     return builder.root, source
+
+
+# --- the fast path --------------------------------------------------------------------------------
+# Most tables are plain mappings, lists and scalars. Building those without recording positions
+# (the `SourceMap` parses again when one is needed) is several times faster than `_Builder`, which
+# stays the reference: anything outside that subset (anchors, aliases, tags, merge keys, a second
+# document, limits reached, a YAML error) is handed to it, and it gives the value or the located error.
+
+_OUTSIDE: Any = object()
+_NO_KEY: Any = object()
+_CParser: Any = getattr(getattr(yaml, "_yaml", None), "CParser", None)
+
+
+# First characters of the plain scalars that YAML 1.1 may read as something other than text.
+_NOT_ONLY_TEXT = frozenset(_RESOLVER.yaml_implicit_resolvers)
+
+
+def _plain_value(text: str) -> Any:
+    """A plain scalar's value as `_Builder.scalar` reads it, or _OUTSIDE when that raises."""
+    return _plain_typed(text) if text[:1] in _NOT_ONLY_TEXT else text  # names: no resolver to run
+
+
+@functools.lru_cache(maxsize=8192)
+def _plain_typed(text: str) -> Any:
+    tag = _plain_tag(text)
+    if tag in (_STR, _TIMESTAMP):
+        return text
+    node = yaml.ScalarNode(tag, text)
+    try:
+        return _ScalarConstructor.construct(node)
+    except Exception:
+        return _OUTSIDE
+
+
+def _common_values(text: str) -> Any:
+    """The document's value when it is in the common subset, else _OUTSIDE."""
+    if _CParser is None:
+        return _OUTSIDE  # the pure-Python parser: no time to win, the reference builder does it all
+    scalar, mapping, sequence = yaml.ScalarEvent, yaml.MappingStartEvent, yaml.SequenceStartEvent
+    ends = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
+    parser = _CParser(text)
+    get = parser.get_event
+    stack: list[Any] = []
+    keys: list[Any] = []  # per open mapping (None for a sequence): the key waiting for its value
+    root: Any = _OUTSIDE
+    count = documents = 0
+    try:
+        while True:
+            event = get()
+            kind = event.__class__
+            if kind is scalar:
+                count += 1
+                if event.tag is not None or event.anchor is not None or count > MAX_NODES:
+                    return _OUTSIDE
+                value = event.value
+                if not stack:
+                    root = _plain_value(value) if event.implicit[0] else value
+                    if root is _OUTSIDE:
+                        return _OUTSIDE
+                    continue
+                top = stack[-1]
+                key = keys[-1]
+                if key is _NO_KEY:  # a mapping key: names stay as written
+                    if value in top or (value == "<<" and event.implicit[0]):
+                        return _OUTSIDE  # a duplicate or a merge key: the reference says which
+                    keys[-1] = value
+                    continue
+                if event.implicit[0]:
+                    value = _plain_value(value)
+                    if value is _OUTSIDE:
+                        return _OUTSIDE
+                if key is None:
+                    top.append(value)
+                else:
+                    top[key] = value
+                    keys[-1] = _NO_KEY
+            elif kind is mapping or kind is sequence:
+                count += 1
+                if event.tag is not None or event.anchor is not None or len(stack) >= MAX_DEPTH or count > MAX_NODES:
+                    return _OUTSIDE
+                value = {} if kind is mapping else []
+                if stack:
+                    key = keys[-1]
+                    if key is _NO_KEY:
+                        return _OUTSIDE  # a collection as a mapping key
+                    if key is None:
+                        stack[-1].append(value)
+                    else:
+                        stack[-1][key] = value
+                        keys[-1] = _NO_KEY
+                else:
+                    root = value
+                stack.append(value)
+                keys.append(_NO_KEY if kind is mapping else None)
+            elif kind in ends:
+                stack.pop()
+                keys.pop()
+            elif kind is yaml.DocumentStartEvent:
+                documents += 1
+                if documents > 1:
+                    return _OUTSIDE
+            elif kind is yaml.StreamEndEvent or kind is yaml.AliasEvent:
+                break
+    except yaml.YAMLError:
+        return _OUTSIDE
+    return _OUTSIDE if kind is yaml.AliasEvent or documents == 0 else root

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from fnmatch import fnmatchcase
 
 from voicerouter.config.schema import MatchSpec, Patterns
@@ -12,6 +14,31 @@ def as_list(patterns: Patterns | None) -> list[str]:
     if patterns is None:
         return []
     return [patterns] if isinstance(patterns, str) else list(patterns)
+
+
+_GLOB = re.compile(r"[*?\[]")
+
+
+def pattern_hit(patterns: Patterns, value: str | None) -> bool:
+    """Does `value` match one of the patterns? A glob is tried only when its literal prefix fits."""
+    if value is None:
+        return False
+    for pattern in (patterns,) if isinstance(patterns, str) else patterns:
+        if pattern == value:
+            return True
+        glob = _GLOB.search(pattern)
+        if glob is not None and value.startswith(pattern[: glob.start()]) and fnmatchcase(value, pattern):
+            return True
+    return False
+
+
+def accepts(tenant: Patterns | None, region: Patterns | None, flags: Mapping[str, bool], ctx: RouteContext) -> bool:
+    """Does a match (its fields as written) accept the session? Missing fields accept anything."""
+    if tenant is not None and not pattern_hit(tenant, ctx.tenant):
+        return False
+    if region is not None and not pattern_hit(region, ctx.region):
+        return False
+    return all(ctx.flags.get(name, False) == wanted for name, wanted in flags.items())
 
 
 def _match_value(field: str, value: str | None, patterns: Patterns | None) -> tuple[bool, str | None]:

@@ -48,6 +48,10 @@ class RoutingTable:
     def routes(self) -> list[RouteConfig]:
         return self.config.routes
 
+    def flag_names(self) -> set[str]:
+        """The flags the routes test (a flag given to `resolve` that none tests is likely a typo)."""
+        return {name for route in self.config.routes for name in route.match.flags}
+
     def match(self, ctx: RouteContext) -> tuple[int | None, list[str]]:
         """Index of the winning route (None for defaults) and why it won."""
         for index in self.candidates(ctx.tenant):

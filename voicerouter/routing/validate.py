@@ -57,7 +57,7 @@ def raw_findings(path: str | Path, *, env: Mapping[str, str] | None = None) -> l
     from voicerouter.config.yaml_source import load_yaml
 
     try:
-        data, source = load_yaml(path)
+        data, source = load_yaml(path, positions=True)
     except ConfigError as exc:
         from voicerouter.errors import Location
 
