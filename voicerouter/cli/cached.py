@@ -11,7 +11,6 @@ for a given `--session-id` (the split's pick depends on it).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -50,6 +49,8 @@ def _code_stamp() -> str:
 
 
 def _key(kind: str, content: bytes, *parts: str) -> str:
+    import hashlib
+
     digest = hashlib.sha256()
     for piece in (kind, _code_stamp(), *parts):
         digest.update(piece.encode() + b"\0")
@@ -86,7 +87,7 @@ def _store(key: str, value: Any) -> None:
 def findings_for(path: Path) -> list[Finding]:
     """The unfiltered findings of one file: from the cache, or checked (and then cached)."""
     try:
-        content = path.read_bytes()
+        content = path.read_bytes() if cache_dir() is not None else None
     except OSError:
         content = None
     if content is not None:
@@ -136,13 +137,18 @@ def run_validate(files: list[Path], *, fmt: str, strict: bool, select: list[str]
 def plan_for(path: Path, *, tenant: str | None, region: str | None, flags: dict[str, bool],
              session_id: str | None) -> tuple[dict[str, Any], set[str], str]:
     """(the plan as JSON data, the flags the table's routes use, the table's file name)."""
-    content = path.read_bytes()
-    flag_text = ",".join(f"{k}={v}" for k, v in sorted(flags.items()))
-    key = _key("resolve", content, str(path), tenant or "\0", region or "\0", flag_text, session_id or "\0")
-    hit = _load(key)
+    key = None
+    try:
+        content = path.read_bytes() if cache_dir() is not None else None
+    except OSError:
+        content = None  # reading the table again says what is wrong, with its location
+    if content is not None:
+        flag_text = ",".join(f"{k}={v}" for k, v in sorted(flags.items()))
+        key = _key("resolve", content, str(path), tenant or "\0", region or "\0", flag_text, session_id or "\0")
+    hit = _load(key) if key is not None else None
     if hit is None or (hit["split"] and session_id is None):
         hit = _resolve(path, tenant=tenant, region=region, flags=flags, session_id=session_id)
-        if session_id is not None or not hit["split"]:
+        if key is not None and (session_id is not None or not hit["split"]):
             _store(key, hit)
     data = hit["plan"]
     if session_id is None and not hit["split"]:

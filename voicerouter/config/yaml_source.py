@@ -257,7 +257,9 @@ class _Builder:
             if tag in (_STR, _TIMESTAMP):
                 value = event.value  # a date-looking word is a name here (tenant: 2024-02-30)
             else:
-                value = self.construct(event, tag)
+                value = _plain_typed(event.value)  # cached; on a failure, construct says where and why
+                if value is _OUTSIDE:
+                    value = self.construct(event, tag)
                 written = event.value  # kept for fields the schema types as text (tenant: no)
                 self.note("r", path, written)
         else:
