@@ -41,6 +41,37 @@ class CallPlan:
     barge_after_s: float = 0.6  # into the reply's audio
     listen_s: float = 12.0  # longest wait for replies after the caller's audio
     settle_s: float = 1.2  # quiet after the last reply audio that ends the call
+    dtmf: list[tuple[float | None, str]] = field(default_factory=list)  # (at s, keys); None: after the audio
+
+
+DTMF_GAP_S = 0.25  # between the keys of one --dtmf group, as a person types them
+
+
+def parse_dtmf(spec: str) -> tuple[float | None, str]:
+    """`KEYS[@SECONDS]` (e.g. `1#@2.5`): keys pressed from that point of the caller's audio, else after it."""
+    from voicerouter.session.keypad import normalize_digit
+
+    keys, at, seconds = spec.partition("@")
+    if not keys or any(normalize_digit(k) is None for k in keys):
+        raise ValueError(f"--dtmf takes keys of 0-9 * # A-D, optionally @SECONDS, got {spec!r}")
+    if not at:
+        return None, keys.upper()
+    try:
+        when = float(seconds)
+    except ValueError:
+        when = -1.0
+    if not when >= 0 or when == float("inf"):
+        raise ValueError(f"--dtmf {spec!r}: the time after @ must be seconds >= 0")
+    return when, keys.upper()
+
+
+def dtmf_schedule(plan: CallPlan, audio_s: float) -> list[tuple[float, str]]:
+    """Each key of the plan's --dtmf groups and when (seconds into the stream) it is pressed."""
+    out: list[tuple[float, str]] = []
+    for at, keys in plan.dtmf:
+        start = audio_s + 0.5 if at is None else at
+        out += [(start + i * DTMF_GAP_S, key) for i, key in enumerate(keys)]
+    return sorted(out, key=lambda item: item[0])
 
 
 @dataclass
@@ -56,6 +87,8 @@ class CallResult:
     latencies_s: list[float] = field(default_factory=list)  # speech end -> first reply audio
     clear_after_barge_s: float | None = None  # caller speech start (barge) -> `clear` received
     clears: int = 0
+    clear_after_key_s: float | None = None  # a key pressed during a reply -> `clear` received
+    keys_sent: str = ""
     marks_echoed: int = 0
     max_send_lag_s: float = 0.0
     events: list[dict[str, Any]] = field(default_factory=list)  # ws carrier: the session's events
@@ -92,6 +125,7 @@ class LoadReport:
                 {"call_id": c.call_id, "outcome": c.outcome, "error": c.error, "close_code": c.close_code,
                  "close_reason": c.close_reason, "latencies_s": [round(x, 3) for x in c.latencies_s],
                  "reply_s": round(len(c.heard) / 2 / c.rate, 2), "clears": c.clears, "words": c.words,
+                 "dtmf_sent": c.keys_sent,
                  "duration_s": round(c.duration_s, 2)}
                 for c in self.calls
             ],
@@ -258,7 +292,8 @@ async def _stream(http: Any, target: Target, plan: CallPlan, result: CallResult,
     playout = _Playout(rate)
     loop = asyncio.get_running_loop()
     state: dict[str, Any] = {"speech_end_t": None, "awaiting_reply": False, "last_audio_t": None,
-                             "reply_started_t": None, "barge_voice_t": None, "closed": False}
+                             "reply_started_t": None, "barge_voice_t": None, "closed": False, "key_t": None}
+    keys = dtmf_schedule(plan, len(caller) / 2 / rate)
 
     opened = loop.time()
     async with http.ws_connect(url, max_msg_size=1 << 22) as ws:
@@ -287,6 +322,8 @@ async def _stream(http: Any, target: Target, plan: CallPlan, result: CallResult,
                     result.clears += 1
                     if state["barge_voice_t"] is not None and result.clear_after_barge_s is None:
                         result.clear_after_barge_s = now - state["barge_voice_t"]
+                    if state["key_t"] is not None and result.clear_after_key_s is None:
+                        result.clear_after_key_s = now - state["key_t"]
                     for name in playout.clear():
                         await ws.send_str(far.mark(name))
                         result.marks_echoed += 1
@@ -303,6 +340,8 @@ async def _stream(http: Any, target: Target, plan: CallPlan, result: CallResult,
             barge_pos = 0
             caller_end = len(caller)
             barge_voice = voiced_start_s(plan.barge) if plan.barge else 0.0
+            keys_planned = bool(keys)
+            last_key_s = keys[-1][0] if keys else 0.0
             while not state["closed"]:
                 due = t0 + i * FRAME_MS / 1000
                 now = loop.time()
@@ -331,6 +370,14 @@ async def _stream(http: Any, target: Target, plan: CallPlan, result: CallResult,
                 if state["speech_end_t"] is None and (i + 1) * FRAME_MS / 1000 >= speech_end and speech_end > 0:
                     state["speech_end_t"] = loop.time()
                     state["awaiting_reply"] = True
+                while keys and keys[0][0] <= (i + 1) * FRAME_MS / 1000:
+                    _, key = keys.pop(0)
+                    await ws.send_str(far.dtmf(key))
+                    result.keys_sent += key
+                    state["key_t"] = loop.time() if playout.busy() else None
+                    if not keys:  # the entry is typed: its reply is timed from the last key
+                        state["speech_end_t"] = loop.time()
+                        state["awaiting_reply"] = True
                 played, marks = playout.tick()
                 result.heard += played
                 for name in marks:
@@ -340,11 +387,12 @@ async def _stream(http: Any, target: Target, plan: CallPlan, result: CallResult,
                     barge_at = state["reply_started_t"] + plan.barge_after_s
                 i += 1
                 elapsed = i * FRAME_MS / 1000
-                after_caller = elapsed - caller_end / 2 / rate
+                after_caller = elapsed - max(caller_end / 2 / rate, last_key_s)
                 barge_done = barge is None or barge_pos >= len(barge)
                 quiet = state["last_audio_t"] is None or loop.time() - state["last_audio_t"] > plan.settle_s
-                if after_caller > 0 and barge_done and not playout.busy() and quiet and (
-                    state["reply_started_t"] is not None or after_caller > plan.listen_s
+                replied = state["reply_started_t"] is not None and not (keys_planned and state["awaiting_reply"])
+                if after_caller > 0 and barge_done and not keys and not playout.busy() and quiet and (
+                    replied or after_caller > plan.listen_s
                 ):
                     break
                 if after_caller > plan.listen_s + 30:

@@ -74,7 +74,7 @@ async def test_webhook_posts_context_and_history_and_speaks_reply():
     assert request["headers"]["X-Hook-Token"] == HOOK_TOKEN
     assert request["body"] == {
         "session_id": "sess-1", "tenant": "acme", "region": "eu-west-1", "route": "acme-eu",
-        "flags": {"beta": True}, "transcript": "my balance please",
+        "flags": {"beta": True}, "transcript": "my balance please", "input": "speech",
         "history": [{"role": "user", "text": "hi"}, {"role": "assistant", "text": "You said: hi."}],
     }
 

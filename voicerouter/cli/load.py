@@ -19,6 +19,9 @@ def load(
     tenant: Annotated[str | None, typer.Option("--tenant", "-t", help="Tenant, as a query parameter of the webhook.")] = None,
     region: Annotated[str | None, typer.Option("--region", "-r", help="Region, as a query parameter of the webhook.")] = None,
     flag: Annotated[list[str] | None, typer.Option("--flag", help="Flag NAME or NAME=true|false (repeatable).")] = None,
+    dtmf: Annotated[list[str] | None, typer.Option(
+        "--dtmf", help="Keys each caller presses, KEYS[@SECONDS] (e.g. 1#@2.5: at 2.5 s into the call, "
+        "0.25 s apart; without @, after the fixture's audio). Repeatable.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     transcribe: Annotated[bool, typer.Option("--transcribe/--no-transcribe", help="Transcribe what callers heard (PocketSphinx).")] = True,
 ) -> None:
@@ -35,7 +38,7 @@ def load(
 
     from voicerouter.cli.common import parse_flags
     from voicerouter.errors import UsageError
-    from voicerouter.load import Target, load_fixture, run_load, telnyx_private_key
+    from voicerouter.load import Target, load_fixture, parse_dtmf, run_load, telnyx_private_key
 
     if carrier not in ("twilio", "telnyx", "ws"):
         raise UsageError(f"--carrier must be twilio, telnyx or ws, got {carrier!r}")
@@ -46,7 +49,13 @@ def load(
     if not url.startswith(("http://", "https://")):
         raise UsageError(f"URL must be http(s)://host:port, got {url!r}")
     parse_flags(flag)  # the same checks as every --flag
+    try:
+        keypad = [parse_dtmf(spec) for spec in dtmf or []]
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     plans = [load_fixture(path) for path in fixtures]
+    for plan in plans:
+        plan.dtmf = list(keypad)
     key = os.environ.get("TELNYX_PRIVATE_KEY")
     target = Target(url, carrier=carrier, to=to, tenant=tenant, region=region, flags=list(flag or []),  # type: ignore[arg-type]
                     twilio_auth_token=os.environ.get("TWILIO_AUTH_TOKEN"),

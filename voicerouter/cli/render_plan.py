@@ -51,7 +51,7 @@ def plan_rows(data: dict[str, Any], source: str, *, markup: bool = False) -> tup
         rows.append((f"  {esc(name)}", f"[dim]{detail}[/]" if markup else detail))
     if data["pipeline"] == "stt_tts":
         rows.append(("agent", esc(_settings(data["agent"]))))
-    for label, key in (("vad", "vad"), ("turn", "turn"), ("barge-in", "barge_in"), ("resilience", "resilience")):
+    for label, key in (("vad", "vad"), ("turn", "turn"), ("barge-in", "barge_in"), ("dtmf", "dtmf"), ("resilience", "resilience")):
         rows.append((label, esc(_settings(data[key]))))
     return title, rows
 

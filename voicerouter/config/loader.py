@@ -1,6 +1,6 @@
 """Load a routing table: YAML -> schema check -> per-route effective settings -> `RoutingTable`.
 
-Routes inherit from `defaults`: mappings (vad, turn, agent, resilience, barge_in) merge key by
+Routes inherit from `defaults`: mappings (vad, turn, agent, resilience, barge_in, dtmf) merge key by
 key, stages (stt, tts, s2s) are replaced whole. Every problem becomes a located `Finding`;
 `load_routes` raises `RoutingTableInvalid` if any is an error.
 """

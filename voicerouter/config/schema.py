@@ -216,6 +216,40 @@ class BargeInConfig(Strict):
     half_duplex: bool = Field(False, description="Ignore the microphone while the reply plays.")
 
 
+DTMF_DIGITS = "0123456789*#ABCD"
+
+
+class DtmfConfig(Strict):
+    """Keypad digits (DTMF) from a call. Every digit is an event; with `collect`, digits are gathered
+    into a user turn for the agent, ended by the terminator, `max_digits`, or a pause of
+    `inter_digit_timeout_ms` on the call's audio clock."""
+
+    collect: bool = Field(True, description="Deliver the digits to the agent as a user turn.")
+    terminator: str | None = Field("#", description="The key that ends the entry (not part of it); null for none.")
+    inter_digit_timeout_ms: int = Field(3000, gt=0, description="A pause this long after a digit ends the entry.")
+    max_digits: int | None = Field(None, gt=0, description="The entry ends once it has this many digits.")
+    barge_in: bool = Field(True, description="A keypress stops the reply being spoken.")
+    text: str = Field("{digits}", description="The user turn's text; {digits} is replaced by the keys pressed.")
+
+    @field_validator("terminator")
+    @classmethod
+    def _one_key(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) != 1 or value.upper() not in DTMF_DIGITS):
+            raise ValueError(f"a terminator is one key of {DTMF_DIGITS}, got {value!r}")
+        return None if value is None else value.upper()
+
+    @field_validator("text")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        if "{digits}" not in value:
+            raise ValueError("the text must contain {digits}")
+        try:
+            value.format(digits="1")
+        except (KeyError, IndexError, ValueError):
+            raise ValueError("the text may use only {digits} in braces (write {{ and }} for literal braces)") from None
+        return value
+
+
 class RouteSettings(Strict):
     """Everything a session gets; `defaults` is one, and a route overrides any part of it."""
 
@@ -230,6 +264,7 @@ class RouteSettings(Strict):
     agent: AgentConfig = AgentConfig()
     resilience: ResilienceConfig = ResilienceConfig()
     barge_in: BargeInConfig = BargeInConfig()
+    dtmf: DtmfConfig = DtmfConfig()
     instructions: str | None = Field(None, description="System prompt for S2S providers and chat agents.")
 
 

@@ -52,6 +52,7 @@ class Transcript:
 class Message:
     role: Literal["user", "assistant", "system"]
     text: str
+    input: str = "speech"  # how a user message came: speech, or dtmf (typed on the keypad)
 
 
 @dataclass
@@ -60,8 +61,8 @@ class Conversation:
 
     messages: list[Message] = field(default_factory=list)
 
-    def add(self, role: Literal["user", "assistant", "system"], text: str) -> None:
-        self.messages.append(Message(role, text))
+    def add(self, role: Literal["user", "assistant", "system"], text: str, *, input: str = "speech") -> None:
+        self.messages.append(Message(role, text, input))
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from voicerouter.config.schema import (
     AgentConfig,
     BargeInConfig,
+    DtmfConfig,
     ProviderConfig,
     ResilienceConfig,
     TurnConfig,
@@ -73,6 +74,7 @@ class SessionPlan:
     warnings: tuple[str, ...] = ()
     call: StagePlan | None = None  # carriers for outbound calls (`place_call`), not part of the voice pipeline
     sms: StagePlan | None = None  # carriers for messages (`send_sms`)
+    dtmf: DtmfConfig = field(default_factory=DtmfConfig)  # keypad digits: events, barge-in, keypad turns
 
     @property
     def session_id(self) -> str:
@@ -111,6 +113,7 @@ class SessionPlan:
             "agent": {k: mask_value(k, v) for k, v in self.agent.model_dump().items()},
             "resilience": self.resilience.model_dump(),
             "barge_in": self.barge_in.model_dump(),
+            "dtmf": self.dtmf.model_dump(),
             "providers": {s.stage: list(s.providers) for s in self.stages() + self.carrier_stages()},
             "provider_configs": {
                 name: {k: mask_value(k, v) for k, v in cfg.model_dump(exclude_none=True, by_alias=True).items()}

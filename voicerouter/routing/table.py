@@ -99,6 +99,7 @@ class RoutingTable:
             agent=settings.agent,
             resilience=settings.resilience,
             barge_in=settings.barge_in,
+            dtmf=settings.dtmf,
             instructions=settings.instructions,
             providers={n: self.config.providers[n] for n in names if n in self.config.providers},
             warnings=tuple(warnings),

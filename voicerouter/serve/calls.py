@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from voicerouter.config.secrets import redact
 from voicerouter.errors import CapacityError, VoiceRouterError
@@ -42,6 +42,9 @@ from voicerouter.transports.base import (
     Transport,
     WireMessage,
 )
+
+if TYPE_CHECKING:
+    from voicerouter.session.session import Session
 
 log = logging.getLogger("voicerouter.serve")
 
@@ -315,7 +318,7 @@ class CallManager:
         tenant = metrics.tenant_label(plan.context.tenant, self.known_tenants)
         source = CallSource(frame_ms=plan.vad.frame_ms, name=f"{transport.name}:{call_id}",
                             on_lag=metrics.FRAME_LAG.observe)
-        sink = CallSink(transport, outbox.put, purge=outbox.purge)
+        sink = CallSink(transport, outbox.put_media, purge=outbox.purge)
         bus, stream = self._bus(plan, call_id)
         bus.subscribe(metrics.observer(tenant, plan.route))
         if attach is not None:
@@ -327,7 +330,7 @@ class CallManager:
         metrics.SESSIONS_STARTED.labels(tenant, plan.route, transport.name).inc()
         metrics.SESSIONS_ACTIVE.labels(tenant, plan.route).inc()
         runner = asyncio.create_task(session.run())
-        reader = asyncio.create_task(self._read(transport, receive, source, sink))
+        reader = asyncio.create_task(self._read(transport, receive, source, sink, session))
         code, reason = CLOSE_NORMAL, "session ended"
         try:
             await asyncio.wait([runner, reader], return_when=asyncio.FIRST_COMPLETED)
@@ -362,7 +365,7 @@ class CallManager:
                 await close(code, reason)
 
     async def _read(self, transport: Transport, receive: Callable[[], Awaitable[WireMessage | None]],
-                    source: CallSource, sink: CallSink) -> None:
+                    source: CallSource, sink: CallSink, session: Session) -> None:
         while (message := await receive()) is not None:
             try:
                 items = transport.decode(message)
@@ -376,27 +379,40 @@ class CallManager:
                 elif isinstance(item, Stopped):
                     return
                 elif isinstance(item, Digit):
-                    pass  # DTMF is decoded; no session feature uses it yet
+                    # At the position in the caller's audio where the key came (the audio received so far).
+                    session.press(item.digit, source.received_s)
 
 
 class Outbox:
-    """Messages for one WebSocket, sent in order by one writer task; `purge()` drops the unsent."""
+    """Messages for one WebSocket, sent in order by one writer task.
+
+    `purge()` (barge-in) drops the reply's unsent media and marks (`put_media`), never the other
+    messages (the session's events, for the generic protocol).
+    """
 
     def __init__(self, send: Callable[[WireMessage], Awaitable[None]]) -> None:
         self._send = send
-        self._queue: deque[WireMessage] = deque()
+        self._queue: deque[tuple[WireMessage, bool]] = deque()
         self._ready = asyncio.Event()
         self._empty = asyncio.Event()
         self._empty.set()
         self._task = asyncio.create_task(self._run())
 
     def put(self, message: WireMessage) -> None:
-        self._queue.append(message)
+        self._queue.append((message, False))
+        self._empty.clear()
+        self._ready.set()
+
+    def put_media(self, message: WireMessage) -> None:
+        self._queue.append((message, True))
         self._empty.clear()
         self._ready.set()
 
     def purge(self) -> None:
-        self._queue.clear()
+        if any(not media for _, media in self._queue):
+            self._queue = deque(item for item in self._queue if not item[1])
+        else:
+            self._queue.clear()
 
     async def flush(self, timeout: float = 2.0) -> None:
         if self._queue:
@@ -412,7 +428,7 @@ class Outbox:
             await self._ready.wait()
             self._ready.clear()
             while self._queue:
-                message = self._queue.popleft()
+                message, _ = self._queue.popleft()
                 try:
                     await self._send(message)
                 except (ConnectionError, RuntimeError):

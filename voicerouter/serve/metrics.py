@@ -33,6 +33,12 @@ ERRORS = Counter("voicerouter_stage_errors", "Turns whose stage failed on every 
                  registry=REGISTRY)
 BREAKER_STATE = Gauge("voicerouter_breaker_state", "Circuit breaker per provider: 0 closed, 1 half-open, 2 open.",
                       ["provider"], registry=REGISTRY)
+DTMF_DIGITS = Counter("voicerouter_dtmf_digits", "Keypad digits (DTMF) pressed by callers.", ["tenant", "route"],
+                      registry=REGISTRY)
+KEYPAD_TURNS = Counter("voicerouter_keypad_turns", "Keypad entries delivered to the agent as user turns.",
+                       ["tenant", "route", "ended_by"], registry=REGISTRY)
+BARGE_INS = Counter("voicerouter_barge_ins", "Replies stopped by the caller, by cause (speech or dtmf).",
+                    ["tenant", "route", "cause"], registry=REGISTRY)
 FIRST_AUDIO = Histogram("voicerouter_turn_first_audio_seconds", "Turn end -> first reply audio.", ["tenant", "route"],
                         buckets=_LATENCY_BUCKETS, registry=REGISTRY)
 STAGE_LATENCY = Histogram("voicerouter_stage_latency_seconds",
@@ -41,6 +47,7 @@ STAGE_LATENCY = Histogram("voicerouter_stage_latency_seconds",
 FRAME_LAG = Histogram("voicerouter_frame_lag_seconds", "Time a caller's audio frame waited before the session took it.",
                       buckets=(0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 1.0), registry=REGISTRY)
 
+_ENDED_BY = ("terminator", "max_digits", "timeout", "end_of_audio")
 _BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 
 
@@ -58,6 +65,13 @@ def observer(tenant: str, route: str) -> Callable[[Event], None]:
         kind = event.type
         if kind == EventType.TURN_END:
             TURNS.labels(tenant, route).inc()
+            if data.get("reason") == "dtmf":
+                ended_by = str(data.get("ended_by"))
+                KEYPAD_TURNS.labels(tenant, route, ended_by if ended_by in _ENDED_BY else "other").inc()
+        elif kind == EventType.DTMF:
+            DTMF_DIGITS.labels(tenant, route).inc()
+        elif kind == EventType.BARGE_IN:
+            BARGE_INS.labels(tenant, route, "dtmf" if data.get("cause") == "dtmf" else "speech").inc()
         elif kind == EventType.FAILOVER:
             provider = str(data.get("from_provider") or event.provider or "-")
             FAILOVERS.labels(route, str(data.get("stage") or "-"), provider).inc()

@@ -17,6 +17,8 @@ Field conventions (in `data`, flattened into the JSON line); `t` is the session 
   retry: stage, attempt, delay_ms, reason;  hedge: stage, primary, secondary, winner
   breaker: state (closed/open/half_open), previous;  health: healthy, error
   refused / error / warning: message, stage, error_type;  session_end: turns, reason
+  dtmf: digit, audio_s (a key pressed on the caller's keypad);  barge_in: turn, audio_s, cause (speech | dtmf)
+  turn_end of a keypad entry: reason "dtmf", digits, ended_by (terminator | max_digits | timeout | end_of_audio), text
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class EventType(StrEnum):
     AUDIO_LEVEL = "audio_level"
     FRAMES_DROPPED = "frames_dropped"
     FAULT_INJECTED = "fault_injected"  # data: stage, fault (the spec as written), kind; then the failure it causes
+    DTMF = "dtmf"  # data: digit, audio_s
     CARRIER_STATUS = "carrier_status"  # data: carrier_type, kind (call/sms), status, final (serve's status webhooks)
 
 

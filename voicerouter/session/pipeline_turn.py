@@ -63,9 +63,15 @@ class PipelineTurns:
             s.bus.emit(EventType.WARNING, turn=turn.index, message="no words recognised; turn ignored", stage="stt")
             s.forget_turn(turn)
             return True
+        return await self.answer(transcript, end, turn, previous)
+
+    async def answer(self, transcript: str, end: TurnEnd, turn: TurnResult, previous: asyncio.Task[Any] | None,
+                     *, input: str = "speech") -> bool:
+        """The agent's reply to what the user said (or typed on the keypad), spoken; False when a stage failed."""
+        s = self.session
         if previous is not None:
             await asyncio.wait([previous])  # answer turns in order
-        s.conversation.add("user", transcript)
+        s.conversation.add("user", transcript, input=input)
         if getattr(self.agent, "streams", False):
             return await self._answer_streaming(transcript, end, turn)
         started = s.bus.now()

@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import inspect
 import os
-from collections.abc import AsyncIterator, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 from voicerouter.audio.convert import frame_bytes
@@ -38,6 +38,7 @@ from voicerouter.resilience import SessionAdmission, build_stage, wrap_agent
 from voicerouter.routing.plan import SessionPlan, StagePlan
 from voicerouter.session.capture import Capture, TurnEnd
 from voicerouter.session.events import Event, EventBus, EventType
+from voicerouter.session.keypad import KeypadCollector, KeypadEntry, normalize_digit
 from voicerouter.session.pipeline_turn import PipelineTurns
 from voicerouter.session.playback import ReplyPlayer
 from voicerouter.session.results import SessionError, SessionResult, TurnResult
@@ -107,6 +108,9 @@ class Session:
         self._stop = asyncio.Event()
         self._intake_task: asyncio.Task[Any] | None = None
         self._turn_detector = TurnDetector(plan.turn)
+        self._keypad = KeypadCollector(plan.dtmf)
+        self._keys: list[tuple[str, float | None]] = []  # keys pressed before the session started
+        self._live = False  # session_start was emitted: keys are handled as they come
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -132,6 +136,10 @@ class Session:
                 s2s=_names(self.plan.s2s),
                 source=str(getattr(self.source, "name", type(self.source).__name__)),
             )
+            self._live = True
+            for key, at in self._keys:
+                self._handle_key(key, at)
+            self._keys.clear()
             try:
                 await self._run_intake()
             finally:
@@ -261,6 +269,8 @@ class Session:
                 return
             self._raise_task_failures()
             self.audio_t += frame_s
+            if (entry := self._keypad.due(self.audio_t)) is not None:
+                self._keypad_turn(entry)
             if half_duplex and self._player.speaking:
                 # The microphone is muted while the reply plays: the detectors hear silence, so
                 # their clocks keep running and a speech region in progress ends normally.
@@ -283,6 +293,8 @@ class Session:
                 await self._turn_ended(decision)
         if self._stop.is_set() or self._end_reason is not None:
             return
+        if (entry := self._keypad.finish()) is not None:
+            self._keypad_turn(entry)
         decision = turns.finish(self.audio_t, vad.speaking)
         if decision is not None:
             await self._turn_ended(decision)
@@ -296,6 +308,7 @@ class Session:
                 return
             start = update.speech_start_s if update.started else update.t - self.plan.vad.frame_ms / 1000
             self._capture = Capture(index=self._next_index, start_s=start or 0.0)
+            self._next_index += 1
             assert self._turns_runner is not None
             self._turns_runner.start_worker(self._capture)
             self._capture.feed(update.preroll or frame)
@@ -305,6 +318,8 @@ class Session:
     async def _drop_capture(self) -> None:
         capture, self._capture = self._capture, None
         if capture is not None:
+            if capture.index == self._next_index - 1:
+                self._next_index -= 1  # a dropped capture gives its turn number back
             await capture.cancel_worker()
 
     def _maybe_barge_in(self, update: VadUpdate) -> None:
@@ -344,7 +359,6 @@ class Session:
             t=self.bus.now(),
             audio_t=self.audio_t,
         )
-        self._next_index += 1
         self.bus.emit(
             EventType.TURN_END,
             turn=capture.index,
@@ -354,28 +368,84 @@ class Session:
             delay_ms=round(info.delay_ms, 1),
         )
         turn = TurnResult(index=capture.index, start_s=info.start_s, end_s=info.end_s, reason=info.reason)
-        turn.latency_ms["turn_end_delay"] = turn.wall_latency_ms["turn_end_delay"] = info.delay_ms
+        runner = self._turns_runner
+        assert runner is not None
+        task = self._start_turn(turn, info, lambda previous: runner.run(capture, info, turn, previous), capture)
+        if self.lockstep:
+            await asyncio.wait([task])
+
+    def _start_turn(self, turn: TurnResult, end: TurnEnd,
+                    answer: Callable[[asyncio.Task[Any] | None], Awaitable[bool]],
+                    capture: Capture | None = None) -> asyncio.Task[Any]:
+        turn.latency_ms["turn_end_delay"] = turn.wall_latency_ms["turn_end_delay"] = end.delay_ms
         self._turns.append(turn)
-        previous = self._last_turn_task
-        task = asyncio.create_task(self._run_turn(capture, info, turn, previous))
+        task = asyncio.create_task(self._run_turn(answer, self._last_turn_task, turn, capture))
         # Finished turns are forgotten (a live session runs for hours); failed ones stay to be raised.
         self._tasks = [t for t in self._tasks if not t.done() or (not t.cancelled() and t.exception())]
         self._tasks.append(task)
         self._last_turn_task = task
-        if self.lockstep:
-            await asyncio.wait([task])
+        return task
+
+    # ---- keypad (DTMF) ---------------------------------------------------------------------
+
+    def press(self, digit: str, audio_s: float | None = None) -> None:
+        """A key pressed on the caller's keypad, at `audio_s` seconds of the caller's audio (default:
+        the session's audio clock). It is an event, stops the reply being spoken (`dtmf.barge_in`),
+        and with `dtmf.collect` is gathered into a keypad turn for the agent."""
+        if self._live:
+            self._handle_key(digit, audio_s)
+        else:
+            self._keys.append((digit, audio_s))
+
+    def _handle_key(self, digit: str, audio_s: float | None) -> None:
+        at = self.audio_t if audio_s is None else audio_s
+        key = normalize_digit(digit)
+        if key is None:
+            self.bus.emit(EventType.WARNING, message=f"not a keypad digit: {digit[:8]!r}", stage="dtmf")
+            return
+        self.bus.emit(EventType.DTMF, digit=key, audio_s=round(at, 3))
+        config = self.plan.dtmf
+        if config.barge_in and (turn := self._player.interrupt()) is not None:
+            self.bus.emit(EventType.BARGE_IN, turn=turn.index, audio_s=round(at, 3), cause="dtmf", digit=key)
+        if not config.collect:
+            return
+        if self.plan.pipeline == "s2s":
+            if not self._keypad.pending and key != config.terminator:
+                self.bus.emit(EventType.WARNING, message="keypad turns need an stt_tts route; digit not delivered",
+                              stage="dtmf")
+            return
+        if (entry := self._keypad.press(key, at)) is not None:
+            self._keypad_turn(entry)
+
+    def _keypad_turn(self, entry: KeypadEntry) -> None:
+        """A complete keypad entry is a user turn: its text goes to the agent as a transcript would."""
+        if self._stop.is_set() or self._end_reason is not None or not isinstance(self._turns_runner, PipelineTurns):
+            return
+        index = self._next_index
+        self._next_index += 1
+        text = self.plan.dtmf.text.format(digits=entry.digits)
+        delay_ms = max(0.0, (self.audio_t - entry.end_s) * 1000)
+        end = TurnEnd(reason="dtmf", start_s=entry.start_s, end_s=entry.end_s, delay_ms=delay_ms, t=self.bus.now(),
+                      audio_t=self.audio_t)
+        self.bus.emit(
+            EventType.TURN_END, turn=index, reason="dtmf", start_s=round(entry.start_s, 3),
+            end_s=round(entry.end_s, 3), delay_ms=round(delay_ms, 1), digits=entry.digits, ended_by=entry.ended_by,
+            text=text,
+        )
+        turn = TurnResult(index=index, start_s=entry.start_s, end_s=entry.end_s, reason="dtmf")
+        turn.transcript = text
+        runner = self._turns_runner
+        self._start_turn(turn, end, lambda previous: runner.answer(text, end, turn, previous, input="dtmf"))
 
     # ---- one turn ------------------------------------------------------------------------
 
-    async def _run_turn(
-        self, capture: Capture, end: TurnEnd, turn: TurnResult, previous: asyncio.Task[Any] | None
-    ) -> None:
-        assert self._turns_runner is not None
+    async def _run_turn(self, answer: Callable[[asyncio.Task[Any] | None], Awaitable[bool]],
+                        previous: asyncio.Task[Any] | None, turn: TurnResult, capture: Capture | None) -> None:
         failed = False
         try:
-            failed = not await self._turns_runner.run(capture, end, turn, previous)
+            failed = not await answer(previous)
         finally:
-            if capture.worker is not None and not capture.worker.done():
+            if capture is not None and capture.worker is not None and not capture.worker.done():
                 capture.worker.cancel()
         if turn.error is None and turn.transcript == "" and turn.reply is None:
             return  # nothing was said (noise): neither a success nor a failure

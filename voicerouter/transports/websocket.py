@@ -6,6 +6,7 @@ optional; `rate` is the sample rate of the audio you send, default 16000). Then:
 client -> server
   binary frames             your microphone: PCM16 little-endian mono at `rate`, any length
   {"type": "mark", "name"}  echo a mark once the audio before it has been played
+  {"type": "dtmf", "digit"} a key pressed on a keypad (0-9, *, #, A-D): as a phone call's DTMF
   {"type": "stop"}          hang up (closing the socket does the same)
 server -> client
   {"type": "session", ...}  first message: session_id, route, matched, pipeline, providers, output_rate
@@ -28,7 +29,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from voicerouter.providers.base import PIPELINE_RATE
-from voicerouter.transports.base import Audio, Inbound, MarkEcho, Started, Stopped, WireMessage
+from voicerouter.transports.base import Audio, Digit, Inbound, MarkEcho, Started, Stopped, WireMessage
 
 if TYPE_CHECKING:
     from voicerouter.routing.plan import SessionPlan
@@ -74,6 +75,8 @@ class AppSocket:
         kind = data.get("type")
         if kind == "mark":
             return [MarkEcho(str(data.get("name", "")))]
+        if kind == "dtmf":
+            return [Digit(str(data.get("digit", "")))]
         if kind == "stop":
             return [Stopped("hangup")]
         return []
@@ -102,6 +105,9 @@ class AppClient:
 
     def mark(self, name: str) -> str:
         return json.dumps({"type": "mark", "name": name})
+
+    def dtmf(self, digit: str) -> str:
+        return json.dumps({"type": "dtmf", "digit": digit})
 
     def stop(self) -> str:
         return json.dumps({"type": "stop"})

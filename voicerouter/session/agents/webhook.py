@@ -111,6 +111,7 @@ class WebhookAgent:
             "route": session.route,
             "flags": dict(session.flags),
             "transcript": text,
+            "input": _input_of(text, conversation),  # speech, or dtmf when the user typed it on the keypad
             "history": [
                 {"role": m.role, "text": m.text} for m in history_before(text, conversation, self.max_history)
             ],
@@ -131,3 +132,8 @@ class WebhookAgent:
 
     def __repr__(self) -> str:
         return f"WebhookAgent({redact(self.url)!r})"
+
+
+def _input_of(text: str, conversation: Conversation | None) -> str:
+    last = conversation.messages[-1] if conversation is not None and conversation.messages else None
+    return last.input if last is not None and last.role == "user" and last.text == text else "speech"

@@ -1,0 +1,97 @@
+"""Keypad entries (DTMF): when an entry ends, the route's `dtmf:` settings and their validation,
+and `voicerouter load --dtmf` specs."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from voicerouter.config.schema import DtmfConfig
+from voicerouter.load import CallPlan, dtmf_schedule, parse_dtmf
+from voicerouter.routing.validate import validate_file
+from voicerouter.session.keypad import KeypadCollector, normalize_digit
+
+
+def press_all(collector: KeypadCollector, keys: str, start: float = 1.0, gap: float = 0.25):
+    entries = [collector.press(key, start + i * gap) for i, key in enumerate(keys)]
+    return [e for e in entries if e is not None]
+
+
+def test_terminator_ends_the_entry_and_is_not_part_of_it():
+    collector = KeypadCollector(DtmfConfig())
+    (entry,) = press_all(collector, "42#")
+    assert (entry.digits, entry.ended_by, entry.start_s, entry.end_s) == ("42", "terminator", 1.0, 1.5)
+    assert collector.pending == "" and press_all(collector, "#") == []  # a terminator alone enters nothing
+
+
+def test_max_digits_and_timeout_on_the_audio_clock():
+    collector = KeypadCollector(DtmfConfig(max_digits=2, terminator=None, inter_digit_timeout_ms=1000))
+    (entry,) = press_all(collector, "123")
+    assert (entry.digits, entry.ended_by) == ("12", "max_digits") and collector.pending == "3"
+    assert collector.due(2.4) is None  # the last key was at 1.5 s: not yet 1 s later
+    late = collector.due(2.5)
+    assert late is not None and (late.digits, late.ended_by, late.end_s) == ("3", "timeout", 1.5)
+    assert collector.finish() is None
+
+
+def test_digits_are_normalized_and_checked():
+    assert [normalize_digit(k) for k in ("7", "*", "#", "a", " d ")] == ["7", "*", "#", "A", "D"]
+    assert normalize_digit("E") is None and normalize_digit("12") is None and normalize_digit("") is None
+
+
+@pytest.mark.parametrize(("settings", "problem"), [
+    ("{terminator: '12'}", "terminator"),
+    ("{terminator: X}", "terminator"),
+    ("{text: pressed}", "{digits}"),
+    ("{text: '{digits} {other}'}", "only {digits}"),
+    ("{inter_digit_timeout_ms: 0}", "inter_digit_timeout_ms"),
+    ("{max_digits: 0}", "max_digits"),
+])
+def test_bad_dtmf_settings_are_located(tmp_path, settings, problem):
+    path = tmp_path / "routes.yaml"
+    path.write_text(textwrap.dedent(f"""\
+        version: 1
+        providers:
+          local-stt: {{type: pocketsphinx}}
+          local-tts: {{type: piper}}
+        defaults:
+          stt: [local-stt]
+          tts: [local-tts]
+          dtmf: {settings}
+        """))
+    errors = [f for f in validate_file(path, env={}) if f.severity == "error"]
+    assert errors and problem in errors[0].message and errors[0].location.line == 8
+
+
+def test_route_inherits_and_overrides_dtmf(tmp_path):
+    from voicerouter import load_routes
+    from voicerouter.routing.plan import RouteContext
+
+    path = tmp_path / "routes.yaml"
+    path.write_text(textwrap.dedent("""\
+        version: 1
+        providers:
+          local-stt: {type: pocketsphinx}
+          local-tts: {type: piper}
+        defaults:
+          stt: [local-stt]
+          tts: [local-tts]
+          dtmf: {terminator: "*", inter_digit_timeout_ms: 2000}
+        routes:
+          - name: pin
+            match: {tenant: bank}
+            dtmf: {max_digits: 4}
+        """))
+    plan = load_routes(path).resolve(RouteContext(tenant="bank"))
+    assert (plan.dtmf.terminator, plan.dtmf.inter_digit_timeout_ms, plan.dtmf.max_digits) == ("*", 2000, 4)
+    assert plan.to_dict()["dtmf"]["max_digits"] == 4
+
+
+def test_load_dtmf_specs():
+    assert parse_dtmf("1#@2.5") == (2.5, "1#") and parse_dtmf("*9a") == (None, "*9A")
+    for bad in ("", "12x", "1@", "1@-1", "1@soon", "1@nan"):
+        with pytest.raises(ValueError, match="--dtmf"):
+            parse_dtmf(bad)
+    plan = CallPlan(b"", dtmf=[(None, "12"), (0.5, "#")])
+    assert dtmf_schedule(plan, 3.0) == [(0.5, "#"), (3.5, "1"), (3.75, "2")]
