@@ -30,7 +30,7 @@ def run(
     """Talk to the routed pipeline live: microphone in, replies on the speaker, until Ctrl-C or --duration."""
     import asyncio
 
-    from voicerouter.cli.common import parse_flags, route_flags, routes_or_builtin, warn_unused_flags
+    from voicerouter.cli.common import parse_flags, routes_or_builtin, warn_unused_flags
     from voicerouter.errors import UsageError
     from voicerouter.routing.plan import RouteContext
 
@@ -39,7 +39,7 @@ def run(
     table = routes_or_builtin(routes)
     kwargs = {"session_id": session_id} if session_id else {}
     ctx = RouteContext(tenant=tenant, region=region, flags=parse_flags(flag), **kwargs)
-    warn_unused_flags(route_flags(table), ctx.flags, table.file)
+    warn_unused_flags(table.flag_names(), ctx.flags, table.file)
     plan = table.resolve(ctx)
     from voicerouter.session.replay import faults_for
 
