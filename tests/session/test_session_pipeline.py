@@ -367,3 +367,45 @@ async def test_a_worker_that_swallows_its_cancellation_never_stalls_the_session(
     released.set()
     capture.worker.cancel()
     await asyncio.wait([capture.worker])
+
+
+class StubbornAgent:
+    """Swallows every cancellation until released (a client that catches CancelledError)."""
+
+    name = "stubborn"
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.released = asyncio.Event()
+
+    async def reply(self, text, conversation, session) -> str:
+        self.started.set()
+        while not self.released.is_set():
+            try:
+                await self.released.wait()
+            except asyncio.CancelledError:
+                continue
+        return "late"
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_a_turn_that_swallows_its_cancellation_is_reported_and_never_hangs_the_session(monkeypatch):
+    from voicerouter.session import session as session_module
+
+    monkeypatch.setattr(session_module, "CANCEL_GRACE_S", 0.2)
+    pool = FakePool({"stt-a": FakeSTT("stt-a", ["and so my fellow americans"]), "tts-a": FakeTTS("tts-a")})
+    agent = StubbornAgent()
+    session = Session(make_plan(pool), pool, PcmSource(two_turns()), MemorySink(), agent=agent)
+    running = asyncio.create_task(session.run())
+    await asyncio.wait_for(agent.started.wait(), 30)
+    await session.stop()
+    try:
+        result = await asyncio.wait_for(running, 10)  # bounded, although turn 1's task is still running
+        (stuck,) = [e for e in result.events if e.type == EventType.WARNING and e.data.get("reason") == "stuck_task"]
+        assert stuck.turn == 1 and "did not stop within 0.2 s" in stuck.data["message"]
+        assert result.reason == "stopped"
+    finally:
+        agent.released.set()
+        await asyncio.sleep(0.05)

@@ -8,6 +8,8 @@ closes (at the end of a pool or session), so none is left pending when the loop 
 `reap()` stops a helper task: it cancels it and waits for it to end, but a cancellation of the
 caller itself still propagates (unlike `contextlib.suppress(CancelledError)` around the await,
 or `asyncio.wait_for` on Python 3.11, which can both swallow it and leave a session waiting forever).
+With `timeout_s` the wait is bounded and the tasks still running (they swallowed their
+cancellation) are returned, for the owner to report and move on.
 """
 
 from __future__ import annotations
@@ -56,13 +58,18 @@ async def settle(timeout_s: float = CLOSE_TIMEOUT_S) -> None:
         await asyncio.wait(tasks, timeout=timeout_s)
 
 
-async def reap(tasks: asyncio.Task[Any] | Iterable[asyncio.Task[Any]]) -> None:
-    """Cancel helper tasks and wait until they have ended; the caller's own cancellation propagates."""
+async def reap(
+    tasks: asyncio.Task[Any] | Iterable[asyncio.Task[Any] | None], *, timeout_s: float | None = None
+) -> set[asyncio.Task[Any]]:
+    """Cancel helper tasks and wait until they have ended (at most `timeout_s`, if given); the
+    caller's own cancellation propagates. Returns the tasks that are still running."""
     group = [tasks] if isinstance(tasks, asyncio.Task) else [t for t in tasks if t is not None]
     for task in group:
         task.cancel()
-    if group:
-        await asyncio.wait(group)
+    if not group:
+        return set()
+    _, running = await asyncio.wait(group, timeout=timeout_s)
+    return running
 
 
 def discard(resource: Any) -> asyncio.Task[None] | None:

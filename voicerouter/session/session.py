@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import inspect
 import os
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
@@ -34,9 +35,10 @@ from voicerouter.detect.turn import TurnDecision, TurnDetector
 from voicerouter.detect.vad import VadUpdate, VoiceActivityDetector
 from voicerouter.errors import EXIT_PROVIDER, ConfigError, ProviderError
 from voicerouter.providers.base import PIPELINE_RATE, Agent, BuildContext, Conversation, SessionInfo, Transcript
+from voicerouter.providers.closing import reap
 from voicerouter.resilience import SessionAdmission, build_stage, wrap_agent
 from voicerouter.routing.plan import SessionPlan, StagePlan
-from voicerouter.session.capture import Capture, TurnEnd
+from voicerouter.session.capture import CANCEL_GRACE_S, Capture, TurnEnd
 from voicerouter.session.events import Event, EventBus, EventType
 from voicerouter.session.keypad import KeypadCollector, KeypadEntry, normalize_digit
 from voicerouter.session.pipeline_turn import PipelineTurns
@@ -99,6 +101,7 @@ class Session:
         self._errors: list[SessionError] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self._last_turn_task: asyncio.Task[Any] | None = None
+        self._task_turns: weakref.WeakKeyDictionary[asyncio.Task[Any], int] = weakref.WeakKeyDictionary()
         self._barged = False  # the current speech region already interrupted a reply
         self._capture: Capture | None = None
         self._next_index = 1
@@ -167,7 +170,9 @@ class Session:
             # stop() and "providers down" cancel intake on purpose; anything else is ours to pass on.
             if not (self._stop.is_set() or self._end_reason is not None):
                 raise
-        if self._end_reason is None:
+        if self._end_reason is None and not self._stop.is_set():
+            # the source ended: let the turns in progress finish (each is bounded by its stages'
+            # deadlines); after stop() or "providers down" they are cancelled by _cleanup instead
             pending = [t for t in self._tasks if not t.done()]
             if pending:
                 await asyncio.wait(pending)
@@ -213,11 +218,16 @@ class Session:
         )
 
     async def _cleanup(self) -> None:
-        for task in self._tasks:
-            if not task.done():
-                task.cancel()
-        if self._tasks:
-            await asyncio.wait(self._tasks)
+        # A turn task that swallows its cancellation (a provider client or custom agent that
+        # catches CancelledError) is waited for at most CANCEL_GRACE_S, reported, and left behind.
+        running = [t for t in self._tasks if not t.done()]
+        for task in await reap(running, timeout_s=CANCEL_GRACE_S):
+            turn = self._task_turns.get(task)
+            self.bus.emit(
+                EventType.WARNING, turn=turn, stage="session", reason="stuck_task",
+                message=f"turn {turn}'s work did not stop within {CANCEL_GRACE_S:g} s of its cancellation; "
+                "the session ends without it",
+            )
         if self._capture is not None:
             await self._capture.cancel_worker()
         if isinstance(self._turns_runner, S2STurns):
@@ -379,7 +389,9 @@ class Session:
                     capture: Capture | None = None) -> asyncio.Task[Any]:
         turn.latency_ms["turn_end_delay"] = turn.wall_latency_ms["turn_end_delay"] = end.delay_ms
         self._turns.append(turn)
-        task = asyncio.create_task(self._run_turn(answer, self._last_turn_task, turn, capture))
+        task = asyncio.create_task(self._run_turn(answer, self._last_turn_task, turn, capture),
+                                   name=f"turn-{turn.index}")
+        self._task_turns[task] = turn.index
         # Finished turns are forgotten (a live session runs for hours); failed ones stay to be raised.
         self._tasks = [t for t in self._tasks if not t.done() or (not t.cancelled() and t.exception())]
         self._tasks.append(task)
