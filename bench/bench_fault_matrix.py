@@ -13,7 +13,11 @@ the final STT provider missed, reply audio heard twice or missing against the cl
 replies are tones whose length follows the text, so extra audio is audio heard twice), and runs that
 deadlocked (hit the 120 s guard). Figures depend on the machine's load; compare cells within a run.
 
-Run: python bench/bench_fault_matrix.py [--runs 10] [--turns 4] [--stages stt,tts,s2s,agent] [--json]
+`--mid-stream-at 0.5s` makes `stall` and `drop` strike once that much audio has streamed (default:
+after the first chunk), so a TTS sentence or S2S reply is cut after the caller heard a few words.
+
+Run: python bench/bench_fault_matrix.py [--runs 10] [--turns 4] [--stages stt,tts,s2s,agent]
+     [--faults hang,stall,...] [--mid-stream-at 0.5s] [--json]
 """
 
 from __future__ import annotations
@@ -145,7 +149,8 @@ def plan_for(stage: str, urls: dict[str, str], session_id: str) -> SessionPlan:
     )
 
 
-async def run_cell(stage: str, fault: str | None, audio: bytes, seed: int, label: str) -> dict[str, Any]:
+async def run_cell(stage: str, fault: str | None, audio: bytes, seed: int, label: str,
+                   mid_stream_at: str | None = None) -> dict[str, Any]:
     resilience.reset()
     primary = PRIMARY[stage]
     server_fault = {primary: "hang"} if fault == "upgrade_hang" else {}
@@ -157,6 +162,8 @@ async def run_cell(stage: str, fault: str | None, audio: bytes, seed: int, label
         plan = plan_for(stage, urls, f"bench-{label}")
         pool = ProviderPool(plan.providers, BuildContext(env=ENV))
         injected = f"{primary}={INJECTED[fault]}" if fault in INJECTED else None
+        if injected and mid_stream_at and fault in ("stall", "drop"):
+            injected += f"@{mid_stream_at}"
         faults = resilience.parse_faults(injected, seed) if injected else None
         audit: list[tuple[int, int]] = []
         session = AuditedSession(plan, pool, PcmSource(audio), MemorySink(), faults=faults, env=ENV, audit=audit)
@@ -241,6 +248,7 @@ async def main() -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--stages", default="stt,tts,s2s,agent")
     parser.add_argument("--faults", default=",".join(FAULTS))
+    parser.add_argument("--mid-stream-at", default=None, help="stall/drop after this much streamed audio, e.g. 0.5s")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
@@ -250,7 +258,7 @@ async def main() -> int:
     for stage in args.stages.split(","):
         clean = await run_cell(stage, None, audio, args.seed, f"{stage}-clean")
         for fault in args.faults.split(","):
-            runs = [await run_cell(stage, fault, audio, args.seed + i, f"{stage}-{fault}-{i}")
+            runs = [await run_cell(stage, fault, audio, args.seed + i, f"{stage}-{fault}-{i}", args.mid_stream_at)
                     for i in range(args.runs)]
             row = summarize(stage, fault, runs, clean)
             rows.append(row)
