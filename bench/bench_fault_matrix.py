@@ -11,7 +11,10 @@ Per cell: turns answered / spoken over all runs, dead air added (each turn's tur
 audio minus the clean run's median; the worst turn of each run; median and max over runs), audio
 the final STT provider missed, reply audio heard twice or missing against the clean run (TTS/S2S
 replies are tones whose length follows the text, so extra audio is audio heard twice), and runs that
-deadlocked (hit the 120 s guard). Figures depend on the machine's load; compare cells within a run.
+deadlocked (hit the 120 s guard). Mid-reply silence added: within a reply, the longest time a
+listener playing it in real time from its first audio hears nothing (audio arriving after what came
+before it has played out: a stalled stream and its restart), worst of each run minus the clean
+run's, median and max over runs. Figures depend on the machine's load; compare cells within a run.
 
 `--mid-stream-at 0.5s` makes `stall` and `drop` strike once that much audio has streamed (default:
 after the first chunk), so a TTS sentence or S2S reply is cut after the caller heard a few words.
@@ -166,7 +169,9 @@ async def run_cell(stage: str, fault: str | None, audio: bytes, seed: int, label
             injected += f"@{mid_stream_at}"
         faults = resilience.parse_faults(injected, seed) if injected else None
         audit: list[tuple[int, int]] = []
-        session = AuditedSession(plan, pool, PcmSource(audio), MemorySink(), faults=faults, env=ENV, audit=audit)
+        sink = TimedSink()
+        session = AuditedSession(plan, pool, PcmSource(audio), sink, faults=faults, env=ENV, audit=audit)
+        session.bus.subscribe(lambda e: sink.reply_starts() if e.type.value == "tts_start" else None)
         deadlocked = False
         try:
             result = await asyncio.wait_for(session.run(), 120)
@@ -181,12 +186,41 @@ async def run_cell(stage: str, fault: str | None, audio: bytes, seed: int, label
         "spoken": sum(1 for e in result.events if e.type.value == "turn_end"),
         "answered": sum(1 for t in result.turns if t.reply_audio_s > 0),
         "first_audio_ms": [t.wall_latency_ms.get("tts_first_audio") for t in result.turns],
+        "mid_reply_silence_ms": sink.worst_silence_ms(),
         "reply_audio_s": [round(t.reply_audio_s, 3) for t in result.turns],
         "replies": [t.reply for t in result.turns],
         "stt_audio_missed_s": sum(max(0, a - b) for a, b in audit) / 2 / RATE,
         "failovers": sum(1 for e in result.events if e.type.value == "failover"),
         "errors": [e.message for e in result.errors],
     }
+
+
+class TimedSink(MemorySink):
+    """Keeps the audio and when each piece was written, to tell how long a real-time listener would
+    hear silence inside a reply: playback starts at a reply's first audio and runs dry when audio
+    comes later than the audio before it has taken to play."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.replies: list[list[tuple[float, float]]] = []
+
+    def reply_starts(self) -> None:
+        self.replies.append([])
+
+    async def write(self, chunk: Any) -> None:
+        if chunk.pcm and self.replies:
+            self.replies[-1].append((time.monotonic(), chunk.duration_s))
+        await super().write(chunk)
+
+    def worst_silence_ms(self) -> float:
+        worst = 0.0
+        for writes in self.replies:
+            playing_until: float | None = None
+            for at, seconds in writes:
+                if playing_until is not None and at > playing_until:
+                    worst = max(worst, at - playing_until)  # the listener hears nothing meanwhile
+                playing_until = (at if playing_until is None else max(at, playing_until)) + seconds
+        return worst * 1000
 
 
 class _Emulators:
@@ -219,6 +253,8 @@ def tone_seconds(reply: str) -> float:
 def summarize(stage: str, fault: str, runs: list[dict[str, Any]], clean: dict[str, Any]) -> dict[str, Any]:
     base = statistics.median([v for v in clean["first_audio_ms"] if v is not None] or [0.0])
     ok = [r for r in runs if not r.get("deadlocked")]
+    clean_silence = clean.get("mid_reply_silence_ms", 0.0)
+    silences = [max(0.0, r["mid_reply_silence_ms"] - clean_silence) for r in ok]
     worst = []
     twice = lost = 0.0
     for r in ok:
@@ -235,6 +271,8 @@ def summarize(stage: str, fault: str, runs: list[dict[str, Any]], clean: dict[st
         "answered": sum(r["answered"] for r in ok), "spoken": sum(r["spoken"] for r in ok),
         "dead_air_ms_median": round(statistics.median(worst), 0) if worst else None,
         "dead_air_ms_max": round(max(worst), 0) if worst else None,
+        "mid_reply_silence_ms_median": round(statistics.median(silences), 0) if silences else None,
+        "mid_reply_silence_ms_max": round(max(silences), 0) if silences else None,
         "stt_audio_missed_s": round(sum(r["stt_audio_missed_s"] for r in ok), 3),
         "heard_twice_s": round(twice, 3), "reply_audio_missing_s": round(lost, 3),
         "errors": sorted({e for r in ok for e in r["errors"]})[:3],
@@ -265,6 +303,8 @@ async def main() -> int:
             if not args.json:
                 print(f"{stage:5} {fault:12} answered {row['answered']:3}/{row['spoken']:<3} "
                       f"dead air added median {row['dead_air_ms_median']} ms max {row['dead_air_ms_max']} ms  "
+                      f"mid-reply silence added median {row['mid_reply_silence_ms_median']} ms "
+                      f"max {row['mid_reply_silence_ms_max']} ms  "
                       f"stt audio missed {row['stt_audio_missed_s']} s  heard twice {row['heard_twice_s']} s  "
                       f"reply audio missing {row['reply_audio_missing_s']} s  deadlocked {row['deadlocked']}"
                       + (f"  errors {row['errors']}" if row["errors"] else ""), flush=True)

@@ -108,3 +108,21 @@ async def test_reply_abandoned_by_the_caller_keeps_the_connection_and_commits_th
     assert events_[0].text == "second"  # not "first second": the first turn was already committed
     assert len(primary.sessions) == 1 and not primary.sessions[0].closed
     assert not events(bus, EventType.FAILOVER)
+
+
+async def test_a_voices_speaking_rate_learned_in_one_session_serves_the_next():
+    from voicerouter.resilience.resume import DEFAULT_SECONDS_PER_CHAR
+
+    primary = FakeS2S("oai-rt")
+    pool = FakePool(primary)
+    stage, _ = chain(pool, ["oai-rt"])
+    first = await stage.connect(instructions=None, history=Conversation())
+    assert first.rates.get("oai-rt") == DEFAULT_SECONDS_PER_CHAR
+    said = await turn(first, "hello there")
+    await first.aclose()
+    learned = 3 * 160 / 16000 / len("oai-rt heard hello there")  # three 10 ms chunks for its reply
+    assert reply_text(said) == "oai-rt heard hello there"
+    later, _ = chain(pool, ["oai-rt"])  # another session of the same process
+    second = await later.connect(instructions=None, history=Conversation())
+    assert second.rates.get("oai-rt") == pytest.approx(learned)
+    await second.aclose()

@@ -159,3 +159,4 @@ async def test_failover_from_gemini_live_to_realtime_continues_the_reply():
     continued = [r for r in states["rt"].requests if r.get("event") == "conversation.item.create"
                  and r["item"]["role"] == "assistant"]
     assert continued and REPLY.startswith(continued[-1]["item"]["content"][0]["text"])
+

@@ -35,21 +35,40 @@ REPLAY_SECONDS_PER_AUDIO_SECOND = 0.25
 class S2SChain(ChainProvider):
     kind = "s2s"
 
-    def __init__(self, runner: StageRunner) -> None:
-        super().__init__(runner)
-        self.rates = SpeakingRate()  # per provider: where word ends fall in a reply's audio
-
     async def connect(self, *, instructions: str | None, history: Conversation) -> ChainS2SSession:
-        session = ChainS2SSession(self.runner, instructions, history, self.rates)
+        session = ChainS2SSession(self.runner, instructions, history, ProviderRates(self.runner.members))
         await session.start()
         return session
+
+
+class ProviderRates(SpeakingRate):
+    """Each provider's speaking rate, kept in its process-wide state: what one session's completed
+    replies taught serves the first reply of the next session too."""
+
+    def __init__(self, members: list[Member]) -> None:
+        super().__init__()
+        self.states = {m.name: m.state for m in members}
+
+    def _refresh(self) -> None:  # other sessions may have learned since
+        self.by_provider.update({name: state.seconds_per_char for name, state in self.states.items()
+                                 if state.seconds_per_char is not None})
+
+    def get(self, provider: str) -> float:
+        self._refresh()
+        return super().get(provider)
+
+    def observe(self, provider: str, text: str, audio_s: float) -> None:
+        self._refresh()
+        super().observe(provider, text, audio_s)
+        if provider in self.by_provider and provider in self.states:
+            self.states[provider].seconds_per_char = self.by_provider[provider]
 
 
 class ChainS2SSession:
     def __init__(self, runner: StageRunner, instructions: str | None, history: Conversation,
                  rates: SpeakingRate | None = None) -> None:
         self.runner = runner
-        self.rates = rates or SpeakingRate()
+        self.rates = rates or ProviderRates(runner.members)
         self.instructions = instructions
         self.history = history
         self.turn_audio: list[tuple[bytes, int]] = []

@@ -54,6 +54,8 @@ class ProviderState:
     in_flight: int = 0  # calls waiting for their first result (a local engine's queue)
     limited_until: float = 0.0  # time.monotonic() until which a 429's Retry-After asks us to stay away
     limit: int | None = None
+    # seconds of audio per character of its S2S replies (where word ends fall; see resilience.resume)
+    seconds_per_char: float | None = None
     # buses of live sessions using this provider: a background probe reports to all of them
     buses: weakref.WeakSet[EventBus] = field(default_factory=weakref.WeakSet)
 
