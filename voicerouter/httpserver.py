@@ -9,8 +9,19 @@ stream needs); it was already a dependency. One helper starts an application on 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
+
+
+@web.middleware
+async def peer_gone(request: web.Request, handler: Any) -> web.StreamResponse:
+    """A client that goes away mid-request (a cancelled TTS request, a hung-up caller) is routine for
+    a voice server, not an error worth a traceback: the request ends quietly."""
+    try:
+        return await handler(request)
+    except ConnectionResetError:
+        return web.Response(status=499, text="client closed the connection\n")  # nobody reads it
 
 
 @dataclass
@@ -32,6 +43,8 @@ async def start_server(
     app: web.Application, host: str = "127.0.0.1", port: int = 0, *, shutdown_timeout: float = 0.5
 ) -> RunningServer:
     """Serve `app` on host:port until `aclose()`; signals stay with the caller (no handle_signals)."""
+    if peer_gone not in app.middlewares:
+        app.middlewares.append(peer_gone)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

@@ -14,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import os
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -25,6 +27,7 @@ import numpy as np
 
 from voicerouter.audio.convert import frames, resample, rms_dbfs
 from voicerouter.audio.g711 import PHONE_RATE
+from voicerouter.transports.base import WireMessage
 
 Carrier = Literal["twilio", "telnyx", "ws"]
 FRAME_MS = 20
@@ -286,8 +289,10 @@ async def _stream(http: Any, target: Target, plan: CallPlan, result: CallResult,
     far = _far_end(target, result.call_id)
     rate = far.rate
     result.rate = rate
-    caller = resample(plan.pcm, 16000, rate) if rate != 16000 else plan.pcm
+    caller = _at_rate(plan.pcm, rate)
     frame_bytes = rate * FRAME_MS // 1000 * 2
+    wire = _wire_frames(caller, rate, far.payload)  # the fixture encoded once, not once a frame per call
+    silence = far.payload(bytes(frame_bytes))
     speech_end = voiced_end_s(plan.pcm)
     playout = _Playout(rate)
     loop = asyncio.get_running_loop()
@@ -350,16 +355,16 @@ async def _stream(http: Any, target: Target, plan: CallPlan, result: CallResult,
                 result.max_send_lag_s = max(result.max_send_lag_s, loop.time() - due)
                 pos = i * frame_bytes
                 if pos < caller_end:
-                    chunk = caller[pos : pos + frame_bytes]
+                    payload = wire[i]
                 elif barge is not None and barge_at is not None and loop.time() >= barge_at and barge_pos < len(barge):
                     if barge_pos == 0:
                         state["barge_voice_t"] = loop.time() + barge_voice
                     chunk = barge[barge_pos : barge_pos + frame_bytes]
                     barge_pos += frame_bytes
+                    payload = far.payload(chunk + bytes(frame_bytes - len(chunk)))
                 else:
-                    chunk = b""
-                chunk = chunk + bytes(frame_bytes - len(chunk))
-                message = far.media(chunk)
+                    payload = silence
+                message = far.media_payload(payload, frame_bytes // 2)
                 try:
                     if isinstance(message, bytes):
                         await ws.send_bytes(message)
@@ -412,6 +417,18 @@ async def _stream(http: Any, target: Target, plan: CallPlan, result: CallResult,
             result.error = f"stream closed with {ws.close_code}"
             return
     result.outcome = "answered"
+
+
+@functools.lru_cache(maxsize=32)
+def _at_rate(pcm: bytes, rate: int) -> bytes:
+    """A fixture (16 kHz) at the carrier's rate; every call of a run speaks the same few fixtures."""
+    return resample(pcm, 16000, rate) if rate != 16000 else pcm
+
+
+@functools.lru_cache(maxsize=32)
+def _wire_frames(pcm: bytes, rate: int, encode: Callable[[bytes], WireMessage]) -> tuple[WireMessage, ...]:
+    """`pcm` as the carrier's encoded 20 ms frames (the last one padded with silence)."""
+    return tuple(encode(frame) for frame in frames(pcm, FRAME_MS, rate))
 
 
 async def answer_stream(http: Any, carrier: Carrier, plan: CallPlan, url: str, parameters: dict[str, str],

@@ -148,7 +148,10 @@ def rms_dbfs(pcm: bytes) -> float:
     x = _samples(pcm)
     if x.size == 0:
         return SILENCE_DBFS
-    rms = math.sqrt(float(np.mean(np.square(x, dtype=np.float64))))
+    # One float64 dot product (exact: the sum of squares of int16 stays far below 2**53); it runs
+    # for every 20 ms frame of every live call, where np.mean(np.square()) cost four times as much.
+    f = x.astype(np.float64)
+    rms = math.sqrt(float(f @ f) / x.size)
     if rms <= 0:
         return SILENCE_DBFS
     return max(SILENCE_DBFS, 20.0 * math.log10(rms / 32768.0))

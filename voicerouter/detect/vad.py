@@ -118,7 +118,8 @@ class VoiceActivityDetector:
         preroll = b""
 
         if not self._speaking:
-            window = list(self._recent)[-self._window :]
+            # Only a voiced frame can start speech: the window is looked at then, not on every frame.
+            window = list(self._recent)[-self._window :] if voiced else ()
             if voiced and sum(v for _, v, _ in window) >= self._start_frames:
                 first = next(i for i, v, _ in window if v)
                 self._speaking = started = True

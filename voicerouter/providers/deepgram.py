@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -158,6 +159,15 @@ class DeepgramSTT(_Base):
         await self.transcribe(silence(0.2))
 
 
+@functools.cache
+def _ConnectionClosed() -> type[Exception]:  # noqa: N802 (it stands for the class)
+    """websockets' ConnectionClosed, imported once: `send` runs for every 20 ms frame, and an import
+    statement there went through the websockets package's lazy `__getattr__` each time."""
+    from websockets.exceptions import ConnectionClosed
+
+    return ConnectionClosed
+
+
 class DeepgramStream:
     """One utterance on the live socket: binary audio in, interim partials out, finals gathered."""
 
@@ -299,8 +309,6 @@ class DeepgramStream:
                 await asyncio.sleep(interval - idle)
 
     async def send(self, pcm: bytes) -> None:
-        from websockets.exceptions import ConnectionClosed
-
         if self._error is not None:
             raise self._error
         if not pcm:
@@ -314,7 +322,7 @@ class DeepgramStream:
                 await self._ws.send(pcm)
         except TimeoutError:
             raise ProviderTimeout(f"live socket took no audio for {timeout:g} s", provider=self._name) from None
-        except ConnectionClosed:
+        except _ConnectionClosed():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):  # the reader learns why it closed, and sets _done
                     await self._done.wait()

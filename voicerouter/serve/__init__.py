@@ -8,6 +8,7 @@ via WebSocket) reach sessions of the routing table, with capacity, health, metri
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import sys
@@ -61,6 +62,10 @@ async def _serve(manager: CallManager, options: ServeOptions, host: str, port: i
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
                          hint="choose another --port, or stop what is using it") from None
     manager.url = server.url
+    # What start-up built (modules, the routing table, providers) lives as long as the process: keep
+    # it out of the garbage collector's full passes, which otherwise stop every call's audio for tens
+    # of milliseconds at a time as they walk it.
+    gc.freeze()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = 0

@@ -109,6 +109,7 @@ class CallManager:
 
     async def prepare(self) -> None:
         """Build every provider the routes use (loading local models) and note routes that cannot run."""
+        import voicerouter.session.session  # noqa: F401  (imported now, not by a first call while others wait)
         from voicerouter.routing.checks import stage_names, used_providers
 
         broken: dict[str, str] = {}

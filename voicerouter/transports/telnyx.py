@@ -184,6 +184,7 @@ class TelnyxCarrier:
         self._seq = 0
         self._chunk = 0
         self._timestamp_ms = 0
+        self._id_json = json.dumps(stream_id)
 
     def _next(self) -> str:
         self._seq += 1
@@ -199,13 +200,20 @@ class TelnyxCarrier:
         return [connected, start]
 
     def media(self, pcm: bytes) -> str:
+        return self.media_payload(self.payload(pcm), len(pcm) // 2)
+
+    @staticmethod
+    def payload(pcm: bytes) -> str:
+        """A media message's `payload`: base64 PCMU. A load generator encodes its fixture once."""
+        return base64.b64encode(pcm16_to_ulaw(pcm)).decode()
+
+    def media_payload(self, payload: str, samples: int) -> str:
+        """The media message carrying an encoded `payload` (the JSON `json.dumps` writes, built directly)."""
         self._chunk += 1
-        message = json.dumps({
-            "event": "media", "sequence_number": self._next(), "stream_id": self.stream_id,
-            "media": {"track": "inbound", "chunk": str(self._chunk), "timestamp": str(self._timestamp_ms),
-                      "payload": base64.b64encode(pcm16_to_ulaw(pcm)).decode()},
-        })
-        self._timestamp_ms += len(pcm) // 2 * 1000 // PHONE_RATE
+        message = (f'{{"event": "media", "sequence_number": "{self._next()}", "stream_id": {self._id_json}, '
+                   f'"media": {{"track": "inbound", "chunk": "{self._chunk}", "timestamp": "{self._timestamp_ms}", '
+                   f'"payload": "{payload}"}}}}')
+        self._timestamp_ms += samples * 1000 // PHONE_RATE
         return message
 
     def mark(self, name: str) -> str:

@@ -103,6 +103,13 @@ class AppClient:
     def media(self, pcm: bytes) -> bytes:
         return pcm
 
+    @staticmethod
+    def payload(pcm: bytes) -> bytes:
+        return pcm
+
+    def media_payload(self, payload: bytes, samples: int) -> bytes:
+        return payload
+
     def mark(self, name: str) -> str:
         return json.dumps({"type": "mark", "name": name})
 
