@@ -172,6 +172,8 @@ class FakeSTTStream:
     async def finish(self) -> Transcript:
         if self.step == "hang_finish":
             await self.owner.wait_forever()
+        if self.step.startswith("slow_finish:"):  # the final transcript takes this many seconds
+            await asyncio.sleep(float(self.step.partition(":")[2]))
         self.owner.finals.append(words_of(self.received))
         return Transcript(words_of(self.received))
 

@@ -101,3 +101,69 @@ async def test_hang_on_turn_two_fails_over_in_that_turn_only():
     assert faults.injected == [("eleven", "eleven=hang@turn2", 2)]
     assert (eleven.calls, piper.calls) == (2, 1)  # the injected hang sits in front of eleven on turn 2
     assert sink.duration_s > 0 and {provider_of(AudioChunk(sink.pcm[:320], RATE))} == {"eleven"}
+
+
+class UnreachableSTT:
+    """A streaming STT whose connect is always refused (nothing listens)."""
+
+    kind, type, supports_streaming = "stt", "fake", True
+
+    def __init__(self, name: str) -> None:
+        self.name, self.calls = name, 0
+
+    async def open_stream(self, sample_rate=RATE, on_partial=None):
+        self.calls += 1
+        raise ConnectionRefusedError(111, "Connect call failed")
+
+    async def transcribe(self, audio: AudioChunk) -> Transcript:
+        self.calls += 1
+        raise ConnectionRefusedError(111, "Connect call failed")
+
+    async def probe(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+class SilentSTT(UnreachableSTT):
+    """Accepts the stream and the audio, never sends a final transcript."""
+
+    async def open_stream(self, sample_rate=RATE, on_partial=None):
+        self.calls += 1
+
+        class Stream:
+            async def send(self, pcm: bytes) -> None:
+                return None
+
+            async def finish(self) -> Transcript:
+                await asyncio.Event().wait()
+
+            async def aclose(self) -> None:
+                return None
+
+        return Stream()
+
+    async def transcribe(self, audio: AudioChunk) -> Transcript:
+        self.calls += 1
+        await asyncio.Event().wait()
+
+
+async def test_a_failed_stt_turn_never_circles_back_to_a_provider_that_was_never_reachable():
+    dg, oai, tts = UnreachableSTT("dg"), SilentSTT("oai"), FakeTTS("tts")
+    pool = Pool(dg, oai, tts)
+    policy = ResilienceConfig(retries=0, first_result_timeout_ms=200, turn_deadline_ms=600)
+    plan = SessionPlan(
+        context=RouteContext(session_id="sess-2"), route="r1", matched=True, reasons=(), pipeline="stt_tts",
+        stt=StagePlan("stt", ("dg", "oai")), tts=StagePlan("tts", ("tts",)), s2s=None, vad=VadConfig(),
+        turn=TurnConfig(), agent=AgentConfig(), resilience=policy, barge_in=BargeInConfig(), instructions=None,
+        providers={name: pool.config(name) for name in ("dg", "oai", "tts")},
+    )
+    session = Session(plan, pool, PcmSource(three_turns()), MemorySink(), agent=Agent(), env={})
+    result = await asyncio.wait_for(session.run(), 60)
+
+    assert result.exit_code == 3 and [e.stage for e in result.errors] == ["stt", "stt"]
+    # one connect per turn to the unreachable provider, one stream per turn to the silent one: no second
+    # pass over the chain after its stream had given every provider the whole utterance
+    assert (dg.calls, oai.calls) == (2, 2)
+    assert not [e for e in result.events if "buffered utterance" in str(e.data.get("message", ""))]

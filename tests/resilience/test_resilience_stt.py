@@ -161,3 +161,22 @@ async def test_failover_at_connect_reports_dead_air_from_when_the_caller_started
     assert final.provider == "oai" and final.text == " ".join(WORDS)
     (failover,) = events(bus, EventType.FAILOVER)
     assert failover["reason"] == "timeout" and failover["elapsed_ms"] >= 145
+
+
+@pytest.mark.parametrize("unreachable", ["open_hang", "refused"])
+async def test_finish_never_circles_back_to_a_provider_that_was_never_reachable(unreachable: str):
+    """The primary never answered its connect; the fallback's final transcript is slow but comes: the
+    fallback is the last provider (the rest of the turn deadline), not cut short to try the primary again."""
+    primary = FakeSTT("dg", script=[unreachable if unreachable != "refused" else "open_refused"])
+    backup = FakeSTT("oai", script=["slow_finish:0.3"])
+
+    if unreachable == "refused":
+        async def refused(sample_rate=16000, on_partial=None):
+            primary.calls += 1
+            raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 9)")
+        primary.open_stream = refused  # type: ignore[method-assign]
+    stage, bus = chain(FakePool(primary, backup), ("dg", "oai"))
+    final = await utter(stage)
+    assert final.provider == "oai" and final.text == " ".join(WORDS)
+    assert primary.calls == 1  # one connect attempt: never a replay to a provider that never answered
+    assert [e["to_provider"] for e in events(bus, EventType.FAILOVER)] == ["oai"]

@@ -69,7 +69,7 @@ class ChainSTTStream:
         self.queue: list[Member] = []  # members not tried yet, in order
         self.errors: list[ProviderError] = []
         self.failed: tuple[Member, ProviderError, bool] | None = None  # last live failure not yet reported
-        self.broken: list[Member] = []  # members whose live stream failed; finish() may retry them
+        self.broken: list[Member] = []  # reachable members whose live stream failed; finish() may retry them
         self.live: Member | None = None
         self._live_admitted: float | None = None  # the live member's breaker clock when it was let through
         self._live_stream = None
@@ -160,6 +160,10 @@ class ChainSTTStream:
         self.runner._failed(member, error, admitted)
         self.errors.append(error)
         self.failed = (member, error, during == "send")
+        if during == "open" and error.status is None:
+            # its connect never got an answer (refused, timed out, no route): a replay at finish
+            # would only wait for it again, so it is not retried within this utterance
+            return
         if member not in self.broken:
             self.broken.append(member)
 

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from voicerouter.config.secrets import redact
-from voicerouter.errors import ProviderError
+from voicerouter.errors import AllProvidersFailed, ProviderError
 from voicerouter.providers.base import (
     PIPELINE_RATE,
     Agent,
@@ -101,6 +101,11 @@ class PipelineTurns:
             if capture.worker is not None:
                 await capture.close_worker()
                 exc = capture.worker.exception()
+                if isinstance(exc, AllProvidersFailed):
+                    # the chain's stream already gave every provider the whole utterance (replayed
+                    # or in one batch request): another pass would only circle back to the same
+                    # failed providers, some maybe never reachable, on a fresh deadline
+                    raise exc
                 if isinstance(exc, ProviderError):
                     # No lost words: the whole utterance is still buffered, transcribe it in one go.
                     s.bus.emit(
