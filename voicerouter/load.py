@@ -146,6 +146,7 @@ class Target:
     flags: list[str] = field(default_factory=list)
     twilio_auth_token: str | None = None
     telnyx_private_key: Any = None  # an Ed25519PrivateKey
+    session_token: str | None = None  # ws: the bearer credential /v1/sessions asks for
 
 
 def voiced_end_s(pcm: bytes, rate: int = 16000) -> float:
@@ -301,7 +302,8 @@ async def _stream(http: Any, target: Target, plan: CallPlan, result: CallResult,
     keys = dtmf_schedule(plan, len(caller) / 2 / rate)
 
     opened = loop.time()
-    async with http.ws_connect(url, max_msg_size=1 << 22) as ws:
+    headers = {"Authorization": f"Bearer {target.session_token}"} if target.carrier == "ws" and target.session_token else {}
+    async with http.ws_connect(url, max_msg_size=1 << 22, headers=headers) as ws:
         for message in far.opening(parameters):
             await ws.send_str(message)
 

@@ -36,35 +36,46 @@ async def page_state(http: aiohttp.ClientSession, devtools: str) -> dict:
     return {}
 
 
-async def test_browser_page_round_trip_in_headless_chromium(tmp_path):
+async def run_page(tmp_path, http: aiohttp.ClientSession, page_url: str, done) -> dict:
+    """Open `page_url` in headless Chromium with speech as its microphone; the page's state once `done(state)`."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     speech = load_fixture(SAMPLES / "hello.wav").pcm + bytes(16000 * 2 * 3)  # then silence (the file loops)
     wav = tmp_path / "speech.wav"
     sf.write(wav, np.frombuffer(speech, dtype="<i2"), 16000, subtype="PCM_16")
     profile = tmp_path / "profile"
     profile.mkdir()
+    browser = subprocess.Popen([
+        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={wav}",
+        "--disable-background-networking", "--disable-component-update", "--no-first-run",
+        "--autoplay-policy=no-user-gesture-required", f"--user-data-dir={profile}", "--remote-debugging-port=0",
+        page_url,
+    ], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        async with asyncio.timeout(30):
+            while not (profile / "DevToolsActivePort").exists():
+                await asyncio.sleep(0.1)
+        devtools = f"http://127.0.0.1:{(profile / 'DevToolsActivePort').read_text().split()[0]}"
+        state: dict = {}
+        async with asyncio.timeout(60):  # on timeout, `state` shows how far the page got
+            while not done(state):
+                await asyncio.sleep(0.5)
+                with contextlib.suppress(aiohttp.ClientError, KeyError, IndexError):
+                    state = await page_state(http, devtools)
+        return state
+    finally:
+        browser.terminate()
+        browser.wait(10)
+
+
+def replied(state: dict) -> bool:
+    return bool(state.get("replies") and state.get("playedSeconds", 0) > 0.5 and state.get("marksEchoed"))
+
+
+async def test_browser_page_round_trip_in_headless_chromium(tmp_path):
     async with emulate("deepgram", api_key=KEY, transcript=HEARD) as dg, emulate("cartesia", api_key=KEY) as ca, \
             serve(tmp_path, cloud_table(dg.url, ca.url)) as server, aiohttp.ClientSession() as http:
-        browser = subprocess.Popen([
-            CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--use-fake-ui-for-media-stream",
-            "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={wav}",
-            "--disable-background-networking", "--disable-component-update", "--no-first-run",
-            "--autoplay-policy=no-user-gesture-required", f"--user-data-dir={profile}", "--remote-debugging-port=0",
-            f"{server.url}/?tenant=acme&autostart=1",
-        ], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            async with asyncio.timeout(30):
-                while not (profile / "DevToolsActivePort").exists():
-                    await asyncio.sleep(0.1)
-            devtools = f"http://127.0.0.1:{(profile / 'DevToolsActivePort').read_text().split()[0]}"
-            state: dict = {}
-            async with asyncio.timeout(60):  # on timeout, `state` shows how far the page got
-                while not (state.get("replies") and state.get("playedSeconds", 0) > 0.5 and state.get("marksEchoed")):
-                    await asyncio.sleep(0.5)
-                    with contextlib.suppress(aiohttp.ClientError, KeyError, IndexError):
-                        state = await page_state(http, devtools)
-        finally:
-            browser.terminate()
-            browser.wait(10)
+        state = await run_page(tmp_path, http, f"{server.url}/?tenant=acme&autostart=1", replied)
     assert state["error"] is None and state["route"] == "acme"
     assert HEARD in state["transcripts"]
     assert f"You said: {HEARD}." in state["replies"]
@@ -73,3 +84,21 @@ async def test_browser_page_round_trip_in_headless_chromium(tmp_path):
     assert logs, list(server.out.iterdir())
     events = [json.loads(line) for line in logs[0].read_text().splitlines()]
     assert {"session_start", "final_transcript", "tts_first_audio"} <= {e["type"] for e in events}
+
+
+async def test_browser_page_with_a_session_token(tmp_path):
+    """With auth on, the operator's backend mints a token and links the page with it in the fragment."""
+    secret = "browser-secret-canary-8086"
+    table = 'serve: {auth_token: "${VR_SECRET}"}\n'
+    async with emulate("deepgram", api_key=KEY, transcript=HEARD) as dg, emulate("cartesia", api_key=KEY) as ca, \
+            serve(tmp_path, cloud_table(dg.url, ca.url, table), env={"VR_SECRET": secret}) as server, \
+            aiohttp.ClientSession() as http:
+        async with http.post(server.url + "/v1/tokens", json={"tenant": "acme"},
+                             headers={"Authorization": f"Bearer {secret}"}) as r:
+            token = (await r.json())["token"]
+        refused = await run_page(tmp_path / "without", http, f"{server.url}/?autostart=1",
+                                 lambda state: state.get("error"))
+        assert "access token" in refused["error"] and refused["route"] is None
+        state = await run_page(tmp_path / "with", http, f"{server.url}/?autostart=1#token={token}", replied)
+    assert state["error"] is None and state["route"] == "acme"  # the token's tenant
+    assert f"You said: {HEARD}." in state["replies"]

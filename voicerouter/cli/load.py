@@ -28,7 +28,7 @@ def load(
     """Place calls like Twilio/Telnyx would (signed webhook, TwiML, real-time media) and report.
 
     Signs Twilio webhooks with $TWILIO_AUTH_TOKEN and Telnyx ones with $TELNYX_PRIVATE_KEY (base64 or
-    PEM Ed25519) when set. Exit codes: 0 no call failed (refusals are reported, not failures), 1 a
+    PEM Ed25519) when set; --carrier ws sends $VOICEROUTER_AUTH_TOKEN as its bearer token. Exit codes: 0 no call failed (refusals are reported, not failures), 1 a
     call failed, 2 usage error.
     """
     import asyncio
@@ -59,7 +59,8 @@ def load(
     key = os.environ.get("TELNYX_PRIVATE_KEY")
     target = Target(url, carrier=carrier, to=to, tenant=tenant, region=region, flags=list(flag or []),  # type: ignore[arg-type]
                     twilio_auth_token=os.environ.get("TWILIO_AUTH_TOKEN"),
-                    telnyx_private_key=telnyx_private_key(key) if key else None)
+                    telnyx_private_key=telnyx_private_key(key) if key else None,
+                    session_token=os.environ.get("VOICEROUTER_AUTH_TOKEN") or None)
 
     def progress(result) -> None:  # noqa: ANN001
         if not json_out:

@@ -317,6 +317,15 @@ class StateConfig(Strict):
     max_sessions: int | None = Field(None, gt=0, description="Concurrent sessions across the whole fleet.")
 
 
+class ServeConfig(Strict):
+    """`voicerouter serve`'s settings that travel with the table."""
+
+    auth_token: str | None = Field(
+        None, description="Bearer secret that /v1/sessions and POST /v1/tokens require: a ${VAR} reference "
+        "(else $VOICEROUTER_AUTH_TOKEN; with neither, /v1/sessions is open).")
+    token_ttl_s: int = Field(300, gt=0, le=86400, description="Longest life of a session token minted by POST /v1/tokens.")
+
+
 class RoutingTableConfig(Strict):
     version: Literal[1] = 1
     providers: dict[str, ProviderConfig]
@@ -330,6 +339,7 @@ class RoutingTableConfig(Strict):
     faults: list[FaultConfig] = Field(default_factory=list)
     seed: int | None = Field(None, description="Seed for fault injection and jitter.")
     state: StateConfig = Field(default_factory=StateConfig, description="Shared state of a fleet of processes.")
+    serve: ServeConfig = Field(default_factory=ServeConfig, description="Settings of `voicerouter serve`.")
 
 
 def json_schema() -> dict[str, Any]:

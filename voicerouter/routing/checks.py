@@ -226,6 +226,7 @@ def _secret_values(table: RoutingTable) -> Iterator[tuple[str, str, PathKey]]:
     for name, cfg in table.config.providers.items():
         yield from _strings(cfg, ("providers", name))
     yield from _strings(table.config.defaults.agent, ("defaults", "agent"))
+    yield from _strings(table.config.serve, ("serve",))
     for index, route in enumerate(table.config.routes):
         if "agent" in route.model_fields_set:
             yield from _strings(route.agent, ("routes", index, "agent"))

@@ -82,8 +82,11 @@ async def _serve(manager: CallManager, options: ServeOptions, host: str, port: i
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
     ready, why = manager.ready()
+    from voicerouter.serve.app import AUTH
+
     say(f"listening on {server.url} ({'ready' if ready else 'not ready: ' + why}; "
-        f"max sessions {options.max_sessions or 'unlimited'})")
+        f"max sessions {options.max_sessions or 'unlimited'}; "
+        f"/v1/sessions {'needs a bearer token' if app[AUTH].enabled else 'open (no auth)'})")
     try:
         await stop.wait()
         live = len(manager.live)

@@ -7,6 +7,7 @@ Endpoints (all on one aiohttp app, see `voicerouter.httpserver`):
     POST /telnyx/voice   TeXML: <Connect><Stream> to /telnyx/media, or <Reject reason="busy"/>
     WS   /telnyx/media   Telnyx media streaming (bidirectional PCMU)
     WS   /v1/sessions    the generic protocol for apps and the browser page (transports/websocket.py)
+    POST /v1/tokens      short-lived session tokens for browsers, when /v1/sessions has a secret (serve/auth.py)
     POST /twilio/status, /telnyx/status   outbound calls' and messages' status callbacks (serve/status.py)
     GET  /               the browser page
     GET  /healthz /readyz /status /metrics
@@ -23,9 +24,10 @@ from importlib import resources
 
 from aiohttp import WSMsgType, web
 
-from voicerouter.config.secrets import expand, redact
+from voicerouter.config.secrets import expand, redact, remember_secret
 from voicerouter.errors import VoiceRouterError
 from voicerouter.serve import metrics
+from voicerouter.serve.auth import ENV_VAR, SUBPROTOCOL, AuthError, SessionAuth, credential_of
 from voicerouter.serve.calls import CLOSE_POLICY, Attach, CallManager, Outbox
 from voicerouter.transports import telnyx, twilio
 from voicerouter.transports.base import Started, Transport, WireMessage
@@ -34,6 +36,7 @@ log = logging.getLogger("voicerouter.serve")
 
 MANAGER = web.AppKey("manager", CallManager)
 SECRETS = web.AppKey("secrets", dict)
+AUTH = web.AppKey("auth", SessionAuth)
 
 
 def carrier_secret(manager: CallManager, carrier: str, option: str, env_var: str) -> str | None:
@@ -45,6 +48,18 @@ def carrier_secret(manager: CallManager, carrier: str, option: str, env_var: str
         if ref:
             return expand(str(ref), manager.env, what=f"provider {name} {option}", secret=True)
     return manager.env.get(env_var) or None
+
+
+def session_auth(manager: CallManager) -> SessionAuth:
+    """/v1/sessions' secret: the table's `serve.auth_token` (a `${VAR}`), else $VOICEROUTER_AUTH_TOKEN; none: open."""
+    settings = manager.table.config.serve
+    secret = None
+    if settings.auth_token:
+        secret = expand(settings.auth_token, manager.env, what="serve.auth_token", secret=True)
+    elif manager.env.get(ENV_VAR):
+        secret = manager.env[ENV_VAR]
+        remember_secret(secret)
+    return SessionAuth(secret, max_ttl_s=settings.token_ttl_s)
 
 
 def status_routes() -> tuple[web.AbstractRouteDef, ...]:
@@ -60,6 +75,7 @@ def build_app(manager: CallManager, *, extra_routes: Iterable[web.AbstractRouteD
         "twilio": carrier_secret(manager, "twilio", "auth_token", "TWILIO_AUTH_TOKEN"),
         "telnyx": carrier_secret(manager, "telnyx", "public_key", "TELNYX_PUBLIC_KEY"),
     }
+    app[AUTH] = session_auth(manager)
     app.add_routes([
         web.get("/", index),
         web.get("/healthz", healthz),
@@ -71,6 +87,7 @@ def build_app(manager: CallManager, *, extra_routes: Iterable[web.AbstractRouteD
         web.post("/telnyx/voice", telnyx_voice),
         web.get("/telnyx/media", telnyx_media),
         web.get("/v1/sessions", app_session),
+        web.post("/v1/tokens", mint_token),
         *status_routes(),
         *extra_routes,
     ])
@@ -96,6 +113,7 @@ async def status(request: web.Request) -> web.Response:
         carrier: "signed" if request.app[SECRETS][carrier] else ("unsigned" if manager.options.allow_unsigned else "off")
         for carrier in ("twilio", "telnyx")
     }
+    data["sessions_auth"] = "bearer" if request.app[AUTH].enabled else "open"
     return web.json_response(data)
 
 
@@ -226,20 +244,64 @@ async def telnyx_media(request: web.Request) -> web.StreamResponse:
 
 
 async def app_session(request: web.Request) -> web.StreamResponse:
+    from dataclasses import replace
+
     from voicerouter.transports.websocket import AppSocket
 
+    auth = request.app[AUTH]
+    try:
+        grant = auth.check(credential_of(request.headers.get("Authorization"),
+                                         request.headers.get("Sec-WebSocket-Protocol")))
+    except AuthError as exc:
+        return _unauthorized(str(exc))
     transport = AppSocket()
     try:
         started = transport.start_from_query(request.query)
     except ValueError as exc:
         raise web.HTTPBadRequest(text=f"{exc}\n") from None
-    return await _media(request, transport, started=started, attach=transport.attach)
+    if grant.tenant is not None:
+        asked = started.params.get("tenant")
+        if asked and asked != grant.tenant:
+            return web.Response(status=403, text="this token opens sessions of another tenant only\n")
+        started = replace(started, params={**started.params, "tenant": grant.tenant})
+    return await _media(request, transport, started=started, attach=transport.attach, protocols=(SUBPROTOCOL,))
+
+
+async def mint_token(request: web.Request) -> web.Response:
+    """POST /v1/tokens (with the secret as bearer): a short-lived session token, e.g. for a browser."""
+    auth = request.app[AUTH]
+    if not auth.enabled:
+        return web.Response(status=404, text=f"/v1/sessions has no authentication (set serve.auth_token or {ENV_VAR})\n")
+    credential = credential_of(request.headers.get("Authorization"), None)
+    if credential is None or not auth.is_secret(credential):
+        return _unauthorized("minting a token needs 'Authorization: Bearer <the server secret>'")
+    try:
+        body = await request.json() if request.can_read_body else {}
+    except ValueError:
+        return web.Response(status=400, text="the body must be JSON: {\"ttl_s\": 300, \"tenant\": \"acme\"}\n")
+    if not isinstance(body, dict):
+        return web.Response(status=400, text="the body must be a JSON object\n")
+    ttl, tenant = body.get("ttl_s"), body.get("tenant")
+    if (ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int))) or (
+            tenant is not None and not isinstance(tenant, str)):
+        return web.Response(status=400, text="ttl_s must be an integer and tenant a string\n")
+    try:
+        token, expires = auth.mint(ttl, tenant)
+    except AuthError as exc:
+        return web.Response(status=400, text=f"{exc}\n")
+    return web.json_response({"token": token, "expires_at": expires, "expires_in": min(ttl or auth.max_ttl_s, auth.max_ttl_s),
+                              "tenant": tenant}, headers={"Cache-Control": "no-store"})
+
+
+def _unauthorized(reason: str) -> web.Response:
+    return web.Response(status=401, text=f"unauthorized: {reason}\n", headers={
+        "WWW-Authenticate": 'Bearer realm="voicerouter", error="invalid_token"', "Cache-Control": "no-store"})
 
 
 async def _media(request: web.Request, transport: Transport, *, started: Started | None = None,
-                 attach: Attach | None = None) -> web.StreamResponse:
+                 attach: Attach | None = None, protocols: tuple[str, ...] = ()) -> web.StreamResponse:
     manager = request.app[MANAGER]
-    ws = web.WebSocketResponse(autoping=True, max_msg_size=1 << 20)
+    ws = web.WebSocketResponse(autoping=True, max_msg_size=1 << 20, protocols=protocols)
     await ws.prepare(request)
 
     async def receive() -> WireMessage | None:
