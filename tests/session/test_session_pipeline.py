@@ -409,3 +409,27 @@ async def test_a_turn_that_swallows_its_cancellation_is_reported_and_never_hangs
     finally:
         agent.released.set()
         await asyncio.sleep(0.05)
+
+
+async def test_s2s_barge_in_keeps_only_the_words_the_caller_heard_in_the_conversation():
+    from session_fakes import cut, jfk, silence
+
+    from voicerouter.session.replay import PacedSink
+
+    pcm = jfk()
+    audio = silence(0.3) + cut(pcm, 0.2, 2.5) + silence(1.0) + cut(pcm, 5.3, 6.6) + silence(1.0)
+    words = " ".join(f"word{i}" for i in range(40))  # 4 s of reply, streamed at once, played in real time
+    s2s = FakeS2S("rt", [("and so my fellow americans", words), ("what your country", "Sure")])
+    pool = FakePool({"rt": s2s})
+    sink = PacedSink(MemorySink())
+    session = Session(make_plan(pool, pipeline="s2s"), pool, PcmSource(audio, realtime=True, tail_silence_ms=700),
+                      sink, agent=EchoAgent())
+    result = await asyncio.wait_for(session.run(), 30)
+    assert result.turns[0].interrupted and sink.clears == 1
+    assert result.turns[0].reply == words  # what the provider said
+    assistant = [m.text for m in session.conversation.messages if m.role == "assistant"]
+    heard = assistant[0]
+    # what the caller heard before talking over it: a start of the reply, whole words, far from all of it
+    assert words.startswith(heard) and 0 < len(heard.split()) < 20 and heard.split()[-1] in words.split()
+    (reply_event,) = [e for e in result.events if e.type == EventType.AGENT_REPLY and e.turn == 1]
+    assert reply_event.data["heard"] == heard

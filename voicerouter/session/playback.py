@@ -102,6 +102,10 @@ class Playback:
         await s.sink.write(chunk)
         self.seconds += chunk.duration_s
 
+    def played_s(self) -> float:
+        """How much of this reply the sink has really played so far."""
+        return min(self.seconds, max(0.0, self.session.sink.played_s - self._played_at_start))
+
     def done(self) -> None:
         self.turn.reply_audio_s = self.seconds
         played = max(0.0, self.session.sink.played_s - self._played_at_start)

@@ -85,6 +85,7 @@ class S2STurns:
         s = self.session
         connection = await self._connect()
         reply: list[str] = []
+        starts: list[float] = []  # where each piece of the reply's text starts in its audio
         played = Playback(s, turn, end)
         s.bus.emit(EventType.TTS_START, turn=turn.index, text="")
         self._idle.clear()
@@ -95,6 +96,7 @@ class S2STurns:
                         self._user_text(turn, end, event.text)
                     elif event.type == "reply_text":
                         reply.append(event.text)
+                        starts.append(played.seconds)  # the chain passes words on just before their audio
                     elif event.type == "audio" and event.audio is not None:
                         await played.write(event.audio)
                     # "done" is the last event; the iterator ends by itself (breaking out early
@@ -108,8 +110,13 @@ class S2STurns:
             text = "".join(reply).strip()
             if text:
                 turn.reply = text
-                s.conversation.add("assistant", text)
-                s.bus.emit(EventType.AGENT_REPLY, turn=turn.index, provider=turn.tts_provider, text=text)
+                # A barge-in cut the reply: the conversation keeps the words the caller heard (as
+                # Realtime's conversation.item.truncate does), not the ones still queued to play.
+                said = _heard(reply, starts, played) if turn.interrupted else text
+                if said:
+                    s.conversation.add("assistant", said)
+                s.bus.emit(EventType.AGENT_REPLY, turn=turn.index, provider=turn.tts_provider, text=text,
+                           **({"heard": said} if said != text else {}))
             played.done()
 
     def _user_text(self, turn: TurnResult, end: TurnEnd, text: str) -> None:
@@ -129,3 +136,10 @@ class S2STurns:
             text=turn.transcript,
             latency_ms=round(turn.wall_latency_ms["stt_final"], 1),
         )
+
+
+def _heard(pieces: list[str], starts: list[float], played: Playback) -> str:
+    """The reply's text whose audio the caller heard: each piece's audio ends where the next starts."""
+    heard_s = played.played_s() + 0.02  # a word whose last 20 ms were not played counts as heard
+    ends = starts[1:] + [played.seconds]
+    return "".join(p for p, e in zip(pieces, ends, strict=True) if e <= heard_s).strip()
