@@ -20,6 +20,8 @@ from voicerouter.serve.calls import CallManager, ServeOptions
 
 __all__ = ["CallManager", "ServeOptions", "run_server"]
 
+YOUNG_GC_THRESHOLD = 20_000  # allocations between young collections (CPython's default is 700)
+
 
 async def run_server(
     table: Any,
@@ -64,8 +66,11 @@ async def _serve(manager: CallManager, options: ServeOptions, host: str, port: i
     manager.url = server.url
     # What start-up built (modules, the routing table, providers) lives as long as the process: keep
     # it out of the garbage collector's full passes, which otherwise stop every call's audio for tens
-    # of milliseconds at a time as they walk it.
+    # of milliseconds at a time as they walk it. A full pass still walks every live call's objects
+    # (some 40 ms with a hundred calls on a busy machine): young collections every 20000 allocations
+    # instead of 700 make full ones rarer in proportion, for young passes of about a millisecond.
     gc.freeze()
+    gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -91,7 +92,10 @@ class CallSource:
     def __init__(self, frame_ms: int = 20, name: str = "call", *, on_lag: Callable[[float], None] | None = None):
         self.frame_ms = frame_ms
         self.name = name
-        self._queue: asyncio.Queue[tuple[bytes, float] | None] = asyncio.Queue()
+        # Frames waiting for the session, and the session's wait for one (a deque and a future: this
+        # runs for every 20 ms frame of every live call, where asyncio.Queue's bookkeeping showed).
+        self._queue: deque[tuple[bytes, float] | None] = deque()
+        self._waiter: asyncio.Future[None] | None = None
         self._resampler: StreamResampler | None = None
         self._pending = bytearray()
         self._frame_bytes = PIPELINE_RATE * frame_ms // 1000 * 2
@@ -106,19 +110,38 @@ class CallSource:
         if self._resampler is None or self._resampler.src_rate != sample_rate:
             self._resampler = StreamResampler(sample_rate, PIPELINE_RATE)
         self.received_s += len(pcm) / 2 / sample_rate
-        self._pending += self._resampler.process(pcm)
+        audio = self._resampler.process(pcm)
         now = time.monotonic()
-        while len(self._pending) >= self._frame_bytes:
-            self._queue.put_nowait((bytes(self._pending[: self._frame_bytes]), now))
-            del self._pending[: self._frame_bytes]
+        size = self._frame_bytes
+        if not self._pending and len(audio) == size:  # the usual case: one wire frame, one session frame
+            self._put((audio, now))
+            return
+        self._pending += audio
+        while len(self._pending) >= size:
+            self._put((bytes(self._pending[:size]), now))
+            del self._pending[:size]
 
     def end(self) -> None:
         if not self._ended:
             self._ended = True
-            self._queue.put_nowait(None)
+            self._put(None)
+
+    def _put(self, item: tuple[bytes, float] | None) -> None:
+        self._queue.append(item)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     async def frames(self) -> AsyncIterator[bytes]:
-        while (item := await self._queue.get()) is not None:
+        while True:
+            while not self._queue:
+                self._waiter = asyncio.get_running_loop().create_future()
+                try:
+                    await self._waiter
+                finally:
+                    self._waiter = None
+            item = self._queue.popleft()
+            if item is None:
+                return
             frame, arrived = item
             lag = time.monotonic() - arrived
             self.max_lag_s = max(self.max_lag_s, lag)
