@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from xml.sax.saxutils import quoteattr
@@ -29,9 +29,11 @@ import httpx
 
 from voicerouter.config.secrets import redact
 from voicerouter.errors import ConfigError, ProviderError, RateLimitedError, RecipientError, UnknownOutcomeError
+from voicerouter.providers._common import check_options, timeout_of
 from voicerouter.providers.base import Provider
 from voicerouter.providers.http import (
     ClientProvider,
+    check_base_url,
     error_for_status,
     malformed,
     parse_retry_after,
@@ -162,15 +164,25 @@ def check_number(number: str, *, what: str, provider: str) -> str:
     return number
 
 
+def check_carrier_entry(name: str, kind: str, config: ProviderConfig, *, vendor: str, options: Iterable[str]) -> None:
+    """What every carrier factory checks first: a carrier offers kinds call and sms, and known options only."""
+    if kind not in ("call", "sms"):
+        raise ConfigError(f"provider {name}: {vendor} has no {kind} kind", hint="use kind: call or kind: sms")
+    check_options(name, vendor, config, options)
+
+
 class CarrierClient(ClientProvider):
-    """What the Twilio and Telnyx clients share: the kind, the error-code table, typed request failures."""
+    """What the Twilio and Telnyx clients share: the kind, the base URL and timeout from the table entry,
+    the error-code table, typed request failures."""
 
     type = "carrier"
     codes: Mapping[int, ErrorClass] = {}  # the carrier's error codes -> the class that decides failover
+    default_base_url = ""  # the carrier's API; an entry's base_url wins
 
-    def __init__(self, name: str, config: ProviderConfig, *, kind: str, base_url: str, timeout_s: float,
-                 headers: Mapping[str, str], auth: httpx.Auth | None = None) -> None:
-        super().__init__(name, config, base_url=base_url, timeout_s=timeout_s, headers=headers)
+    def __init__(self, name: str, config: ProviderConfig, *, kind: str, headers: Mapping[str, str],
+                 auth: httpx.Auth | None = None) -> None:
+        base_url = check_base_url(config.base_url or self.default_base_url, provider=name)
+        super().__init__(name, config, base_url=base_url, timeout_s=timeout_of(config), headers=headers)
         self.kind = kind
         if auth is not None:
             self._client.auth = auth

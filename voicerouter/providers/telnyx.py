@@ -29,7 +29,7 @@ from voicerouter.errors import (
     TerminalProviderError,
     TransientProviderError,
 )
-from voicerouter.providers._common import api_key, check_options, timeout_of
+from voicerouter.providers._common import api_key
 from voicerouter.providers.base import BuildContext, Kind
 from voicerouter.providers.carrier import (
     CallRequest,
@@ -38,12 +38,12 @@ from voicerouter.providers.carrier import (
     PlacedCall,
     SentMessage,
     SMSRequest,
+    check_carrier_entry,
     check_number,
     request_sent,
     serve_voice_url,
     status_callback,
 )
-from voicerouter.providers.http import check_base_url
 
 DEFAULT_BASE_URL = "https://api.telnyx.com/v2"
 DEFAULT_KEY_REF = "${TELNYX_API_KEY}"
@@ -64,24 +64,19 @@ CODES: dict[int, type[ProviderError]] = {
 
 def create(name: str, kind: Kind, config: ProviderConfig, ctx: BuildContext) -> TelnyxCarrier:
     """Factory named by the registry: a Telnyx carrier (call or sms) for one routing-table entry."""
-    if kind not in ("call", "sms"):
-        raise ConfigError(f"provider {name}: telnyx has no {kind} kind", hint="use kind: call or kind: sms")
-    check_options(name, "telnyx", config, OPTIONS)
+    check_carrier_entry(name, kind, config, vendor="telnyx", options=OPTIONS)
     if kind == "call" and not config.connection_id:
         raise ConfigError(f"provider {name}: telnyx calls need connection_id")
-    key = api_key(name, config, ctx, DEFAULT_KEY_REF)
-    url = check_base_url(config.base_url or DEFAULT_BASE_URL, provider=name)
-    return TelnyxCarrier(name, config, kind=kind, base_url=url, timeout_s=timeout_of(config), key=key)
+    return TelnyxCarrier(name, config, kind=kind, key=api_key(name, config, ctx, DEFAULT_KEY_REF))
 
 
 class TelnyxCarrier(CarrierClient):
     type = "telnyx"
     codes = CODES
+    default_base_url = DEFAULT_BASE_URL
 
-    def __init__(self, name: str, config: ProviderConfig, *, kind: str, base_url: str, timeout_s: float,
-                 key: str) -> None:
-        super().__init__(name, config, kind=kind, base_url=base_url, timeout_s=timeout_s,
-                         headers={"Authorization": f"Bearer {key}", "Accept": "application/json"})
+    def __init__(self, name: str, config: ProviderConfig, *, kind: str, key: str) -> None:
+        super().__init__(name, config, kind=kind, headers={"Authorization": f"Bearer {key}", "Accept": "application/json"})
         self.webhook_url = config.options.get("webhook_url")
 
     def parse_error(self, body: bytes) -> tuple[int | None, str]:

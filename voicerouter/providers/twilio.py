@@ -34,7 +34,6 @@ from voicerouter.errors import (
     TerminalProviderError,
     TransientProviderError,
 )
-from voicerouter.providers._common import check_options, timeout_of
 from voicerouter.providers.base import BuildContext, Kind
 from voicerouter.providers.carrier import (
     CallRequest,
@@ -43,13 +42,13 @@ from voicerouter.providers.carrier import (
     PlacedCall,
     SentMessage,
     SMSRequest,
+    check_carrier_entry,
     check_number,
     request_sent,
     serve_voice_url,
     status_callback,
     stream_twiml,
 )
-from voicerouter.providers.http import check_base_url
 
 R = TypeVar("R", PlacedCall, SentMessage)
 DEFAULT_BASE_URL = "https://api.twilio.com"
@@ -80,24 +79,20 @@ CODES: dict[int, type[ProviderError]] = {
 
 def create(name: str, kind: Kind, config: ProviderConfig, ctx: BuildContext) -> TwilioCarrier:
     """Factory named by the registry: a Twilio carrier (call or sms) for one routing-table entry."""
-    if kind not in ("call", "sms"):
-        raise ConfigError(f"provider {name}: twilio has no {kind} kind", hint="use kind: call or kind: sms")
-    check_options(name, "twilio", config, OPTIONS)
+    check_carrier_entry(name, kind, config, vendor="twilio", options=OPTIONS)
     if not config.account_sid:
         raise ConfigError(f"provider {name}: twilio needs account_sid")
     token = expand(config.auth_token or DEFAULT_TOKEN_REF, ctx.env, what=f"provider {name}", secret=True)
-    url = check_base_url(config.base_url or DEFAULT_BASE_URL, provider=name)
-    return TwilioCarrier(name, config, kind=kind, base_url=url, timeout_s=timeout_of(config), token=token)
+    return TwilioCarrier(name, config, kind=kind, token=token)
 
 
 class TwilioCarrier(CarrierClient):
     type = "twilio"
     codes = CODES
+    default_base_url = DEFAULT_BASE_URL
 
-    def __init__(self, name: str, config: ProviderConfig, *, kind: str, base_url: str, timeout_s: float,
-                 token: str) -> None:
-        super().__init__(name, config, kind=kind, base_url=base_url, timeout_s=timeout_s,
-                         headers={"Accept": "application/json"},
+    def __init__(self, name: str, config: ProviderConfig, *, kind: str, token: str) -> None:
+        super().__init__(name, config, kind=kind, headers={"Accept": "application/json"},
                          auth=httpx.BasicAuth(config.account_sid or "", token))
         self.account = f"{API}/Accounts/{config.account_sid}"
         self.status_callback = config.options.get("status_callback")
