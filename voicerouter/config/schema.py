@@ -314,6 +314,8 @@ class StateConfig(Strict):
     prefix: str = Field("voicerouter:", description="Key prefix, so several fleets can share one Redis.")
     lease_s: float = Field(15.0, gt=0, description="A session's slots expire this long after its process stops renewing them.")
     timeout_ms: int = Field(50, gt=0, description="Longest wait for Redis on a call's path before local state is used.")
+    reserve_s: float = Field(10.0, gt=0, description="A phone call's slots, reserved fleet-wide when its webhook "
+                             "answers, expire this long after unless its media stream claims them.")
     max_sessions: int | None = Field(None, gt=0, description="Concurrent sessions across the whole fleet.")
 
 

@@ -39,6 +39,16 @@ class SharedState(Protocol):
         """A session's slots in one decision (see `RedisState.admit`)."""
         ...
 
+    async def reserve(self, call_id: str, fixed: list[tuple[str, int]],
+                      groups: list[tuple[list[tuple[str, int]], bool]]) -> tuple[int, list[int]] | None:
+        """A webhook's fleet-wide reservation of a call's slots, claimed by its session's `admit`
+        (see `RedisState.reserve`); None when the shared state cannot decide now."""
+        ...
+
+    async def reserved_call(self, call_id: str) -> bool:
+        """Whether some process of the fleet answered this call's webhook and reserved its slots."""
+        ...
+
     async def release(self, holder: str) -> None:
         """Give back every slot `holder` has."""
         ...

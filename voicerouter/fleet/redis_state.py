@@ -8,11 +8,16 @@ Keys (all under the table's `state.prefix`, default `voicerouter:`):
     probe:<instance>     the fleet's one half-open probe permit: the node holding it (PX)
     health:<instance>    hash node -> JSON {healthy, error, latency_s, t}, refreshed every second
     node:<id>            hash describing a live process (sessions, draining, url); lives for one lease
+    call:<call id>       a call a webhook answered and reserved slots for: the node; lives for `state.reserve_s`
     nodes                set of node ids (pruned when their node:<id> key is gone)
     events               pub/sub channel: breaker trips and closes
 
 Acquire, renew and release are Lua scripts on Redis time, so a decision over several limits is
-atomic and no process clock matters. A crashed process stops renewing: its slots are reaped
+atomic and no process clock matters. A phone call's slots are reserved when its webhook answers,
+under the holder `call/<call id>` (no node: the media stream may reach another process), with the
+short lease `state.reserve_s` and no renewal; the session's admission claims them in the same
+script that admits it (the reservation leaves every scope as the session enters), and a
+reservation no stream claims expires. A crashed process stops renewing: its slots are reaped
 once their lease expires (`state.lease_s`).
 
 Redis down or slow: no call waits on Redis for more than `state.timeout_ms`; a call that gets no
@@ -77,7 +82,8 @@ return 0
 """
 
 # A session's whole admission in one round trip. ARGV: holder, lease, number of fixed scopes,
-# number of stage groups, then (size, optional) per group, then a limit per key. KEYS: the fixed
+# number of stage groups, then (size, optional) per group, then a limit per key, then the holder
+# of a reservation this admission claims (or ""). KEYS: the fixed
 # scopes (all needed), then each group's candidates in order (the first with room is taken; an
 # optional group may take none). Returns {0, pick per group (0: none)} or {1, fixed index} or {2, group}.
 _ADMIT = """
@@ -86,6 +92,10 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local holder, lease = ARGV[1], tonumber(ARGV[2])
 local nfixed, ngroups = tonumber(ARGV[3]), tonumber(ARGV[4])
 local limits = 4 + 2 * ngroups
+local claim = ARGV[limits + #KEYS + 1]
+if claim and claim ~= '' then  -- a reservation made for this session becomes its slots
+  for _, key in ipairs(KEYS) do redis.call('ZREM', key, claim) end
+end
 local function room(i)
   redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
   return redis.call('ZSCORE', KEYS[i], holder) or redis.call('ZCARD', KEYS[i]) < tonumber(ARGV[limits + i])
@@ -157,6 +167,7 @@ class RedisState:
         self.prefix = config.prefix
         self.max_sessions = config.max_sessions
         self.lease_ms = int(config.lease_s * 1000)
+        self.reserve_ms = int(config.reserve_s * 1000)
         self.timeout_s = config.timeout_ms / 1000
         self.node = node_id or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
         self.describe = describe or (lambda: {})
@@ -285,23 +296,60 @@ class RedisState:
         self._held.setdefault(holder, []).extend(keys)
         return 0
 
+    @staticmethod
+    def reservation_holder(call_id: str) -> str:
+        """The fleet-wide holder of a call's reserved slots (the session's id is the call's)."""
+        return f"call/{call_id}"
+
+    async def reserve(self, call_id: str, fixed: list[tuple[str, int]],
+                      groups: list[tuple[list[tuple[str, int]], bool]]) -> tuple[int, list[int]] | None:
+        """A webhook's admission: the call's slots fleet-wide under its reservation holder, for
+        `state.reserve_s` (not renewed), claimed by the session's own admission when the stream
+        arrives. Same answers as `admit`; None when Redis cannot decide (the stream's admission will)."""
+        if not self.connected:
+            return None
+        reply = await self._run_admit(self.reservation_holder(call_id), self.reserve_ms, fixed, groups, claim="")
+        if reply is not None and reply[0] == 0:
+            await self._try(self._redis.set(self._key("call", call_id), self.node, px=self.reserve_ms),
+                            on_call_path=True)
+        return reply
+
+    async def reserved_call(self, call_id: str) -> bool:
+        """Whether a webhook of the fleet answered this call a moment ago (its reservation is live)."""
+        if not self.connected:
+            return False
+        return bool(await self._try(self._redis.exists(self._key("call", call_id)), on_call_path=True))
+
+    async def _run_admit(self, full_holder: str, lease_ms: int, fixed: list[tuple[str, int]],
+                         groups: list[tuple[list[tuple[str, int]], bool]], *, claim: str) -> tuple[int, list[int]] | None:
+        keyed_fixed = [(self._key("slots", scope), limit) for scope, limit in fixed]
+        keyed_groups = [([(self._key("slots", scope), limit) for scope, limit in candidates], optional)
+                        for candidates, optional in groups]
+        keys = [k for k, _ in keyed_fixed] + [k for candidates, _ in keyed_groups for k, _ in candidates]
+        if not keys:
+            return 0, [0] * len(keyed_groups)
+        limits = [n for _, n in keyed_fixed] + [n for candidates, _ in keyed_groups for _, n in candidates]
+        shape = [x for candidates, optional in keyed_groups for x in (len(candidates), int(optional))]
+        reply = await self._try(self._admit(keys=keys, args=[full_holder, lease_ms, len(keyed_fixed), len(keyed_groups),
+                                                             *shape, *limits, claim]), on_call_path=True)
+        if reply is None:
+            return None
+        return int(reply[0]), [int(x) for x in reply[1:]]
+
     async def admit(self, holder: str, fixed: list[tuple[str, int]],
                     groups: list[tuple[list[tuple[str, int]], bool]]) -> tuple[int, list[int]]:
         """A session's slots in one decision: every `fixed` scope, and per group (candidates, optional)
         the first candidate with room. Returns (0, 1-based pick per group, 0 for none), or (1, [i]) when
-        fixed scope i is full, or (2, [g]) when no candidate of group g has room."""
+        fixed scope i is full, or (2, [g]) when no candidate of group g has room. A reservation a
+        webhook made for this session (`reserve`) is claimed: its slots leave as the session's enter."""
         keyed_fixed = [(self._key("slots", scope), limit) for scope, limit in fixed]
         keyed_groups = [([(self._key("slots", scope), limit) for scope, limit in candidates], optional)
                         for candidates, optional in groups]
         if self.connected:
-            keys = [k for k, _ in keyed_fixed] + [k for candidates, _ in keyed_groups for k, _ in candidates]
-            limits = [n for _, n in keyed_fixed] + [n for candidates, _ in keyed_groups for _, n in candidates]
-            shape = [x for candidates, optional in keyed_groups for x in (len(candidates), int(optional))]
-            reply = await self._try(self._admit(keys=keys, args=[self._holder(holder), self.lease_ms, len(keyed_fixed),
-                                                                 len(keyed_groups), *shape, *limits]),
-                                    on_call_path=True) if keys else [0] + [0] * len(keyed_groups)
+            reply = await self._run_admit(self._holder(holder), self.lease_ms, fixed, groups,
+                                          claim=self.reservation_holder(holder))
             if reply is not None:
-                code, rest = int(reply[0]), [int(x) for x in reply[1:]]
+                code, rest = reply
                 if code == 0:
                     taken = keyed_fixed + [candidates[p - 1] for (candidates, _), p in zip(keyed_groups, rest,
                                                                                               strict=True) if p]

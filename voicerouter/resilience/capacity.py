@@ -102,47 +102,17 @@ class SessionAdmission:
 
     async def _enter_fleet(self, shared: SharedState) -> dict[str, str | None]:
         """Take the session's slots fleet-wide in one decision: the fleet and route limits, then per
-        stage the first provider with room. Returns the provider picked per stage (None: no limit)."""
+        stage the first provider with room. Returns the provider picked per stage (None: no limit).
+        A call's reservation (made by its webhook, `reserve_fleet`) is claimed in the same decision."""
         self._fleet = shared
-        fixed: list[tuple[str, int]] = []
-        if shared.max_sessions is not None:
-            fixed.append(("fleet", shared.max_sessions))
-        limit = self.plan.resilience.max_concurrent_sessions
-        if limit is not None:
-            fixed.append((f"route:{self.plan.route}", limit))
-        stages: list[tuple[str, list[str], bool]] = []  # stage, limited candidates, may take none
-        states: dict[str, ProviderState] = {}
-        for stage in self.plan.stages():
-            limited: list[str] = []
-            unlimited_after = False
-            for name in stage.providers:
-                state = states.setdefault(name, self._state(name))
-                if state.limit is None:
-                    unlimited_after = True  # the stage can always fall back on it, without a slot
-                    break
-                limited.append(name)
-            stages.append((stage.stage, limited, unlimited_after))
-        groups = [([(f"provider:{states[n].key}", states[n].limit or 0) for n in names], optional)
-                  for _, names, optional in stages]
-        code, detail = await shared.admit(self.session_id, fixed, groups)
-        if code == 1:
+        scopes = FleetScopes(self.plan, shared)
+        code, detail = await shared.admit(self.session_id, scopes.fixed, scopes.groups)
+        if code != 0:
             self._fleet = None
-            scope, most = fixed[detail[0] - 1]
-            what = "the fleet" if scope == "fleet" else f"route {self.plan.route!r}"
-            raise self._refuse(
-                f"{what} is at its limit of {most} concurrent session(s) fleet-wide", stage=None,
-                hint="wait for a session to end or raise " + (
-                    "state.max_sessions" if scope == "fleet" else "resilience.max_concurrent_sessions"),
-            )
-        if code == 2:
-            self._fleet = None
-            stage, names, _ = stages[detail[0] - 1]
-            full = ", ".join(f"{n} ({states[n].limit})" for n in names)
-            raise self._refuse(
-                f"no {stage} provider has room for another session fleet-wide: {full} full", stage=stage,
-                hint="raise max_concurrent_sessions of a provider or add one to the chain", providers=names,
-            )
-        return {stage: (names[pick - 1] if pick else None) for (stage, names, _), pick in zip(stages, detail, strict=True)}
+            message, stage, hint, providers = scopes.refusal(code, detail)
+            raise self._refuse(message, stage=stage, hint=hint, providers=providers)
+        return {stage: (names[pick - 1] if pick else None)
+                for (stage, names, _), pick in zip(scopes.stages, detail, strict=True)}
 
     async def _leave_fleet(self) -> None:
         shared, self._fleet = self._fleet, None
@@ -203,6 +173,65 @@ class SessionAdmission:
             routes = route_counts()
             routes[self.plan.route] = max(0, routes.get(self.plan.route, 1) - 1)
             self._route_taken = False
+
+
+class FleetScopes:
+    """The fleet-wide limits a session of `plan` takes a slot in: the fleet and route limits (all
+    needed), and per stage its limited providers in order (the first with room is taken; a stage
+    with an unlimited provider after them may take none)."""
+
+    def __init__(self, plan: SessionPlan, shared: SharedState) -> None:
+        self.plan = plan
+        self.fixed: list[tuple[str, int]] = []
+        if shared.max_sessions is not None:
+            self.fixed.append(("fleet", shared.max_sessions))
+        limit = plan.resilience.max_concurrent_sessions
+        if limit is not None:
+            self.fixed.append((f"route:{plan.route}", limit))
+        self.stages: list[tuple[str, list[str], bool]] = []  # stage, limited candidates, may take none
+        self.states: dict[str, ProviderState] = {}
+        for stage in plan.stages():
+            limited: list[str] = []
+            unlimited_after = False
+            for name in stage.providers:
+                state = self.states.setdefault(name, provider_state(name, plan.providers.get(name),
+                                                                    plan.resilience.breaker))
+                if state.limit is None:
+                    unlimited_after = True  # the stage can always fall back on it, without a slot
+                    break
+                limited.append(name)
+            self.stages.append((stage.stage, limited, unlimited_after))
+        self.groups = [([(f"provider:{self.states[n].key}", self.states[n].limit or 0) for n in names], optional)
+                       for _, names, optional in self.stages]
+
+    def refusal(self, code: int, detail: list[int]) -> tuple[str, str | None, str, list[str] | None]:
+        """(message, stage, hint, providers) of a refusal `SharedState.admit` answered."""
+        if code == 1:
+            scope, most = self.fixed[detail[0] - 1]
+            what = "the fleet" if scope == "fleet" else f"route {self.plan.route!r}"
+            return (f"{what} is at its limit of {most} concurrent session(s) fleet-wide", None,
+                    "wait for a session to end or raise "
+                    + ("state.max_sessions" if scope == "fleet" else "resilience.max_concurrent_sessions"), None)
+        stage, names, _ = self.stages[detail[0] - 1]
+        full = ", ".join(f"{n} ({self.states[n].limit})" for n in names)
+        return (f"no {stage} provider has room for another session fleet-wide: {full} full", stage,
+                "raise max_concurrent_sessions of a provider or add one to the chain", names)
+
+
+async def reserve_fleet(plan: SessionPlan) -> str | None:
+    """A webhook's fleet-wide admission of a call whose session will be `plan`: its slots are
+    reserved for a moment (the session claims them when the media stream arrives). Returns why the
+    fleet cannot take the call, or None (admitted, or no fleet, or the shared state cannot decide now)."""
+    from voicerouter import fleet
+
+    shared = fleet.current()
+    if shared is None:
+        return None
+    scopes = FleetScopes(plan, shared)
+    reply = await shared.reserve(plan.session_id, scopes.fixed, scopes.groups)
+    if reply is None or reply[0] == 0:
+        return None
+    return scopes.refusal(*reply)[0]
 
 
 def refusal_reason(plan: SessionPlan) -> str | None:

@@ -190,7 +190,7 @@ async def twilio_voice(request: web.Request) -> web.Response:
     call_id = form.get("CallSid") or ""
     if not call_id:
         return web.Response(status=400, text="CallSid is missing\n")
-    answer = _answer_call(request, call_id, form.get("To"))
+    answer = await _answer_call(request, call_id, form.get("To"))
     if answer is None:
         return _xml(twilio.reject_twiml("busy"))
     return _xml(twilio.connect_stream_twiml(media_url(request, "/twilio/media"), answer))
@@ -204,14 +204,14 @@ async def telnyx_voice(request: web.Request) -> web.Response:
     call_id = form.get("CallSid") or ""
     if not call_id:
         return web.Response(status=400, text="CallSid is missing\n")
-    answer = _answer_call(request, call_id, form.get("To"))
+    answer = await _answer_call(request, call_id, form.get("To"))
     if answer is None:
         return _xml(telnyx.reject_texml("busy"))
     # Telnyx's start frame names the call by call_control_id: the CallSid rides in the stream URL.
     return _xml(telnyx.connect_stream_texml(media_url(request, "/telnyx/media"), {**answer, "call": call_id}))
 
 
-def _answer_call(request: web.Request, call_id: str, to: str | None) -> dict[str, str] | None:
+async def _answer_call(request: web.Request, call_id: str, to: str | None) -> dict[str, str] | None:
     """The stream parameters for an admitted call (routing context), or None when it is refused."""
     manager = request.app[MANAGER]
     query = dict(request.query)
@@ -219,7 +219,7 @@ def _answer_call(request: web.Request, call_id: str, to: str | None) -> dict[str
         query["flags"] = ",".join(request.query.getall("flag"))
     ctx = manager.context(to, query)
     plan = manager.plan_for(ctx, call_id)
-    if manager.admit_call(call_id, plan) is not None:
+    if await manager.admit_call(call_id, plan) is not None:
         return None
     params = {"tenant": ctx.tenant or "", "region": ctx.region or "",
               "flags": ",".join(f"{k}={'true' if v else 'false'}" for k, v in sorted(ctx.flags.items()))}

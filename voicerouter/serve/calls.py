@@ -72,7 +72,7 @@ class ServeOptions:
 
 @dataclass
 class Refusal:
-    reason: str  # capacity | draining | route_capacity
+    reason: str  # capacity | draining | route_capacity | fleet_capacity
     message: str
 
 
@@ -190,14 +190,29 @@ class CallManager:
     def plan_for(self, ctx: CallContext, call_id: str) -> SessionPlan:
         return self.table.resolve(ctx.route_context(call_id))
 
-    def admit_call(self, call_id: str, plan: SessionPlan) -> Refusal | None:
-        """A webhook's decision: reserve a slot for the stream to come, or say why not."""
+    async def admit_call(self, call_id: str, plan: SessionPlan) -> Refusal | None:
+        """A webhook's decision: reserve a slot for the stream to come (in this process, and with a
+        fleet's shared state fleet-wide, for a short lease), or say why not."""
+        from voicerouter.resilience.capacity import reserve_fleet
+
         refusal = self._refusal(plan)
         if refusal is None and not self.capacity.reserve(call_id):
             refusal = Refusal("capacity", f"the server is at its limit of {self.options.max_sessions} sessions")
+        if refusal is None and (full := await reserve_fleet(plan)) is not None:
+            self.capacity.release(call_id)
+            refusal = Refusal("fleet_capacity", full)
         if refusal is not None:
             self.record_refusal(call_id, plan, refusal)
         return refusal
+
+    async def answered(self, call_id: str) -> bool:
+        """Whether a webhook answered this call: here, or (with a fleet) in any process of it."""
+        from voicerouter import fleet
+
+        if self.capacity.reserved(call_id) or call_id in self.capacity.active:
+            return True
+        shared = fleet.current()
+        return shared is not None and await shared.reserved_call(call_id)
 
     def _refusal(self, plan: SessionPlan) -> Refusal | None:
         if self.draining:
@@ -290,9 +305,7 @@ class CallManager:
                 return
             started = next((i for i in items if isinstance(i, Started)), None)
         call_id = started.call_id or started.stream_id
-        if not self.options.allow_unsigned and transport.name in ("twilio", "telnyx") and not (
-            self.capacity.reserved(call_id) or call_id in self.capacity.active
-        ):
+        if not self.options.allow_unsigned and transport.name in ("twilio", "telnyx") and not await self.answered(call_id):
             await close(CLOSE_POLICY, "unknown call: media streams are accepted only for calls the webhook answered")
             return
         ctx = self.context(started.params.get("to"), started.params)
