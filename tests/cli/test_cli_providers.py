@@ -25,7 +25,9 @@ def test_providers_json_lists_types_and_key_state_without_values():
     runner = CliRunner()
     result = runner.invoke(app, ["providers", "--json"], env={"OPENAI_API_KEY": CANARY, "DEEPGRAM_API_KEY": ""})
     assert result.exit_code == 0, result.output
-    rows = {row["type"]: row for row in json.loads(result.output)}
+    data = json.loads(result.output)
+    rows = {row["type"]: row for row in data["providers"]}
+    assert data["provider_count"] == len(rows) >= 10
     assert rows["openai"]["kinds"] == ["stt", "tts"] and rows["openai"]["env"] == {"OPENAI_API_KEY": True}
     assert rows["deepgram"]["env"] == {"DEEPGRAM_API_KEY": False}
     assert rows["piper"]["local"] is True and rows["openai"]["local"] is False

@@ -38,7 +38,7 @@ def providers(
     if json_out:
         import json
 
-        typer.echo(json.dumps(rows, indent=2))
+        typer.echo(json.dumps({"providers": rows, "provider_count": len(rows)}, indent=2))
         return
     from rich.table import Table
 
