@@ -16,6 +16,10 @@ listener playing it in real time from its first audio hears nothing (audio arriv
 before it has played out: a stalled stream and its restart), worst of each run minus the clean
 run's, median and max over runs. Figures depend on the machine's load; compare cells within a run.
 
+The agent chain is `[llm (openai-chat), hook (webhook), echo]` and the LLM's reply has three
+sentences; its `stall` and `drop` are the emulator's (mid-reply, after half of the words, once the
+first sentence was spoken), so the next agent must continue the reply after what was heard.
+
 `--mid-stream-at 0.5s` makes `stall` and `drop` strike once that much audio has streamed (default:
 after the first chunk), so a TTS sentence or S2S reply is cut after the caller heard a few words.
 
@@ -63,6 +67,8 @@ INJECTED = {"hang": "hang", "stall": "stall", "drop": "drop", "slow": "slow:1500
             "error429": "error:429:2", "error401": "error:401"}
 PRIMARY = {"stt": "stt-a", "tts": "tts-a", "s2s": "rt-a", "agent": "llm"}
 CUTS = ((0.2, 2.5), (5.3, 7.9))  # two utterances of jfk.flac, alternated
+AGENT_REPLY = f"Sure. You said: {SAID}. Is there anything else I can do for you?"
+SERVER_MID_REPLY = {("agent", "stall"): "stall", ("agent", "drop"): "drop"}  # cut by the chat emulator itself
 
 
 def fixture(turns: int) -> bytes:
@@ -139,7 +145,8 @@ def plan_for(stage: str, urls: dict[str, str], session_id: str) -> SessionPlan:
         "rt-b": ProviderConfig(type="openai-realtime", api_key=key, base_url=urls["rt-b"] + "/v1"),
     }
     agent = AgentConfig.model_validate([{"type": "openai-chat", "name": "llm", "base_url": urls["llm"] + "/v1",
-                                         "api_key": key, "model": "gpt-4o-mini"}, "echo"])
+                                         "api_key": key, "model": "gpt-4o-mini"},
+                                        {"type": "webhook", "name": "hook", "url": urls["hook"] + "/reply"}, "echo"])
     s2s = stage == "s2s"
     return SessionPlan(
         context=RouteContext(tenant="bench", session_id=session_id), route="bench", matched=True, reasons=(),
@@ -157,14 +164,17 @@ async def run_cell(stage: str, fault: str | None, audio: bytes, seed: int, label
     resilience.reset()
     primary = PRIMARY[stage]
     server_fault = {primary: "hang"} if fault == "upgrade_hang" else {}
+    if (stage, fault) in SERVER_MID_REPLY:
+        server_fault = {primary: SERVER_MID_REPLY[(stage, fault)]}
     kinds = {"stt-a": "deepgram", "stt-b": "deepgram", "tts-a": "deepgram", "tts-b": "openai",
-             "rt-a": "openai-realtime", "rt-b": "openai-realtime", "llm": "openai-chat"}
-    async with _Emulators(kinds, server_fault) as urls:
+             "rt-a": "openai-realtime", "rt-b": "openai-realtime", "llm": "openai-chat", "hook": "webhook"}
+    replies = {"llm": AGENT_REPLY, "hook": AGENT_REPLY} if stage == "agent" else {}
+    async with _Emulators(kinds, server_fault, replies) as urls:
         if fault == "refused":
             urls[primary] = f"http://127.0.0.1:{closed_port()}"
         plan = plan_for(stage, urls, f"bench-{label}")
         pool = ProviderPool(plan.providers, BuildContext(env=ENV))
-        injected = f"{primary}={INJECTED[fault]}" if fault in INJECTED else None
+        injected = f"{primary}={INJECTED[fault]}" if fault in INJECTED and not server_fault else None
         if injected and mid_stream_at and fault in ("stall", "drop"):
             injected += f"@{mid_stream_at}"
         faults = resilience.parse_faults(injected, seed) if injected else None
@@ -224,8 +234,8 @@ class TimedSink(MemorySink):
 
 
 class _Emulators:
-    def __init__(self, kinds: dict[str, str], faults: dict[str, str]) -> None:
-        self.kinds, self.faults = kinds, faults
+    def __init__(self, kinds: dict[str, str], faults: dict[str, str], replies: dict[str, str]) -> None:
+        self.kinds, self.faults, self.replies = kinds, faults, replies
         self._stack: Any = None
 
     async def __aenter__(self) -> dict[str, str]:
@@ -236,6 +246,8 @@ class _Emulators:
         for name, kind in self.kinds.items():
             emu = await self._stack.enter_async_context(
                 emulate(kind, api_key="test-key", transcript=SAID, faults=self.faults.get(name)))
+            if name in self.replies:
+                emu.state.reply = self.replies[name]
             urls[name] = emu.url
         return urls
 

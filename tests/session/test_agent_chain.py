@@ -112,3 +112,73 @@ async def test_injected_agent_faults_drive_the_chain():
     assert used == ["primary", "backup"] and all(t.reply for t in result.turns)
     (failover,) = [e.data for e in result.events if e.type == EventType.FAILOVER]
     assert failover["reason"] == "timeout" and failover["to_provider"] == "backup"
+
+
+REPLY = "Sure thing. I booked a table for two at eight tonight. Anything else?"
+SENTENCES = ["Sure thing.", "I booked a table for two at eight tonight.", "Anything else?"]
+
+
+@pytest.mark.parametrize("cut", ["stall", "drop"])
+@pytest.mark.parametrize("backup", ["openai-chat", "openai-chat-prefix", "vllm", "webhook", "echo"])
+async def test_a_reply_cut_mid_stream_goes_on_from_what_the_caller_heard(cut: str, backup: str):
+    """The primary LLM dies after 'Sure thing. I booked a table for'; 'Sure thing.' was spoken. The
+    next agent is asked to continue after it: nothing is spoken twice, nothing is lost."""
+    tts = FakeTTS("tts-a")
+    pool = FakePool({"stt-a": FakeSTT("stt-a", ["book a table"]), "tts-a": tts})
+    kind = "webhook" if backup == "webhook" else "openai-chat"
+    async with emulate("openai-chat", api_key="test-key", faults=cut) as primary, \
+            emulate(kind, api_key="test-key") as other:
+        primary.state.reply = other.state.reply = REPLY
+        llm = {"type": "openai-chat", "name": "llm", "base_url": primary.url + "/v1", "api_key": "${OAI_KEY}"}
+        second = {
+            "openai-chat": {"type": "openai-chat", "name": "llm-b", "base_url": other.url + "/v1",
+                            "api_key": "${OAI_KEY}"},
+            "webhook": {"type": "webhook", "url": other.url + "/reply"},
+            "echo": "echo",
+        }[kind if backup != "echo" else "echo"]
+        if backup in ("openai-chat-prefix", "vllm"):
+            second["continuation"] = "prefix" if backup == "openai-chat-prefix" else "continue_final_message"
+        plan = plan_with(pool, [llm, second])
+        plan = dataclasses.replace(plan, stt=dataclasses.replace(plan.stt, providers=("stt-a",)))
+        session = Session(plan, pool, PcmSource(two_turns()[: 16000 * 2 * 4]), MemorySink(), env=ENV)
+        result = await asyncio.wait_for(session.run(), 60)
+
+    (turn,) = result.turns
+    if backup == "echo":  # echo cannot continue an LLM's reply: it adds its own after the heard part
+        assert tts.texts == ["Sure thing.", "You said: book a table."]
+        assert turn.reply == "Sure thing. You said: book a table."
+    else:
+        assert tts.texts == SENTENCES  # each sentence once, none missing
+        assert turn.reply == REPLY
+        request = other.state.requests[-1]["body"]
+        if backup == "webhook":
+            assert request["partial_reply"] == "Sure thing."
+        else:
+            assert request["messages"][-1]["role"] == "assistant"
+            assert request["messages"][-1]["content"] == "Sure thing."
+            assert request["messages"][-1].get("prefix") is (True if backup == "openai-chat-prefix" else None)
+            assert request.get("continue_final_message") is (True if backup == "vllm" else None)
+    assert session.conversation.messages[-1].text == turn.reply
+    (failover,) = [e.data for e in result.events if e.type == EventType.FAILOVER]
+    assert failover["restarted_reply"] is True and failover["continued_after_words"] == 2
+    repeated = [e.data for e in result.events if e.data.get("reason") == "repeated_reply"]
+    # only OpenAI's plain mode starts over (the emulator's model does); the repeat is dropped
+    assert [r["dropped_words"] for r in repeated] == ([2] if backup == "openai-chat" else [])
+
+
+async def test_a_retry_on_the_same_llm_continues_the_reply_too():
+    tts = FakeTTS("tts-a")
+    pool = FakePool({"stt-a": FakeSTT("stt-a", ["book a table"]), "tts-a": tts})
+    async with emulate("openai-chat", api_key="test-key", faults="drop*1") as chat:  # the first stream only
+        chat.state.reply = REPLY
+        plan = plan_with(pool, [{"type": "openai-chat", "name": "llm", "base_url": chat.url + "/v1",
+                                 "api_key": "${OAI_KEY}", "continuation": "prefix"}])
+        plan = dataclasses.replace(plan, resilience=ResilienceConfig(retries=1))
+        session = Session(plan, pool, PcmSource(two_turns()[: 16000 * 2 * 4]), MemorySink(), env=ENV)
+        result = await asyncio.wait_for(session.run(), 60)
+    (turn,) = result.turns
+    assert tts.texts == SENTENCES and turn.reply == REPLY
+    assert chat.state.requests[-1]["body"]["messages"][-1] == {"role": "assistant", "content": "Sure thing.",
+                                                               "prefix": True}
+    (retry,) = [e.data for e in result.events if e.type == EventType.RETRY]
+    assert retry["restarted_reply"] is True and retry["continued_after_words"] == 2

@@ -114,6 +114,12 @@ class AgentConfig(Strict):
     timeout_ms: int = Field(5000, gt=0)
     headers: dict[str, str] = Field(default_factory=dict)
     max_history: int = Field(20, ge=0)
+    continuation: Literal["assistant", "prefix", "continue_final_message"] = Field(
+        "assistant",
+        description="openai-chat: how a reply cut mid-stream is continued: the heard part as the last "
+        "(assistant) message; with `prefix: true` on it (DeepSeek, Mistral); or with "
+        "`continue_final_message: true` (vLLM).",
+    )
     fallback_reply: str | None = Field(None, description="Spoken when every agent of the chain fails.")
     fallbacks: list[AgentConfig] = Field(default_factory=list, description="Agents tried after this one, in order.")
 

@@ -4,31 +4,46 @@ Each agent of the chain (`agent: [openai-chat, webhook, echo]`) is a member of a
 so it gets the same first-result deadline (the first token, for an agent that streams), stall
 watchdog, retries, breaker, hedging and fault injection as any provider. `stream()` yields the
 reply as it is written (`ReplyDelta`s), so the session speaks the first sentence while the rest is
-still being generated; a reply cut mid-stream restarts on the next agent (or the same one, on a
-retry) and the first delta of the new reply says so (`restart=True`). When every agent fails and
-the route has `agent.fallback_reply`, that text is the reply and a `failover` event says so
-(`to_provider: fallback_reply`); without one, `AllProvidersFailed` reaches the session.
+still being written.
+
+A reply cut mid-stream continues from where the caller stopped hearing it: `stream(heard=...)`
+asks the session, at the moment of the restart, for the reply's text that has been (or is being)
+spoken; the next agent (or the same one, on a retry) is given it as `said` and asked to continue
+after it (an agent that cannot continue is asked again from the start), and whatever the
+replacement repeats of it is dropped at a word boundary (`continuation.Continuation`). The first
+delta after a restart says so (`restart=True`, with the text `kept`): the unspoken tail of the cut
+reply is gone, the reply is `kept` + what follows. When every agent fails and the route has
+`agent.fallback_reply`, that text is the reply and a `failover` event says so (`to_provider:
+fallback_reply`); without one, `AllProvidersFailed` reaches the session.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from voicerouter.errors import AllProvidersFailed
 from voicerouter.providers.base import Conversation, SessionInfo
 from voicerouter.resilience.chain import Member, StageRunner, last_item, stream_of
+from voicerouter.resilience.continuation import Continuation
 from voicerouter.session.events import EventType
 
 
 @dataclass(frozen=True)
 class ReplyDelta:
-    """A piece of the reply text; `restart` marks the first piece of a reply that replaces a cut one."""
+    """A piece of the reply text; `restart` marks the first piece after a cut: the reply so far is
+    then `kept` (what the caller heard of the cut reply) and this piece goes on from there."""
 
     text: str
     restart: bool = False
+    kept: str = ""
+
+
+def continues(agent: Any) -> bool:
+    """Does this agent take `said=` (the start of the reply the caller heard) and continue after it?"""
+    return bool(getattr(agent, "continues_replies", False))
 
 
 class ResilientAgent:
@@ -63,32 +78,59 @@ class ResilientAgent:
             return self._last_resort(exc, loop_start)
         return result or ""
 
-    async def stream(self, text: str, conversation: Conversation, session: SessionInfo) -> AsyncIterator[ReplyDelta]:
-        """The reply as it is written; after a mid-reply failure the replacement starts with restart=True."""
-        restarted = [False]
+    async def stream(
+        self, text: str, conversation: Conversation, session: SessionInfo, *, heard: Callable[[], str] | None = None
+    ) -> AsyncIterator[ReplyDelta]:
+        """The reply as it is written. After a mid-reply failure, `heard()` (the reply's text the
+        caller has heard or is hearing) is what the replacement continues after; its first delta
+        carries restart=True and that text as `kept`."""
+        said = [""]  # what the current attempt continues after
+        restart: list[str | None] = [None]  # kept text of a restart not yet announced
 
         async def op(member: Member, attempt: int) -> AsyncIterator[str]:
-            provider = member.provider
+            provider, before = member.provider, said[0]
+            extra = {"said": before} if before and continues(provider) else {}
+            follow = Continuation(before) if before else None
             if callable(getattr(provider, "stream_reply", None)):
-                async with contextlib.aclosing(stream_of(provider.stream_reply(text, conversation, session))) as parts:
-                    async for part in parts:
-                        if part:
-                            yield part
+                parts = stream_of(provider.stream_reply(text, conversation, session, **extra))
             else:
-                yield await provider.reply(text, conversation, session)
+                parts = _whole(provider.reply(text, conversation, session, **extra))
+            async with contextlib.aclosing(parts) as pieces:
+                async for part in pieces:
+                    if part:
+                        # while a possible repeat is held back, "" tells the runner tokens are flowing
+                        yield follow.feed(part) if follow is not None else part
+            if follow is not None:
+                rest = follow.finish()
+                if rest:
+                    yield rest
+                if follow.dropped_words:
+                    self.runner.bus.emit(
+                        EventType.WARNING, provider=member.name, turn=self.runner.turn(), stage="agent",
+                        reason="repeated_reply", dropped_words=follow.dropped_words,
+                        message=f"{member.name} repeated {follow.dropped_words} word(s) the caller had heard; "
+                        "dropped",
+                    )
 
         def on_restart() -> dict[str, Any]:
-            restarted[0] = True
-            return {}
+            said[0] = heard().strip() if heard is not None else ""
+            restart[0] = said[0]
+            return {"continued_after_words": len(said[0].split())}
 
         loop_start = self.runner.bus.now()
-        said = False
+        spoke = False
         try:
             async for part in self.runner.run(op, restart_key="restarted_reply", restart_detail=on_restart):
-                yield ReplyDelta(part, restart=restarted[0])
-                restarted[0], said = False, True
+                if restart[0] is not None:
+                    yield ReplyDelta(part, restart=True, kept=restart[0])
+                    restart[0], spoke = None, spoke or bool(part)
+                elif part:
+                    yield ReplyDelta(part)
+                    spoke = True
+            if restart[0] is not None:  # the replacement had nothing to add to what was heard
+                yield ReplyDelta("", restart=True, kept=restart[0])
         except AllProvidersFailed as exc:
-            if said:
+            if spoke or said[0]:
                 raise  # part of a reply was already spoken: a canned reply after it would make no sense
             yield ReplyDelta(self._last_resort(exc, loop_start))
 
@@ -111,3 +153,8 @@ class ResilientAgent:
             close = getattr(agent, "aclose", None)
             if close is not None:
                 await close()
+
+
+async def _whole(reply: Awaitable[str]) -> AsyncIterator[str]:
+    """An agent that answers whole, as a stream of one piece."""
+    yield await reply

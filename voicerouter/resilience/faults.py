@@ -302,18 +302,18 @@ class FaultyAgent(_Faulty):
         if callable(getattr(inner, "stream_reply", None)):
             self.stream_reply = self._stream_reply
 
-    async def reply(self, text: str, conversation: Any, session: Any) -> str:
+    async def reply(self, text: str, conversation: Any, session: Any, **kwargs: Any) -> str:
         fault = self._pick()
         await self.before_first(fault)
         if fault is not None and fault.mid_stream:
             await _mid_stream(fault)
-        return await self.inner.reply(text, conversation, session)
+        return await self.inner.reply(text, conversation, session, **kwargs)  # e.g. said= (a continuation)
 
-    async def _stream_reply(self, text: str, conversation: Any, session: Any) -> AsyncIterator[str]:
+    async def _stream_reply(self, text: str, conversation: Any, session: Any, **kwargs: Any) -> AsyncIterator[str]:
         fault = self._pick()
         await self.before_first(fault)
         pieces = 0
-        async with _aclosing(self.inner.stream_reply(text, conversation, session)) as parts:
+        async with _aclosing(self.inner.stream_reply(text, conversation, session, **kwargs)) as parts:
             async for part in parts:
                 if fault is not None and fault.mid_stream and pieces == 1:
                     await _mid_stream(fault)

@@ -191,42 +191,39 @@ class PipelineTurns:
         """Speak each sentence of the reply as soon as the agent has written it."""
         s = self.session
         started = s.bus.now()
-        written: list[str] = []  # the reply text so far (of the reply that replaced any cut one)
+        written: list[str] = []  # the reply text so far (after a cut: what was heard, then its continuation)
         failed: list[ProviderError] = []
 
+        # Sentences handed to TTS: the TTS chain finishes each one (from the first unheard word if
+        # its provider breaks), and the next is asked for only then, so these are what the caller
+        # hears of the reply. A reply cut mid-stream continues after them.
+        spoken: list[str] = []
+
         async def sentences() -> AsyncIterator[str]:
-            spoken: list[str] = []
-            repeat: list[str] = []  # after a restart: sentences already spoken that the new reply may repeat
             buffer = ""
             try:
-                async with contextlib.aclosing(self.agent.stream(transcript, s.conversation, s.info)) as deltas:
-                    async for delta in deltas:
+                deltas = self.agent.stream(transcript, s.conversation, s.info, heard=lambda: " ".join(spoken))
+                async with contextlib.aclosing(deltas) as stream:
+                    async for delta in stream:
                         if "agent_first_token" not in turn.wall_latency_ms:
                             turn.wall_latency_ms["agent_first_token"] = (s.bus.now() - started) * 1000
-                        if delta.restart:  # the reply was cut and starts again on another attempt
-                            written.clear()
-                            buffer, repeat = "", list(spoken)
+                        if delta.restart:  # cut mid-reply: what was heard stays, its unspoken tail is gone
+                            written[:] = [delta.kept] if delta.kept else []
+                            buffer = ""
                         written.append(delta.text)
                         buffer += delta.text
                         pieces = split_sentences(buffer)
                         if len(pieces) < 2:
                             continue
-                        buffer = pieces[-1]
+                        buffer = pieces[-1] + (" " if buffer[-1:].isspace() else "")
                         for piece in pieces[:-1]:
-                            if repeat and repeat[0] == piece:
-                                repeat.pop(0)  # heard already: not again
-                                continue
-                            repeat = []
                             spoken.append(piece)
                             yield piece
             except ProviderError as exc:
                 failed.append(exc)
                 return
             for piece in split_sentences(buffer):
-                if repeat and repeat[0] == piece:
-                    repeat.pop(0)
-                    continue
-                repeat = []
+                spoken.append(piece)
                 yield piece
 
         try:

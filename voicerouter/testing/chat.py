@@ -5,6 +5,12 @@ OpenAI's Bearer auth, validation and error envelope, and with `stream: true` the
 server-sent `chat.completion.chunk` events, one word per event, ending `data: [DONE]`; `emulate("webhook")` answers any POST with
 `{"reply": ...}`. Both reply "You said: <last user text>", or `state.reply` when a test sets it,
 record each request (body and headers) in `state.requests`, and honour the emulator faults.
+
+Continuing a cut reply: a chat request whose last message is the assistant's unfinished reply is
+answered with the rest of the reply when it asks to continue that message (`"prefix": true` on it,
+as DeepSeek and Mistral take it, or `continue_final_message: true`, as vLLM does); without either
+(all OpenAI's own API offers) the model starts its reply over, so the client has to drop what it
+repeats. The webhook answers a request with `partial_reply` with the rest of its reply.
 """
 
 from __future__ import annotations
@@ -38,6 +44,16 @@ def build_app(state: EmulatorState) -> web.Application:
         app.router.add_post("/v1/chat/completions", chat_completions)
         app.router.add_post("/chat/completions", chat_completions)
     return app
+
+
+def rest_of(reply: str, partial: str) -> str:
+    """What follows `partial` in `reply` (a model continuing its own unfinished message), or the whole
+    reply when it does not start with it."""
+    words, said = reply.split(" "), partial.split()
+    if said and [w for w in words[: len(said)]] == said:
+        rest = " ".join(words[len(said):])
+        return " " + rest if rest else ""
+    return reply
 
 
 def _text_of(content: Any) -> str | None:
@@ -90,6 +106,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return error_response(400, problem, param="messages" if "messages" in problem else None)
     users = [_text_of(m["content"]) for m in body["messages"] if m["role"] == "user"]
     reply = configured_reply(state, users[-1] if users else "")
+    last = body["messages"][-1]
+    if last["role"] == "assistant" and (last.get("prefix") is True or body.get("continue_final_message") is True):
+        reply = rest_of(reply, _text_of(last["content"]) or "")
     if body.get("stream"):
         return await _stream_events(request, body["model"], reply, len(state.requests), fault)
     answer = {
@@ -160,4 +179,6 @@ async def webhook(request: web.Request) -> web.StreamResponse:
     if not isinstance(body, dict) or not isinstance(body.get("transcript"), str):
         return web.json_response({"error": "expected a JSON object with a string transcript"}, status=400)
     reply = configured_reply(state, body["transcript"])
+    if isinstance(body.get("partial_reply"), str):
+        reply = rest_of(reply, body["partial_reply"]).strip()
     return await send_body(request, json.dumps({"reply": reply}).encode(), "application/json", fault)

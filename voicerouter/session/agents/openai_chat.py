@@ -4,6 +4,14 @@ Works against OpenAI itself or any compatible server (vLLM, llama.cpp, Ollama, L
 the system prompt, the last `max_history` messages and the user's text go out; `choices[0].message.content`
 comes back. `stream_reply()` asks for `stream: true` and yields the reply as it is written (server-sent
 `chat.completion.chunk` events up to `data: [DONE]`), so the session can speak its first sentence early. Errors use OpenAI's envelope `{"error": {"message", "type", "param", "code"}}`.
+
+A reply cut mid-stream is continued (`said`: the part the caller heard): Chat Completions has no
+"continue" switch, but it accepts an `assistant` message last, which is how the heard part is sent
+(`continuation: assistant`, the default; OpenAI's models usually go on from it, and what they repeat
+of it is dropped by the agent stage). Compatible servers that do continue a final assistant message
+word for word are asked to: `continuation: prefix` marks it `"prefix": true` (DeepSeek, Mistral),
+`continuation: continue_final_message` sends `continue_final_message: true` and
+`add_generation_prompt: false` (vLLM). Either way the answer is the rest of the reply.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ DEFAULT_MODEL = "gpt-4o-mini"
 
 class OpenAIChatAgent:
     name = "openai-chat"
+    continues_replies = True
 
     def __init__(self, config: AgentConfig, ctx: BuildContext) -> None:
         from voicerouter.providers.http import make_client
@@ -39,6 +48,7 @@ class OpenAIChatAgent:
         self.timeout_s = config.timeout_ms / 1000
         self.max_history = config.max_history
         self.system_prompt = config.system_prompt or ctx.extra.get("instructions")
+        self.continuation = config.continuation
         headers = resolve_headers(config.headers, ctx.env, what="agent openai-chat")
         if config.api_key:
             key = expand(config.api_key, ctx.env, what="agent openai-chat api_key", secret=True)
@@ -52,21 +62,28 @@ class OpenAIChatAgent:
         self._client = make_client(self.base_url, headers=headers, timeout_s=self.timeout_s,
                                    connect_timeout_s=self.timeout_s)
 
-    def messages(self, text: str, conversation: Conversation | None) -> list[dict[str, str]]:
-        out: list[dict[str, str]] = []
+    def messages(self, text: str, conversation: Conversation | None, said: str = "") -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
         if self.system_prompt:
             out.append({"role": "system", "content": self.system_prompt})
         for message in history_before(text, conversation, self.max_history):
             out.append({"role": message.role, "content": message.text})
         out.append({"role": "user", "content": text})
+        if said:  # a cut reply to continue: the part the caller heard, as the assistant's last message
+            out.append({"role": "assistant", "content": said, **({"prefix": True}
+                                                                   if self.continuation == "prefix" else {})})
         return out
 
-    def payload(self, text: str, conversation: Conversation | None) -> dict[str, Any]:
-        return {"model": self.model, "messages": self.messages(text, conversation)}
+    def payload(self, text: str, conversation: Conversation | None, said: str = "") -> dict[str, Any]:
+        payload: dict[str, Any] = {"model": self.model, "messages": self.messages(text, conversation, said)}
+        if said and self.continuation == "continue_final_message":
+            payload.update(continue_final_message=True, add_generation_prompt=False)
+        return payload
 
-    async def reply(self, text: str, conversation: Conversation, session: SessionInfo) -> str:
+    async def reply(self, text: str, conversation: Conversation, session: SessionInfo, said: str = "") -> str:
+        """The whole reply; after a cut one (`said`: the part the caller heard), what follows it."""
         data, body = await post_json(
-            self._client, "/chat/completions", self.payload(text, conversation),
+            self._client, "/chat/completions", self.payload(text, conversation, said),
             provider=self.name, timeout_s=self.timeout_s, message_of=error_message,
         )
         try:
@@ -77,11 +94,14 @@ class OpenAIChatAgent:
             raise malformed("choices[0].message.content is not text", body, provider=self.name)
         return content.strip()
 
-    async def stream_reply(self, text: str, conversation: Conversation, session: SessionInfo) -> AsyncIterator[str]:
-        """The reply piece by piece as the model writes it (the resilience layer times first piece and gaps)."""
+    async def stream_reply(
+        self, text: str, conversation: Conversation, session: SessionInfo, said: str = ""
+    ) -> AsyncIterator[str]:
+        """The reply piece by piece as the model writes it (the resilience layer times first piece and
+        gaps); after a cut one (`said`: the part the caller heard), what follows it."""
         import httpx
 
-        payload = {**self.payload(text, conversation), "stream": True}
+        payload = {**self.payload(text, conversation, said), "stream": True}
         try:
             async with self._client.stream("POST", "/chat/completions", json=payload) as response:
                 await raise_for_response(response, provider=self.name, message_of=error_message)

@@ -1,7 +1,10 @@
 """The webhook agent: POSTs each turn (transcript, history, route context) to your URL and speaks `reply`.
 
 Request body: {"session_id", "tenant", "region", "route", "flags", "transcript",
-"history": [{"role", "text"}, ...]}; the response must be JSON with a string `reply`.
+"history": [{"role", "text"}, ...]}; the response must be JSON with a string `reply`. When an
+earlier agent's reply was cut mid-way, the body also has `partial_reply`: the part of the reply the
+caller has heard; `reply` should then be the rest of it (a reply that starts over anyway has its
+repeated sentences dropped).
 """
 
 from __future__ import annotations
@@ -90,6 +93,7 @@ async def post_json(
 
 class WebhookAgent:
     name = "webhook"
+    continues_replies = True
 
     def __init__(self, config: AgentConfig, ctx: BuildContext) -> None:
         from voicerouter.providers.http import make_client
@@ -103,8 +107,10 @@ class WebhookAgent:
         headers = resolve_headers(config.headers, ctx.env, what="agent webhook")
         self._client = make_client("", headers=headers, timeout_s=self.timeout_s, connect_timeout_s=self.timeout_s)
 
-    def payload(self, text: str, conversation: Conversation | None, session: SessionInfo) -> dict[str, Any]:
-        return {
+    def payload(
+        self, text: str, conversation: Conversation | None, session: SessionInfo, said: str = ""
+    ) -> dict[str, Any]:
+        body = {
             "session_id": session.session_id,
             "tenant": session.tenant,
             "region": session.region,
@@ -116,10 +122,14 @@ class WebhookAgent:
                 {"role": m.role, "text": m.text} for m in history_before(text, conversation, self.max_history)
             ],
         }
+        if said:
+            body["partial_reply"] = said
+        return body
 
-    async def reply(self, text: str, conversation: Conversation, session: SessionInfo) -> str:
+    async def reply(self, text: str, conversation: Conversation, session: SessionInfo, said: str = "") -> str:
+        """The reply; after a cut one (`said`: the part the caller heard), the rest of it."""
         data, body = await post_json(
-            self._client, self.url, self.payload(text, conversation, session),
+            self._client, self.url, self.payload(text, conversation, session, said),
             provider=self.name, timeout_s=self.timeout_s,
         )
         reply = data.get("reply") if isinstance(data, dict) else None
