@@ -22,22 +22,27 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package (scripts/setup.sh installs it)")
 
 
-async def page_state(http: aiohttp.ClientSession, devtools: str) -> dict:
+async def evaluate(http: aiohttp.ClientSession, devtools: str, expression: str) -> object:
+    """Run `expression` in the page (Chrome DevTools Protocol) and return its value."""
     async with http.get(f"{devtools}/json/list") as r:
         pages = [p for p in await r.json() if p.get("type") == "page"]
     async with http.ws_connect(pages[0]["webSocketDebuggerUrl"]) as ws:
-        await ws.send_json({"id": 1, "method": "Runtime.evaluate",
-                            "params": {"expression": "JSON.stringify(window.voicerouter || null)", "returnByValue": True}})
+        await ws.send_json({"id": 1, "method": "Runtime.evaluate", "params": {"expression": expression, "returnByValue": True}})
         async for msg in ws:
             data = json.loads(msg.data)
             if data.get("id") == 1:
-                value = data["result"]["result"].get("value")
-                return json.loads(value) or {} if value else {}
-    return {}
+                return data["result"]["result"].get("value")
+    return None
 
 
-async def run_page(tmp_path, http: aiohttp.ClientSession, page_url: str, done) -> dict:
-    """Open `page_url` in headless Chromium with speech as its microphone; the page's state once `done(state)`."""
+async def page_state(http: aiohttp.ClientSession, devtools: str) -> dict:
+    value = await evaluate(http, devtools, "JSON.stringify(window.voicerouter || null)")
+    return json.loads(value) or {} if isinstance(value, str) else {}
+
+
+async def run_page(tmp_path, http: aiohttp.ClientSession, page_url: str, done, then=None) -> dict:
+    """Open `page_url` in headless Chromium with speech as its microphone; the page's state once
+    `done(state)`; then, if given, `await then(devtools)` and the state once it returns."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     speech = load_fixture(SAMPLES / "hello.wav").pcm + bytes(16000 * 2 * 3)  # then silence (the file loops)
     wav = tmp_path / "speech.wav"
@@ -62,6 +67,9 @@ async def run_page(tmp_path, http: aiohttp.ClientSession, page_url: str, done) -
                 await asyncio.sleep(0.5)
                 with contextlib.suppress(aiohttp.ClientError, KeyError, IndexError):
                     state = await page_state(http, devtools)
+        if then is not None:
+            async with asyncio.timeout(60):
+                state = await then(devtools)
         return state
     finally:
         browser.terminate()
@@ -99,6 +107,18 @@ async def test_browser_page_with_a_session_token(tmp_path):
         refused = await run_page(tmp_path / "without", http, f"{server.url}/?autostart=1",
                                  lambda state: state.get("error"))
         assert "access token" in refused["error"] and refused["route"] is None
-        state = await run_page(tmp_path / "with", http, f"{server.url}/?autostart=1#token={token}", replied)
+
+        async def press_keys(devtools: str) -> dict:
+            # The keypad: 4, 2, # is a keypad turn, answered like speech.
+            for key in "42#":
+                await evaluate(http, devtools, f"document.querySelector('[data-key=\"{key}\"]').click()")
+            state: dict = {}
+            while "You said: 42." not in state.get("replies", []):
+                await asyncio.sleep(0.3)
+                state = await page_state(http, devtools)
+            return state
+
+        state = await run_page(tmp_path / "with", http, f"{server.url}/?autostart=1#token={token}", replied, press_keys)
     assert state["error"] is None and state["route"] == "acme"  # the token's tenant
     assert f"You said: {HEARD}." in state["replies"]
+    assert state["keys"] == ["4", "2", "#"] and "42" in state["transcripts"]

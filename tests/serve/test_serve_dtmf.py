@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import subprocess
+import sys
 
 import aiohttp
 import pytest
@@ -66,6 +68,11 @@ async def test_twilio_keys_until_hash_are_a_user_turn(tmp_path, emulators):
     assert not [e for e in events if e["type"] == "final_transcript"]  # no speech, so no STT
     assert metric(text, "voicerouter_dtmf_digits_total", route="acme", tenant="acme") == 3
     assert metric(text, "voicerouter_keypad_turns_total", route="acme", ended_by="terminator") == 1
+    report = subprocess.run([sys.executable, "-m", "voicerouter", "report", str(server.out), "--json"],
+                            capture_output=True, text=True, timeout=60)
+    assert report.returncode == 0, report.stderr
+    (turn_row,) = [t for t in json.loads(report.stdout)["turns"] if t["session_id"] == result.call_id]
+    assert (turn_row["transcript"], turn_row["reply"]) == ("12", "You said: 12.")
 
 
 async def test_telnyx_entry_ends_after_the_inter_digit_timeout(tmp_path, emulators):

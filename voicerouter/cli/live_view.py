@@ -102,6 +102,8 @@ class LiveView:
             row = self._row(event)
             if row is not None and "delay_ms" in data:
                 row.latency_ms["turn_end"] = float(data["delay_ms"])
+            if row is not None and data.get("reason") == "dtmf":
+                row.you = f"[keys] {data.get('digits', '')}"
         elif kind == EventType.PARTIAL_TRANSCRIPT:
             self.partial = str(data.get("text", ""))
         elif kind == EventType.FINAL_TRANSCRIPT:

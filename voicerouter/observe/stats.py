@@ -232,6 +232,8 @@ def analyze(events: Iterable[dict[str, Any]]) -> Analysis:
             record.t = _num(ev.get("t"))
             record.start_s, record.end_s = _num(ev.get("start_s")), _num(ev.get("end_s"))
             record.turn_end_delay_ms = _num(ev.get("delay_ms"))
+            if ev.get("reason") == "dtmf" and isinstance(ev.get("text"), str):
+                record.text = ev["text"]  # a keypad turn: what the agent was given, no STT
         elif kind == "final_transcript":
             record.text = ev.get("text")
             record.stt_final_ms = _num(ev.get("latency_ms"))
