@@ -60,6 +60,18 @@ def run_live(tmp_path: Path, mic_pcm: bytes, *args: str, duration: float) -> tup
     return proc, events, audio.speaker_pcm
 
 
+def stuck(proc: subprocess.Popen, lines: list[str], what: str) -> str:
+    """What a live session that never got somewhere was doing: the events it printed, and every
+    thread's stack (faulthandler, on SIGABRT) with the rest of its stderr."""
+    proc.send_signal(signal.SIGABRT)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    stderr = proc.stderr.read() if proc.stderr else ""  # stdout is the watcher thread's
+    return f"{what}; events so far:\n{''.join(lines[-40:])}\nstderr and stacks:\n{stderr[-20000:]}"
+
+
 def of_type(events: list[dict], kind: str) -> list[dict]:
     return [e for e in events if e["type"] == kind]
 
@@ -193,6 +205,9 @@ defaults:
   stt: [local-stt]
   tts: [tts-a, tts-b]
   agent: echo
+  # As in the built-in table: on a busy machine the local engines are slow, not down. With the
+  # 700 ms default both piper voices could miss their first-audio deadline: no reply, no tts_done.
+  resilience: {first_result_timeout_ms: 15000, stall_timeout_ms: 10000, turn_deadline_ms: 60000}
 routes:
   - name: acme-live
     match: {tenant: acme}
@@ -210,7 +225,9 @@ def test_ctrl_c_ends_the_session_cleanly_with_a_summary(tmp_path: Path) -> None:
         proc = subprocess.Popen(
             [sys.executable, "-m", "voicerouter", "run", "--tenant", "acme", "--json", "--routes", str(routes),
              "--inject", "tts-a=error:503", "--seed", "7"],
-            env=live_env(audio), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            # faulthandler: SIGABRT on a timeout prints every thread's stack (see `stuck`)
+            env=live_env(audio) | {"PYTHONFAULTHANDLER": "1"}, cwd=tmp_path,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         replied = threading.Event()
         lines: list[str] = []
@@ -224,7 +241,8 @@ def test_ctrl_c_ends_the_session_cleanly_with_a_summary(tmp_path: Path) -> None:
         reader = threading.Thread(target=watch, daemon=True)
         reader.start()
         try:
-            assert replied.wait(FIRST_LINE_TIMEOUT_S), "no reply was spoken"
+            if not replied.wait(FIRST_LINE_TIMEOUT_S):
+                pytest.fail(stuck(proc, lines, "no reply was spoken"))
             proc.send_signal(signal.SIGINT)
             code = proc.wait(timeout=30)
         finally:

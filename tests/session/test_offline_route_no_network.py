@@ -42,12 +42,12 @@ socket.getaddrinfo = refuse("getaddrinfo")
 socket.gethostbyname = refuse("gethostbyname")
 socket.create_connection = refuse("create_connection")
 
+import atexit
 from voicerouter.cli.app import main
 sys.argv = ["voicerouter", *sys.argv[1:]]
-try:
-    main()
-finally:
-    print("NETWORK-ATTEMPTS " + repr(attempts), file=sys.stderr)
+# The command ends the process itself (atexit handlers run, no interpreter finalization).
+atexit.register(lambda: print("NETWORK-ATTEMPTS " + repr(attempts), file=sys.stderr))
+main()
 """
 
 

@@ -35,6 +35,7 @@ _FALLBACK_RATES = (48000, 44100, 16000, 22050, 24000, 32000, 8000)
 LEVEL_INTERVAL_S = 0.1  # audio_level events: ten a second is smooth enough for a meter
 DROP_REPORT_INTERVAL_S = 0.5  # frames_dropped events: at most two a second, with the count since the last
 STALL_TIMEOUT_S = 2.0  # a device that delivers or takes nothing this long is considered gone
+STALL_GRACE_S = 0.5  # ... unless the capture thread hands over audio within this much more
 
 
 def sounddevice() -> ModuleType:
@@ -354,6 +355,21 @@ class MicSource:
             self._queue.get_nowait()
             self._queue.put_nowait(error)
 
+    async def _next_block(self) -> Any:
+        """The next captured block; TimeoutError when the device has delivered nothing for
+        STALL_TIMEOUT_S. A process starved of CPU (or of the GIL, by a native engine that holds it)
+        wakes up late for everything at once: the capture thread gets a last chance (STALL_GRACE_S)
+        to hand over what it has before the device is called gone."""
+        assert self._queue is not None
+        try:
+            async with asyncio.timeout(STALL_TIMEOUT_S):  # not wait_for: it can swallow a cancel on 3.11
+                return await self._queue.get()
+        except TimeoutError:
+            if not self._queue.empty():
+                return self._queue.get_nowait()
+        async with asyncio.timeout(STALL_GRACE_S):
+            return await self._queue.get()
+
     async def frames(self) -> AsyncIterator[bytes]:
         self.open()
         assert self._queue is not None
@@ -365,8 +381,7 @@ class MicSource:
         try:
             while not self._closed:
                 try:
-                    async with asyncio.timeout(STALL_TIMEOUT_S):  # not wait_for: it can swallow a cancel on 3.11
-                        item = await self._queue.get()
+                    item = await self._next_block()
                 except TimeoutError:
                     if self._closed:
                         return

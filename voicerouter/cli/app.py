@@ -103,8 +103,9 @@ def main() -> None:
     if code is not None:
         sys.exit(code)
     from voicerouter.cli.common import run_app
+    from voicerouter.shutdown import exit_process
 
-    sys.exit(run_app(build_app(_invoked_command(sys.argv[1:]))))
+    exit_process(run_app(build_app(_invoked_command(sys.argv[1:]))))
 
 
 if __name__ == "__main__":

@@ -105,16 +105,6 @@ def check_writable(path: Path, what: str, *, directory: bool) -> None:
         raise UsageError(f"{what} {path}: {problem}", hint="choose a path you can write to")
 
 
-def exit_interrupted() -> None:
-    """End the process after Ctrl-C, once what finished has been printed: exit 130 at once.
-
-    `os._exit` rather than `sys.exit`: worker threads of native engines may still be running, and
-    letting the interpreter finalize under them can abort the process (exit 134) instead."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(EXIT_INTERRUPTED)
-
-
 def stderr_console() -> Console:
     from voicerouter.cli.output import console
 

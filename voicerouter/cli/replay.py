@@ -34,7 +34,6 @@ def replay(
 
     from voicerouter.cli.common import (
         check_writable,
-        exit_interrupted,
         note,
         parse_flags,
         print_error,
@@ -43,10 +42,11 @@ def replay(
         stdout_console,
         warn_unused_flags,
     )
-    from voicerouter.errors import EXIT_FAILED, EXIT_OK, UsageError, VoiceRouterError
+    from voicerouter.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, VoiceRouterError
     from voicerouter.routing.plan import RouteContext
     from voicerouter.session.console import render_checks, render_file, render_replay, render_summary, replay_progress
     from voicerouter.session.replay import exit_code, faults_for, output_stems, replay_files
+    from voicerouter.shutdown import exit_process
 
     if not files:
         raise UsageError("no audio files given", hint="e.g. voicerouter replay samples/*.wav")
@@ -118,7 +118,7 @@ def replay(
             results = asyncio.run(run_all())
         except KeyboardInterrupt:
             _interrupted(finished, len(files), json_out)
-            exit_interrupted()
+            exit_process(EXIT_INTERRUPTED)
     elapsed = time.perf_counter() - started
 
     checks = []

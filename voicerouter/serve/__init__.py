@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import os
 import signal
 import sys
 from collections.abc import Callable, Iterable
@@ -17,6 +16,7 @@ from typing import Any
 
 from voicerouter.errors import EXIT_INTERRUPTED, EXIT_OK, UsageError
 from voicerouter.serve.calls import CallManager, ServeOptions
+from voicerouter.shutdown import exit_process
 
 __all__ = ["CallManager", "ServeOptions", "run_server"]
 
@@ -82,7 +82,7 @@ async def _serve(manager: CallManager, options: ServeOptions, host: str, port: i
             stop.set()
             return
         say("second signal: exiting now")
-        os._exit(EXIT_INTERRUPTED)
+        exit_process(EXIT_INTERRUPTED, at_once=True)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
