@@ -1,16 +1,21 @@
 """Offline speech engines (Whisper, Moonshine, PocketSphinx STT; Piper TTS) that need no network and no key.
 
-Each engine loads its model once per process and shares it between sessions; the modules import
-their engine package lazily, so a missing package surfaces as `EngineMissingError` with the fix.
+Each engine loads its model once per process and shares it between sessions; an engine whose model
+is not thread-safe lends copies from a `ModelPool`. The modules import their engine package
+lazily, so a missing package surfaces as `EngineMissingError` with the fix.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterator
+from typing import Generic, TypeVar
 
 from voicerouter.errors import PermanentProviderError
+
+T = TypeVar("T")
 
 
 class EngineMissingError(PermanentProviderError):
@@ -53,3 +58,54 @@ def offline_hub() -> Iterator[None]:
     finally:
         for key in added:
             os.environ.pop(key, None)
+
+
+class ModelPool(Generic[T]):
+    """Copies of a model that is not thread-safe, shared by the process's sessions: the first is loaded
+    on first use, another only while all are busy (up to `max_size`); a call borrows one and gives it back.
+
+    An engine implements `_load` (one new copy, its load time appended to `load_seconds`).
+    """
+
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self.load_seconds: list[float] = []
+        self._idle: list[T] = []
+        self._created = 0
+        self._cond = threading.Condition()
+
+    @property
+    def created(self) -> int:
+        return self._created
+
+    def _load(self) -> T:
+        raise NotImplementedError
+
+    def acquire(self) -> T:
+        """Blocking: an idle copy, a new one if the pool may grow, else wait for one to come back."""
+        with self._cond:
+            while not self._idle and self._created >= self.max_size:
+                self._cond.wait()
+            if self._idle:
+                return self._idle.pop()
+            self._created += 1
+        try:  # load outside the lock so a load never blocks a release
+            return self._load()
+        except BaseException:
+            with self._cond:
+                self._created -= 1
+                self._cond.notify()
+            raise
+
+    def release(self, copy: T) -> None:
+        with self._cond:
+            self._idle.append(copy)
+            self._cond.notify()
+
+    def preload(self) -> float:
+        """Make sure one copy (the model) is loaded; returns the seconds that took (0 if it was)."""
+        with self._cond:
+            if self._created:
+                return 0.0
+        self.release(self.acquire())
+        return self.load_seconds[0] if self.load_seconds else 0.0

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from voicerouter.errors import ConfigError, ProviderError, TransientProviderError
 from voicerouter.providers.base import PIPELINE_RATE, AudioChunk, BuildContext, Kind, PartialCallback, Transcript
-from voicerouter.providers.local import EngineMissingError, offline_hub, resample_int16
+from voicerouter.providers.local import EngineMissingError, ModelPool, offline_hub, resample_int16
 
 if TYPE_CHECKING:
     from voicerouter.config.schema import ProviderConfig
@@ -75,7 +75,7 @@ class Settings:
     partial_window_s: float = 3.0
 
 
-class MoonshineEngine:
+class MoonshineEngine(ModelPool[Any]):
     """The process's transcribers for one model: a call borrows one, more are made while all are busy."""
 
     def __init__(self, model_path: str, max_size: int = POOL_SIZE) -> None:
@@ -86,15 +86,11 @@ class MoonshineEngine:
                 f"moonshine model {directory} lacks {', '.join(missing)}",
                 hint=f"model_path must hold {', '.join(MODEL_FILES)}; the weights ship only in {PACKAGES}",
             )
+        super().__init__(max_size)
         self.model_path = str(directory)
-        self.max_size = max_size
-        self._idle: list[Any] = []
-        self._created = 0
-        self._cond = threading.Condition()
-        self.load_seconds: list[float] = []
         self.executor = ThreadPoolExecutor(max_size, thread_name_prefix="moonshine")
 
-    def _new(self) -> Any:
+    def _load(self) -> Any:
         try:
             with offline_hub():
                 from moonshine_voice import ModelArch, Transcriber
@@ -105,26 +101,6 @@ class MoonshineEngine:
         self.load_seconds.append(time.perf_counter() - started)
         return transcriber
 
-    def _acquire(self) -> Any:
-        with self._cond:
-            while not self._idle and self._created >= self.max_size:
-                self._cond.wait()
-            if self._idle:
-                return self._idle.pop()
-            self._created += 1
-        try:
-            return self._new()
-        except BaseException:
-            with self._cond:
-                self._created -= 1
-                self._cond.notify()
-            raise
-
-    def _release(self, transcriber: Any) -> None:
-        with self._cond:
-            self._idle.append(transcriber)
-            self._cond.notify()
-
     def transcribe(self, pcm16k: bytes) -> str:
         """Blocking: the text of 16 kHz mono PCM16 (the same audio always gives the same text)."""
         import numpy as np
@@ -132,20 +108,13 @@ class MoonshineEngine:
         audio = np.frombuffer(pcm16k[: len(pcm16k) // 2 * 2], "<i2").astype(np.float32) / 32768.0
         if audio.size < MODEL_RATE // 10 or loudest_block_dbfs(audio) < QUIET_FLOOR_DBFS:
             return ""  # without its own VAD, Moonshine hears "You" in silence
-        transcriber = self._acquire()
+        transcriber = self.acquire()
         try:
             result = transcriber.transcribe_without_streaming(audio.tolist(), MODEL_RATE)
         finally:
-            self._release(transcriber)
+            self.release(transcriber)
         text = " ".join(line.text.strip() for line in result.lines if line.text.strip())
         return text if any(c.isalnum() for c in text) else ""  # silence can come back as a lone "."
-
-    def preload(self) -> float:
-        with self._cond:
-            if self._created:
-                return 0.0
-        self._release(self._acquire())
-        return self.load_seconds[0] if self.load_seconds else 0.0
 
 
 def loudest_block_dbfs(audio: Any) -> float:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from voicerouter.errors import ConfigError, ProviderError, TransientProviderError
 from voicerouter.providers.base import PIPELINE_RATE, AudioChunk, BuildContext, Kind, PartialCallback, Transcript
-from voicerouter.providers.local import EngineMissingError, resample_int16
+from voicerouter.providers.local import EngineMissingError, ModelPool, resample_int16
 
 if TYPE_CHECKING:
     from voicerouter.config.schema import ProviderConfig
@@ -46,26 +46,18 @@ def _default_pool_size() -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
 
-class DecoderPool:
+class DecoderPool(ModelPool[Any]):
     """The process's PocketSphinx decoders: the first is made on first use, more only when all are busy."""
 
     def __init__(self, max_size: int) -> None:
-        self.max_size = max_size
-        self._idle: list[Any] = []
-        self._created = 0
-        self._cond = threading.Condition()
-        self.load_seconds: list[float] = []
+        super().__init__(max_size)
         self._cmn0: str | None = None
 
     @property
     def initial_cmn(self) -> str | None:
         return self._cmn0
 
-    @property
-    def created(self) -> int:
-        return self._created
-
-    def _new_decoder(self) -> Any:
+    def _load(self) -> Any:
         try:
             from pocketsphinx import Decoder
         except ImportError as exc:
@@ -81,48 +73,13 @@ class DecoderPool:
         self.load_seconds.append(time.perf_counter() - started)
         return decoder
 
-    def acquire(self, timeout: float | None = None) -> Any:
-        """Blocking: an idle decoder, a new one if the pool may grow, else wait for one to come back."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while True:
-                if self._idle:
-                    return self._idle.pop()
-                if self._created < self.max_size:
-                    self._created += 1
-                    break
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise TransientProviderError(
-                        f"all {self.max_size} pocketsphinx decoders are busy",
-                        hint=f"raise {POOL_ENV} (each decoder holds ~90 MB)",
-                    )
-                self._cond.wait(remaining)
-        try:  # load outside the lock so a load never blocks a release
-            return self._new_decoder()
-        except BaseException:
-            with self._cond:
-                self._created -= 1
-                self._cond.notify()
-            raise
-
     def release(self, decoder: Any) -> None:
         # Feature extraction adapts to what a decoder hears (noise estimate, live cepstral mean);
         # reset it so a transcript never depends on which decoder (and which earlier audio) it got.
         decoder.reinit_feat()
         if self._cmn0 is not None:
             decoder.set_cmn(self._cmn0)
-        with self._cond:
-            self._idle.append(decoder)
-            self._cond.notify()
-
-    def preload(self) -> float:
-        """Make sure one decoder (the model) is loaded; returns the seconds that took (0 if it was)."""
-        with self._cond:
-            if self._created:
-                return 0.0
-        self.release(self.acquire())
-        return self.load_seconds[0] if self.load_seconds else 0.0
+        super().release(decoder)
 
 
 _pool: DecoderPool | None = None
