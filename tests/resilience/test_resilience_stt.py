@@ -57,8 +57,19 @@ async def test_stream_that_goes_silent_at_finish_falls_back_with_all_the_audio()
     assert final.text == " ".join(WORDS) and final.provider == "batch"
     assert backup.batches == [" ".join(WORDS)]
     assert primary.cancelled == 1
-    (failover,) = events(bus, EventType.FAILOVER)
-    assert failover["reason"] == "timeout" and "restarted" not in failover
+    # the live final is late: at half the first-result deadline the fallback gets the buffer too
+    (hedge,) = events(bus, EventType.HEDGE)
+    assert hedge["primary"] == "dg" and hedge["winner"] == "batch" and hedge["hedge_after_ms"] == 50
+    assert not events(bus, EventType.FAILOVER)
+
+
+async def test_a_live_final_that_comes_after_the_hedge_still_wins_if_it_is_first():
+    primary, backup = FakeSTT("dg", script=["slow_finish:0.08"]), FakeSTT("oai", script=["open_slow:1"])
+    stage, bus = chain(FakePool(primary, backup), ("dg", "oai"))
+    final = await utter(stage)
+    assert final.provider == "dg" and final.text == " ".join(WORDS)
+    (hedge,) = events(bus, EventType.HEDGE)
+    assert hedge["winner"] == "dg" and backup.calls == 1
 
 
 async def test_retry_of_a_stream_replays_the_buffer_to_a_new_stream_of_the_same_provider():
@@ -180,3 +191,15 @@ async def test_finish_never_circles_back_to_a_provider_that_was_never_reachable(
     assert final.provider == "oai" and final.text == " ".join(WORDS)
     assert primary.calls == 1  # one connect attempt: never a replay to a provider that never answered
     assert [e["to_provider"] for e in events(bus, EventType.FAILOVER)] == ["oai"]
+
+
+async def test_a_live_stream_that_keeps_losing_the_final_hedge_opens_its_breaker():
+    """A hung primary whose finals the fallback always beats counts as failed, so after three turns
+    it is skipped instead of raced on every turn."""
+    primary, backup = FakeSTT("dg", script=["hang_finish"] * 3), FakeSTT("oai")
+    stage, bus = chain(FakePool(primary, backup), ("dg", "oai"))
+    for _ in range(4):
+        assert (await utter(stage, WORDS[:3])).provider == "oai"
+    assert len(events(bus, EventType.HEDGE)) == 3
+    assert [e["state"] for e in events(bus, EventType.BREAKER)] == ["open"]
+    assert primary.calls == 3  # the fourth utterance goes straight to the fallback

@@ -356,6 +356,7 @@ class StageRunner:
         preclaimed: Member | None = None,
         preclaimed_at: float | None = None,
         restart_detail: Callable[[], dict[str, Any]] | None = None,
+        hedge_after_s: Callable[[Member], float | None] | None = None,
     ) -> AsyncIterator[T]:
         """Yield the items of one call, failing over until a provider completes it.
 
@@ -363,6 +364,7 @@ class StageRunner:
         let a wrapper continue a call it began itself; `preclaimed` was already admitted by it (at
         `preclaimed_at` on its breaker's clock: only the half-open probe's own success closes a breaker).
         `restart_detail()` adds fields to the event of a restart after a mid-stream failure.
+        `hedge_after_s(member)` hedges a member the stage's settings would not hedge (None: no hedge).
         """
         loop = asyncio.get_running_loop()
         started_at = loop.time()
@@ -403,7 +405,8 @@ class StageRunner:
                     error=error.message, elapsed_ms=round((loop.time() - waiting_since) * 1000, 1), **extra,
                 )
             try:
-                started = await self._start(member, queue, op, deadline, first_timeout, errors, admitted_at)
+                started = await self._start(member, queue, op, deadline, first_timeout, errors, admitted_at,
+                                            hedge_after_s)
             except _Failed as failed_exc:
                 previous = (failed_exc.member, failed_exc.error, False)
                 continue
@@ -465,8 +468,11 @@ class StageRunner:
         first_timeout: FirstTimeout,
         errors: list[ProviderError],
         admitted_at: float | None = None,
+        hedge_override: Callable[[Member], float | None] | None = None,
     ) -> _Started[T]:
         hedge_after = self._hedge_after(member) if queue else None
+        if hedge_after is None and queue and hedge_override is not None:
+            hedge_after = hedge_override(member)
         if hedge_after is None or not queue:
             return await self._attempts(member, op, deadline, first_timeout, errors, has_next=bool(queue),
                                         admitted_at=admitted_at)

@@ -4,7 +4,8 @@ The chain's stream keeps every byte of the current utterance. While audio flows 
 one live provider stream; if that stream breaks, the next streaming provider gets a new stream and
 the whole buffer again. At `finish()` the live stream's final transcript must arrive within the
 first-result deadline; otherwise the next provider is given the whole buffer (streamed again, or
-as one batch request) so the fallback transcript covers everything that was said.
+as one batch request) so the fallback transcript covers everything that was said. A final later
+than half the deadline is hedged: the next provider gets the buffer at once and the first final wins.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ from voicerouter.session.events import EventType
 # on top of the first-result deadline.
 REPLAY_SECONDS_PER_AUDIO_SECOND = 0.25
 REPLAY_PIECE_S = 0.5  # audio per frame when the buffered utterance is sent again to a fallback
+# A live stream's final transcript is due soon after the audio ends (the audio was transcribed as it
+# came): when it is later than this share of the first-result deadline, the fallback is given the
+# buffered utterance too and the first final wins (the live stream still has its whole deadline).
+FINAL_HEDGE_SHARE = 0.5
 
 
 def _tag(transcript: Transcript, name: str) -> Transcript:
@@ -225,6 +230,7 @@ class ChainSTTStream:
     async def finish(self) -> Transcript:
         live, live_stream, admitted = self.live, self._live_stream, self._live_admitted
         audio = AudioChunk(b"".join(self.buffer), self.sample_rate)
+        errors_before = len(self.errors)
 
         async def op(member: Member, attempt: int) -> AsyncIterator[Transcript]:
             if member is live and attempt == 1 and live_stream is not None:
@@ -248,6 +254,11 @@ class ChainSTTStream:
                 return self.runner.settings.first_result_timeout_s
             return self.chain._replay_timeout(self.audio_s)
 
+        def hedge_final(member: Member) -> float | None:
+            if member is live and live_stream is not None:
+                return FINAL_HEDGE_SHARE * self.runner.settings.first_result_timeout_s
+            return None
+
         # the live stream first, then members not tried yet, then those whose stream broke earlier in
         # the utterance (a replay is their retry; an open breaker or unhealthy mark still skips them)
         queue = ([live] if live is not None else []) + self.queue
@@ -255,8 +266,17 @@ class ChainSTTStream:
         try:
             result = await last_item(self.runner.run(
                 op, first_timeout_s=first_timeout, queue=queue, errors=self.errors,
-                previous=self.failed, preclaimed=live, preclaimed_at=admitted,
+                previous=self.failed, preclaimed=live, preclaimed_at=admitted, hedge_after_s=hedge_final,
             ))
+            if live is not None and live_stream is not None and result is not None and result.provider != live.name \
+                    and not any(e.provider == live.name for e in self.errors[errors_before:]):
+                # the fallback's final won the hedge while the live one never came: for the breaker
+                # (and latency outlier ejection) that is a late answer, else a hung provider would be
+                # raced on every turn and never skipped
+                late = FINAL_HEDGE_SHARE * self.runner.settings.first_result_timeout_s
+                self.runner._failed(live, self.runner._context(
+                    ProviderTimeout(f"no final transcript within {late * 1000:.0f} ms (lost the hedge)"), live),
+                    admitted)
         finally:
             self._drop_live()
             if live_stream is not None:
