@@ -131,3 +131,20 @@ async def test_app_keypress_stops_the_reply_and_clears(tmp_path, emulators):
             text = await r.text()
     assert metric(text, "voicerouter_barge_ins_total", route="acme", cause="dtmf") == 1
     assert metric(text, "voicerouter_keypad_turns_total") == 0  # collect: false
+
+
+async def test_masked_keys_stay_out_of_the_log_but_reach_the_agent(tmp_path, emulators):
+    dg, ca = emulators
+    table = with_dtmf(cloud_table(dg.url, ca.url), "{mask: true, max_digits: 4, terminator: null}")
+    async with serve(tmp_path, table) as server, aiohttp.ClientSession() as http:
+        target = Target(server.url, "twilio", to="+15550100123", twilio_auth_token=TOKEN)
+        result = await place_call(http, target, CallPlan(silence(0.5), listen_s=10, dtmf=[(None, "9731")]))
+        assert result.outcome == "answered" and result.heard, result.error
+    events = events_of(server, result.call_id)
+    keys = [e for e in events if e["type"] == "dtmf"]
+    assert len(keys) == 4 and all(e["digit"] is None and e["masked"] for e in keys)
+    (turn,) = [e for e in events if e["type"] == "turn_end"]
+    assert (turn["digits"], turn["text"], turn["keys"], turn["ended_by"]) == (None, None, 4, "max_digits")
+    # The agent got the keys (the echo agent says them back: what an agent says is logged as said).
+    assert [e["text"] for e in events if e["type"] == "agent_reply"] == ["You said: 9731."]
+    assert "9731" not in json.dumps([e for e in events if e["type"] not in ("agent_reply", "tts_start")])

@@ -103,7 +103,7 @@ class LiveView:
             if row is not None and "delay_ms" in data:
                 row.latency_ms["turn_end"] = float(data["delay_ms"])
             if row is not None and data.get("reason") == "dtmf":
-                row.you = f"[keys] {data.get('digits', '')}"
+                row.you = f"[keys] {data.get('digits') or '*' * int(data.get('keys') or 0)}"
         elif kind == EventType.PARTIAL_TRANSCRIPT:
             self.partial = str(data.get("text", ""))
         elif kind == EventType.FINAL_TRANSCRIPT:

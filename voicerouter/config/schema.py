@@ -236,6 +236,8 @@ class DtmfConfig(Strict):
     max_digits: int | None = Field(None, gt=0, description="The entry ends once it has this many digits.")
     barge_in: bool = Field(True, description="A keypress stops the reply being spoken.")
     text: str = Field("{digits}", description="The user turn's text; {digits} is replaced by the keys pressed.")
+    mask: bool = Field(False, description="Keep the keys out of events and logs (PINs, card numbers): events say "
+                       "that and how many keys were pressed; the agent still gets them.")
 
     @field_validator("terminator")
     @classmethod

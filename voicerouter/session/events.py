@@ -17,8 +17,10 @@ Field conventions (in `data`, flattened into the JSON line); `t` is the session 
   retry: stage, attempt, delay_ms, reason;  hedge: stage, primary, secondary, winner
   breaker: state (closed/open/half_open), previous;  health: healthy, error
   refused / error / warning: message, stage, error_type;  session_end: turns, reason
-  dtmf: digit, audio_s (a key pressed on the caller's keypad);  barge_in: turn, audio_s, cause (speech | dtmf)
-  turn_end of a keypad entry: reason "dtmf", digits, ended_by (terminator | max_digits | timeout | end_of_audio), text
+  dtmf: digit, audio_s (a key pressed on the caller's keypad; digit null and masked true with dtmf.mask)
+  barge_in: turn, audio_s, cause (speech | dtmf)
+  turn_end of a keypad entry: reason "dtmf", digits, keys (how many), ended_by (terminator | max_digits | timeout |
+    end_of_audio), text (digits and text null, masked true, with dtmf.mask)
 """
 
 from __future__ import annotations

@@ -415,10 +415,11 @@ class Session:
         if key is None:
             self.bus.emit(EventType.WARNING, message=f"not a keypad digit: {digit[:8]!r}", stage="dtmf")
             return
-        self.bus.emit(EventType.DTMF, digit=key, audio_s=round(at, 3))
         config = self.plan.dtmf
+        shown = None if config.mask else key  # masked: events say a key was pressed, not which
+        self.bus.emit(EventType.DTMF, digit=shown, audio_s=round(at, 3), **({"masked": True} if config.mask else {}))
         if config.barge_in and (turn := self._player.interrupt()) is not None:
-            self.bus.emit(EventType.BARGE_IN, turn=turn.index, audio_s=round(at, 3), cause="dtmf", digit=key)
+            self.bus.emit(EventType.BARGE_IN, turn=turn.index, audio_s=round(at, 3), cause="dtmf", digit=shown)
         if not config.collect:
             return
         if self.plan.pipeline == "s2s":
@@ -439,13 +440,15 @@ class Session:
         delay_ms = max(0.0, (self.audio_t - entry.end_s) * 1000)
         end = TurnEnd(reason="dtmf", start_s=entry.start_s, end_s=entry.end_s, delay_ms=delay_ms, t=self.bus.now(),
                       audio_t=self.audio_t)
+        masked = self.plan.dtmf.mask
         self.bus.emit(
             EventType.TURN_END, turn=index, reason="dtmf", start_s=round(entry.start_s, 3),
-            end_s=round(entry.end_s, 3), delay_ms=round(delay_ms, 1), digits=entry.digits, ended_by=entry.ended_by,
-            text=text,
+            end_s=round(entry.end_s, 3), delay_ms=round(delay_ms, 1), digits=None if masked else entry.digits,
+            keys=len(entry.digits), ended_by=entry.ended_by, text=None if masked else text,
+            **({"masked": True} if masked else {}),
         )
         turn = TurnResult(index=index, start_s=entry.start_s, end_s=entry.end_s, reason="dtmf")
-        turn.transcript = text
+        turn.transcript = "*" * len(entry.digits) if masked else text  # the agent alone gets masked keys
         runner = self._turns_runner
         self._start_turn(turn, end, lambda previous: runner.answer(text, end, turn, previous, input="dtmf"))
 
