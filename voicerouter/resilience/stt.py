@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from voicerouter.errors import ProviderError, ProviderTimeout
 from voicerouter.providers.base import PIPELINE_RATE, AudioChunk, PartialCallback, Transcript
 from voicerouter.providers.closing import discard
-from voicerouter.resilience.chain import ChainProvider, Member, StageRunner, last_item
+from voicerouter.resilience.chain import ChainProvider, Member, StageRunner, last_item, runs_locally
 from voicerouter.resilience.retry import as_provider_error
 from voicerouter.session.events import EventType
 
@@ -255,7 +255,8 @@ class ChainSTTStream:
             return self.chain._replay_timeout(self.audio_s)
 
         def hedge_final(member: Member) -> float | None:
-            if member is live and live_stream is not None:
+            # not for an engine on this machine: its late final means a busy CPU, not a hung stream
+            if member is live and live_stream is not None and not runs_locally(member.provider):
                 return FINAL_HEDGE_SHARE * self.runner.settings.first_result_timeout_s
             return None
 
