@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterator
 from typing import Generic, TypeVar
 
-from voicerouter.errors import PermanentProviderError
+from voicerouter.errors import ConfigError, PermanentProviderError, ProviderError, TransientProviderError
 
 T = TypeVar("T")
 
@@ -30,6 +30,16 @@ class EngineMissingError(PermanentProviderError):
         )
         self.engine = engine
         self.packages = packages
+
+
+def engine_error(exc: BaseException, provider: str, failed: str) -> ProviderError | ConfigError:
+    """What a failed engine call raises: typed errors keep their type (with the provider named), a
+    configuration error stays one, anything else from the engine is transient (`failed` says what)."""
+    if isinstance(exc, ProviderError):
+        return exc.with_context(provider=provider)
+    if isinstance(exc, ConfigError):
+        return exc
+    return TransientProviderError(f"{failed}: {type(exc).__name__}: {exc}", provider=provider)
 
 
 def resample_int16(pcm: bytes, from_rate: int, to_rate: int) -> bytes:

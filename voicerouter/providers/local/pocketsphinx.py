@@ -14,14 +14,15 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from voicerouter.errors import ConfigError, ProviderError, TransientProviderError
+from voicerouter.errors import ConfigError, TransientProviderError
 from voicerouter.providers.base import PIPELINE_RATE, AudioChunk, BuildContext, Kind, PartialCallback, Transcript
-from voicerouter.providers.local import EngineMissingError, ModelPool, resample_int16
+from voicerouter.providers.local import EngineMissingError, ModelPool, engine_error, resample_int16
 
 if TYPE_CHECKING:
     from voicerouter.config.schema import ProviderConfig
 
 TYPE = "pocketsphinx"
+FAILED = "pocketsphinx decoding failed"  # how an engine call's unexpected error begins
 PACKAGES = "pocketsphinx"
 DECODER_RATE = 16000  # the bundled acoustic model is 16 kHz
 POOL_ENV = "VOICEROUTER_POCKETSPHINX_DECODERS"
@@ -259,7 +260,7 @@ class PocketSphinxStream:
         try:
             decoder = engine.acquire()
         except BaseException as exc:
-            self._post(self._resolve, None, _typed(exc, self._provider))
+            self._post(self._resolve, None, engine_error(exc, self._provider, FAILED))
             return
         in_utterance = False
         try:
@@ -329,7 +330,7 @@ class PocketSphinxStream:
                 text = hyp.hypstr.strip() if hyp is not None else ""
             self._post(self._resolve, text, None)
         except BaseException as exc:  # handed to finish(), raised there typed
-            self._post(self._resolve, None, _typed(exc, self._provider))
+            self._post(self._resolve, None, engine_error(exc, self._provider, FAILED))
         finally:
             if in_utterance:
                 try:  # leave the decoder ready for its next user
@@ -368,7 +369,7 @@ class PocketSphinxSTT:
         try:
             text = await asyncio.to_thread(transcribe_pcm, audio.pcm, audio.sample_rate)
         except Exception as exc:
-            raise _typed(exc, self.name) from None
+            raise engine_error(exc, self.name, FAILED) from None
         return Transcript(text, is_final=True, provider=self.name)
 
     async def open_stream(
@@ -384,11 +385,6 @@ class PocketSphinxSTT:
     async def aclose(self) -> None:
         """Nothing per instance: the decoders stay loaded for the next session."""
 
-
-def _typed(exc: BaseException, provider: str) -> ProviderError:
-    if isinstance(exc, ProviderError):
-        return exc.with_context(provider=provider)
-    return TransientProviderError(f"pocketsphinx decoding failed: {type(exc).__name__}: {exc}", provider=provider)
 
 
 def create(name: str, kind: Kind, config: ProviderConfig, ctx: BuildContext) -> PocketSphinxSTT:

