@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator
 from typing import Generic, TypeVar
 
 from voicerouter.errors import ConfigError, PermanentProviderError, ProviderError, TransientProviderError
 
 T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
 
 
 class EngineMissingError(PermanentProviderError):
@@ -68,6 +69,29 @@ def offline_hub() -> Iterator[None]:
     finally:
         for key in added:
             os.environ.pop(key, None)
+
+
+class LoadedModels(Generic[K, T]):
+    """The process's loaded models by key (a path, settings): each is loaded on first use and kept;
+    two sessions starting at once never load the same model twice."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[K, T] = {}
+        self._lock = threading.Lock()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._loaded
+
+    def get(self, key: K, load: Callable[[], T]) -> T:
+        """The model loaded for `key`, calling `load` (once, under the lock) if there is none yet."""
+        found = self._loaded.get(key)
+        if found is not None:
+            return found
+        with self._lock:
+            found = self._loaded.get(key)
+            if found is None:
+                found = self._loaded[key] = load()
+        return found
 
 
 class ModelPool(Generic[T]):

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +32,14 @@ from typing import TYPE_CHECKING, Any
 
 from voicerouter.errors import ConfigError, TransientProviderError
 from voicerouter.providers.base import PIPELINE_RATE, AudioChunk, BuildContext, Kind, PartialCallback, Transcript
-from voicerouter.providers.local import EngineMissingError, ModelPool, engine_error, offline_hub, resample_int16
+from voicerouter.providers.local import (
+    EngineMissingError,
+    LoadedModels,
+    ModelPool,
+    engine_error,
+    offline_hub,
+    resample_int16,
+)
 
 if TYPE_CHECKING:
     from voicerouter.config.schema import ProviderConfig
@@ -128,19 +134,12 @@ def loudest_block_dbfs(audio: Any) -> float:
     return 20 * math.log10(loudest) if loudest > 0 else -120.0
 
 
-_engines: dict[str, MoonshineEngine] = {}
-_lock = threading.Lock()
+_engines: LoadedModels[str, MoonshineEngine] = LoadedModels()
 
 
 def engine(settings: Settings) -> MoonshineEngine:
     """The process-wide engine for this model (transcribers load on first use)."""
-    found = _engines.get(settings.model_path)
-    if found is None:
-        with _lock:
-            found = _engines.get(settings.model_path)
-            if found is None:
-                found = _engines[settings.model_path] = MoonshineEngine(settings.model_path)
-    return found
+    return _engines.get(settings.model_path, lambda: MoonshineEngine(settings.model_path))
 
 
 def default_settings() -> Settings:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from voicerouter.errors import ConfigError, TransientProviderError
 from voicerouter.providers.base import AudioChunk, BuildContext, Kind
-from voicerouter.providers.local import EngineMissingError, engine_error, resample_int16
+from voicerouter.providers.local import EngineMissingError, LoadedModels, engine_error, resample_int16
 
 if TYPE_CHECKING:
     from piper import PiperVoice
@@ -36,9 +36,8 @@ OPTIONS: dict[str, type] = {
     "volume": float,
 }
 
-_voices: dict[str, PiperVoice] = {}
+_voices: LoadedModels[str, PiperVoice] = LoadedModels()
 _load_seconds: dict[str, float] = {}
-_lock = threading.Lock()
 
 
 def default_model_path() -> Path:
@@ -52,23 +51,20 @@ def default_model_path() -> Path:
 def load_voice(model_path: str | Path | None = None) -> PiperVoice:
     """The process-wide voice for `model_path` (default: the bundled joe voice); loads it on first use."""
     path = str(model_path or default_model_path())
-    voice = _voices.get(path)
-    if voice is not None:
-        return voice
-    with _lock:  # two sessions starting at once must not load the voice twice
-        voice = _voices.get(path)
-        if voice is None:
-            try:
-                from piper import PiperVoice
-            except ImportError as exc:
-                raise EngineMissingError("piper", PACKAGES, cause=f"cannot import {exc.name}") from None
-            if not Path(path).is_file():
-                raise ConfigError(f"piper voice model {path} does not exist", hint="point `model` at a .onnx file")
-            config = Path(path + ".json")
-            started = time.perf_counter()
-            voice = PiperVoice.load(path, config_path=str(config) if config.is_file() else None)
-            _load_seconds[path] = time.perf_counter() - started
-            _voices[path] = voice
+    return _voices.get(path, lambda: _load_voice(path))
+
+
+def _load_voice(path: str) -> PiperVoice:
+    try:
+        from piper import PiperVoice
+    except ImportError as exc:
+        raise EngineMissingError("piper", PACKAGES, cause=f"cannot import {exc.name}") from None
+    if not Path(path).is_file():
+        raise ConfigError(f"piper voice model {path} does not exist", hint="point `model` at a .onnx file")
+    config = Path(path + ".json")
+    started = time.perf_counter()
+    voice = PiperVoice.load(path, config_path=str(config) if config.is_file() else None)
+    _load_seconds[path] = time.perf_counter() - started
     return voice
 
 

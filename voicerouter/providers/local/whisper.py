@@ -19,7 +19,6 @@ import hashlib
 import math
 import os
 import re
-import threading
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from voicerouter.errors import ConfigError, TransientProviderError
 from voicerouter.providers.base import PIPELINE_RATE, AudioChunk, BuildContext, Kind, PartialCallback, Transcript
-from voicerouter.providers.local import EngineMissingError, engine_error, offline_hub, resample_int16
+from voicerouter.providers.local import EngineMissingError, LoadedModels, engine_error, offline_hub, resample_int16
 
 if TYPE_CHECKING:
     from voicerouter.config.schema import ProviderConfig
@@ -213,21 +212,13 @@ class WhisperEngine:
         return text if any(c.isalnum() for c in text) else ""
 
 
-_engines: dict[tuple[str, int], WhisperEngine] = {}
-_lock = threading.Lock()
+_engines: LoadedModels[tuple[str, int], WhisperEngine] = LoadedModels()
 
 
 def engine(settings: Settings) -> WhisperEngine:
     """The process-wide engine for this model and thread count; loads it on first use."""
-    key = (settings.model_path, settings.threads)
-    found = _engines.get(key)
-    if found is not None:
-        return found
-    with _lock:  # two sessions starting at once must not load the model twice
-        found = _engines.get(key)
-        if found is None:
-            found = _engines[key] = WhisperEngine(settings.model_path, settings.threads, settings.expected_sha256)
-    return found
+    return _engines.get((settings.model_path, settings.threads),
+                        lambda: WhisperEngine(settings.model_path, settings.threads, settings.expected_sha256))
 
 
 def default_settings() -> Settings:
