@@ -43,6 +43,17 @@ def engine_error(exc: BaseException, provider: str, failed: str) -> ProviderErro
     return TransientProviderError(f"{failed}: {type(exc).__name__}: {exc}", provider=provider)
 
 
+def count_from_env(variable: str, noun: str) -> int:
+    """A per-process count an engine takes from the environment (at least 1), else one per core, at most 2."""
+    value = os.environ.get(variable)
+    if value:
+        try:
+            return max(1, int(value))
+        except ValueError:
+            raise ConfigError(f"{variable}={value!r} must be a whole number of {noun}") from None
+    return max(1, min(2, os.cpu_count() or 1))
+
+
 def resample_int16(pcm: bytes, from_rate: int, to_rate: int) -> bytes:
     """Mono PCM16 from one rate to another (soxr, high quality); returns the input when rates match."""
     if from_rate == to_rate or not pcm:

@@ -8,7 +8,6 @@ most 2). A batch transcription borrows a decoder for the decode; a stream holds 
 from __future__ import annotations
 
 import asyncio
-import os
 import queue
 import threading
 import time
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from voicerouter.errors import ConfigError, TransientProviderError
 from voicerouter.providers.base import PIPELINE_RATE, AudioChunk, BuildContext, Kind, PartialCallback, Transcript
-from voicerouter.providers.local import EngineMissingError, ModelPool, engine_error, resample_int16
+from voicerouter.providers.local import EngineMissingError, ModelPool, count_from_env, engine_error, resample_int16
 
 if TYPE_CHECKING:
     from voicerouter.config.schema import ProviderConfig
@@ -35,16 +34,6 @@ OPTIONS = {
     "final_pass": "re-decode a streamed utterance as a whole for its final transcript (default true: "
     "far more accurate on the first words and on narrowband audio; false saves ~0.2-0.5 s per turn)",
 }
-
-
-def _default_pool_size() -> int:
-    value = os.environ.get(POOL_ENV)
-    if value:
-        try:
-            return max(1, int(value))
-        except ValueError:
-            raise ConfigError(f"{POOL_ENV}={value!r} must be a whole number of decoders") from None
-    return max(1, min(2, os.cpu_count() or 1))
 
 
 class DecoderPool(ModelPool[Any]):
@@ -93,7 +82,7 @@ def pool() -> DecoderPool:
     if _pool is None:
         with _pool_lock:
             if _pool is None:
-                _pool = DecoderPool(_default_pool_size())
+                _pool = DecoderPool(count_from_env(POOL_ENV, "decoders"))
     return _pool
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
-import os
 import re
 import time
 import zlib
@@ -28,7 +27,14 @@ from typing import TYPE_CHECKING, Any
 
 from voicerouter.errors import ConfigError, TransientProviderError
 from voicerouter.providers.base import PIPELINE_RATE, AudioChunk, BuildContext, Kind, PartialCallback, Transcript
-from voicerouter.providers.local import EngineMissingError, LoadedModels, engine_error, offline_hub, resample_int16
+from voicerouter.providers.local import (
+    EngineMissingError,
+    LoadedModels,
+    count_from_env,
+    engine_error,
+    offline_hub,
+    resample_int16,
+)
 
 if TYPE_CHECKING:
     from voicerouter.config.schema import ProviderConfig
@@ -68,13 +74,7 @@ def default_model_path() -> Path:
 
 
 def default_threads() -> int:
-    value = os.environ.get(THREADS_ENV)
-    if value:
-        try:
-            return max(1, int(value))
-        except ValueError:
-            raise ConfigError(f"{THREADS_ENV}={value!r} must be a whole number of threads") from None
-    return max(1, min(2, os.cpu_count() or 1))
+    return count_from_env(THREADS_ENV, "threads")
 
 
 def sha256_of(path: Path) -> str:
