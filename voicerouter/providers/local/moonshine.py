@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from voicerouter.errors import ConfigError, TransientProviderError
+from voicerouter.providers._common import check_options
 from voicerouter.providers.base import PIPELINE_RATE, AudioChunk, BuildContext, Kind, PartialCallback, Transcript
 from voicerouter.providers.local import (
     EngineMissingError,
@@ -322,13 +323,8 @@ class MoonshineSTT:
 
 
 def settings_from(name: str, config: ProviderConfig) -> Settings:
+    check_options(name, "moonshine", config, OPTIONS)
     options = config.options
-    unknown = set(options) - set(OPTIONS)
-    if unknown:
-        raise ConfigError(
-            f"provider {name}: unknown moonshine option(s) {', '.join(sorted(unknown))}",
-            hint=f"known: {', '.join(OPTIONS)}",
-        )
     override = options.get("model_path")
     if override is not None and not isinstance(override, str):
         raise ConfigError(f"provider {name}: moonshine option model_path must be a directory path")

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from voicerouter.errors import ConfigError, TransientProviderError
+from voicerouter.providers._common import check_options
 from voicerouter.providers.base import PIPELINE_RATE, AudioChunk, BuildContext, Kind, PartialCallback, Transcript
 from voicerouter.providers.local import (
     EngineMissingError,
@@ -328,13 +329,8 @@ def _int_option(name: str, options: dict[str, Any], key: str, default: int, low:
 
 
 def settings_from(name: str, config: ProviderConfig) -> Settings:
+    check_options(name, "whisper", config, OPTIONS)
     options = config.options
-    unknown = set(options) - set(OPTIONS)
-    if unknown:
-        raise ConfigError(
-            f"provider {name}: unknown whisper option(s) {', '.join(sorted(unknown))}",
-            hint=f"known: {', '.join(OPTIONS)}",
-        )
     override = options.get("model_path")
     if override is not None and not isinstance(override, str):
         raise ConfigError(f"provider {name}: whisper option model_path must be a directory path")
