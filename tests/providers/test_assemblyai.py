@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+from contextlib import aclosing
 
 import pytest
 from wire import sdk_calls
@@ -41,12 +42,9 @@ async def test_a_streamed_utterance_with_partials() -> None:
     partials: list[str] = []
     async with emulate("assemblyai", api_key=CANARY, transcript=SAID) as emu:
         stt = make(emu.url, options={"keyterms_prompt": ["weather"], "format_turns": True})
-        stream = await stt.open_stream(16000, on_partial=lambda t: partials.append(t.text))
-        try:
+        async with aclosing(await stt.open_stream(16000, on_partial=lambda t: partials.append(t.text))) as stream:
             await speak(stream, 1.2)
             final = await stream.finish()
-        finally:
-            await stream.aclose()
     assert final.text == SAID and final.is_final and final.provider == "aai"  # the formatted repeat wins
     assert partials and all(SAID.startswith(p) for p in partials)
     request = emu.state.requests[0]

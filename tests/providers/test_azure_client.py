@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import aclosing
+
 import pytest
 from provider_helpers import build, collect, probe_each, words_in_common
 
@@ -54,11 +56,8 @@ async def test_recognition_resamples_to_16k() -> None:
 
 async def test_no_match_is_empty_transcript() -> None:
     async with emulate("azure", api_key=CANARY, transcript="") as emu:
-        stt = make(emu.url)
-        try:
+        async with aclosing(make(emu.url)) as stt:
             result = await stt.transcribe(AudioChunk(tone(0.5, 16000), 16000))
-        finally:
-            await stt.aclose()
     assert result.text == "" and result.is_final and result.provider == "az"
 
 

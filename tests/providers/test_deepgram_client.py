@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from contextlib import aclosing
 from pathlib import Path
 
 import pytest
@@ -55,12 +56,9 @@ def assert_clean(err: BaseException) -> None:
 
 async def test_live_stream_returns_final_and_partials() -> None:
     async with emulate("deepgram", api_key=CANARY, transcript="book a table for two") as emu:
-        stt = make(emu.url, model="nova-3", language="en-US", options={"endpointing": 300})
         partials: list[Transcript] = []
-        try:
+        async with aclosing(make(emu.url, model="nova-3", language="en-US", options={"endpointing": 300})) as stt:
             result = await stream_all(stt, speech_like(1.5), partials)
-        finally:
-            await stt.aclose()
     assert result.text == "book a table for two"
     assert result.is_final and result.provider == "dg"
     assert partials and not partials[0].is_final
@@ -78,50 +76,38 @@ async def test_live_stream_returns_final_and_partials() -> None:
 
 async def test_empty_frames_are_never_sent() -> None:
     async with emulate("deepgram", api_key=CANARY, transcript="ok") as emu:
-        stt = make(emu.url)
-        try:
+        async with aclosing(make(emu.url)) as stt:
             stream = await stt.open_stream(16000)
             await stream.send(b"")  # the emulator closes 1008 on an empty frame, like Deepgram
             await stream.send(speech_like(0.3))
             await stream.send(b"")
             result = await stream.finish()
-        finally:
-            await stt.aclose()
     assert result.text == "ok"
 
 
 async def test_stream_without_audio_is_empty() -> None:
     async with emulate("deepgram", api_key=CANARY, transcript="never said") as emu:
-        stt = make(emu.url)
-        try:
+        async with aclosing(make(emu.url)) as stt:
             stream = await stt.open_stream(16000)
             result = await stream.finish()
-        finally:
-            await stt.aclose()
     assert result.text == "" and result.is_final
 
 
 async def test_keepalive_sent_while_idle() -> None:
     async with emulate("deepgram", api_key=CANARY, transcript="still here") as emu:
-        stt = make(emu.url, options={"keepalive_s": 0.05})
-        try:
+        async with aclosing(make(emu.url, options={"keepalive_s": 0.05})) as stt:
             stream = await stt.open_stream(16000)
             await stream.send(speech_like(0.2))
             await asyncio.sleep(0.3)
             result = await stream.finish()
-        finally:
-            await stt.aclose()
     assert result.text == "still here"
     assert "KeepAlive" in [r.get("control") for r in emu.state.requests]
 
 
 async def test_batch_transcribe_posts_wav() -> None:
     async with emulate("deepgram", api_key=CANARY, transcript="hello there") as emu:
-        stt = make(emu.url)
-        try:
+        async with aclosing(make(emu.url)) as stt:
             result = await stt.transcribe(AudioChunk(speech_like(), 16000))
-        finally:
-            await stt.aclose()
     assert result.text == "hello there" and result.confidence is not None
     request = emu.state.requests[-1]
     assert request["method"] == "POST" and request["headers"]["Content-Type"] == "audio/wav"
@@ -130,12 +116,9 @@ async def test_batch_transcribe_posts_wav() -> None:
 
 async def test_live_handshake_401_is_auth_error_without_key() -> None:
     async with emulate("deepgram", api_key="the-right-key") as emu:
-        stt = make(emu.url)
-        try:
+        async with aclosing(make(emu.url)) as stt:
             with pytest.raises(AuthError) as info:
                 await stt.open_stream(16000)
-        finally:
-            await stt.aclose()
     assert info.value.status == 401 and info.value.provider == "dg"
     assert "Invalid credentials" in str(info.value)
     assert_clean(info.value)
@@ -143,12 +126,9 @@ async def test_live_handshake_401_is_auth_error_without_key() -> None:
 
 async def test_live_handshake_429_is_rate_limited_with_retry_after() -> None:
     async with emulate("deepgram", api_key=CANARY, faults="error:429:3") as emu:
-        stt = make(emu.url)
-        try:
+        async with aclosing(make(emu.url)) as stt:
             with pytest.raises(RateLimitedError) as info:
                 await stt.open_stream(16000)
-        finally:
-            await stt.aclose()
     assert info.value.retry_after == 3.0 and info.value.provider == "dg"
 
 
@@ -157,12 +137,9 @@ async def test_live_handshake_429_is_rate_limited_with_retry_after() -> None:
                                          ("drop", TransientProviderError), ("malformed", TransientProviderError)])
 async def test_live_failures_mid_stream_are_transient(spec: str, error: type[ProviderError]) -> None:
     async with emulate("deepgram", api_key=CANARY, faults=spec) as emu:
-        stt = make(emu.url)
-        try:
+        async with aclosing(make(emu.url)) as stt:
             with pytest.raises(error) as info:
                 await stream_all(stt, speech_like(1.0))
-        finally:
-            await stt.aclose()
     assert info.value.retryable and info.value.provider == "dg"
     assert not isinstance(info.value, ProviderTimeout)  # noticed at once, not by waiting
     assert_clean(info.value)
@@ -172,12 +149,9 @@ async def test_live_failures_mid_stream_are_transient(spec: str, error: type[Pro
 
 async def test_live_stall_is_timeout() -> None:
     async with emulate("deepgram", api_key=CANARY, faults="stall:1s") as emu:
-        stt = make(emu.url, timeout_ms=300)
-        try:
+        async with aclosing(make(emu.url, timeout_ms=300)) as stt:
             with pytest.raises(ProviderTimeout) as info:
                 await stream_all(stt, speech_like(0.6))
-        finally:
-            await stt.aclose()
     assert "CloseStream" in str(info.value)
 
 
@@ -186,8 +160,7 @@ async def test_partial_callback_failure_is_not_disguised() -> None:
         raise ZeroDivisionError("caller bug")
 
     async with emulate("deepgram", api_key=CANARY, transcript="anything") as emu:
-        stt = make(emu.url)
-        try:
+        async with aclosing(make(emu.url)) as stt:
             stream = await stt.open_stream(16000, on_partial=broken)
             with pytest.raises(ZeroDivisionError):
                 for _ in range(100):
@@ -195,33 +168,25 @@ async def test_partial_callback_failure_is_not_disguised() -> None:
                     await asyncio.sleep(0.01)
                 await stream.finish()
             await stream.aclose()
-        finally:
-            await stt.aclose()
 
 
 async def test_live_hang_at_upgrade_is_timeout() -> None:
     async with emulate("deepgram", api_key=CANARY, faults="hang") as emu:
-        stt = make(emu.url, timeout_ms=300)
-        try:
+        async with aclosing(make(emu.url, timeout_ms=300)) as stt:
             with pytest.raises(ProviderTimeout):
                 await stt.open_stream(16000)
-        finally:
-            await stt.aclose()
 
 
 async def test_batch_errors_map_to_types() -> None:
     async with emulate("deepgram", api_key=CANARY, faults="error:400*1,error:503*1,malformed*1") as emu:
-        stt = make(emu.url)
         audio = AudioChunk(speech_like(0.5), 16000)
-        try:
+        async with aclosing(make(emu.url)) as stt:
             with pytest.raises(RequestError) as bad:
                 await stt.transcribe(audio)
             with pytest.raises(TransientProviderError) as down:
                 await stt.transcribe(audio)
             with pytest.raises(TransientProviderError) as garbage:
                 await stt.transcribe(audio)
-        finally:
-            await stt.aclose()
     assert bad.value.status == 400 and down.value.status == 503
     assert "malformed" in str(garbage.value) and "502 upstream glitch" in str(garbage.value)
     for info in (bad, down, garbage):
@@ -230,22 +195,16 @@ async def test_batch_errors_map_to_types() -> None:
 
 async def test_batch_hang_is_timeout() -> None:
     async with emulate("deepgram", api_key=CANARY, faults="hang") as emu:
-        stt = make(emu.url, timeout_ms=300)
-        try:
+        async with aclosing(make(emu.url, timeout_ms=300)) as stt:
             with pytest.raises(ProviderTimeout) as info:
                 await stt.transcribe(AudioChunk(speech_like(0.3), 16000))
-        finally:
-            await stt.aclose()
     assert info.value.provider == "dg"
 
 
 async def test_tts_streams_pcm_in_chunks() -> None:
     async with emulate("deepgram", api_key=CANARY) as emu:
-        tts = make(emu.url, kind="tts", sample_rate=16000)
-        try:
+        async with aclosing(make(emu.url, kind="tts", sample_rate=16000)) as tts:
             chunks = [c async for c in tts.synthesize("Your table is booked for seven tonight.")]
-        finally:
-            await tts.aclose()
     assert len(chunks) > 3
     assert all(c.sample_rate == 16000 and len(c.pcm) % 2 == 0 for c in chunks)
     total = sum(c.duration_s for c in chunks)
@@ -264,38 +223,29 @@ async def test_tts_streams_pcm_in_chunks() -> None:
 ])
 async def test_tts_errors(spec: str, error: type[ProviderError], status: int | None) -> None:
     async with emulate("deepgram", api_key=CANARY, faults=spec) as emu:
-        tts = make(emu.url, kind="tts")
-        try:
+        async with aclosing(make(emu.url, kind="tts")) as tts:
             with pytest.raises(error) as info:
                 async for _ in tts.synthesize("Hello there, how are you today?"):
                     pass
-        finally:
-            await tts.aclose()
     assert info.value.status == status and info.value.provider == "dg"
     assert_clean(info.value)
 
 
 async def test_tts_stall_beyond_timeout_is_timeout() -> None:
     async with emulate("deepgram", api_key=CANARY, faults="stall:2s") as emu:
-        tts = make(emu.url, kind="tts", timeout_ms=300)
         got: list[AudioChunk] = []
-        try:
+        async with aclosing(make(emu.url, kind="tts", timeout_ms=300)) as tts:
             with pytest.raises(ProviderTimeout):
                 await synthesize_into(tts, "A sentence long enough to stall in the middle.", got)
-        finally:
-            await tts.aclose()
     assert got  # audio before the stall still arrived
 
 
 async def test_tts_rejected_request_is_request_error() -> None:
     async with emulate("deepgram", api_key=CANARY) as emu:
-        tts = make(emu.url, kind="tts", voice="not-a-model")
-        try:
+        async with aclosing(make(emu.url, kind="tts", voice="not-a-model")) as tts:
             with pytest.raises(RequestError) as info:
                 async for _ in tts.synthesize("Hi"):
                     pass
-        finally:
-            await tts.aclose()
     assert "No such model" in str(info.value)
 
 
@@ -378,12 +328,9 @@ async def test_real_speech_through_live_socket() -> None:
     mono = soxr.resample(data.mean(axis=1), rate, 16000)
     pcm = (mono[: 16000 * 7].clip(-1, 1) * 32767).astype("<i2").tobytes()  # "...what your country can do for you"
     async with emulate("deepgram", api_key=CANARY, transcript=None) as emu:
-        stt = make(emu.url, timeout_ms=60000)
         partials: list[Transcript] = []
-        try:
+        async with aclosing(make(emu.url, timeout_ms=60000)) as stt:
             result = await stream_all(stt, pcm, partials)
-        finally:
-            await stt.aclose()
     # PocketSphinx is a weak recognizer; the point is real words through the real wire, not its accuracy.
     heard = set(result.text.lower().split())
     assert len(heard & REFERENCE_WORDS) >= 3, result.text
@@ -408,13 +355,10 @@ async def test_closing_a_stalled_live_socket_never_waits_for_its_close_handshake
     from voicerouter.providers import closing
 
     async with emulate("deepgram", api_key=CANARY, faults="stall:30s") as emu:
-        stt = make(emu.url, timeout_ms=300)
-        try:
+        async with aclosing(make(emu.url, timeout_ms=300)) as stt:
             with pytest.raises(ProviderTimeout):
                 await stream_all(stt, speech_like(0.6))
             assert closing.pending() >= 1  # the close handshake is still waiting for the stalled server
-        finally:
-            await stt.aclose()
         await closing.settle(0.1)
 
 
@@ -422,8 +366,7 @@ async def test_a_cancelled_send_is_never_swallowed() -> None:
     """A cancel that arrives as the socket takes the audio still cancels the sender (asyncio.wait_for
     on Python 3.11 returned normally instead, and a session waiting on that sender waited forever)."""
     async with emulate("deepgram", api_key=CANARY, transcript="hello there") as emu:
-        stt = make(emu.url)
-        try:
+        async with aclosing(make(emu.url)) as stt:
             stream = await stt.open_stream(16000)
             loop = asyncio.get_running_loop()
             taken: list[asyncio.Future[None]] = []
@@ -442,5 +385,3 @@ async def test_a_cancelled_send_is_never_swallowed() -> None:
                     await task
             del stream._ws.send
             await stream.aclose()
-        finally:
-            await stt.aclose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import aclosing
 
 import provider_helpers
 import pytest
@@ -74,12 +75,9 @@ async def test_wrong_key_is_auth_error_without_key() -> None:
 
 async def test_validation_422_is_request_error_with_fields() -> None:
     async with emulate("elevenlabs", api_key=CANARY) as emu:
-        stt = make(emu.url, kind="stt", model="scribe_v9")
-        try:
+        async with aclosing(make(emu.url, kind="stt", model="scribe_v9")) as stt:
             with pytest.raises(RequestError) as info:
                 await stt.transcribe(AudioChunk(tone(0.3, 16000), 16000))
-        finally:
-            await stt.aclose()
     assert info.value.status == 422 and "body.model_id" in str(info.value)
 
 
@@ -115,11 +113,8 @@ async def test_tts_hang_is_timeout() -> None:
 
 async def test_stt_transcribes_multipart_wav() -> None:
     async with emulate("elevenlabs", api_key=CANARY, transcript="cancel my subscription") as emu:
-        stt = make(emu.url, kind="stt", language="en-GB")
-        try:
+        async with aclosing(make(emu.url, kind="stt", language="en-GB")) as stt:
             result = await stt.transcribe(AudioChunk(tone(0.8, 16000), 16000))
-        finally:
-            await stt.aclose()
     assert result.text == "cancel my subscription" and result.provider == "eleven"
     form = emu.state.requests[-1]["form"]
     assert form["model_id"] == "scribe_v1" and form["language_code"] == "en"
@@ -132,12 +127,9 @@ async def test_stt_transcribes_multipart_wav() -> None:
                                          ("truncate", TransientProviderError), ("drop", TransientProviderError)])
 async def test_stt_errors(spec: str, error: type[ProviderError]) -> None:
     async with emulate("elevenlabs", api_key=CANARY, faults=spec) as emu:
-        stt = make(emu.url, kind="stt")
-        try:
+        async with aclosing(make(emu.url, kind="stt")) as stt:
             with pytest.raises(error) as info:
                 await stt.transcribe(AudioChunk(tone(0.3, 16000), 16000))
-        finally:
-            await stt.aclose()
     assert_clean(info.value)
     if spec == "malformed":
         assert "malformed" in str(info.value) and "upstream glitch" in str(info.value)
@@ -145,12 +137,9 @@ async def test_stt_errors(spec: str, error: type[ProviderError]) -> None:
 
 async def test_stt_hang_is_timeout() -> None:
     async with emulate("elevenlabs", api_key=CANARY, faults="hang") as emu:
-        stt = make(emu.url, kind="stt", timeout_ms=300)
-        try:
+        async with aclosing(make(emu.url, kind="stt", timeout_ms=300)) as stt:
             with pytest.raises(ProviderTimeout):
                 await stt.transcribe(AudioChunk(tone(0.3, 16000), 16000))
-        finally:
-            await stt.aclose()
 
 
 def test_missing_key_names_variable() -> None:
@@ -185,11 +174,8 @@ async def test_real_speech_round_trip() -> None:
     phrase = "ask not what your country can do for you"
     async with emulate("elevenlabs", api_key=CANARY, tts_engine="piper", transcript=None) as emu:
         chunks = await collect(make(emu.url, sample_rate=16000), text=phrase)
-        stt = make(emu.url, kind="stt", timeout_ms=60000)
-        try:
+        async with aclosing(make(emu.url, kind="stt", timeout_ms=60000)) as stt:
             result = await stt.transcribe(AudioChunk(b"".join(c.pcm for c in chunks), 16000))
-        finally:
-            await stt.aclose()
     assert len(chunks) > 3
     assert words_in_common(result.text, phrase) >= 3, result.text
 

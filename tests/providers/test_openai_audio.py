@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import aclosing
+
 import pytest
 from provider_helpers import synthesize_into
 
@@ -46,11 +48,8 @@ async def request_once(provider, kind: str) -> None:
 
 async def test_transcribe_uploads_wav_and_returns_text():
     async with emulate("openai", api_key=CANARY, transcript="ask not what your country can do") as emu:
-        stt = make("stt", emu.url, model="whisper-1", language="en-US")
-        try:
+        async with aclosing(make("stt", emu.url, model="whisper-1", language="en-US")) as stt:
             result = await stt.transcribe(utterance(1.5))
-        finally:
-            await stt.aclose()
     assert result.text == "ask not what your country can do"
     assert result.is_final and result.provider == "oai-stt"
     sent = emu.state.requests[-1]
@@ -63,11 +62,8 @@ async def test_transcribe_uploads_wav_and_returns_text():
 
 async def test_synthesize_streams_pcm_in_several_chunks():
     async with emulate("openai", api_key=CANARY) as emu:
-        tts = make("tts", emu.url, voice="nova", model="tts-1")
-        try:
+        async with aclosing(make("tts", emu.url, voice="nova", model="tts-1")) as tts:
             chunks = await collect(tts)
-        finally:
-            await tts.aclose()
     assert len(chunks) > 1
     assert all(c.sample_rate == 24000 and len(c.pcm) % 2 == 0 for c in chunks)
     assert sum(c.samples for c in chunks) == len(tone(min(10.0, 0.06 * 27), 24000)) // 2
@@ -78,22 +74,16 @@ async def test_synthesize_streams_pcm_in_several_chunks():
 async def test_probe_both_kinds():
     async with emulate("openai", api_key=CANARY) as emu:
         for kind in ("stt", "tts"):
-            provider = make(kind, emu.url)
-            try:
+            async with aclosing(make(kind, emu.url)) as provider:
                 await provider.probe()
-            finally:
-                await provider.aclose()
     assert [r["path"] for r in emu.state.requests] == ["/v1/audio/transcriptions", "/v1/audio/speech"]
 
 
 async def test_wrong_key_is_auth_error_without_the_key():
     async with emulate("openai", api_key="the-right-key") as emu:
-        stt = make("stt", emu.url)
-        try:
+        async with aclosing(make("stt", emu.url)) as stt:
             with pytest.raises(AuthError) as info:
                 await stt.transcribe(utterance())
-        finally:
-            await stt.aclose()
     assert info.value.status == 401 and info.value.provider == "oai-stt"
     assert not info.value.retryable
     # The emulator echoes the key it got; the client masks it.
@@ -113,12 +103,9 @@ async def test_wrong_key_is_auth_error_without_the_key():
 async def test_status_faults_map_to_typed_errors(fault, error, status):
     async with emulate("openai", api_key=CANARY, faults=[fault]) as emu:
         for kind in ("stt", "tts"):
-            provider = make(kind, emu.url)
-            try:
+            async with aclosing(make(kind, emu.url)) as provider:
                 with pytest.raises(error) as info:
                     await request_once(provider, kind)
-            finally:
-                await provider.aclose()
             assert info.value.status == status
             assert info.value.provider == f"oai-{kind}"
             assert CANARY not in str(info.value)
@@ -126,13 +113,10 @@ async def test_status_faults_map_to_typed_errors(fault, error, status):
 
 async def test_rate_limit_carries_retry_after():
     async with emulate("openai", api_key=CANARY, faults=["error:429:7*1"]) as emu:
-        tts = make("tts", emu.url)
-        try:
+        async with aclosing(make("tts", emu.url)) as tts:
             with pytest.raises(RateLimitedError) as info:
                 await collect(tts)
             chunks = await collect(tts)  # the fault was for one request only
-        finally:
-            await tts.aclose()
     assert info.value.retry_after == 7.0 and info.value.status == 429
     assert "rate_limit_exceeded" in str(info.value)
     assert chunks
@@ -140,27 +124,20 @@ async def test_rate_limit_carries_retry_after():
 
 async def test_rate_limit_reads_retry_after_ms():
     async with emulate("openai", api_key=CANARY, faults=["error:429:1500ms"]) as emu:
-        stt = make("stt", emu.url)
-        try:
+        async with aclosing(make("stt", emu.url)) as stt:
             with pytest.raises(RateLimitedError) as info:
                 await stt.transcribe(utterance())
-        finally:
-            await stt.aclose()
     assert info.value.retry_after == 1.5
 
 
 async def test_vendor_validation_errors_are_request_errors():
     async with emulate("openai", api_key=CANARY) as emu:
-        bad_model = make("tts", emu.url, model="no-such-model")
-        bad_voice = make("tts", emu.url, voice="robot")
-        try:
+        async with aclosing(make("tts", emu.url, model="no-such-model")) as bad_model, \
+                aclosing(make("tts", emu.url, voice="robot")) as bad_voice:
             with pytest.raises(RequestError) as missing:
                 await collect(bad_model)
             with pytest.raises(RequestError) as invalid:
                 await collect(bad_voice)
-        finally:
-            await bad_model.aclose()
-            await bad_voice.aclose()
     assert missing.value.status == 404 and "does not exist" in str(missing.value)
     assert invalid.value.status == 400 and "robot" in str(invalid.value)
 
@@ -168,36 +145,27 @@ async def test_vendor_validation_errors_are_request_errors():
 async def test_wrong_path_is_404_request_error():
     async with emulate("openai", api_key=CANARY) as emu:
         cfg = ProviderConfig(type="openai", kind="stt", api_key="${OPENAI_API_KEY}", base_url=emu.url)  # no /v1
-        stt = create("oai-stt", "stt", cfg, BuildContext(env=ENV))
-        try:
+        async with aclosing(create("oai-stt", "stt", cfg, BuildContext(env=ENV))) as stt:
             with pytest.raises(RequestError) as info:
                 await stt.transcribe(utterance())
-        finally:
-            await stt.aclose()
     assert info.value.status == 404
 
 
 async def test_hang_times_out():
     async with emulate("openai", api_key=CANARY, faults=["hang"]) as emu:
         for kind in ("stt", "tts"):
-            provider = make(kind, emu.url, timeout_ms=300)
-            try:
+            async with aclosing(make(kind, emu.url, timeout_ms=300)) as provider:
                 with pytest.raises(ProviderTimeout) as info:
                     await request_once(provider, kind)
-            finally:
-                await provider.aclose()
             assert info.value.retryable and info.value.provider == f"oai-{kind}"
 
 
 async def test_stall_mid_stream_times_out():
     async with emulate("openai", api_key=CANARY, faults=["stall:5s"]) as emu:
-        tts = make("tts", emu.url, timeout_ms=300)
         got: list[AudioChunk] = []
-        try:
+        async with aclosing(make("tts", emu.url, timeout_ms=300)) as tts:
             with pytest.raises(ProviderTimeout):
                 await synthesize_into(tts, "a sentence long enough to stall in the middle", got)
-        finally:
-            await tts.aclose()
     assert got  # audio flowed before the stall
 
 
@@ -205,38 +173,28 @@ async def test_stall_mid_stream_times_out():
 async def test_dropped_or_truncated_body_is_transient(fault):
     async with emulate("openai", api_key=CANARY, faults=[fault]) as emu:
         for kind in ("stt", "tts"):
-            provider = make(kind, emu.url)
-            try:
+            async with aclosing(make(kind, emu.url)) as provider:
                 with pytest.raises(TransientProviderError) as info:
                     await request_once(provider, kind)
-            finally:
-                await provider.aclose()
             assert info.value.retryable and not isinstance(info.value, ProviderTimeout)
             assert info.value.provider == f"oai-{kind}"
 
 
 async def test_malformed_responses_are_transient_with_snippet():
     async with emulate("openai", api_key=CANARY, faults=["malformed"]) as emu:
-        stt, tts = make("stt", emu.url), make("tts", emu.url)
-        try:
+        async with aclosing(make("stt", emu.url)) as stt, aclosing(make("tts", emu.url)) as tts:
             with pytest.raises(TransientProviderError) as bad_json:
                 await stt.transcribe(utterance())
             with pytest.raises(TransientProviderError) as bad_audio:
                 await collect(tts)
-        finally:
-            await stt.aclose()
-            await tts.aclose()
     assert "malformed" in str(bad_json.value) and "half a json" in str(bad_json.value)
     assert "malformed" in str(bad_audio.value) and "text/html" in str(bad_audio.value)
 
 
 async def test_slow_first_byte_still_succeeds():
     async with emulate("openai", api_key=CANARY, faults=["slow:200ms*1"]) as emu:
-        tts = make("tts", emu.url)
-        try:
+        async with aclosing(make("tts", emu.url)) as tts:
             chunks = await collect(tts)
-        finally:
-            await tts.aclose()
     assert chunks
 
 
@@ -277,20 +235,14 @@ async def test_compatible_without_key_and_any_model():
     async with emulate("openai-compatible", api_key="") as emu:
         cfg = ProviderConfig(type="openai-compatible", kind="tts", base_url=emu.url + "/v1", model="kokoro",
                              voice="af_sky")
-        tts = create_compatible("kokoro", "tts", cfg, BuildContext(env={}))
-        try:
+        async with aclosing(create_compatible("kokoro", "tts", cfg, BuildContext(env={}))) as tts:
             # The emulator still wants a Bearer header; without a key the server answers 401.
             with pytest.raises(AuthError):
                 await collect(tts)
-        finally:
-            await tts.aclose()
         emu.state.api_key = "local-test-key"
         cfg = cfg.model_copy(update={"api_key": "${LOCAL_KEY}"})
-        tts = create_compatible("kokoro", "tts", cfg, BuildContext(env={"LOCAL_KEY": "local-test-key"}))
-        try:
+        async with aclosing(create_compatible("kokoro", "tts", cfg, BuildContext(env={"LOCAL_KEY": "local-test-key"}))) as tts:
             chunks = await collect(tts)
-        finally:
-            await tts.aclose()
     assert chunks and emu.state.requests[-1]["model"] == "kokoro"
 
 
@@ -303,13 +255,9 @@ async def test_real_speech_round_trip_through_the_emulator():
 
     speech = read_audio(Path(__file__).parents[1] / "fixtures" / "jfk.flac")
     async with emulate("openai", api_key=CANARY, transcript=None, tts_engine="piper") as emu:
-        stt, tts = make("stt", emu.url), make("tts", emu.url)
-        try:
+        async with aclosing(make("stt", emu.url)) as stt, aclosing(make("tts", emu.url)) as tts:
             heard = await stt.transcribe(speech)
             chunks = await collect(tts, "Ask not what your country can do for you.")
-        finally:
-            await stt.aclose()
-            await tts.aclose()
     assert "fellow america" in heard.text.lower() and "can do for your" in heard.text.lower()
     assert emu.state.requests[0]["audio_s"] == pytest.approx(11.0, abs=0.01)
     assert len(chunks) > 1 and sum(c.duration_s for c in chunks) > 1.0
@@ -318,15 +266,12 @@ async def test_real_speech_round_trip_through_the_emulator():
 async def test_streamed_transcription_reports_partials():
     partials: list[str] = []
     async with emulate("openai", api_key=CANARY, transcript="ask not what your country can do") as emu:
-        stt = make("stt", emu.url, model="gpt-4o-transcribe", options={"stream": True})
-        try:
+        async with aclosing(make("stt", emu.url, model="gpt-4o-transcribe", options={"stream": True})) as stt:
             stream = await stt.open_stream(16000, on_partial=lambda t: partials.append(t.text))
             for i in range(0, 32000, 640):
                 await stream.send(tone(1.0, 16000)[i : i + 640])
             final = await stream.finish()
             await stream.aclose()
-        finally:
-            await stt.aclose()
     assert final.text == "ask not what your country can do" and final.is_final
     assert partials[0] == "ask" and partials[-1] == final.text and len(partials) == 7
     assert emu.state.requests[-1]["fields"]["stream"] == "true"
@@ -334,21 +279,15 @@ async def test_streamed_transcription_reports_partials():
 
 async def test_stream_option_is_ignored_for_whisper_1():
     async with emulate("openai", api_key=CANARY, transcript="plain") as emu:
-        stt = make("stt", emu.url, model="whisper-1", options={"stream": True})
-        try:
+        async with aclosing(make("stt", emu.url, model="whisper-1", options={"stream": True})) as stt:
             result = await stt.transcribe(utterance())
-        finally:
-            await stt.aclose()
     assert result.text == "plain" and "stream" not in emu.state.requests[-1]["fields"]
 
 
 @pytest.mark.parametrize("fault", ["drop", "malformed"])
 async def test_broken_transcript_stream_is_transient(fault):
     async with emulate("openai", api_key=CANARY, transcript="one two three four", faults=[fault]) as emu:
-        stt = make("stt", emu.url, model="gpt-4o-transcribe", options={"stream": True})
-        try:
+        async with aclosing(make("stt", emu.url, model="gpt-4o-transcribe", options={"stream": True})) as stt:
             with pytest.raises(TransientProviderError) as info:
                 await stt.transcribe(utterance())
-        finally:
-            await stt.aclose()
     assert info.value.provider == "oai-stt" and not isinstance(info.value, ProviderTimeout)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 import pytest
 from wire import sdk_calls
@@ -51,12 +52,9 @@ def seconds(chunks) -> float:
 @pytest.mark.parametrize("vendor", VENDORS)
 async def test_a_sentence_over_the_socket(vendor: str) -> None:
     async with emulate(vendor, api_key=KEY) as emu:
-        tts = make(vendor, emu.url)
-        try:
+        async with aclosing(make(vendor, emu.url)) as tts:
             first = [c async for c in tts.synthesize(SENTENCE)]
             second = [c async for c in tts.synthesize("Fine, thanks.")]
-        finally:
-            await tts.aclose()
     assert seconds(first) == pytest.approx(EMULATED_S_PER_CHAR * len(SENTENCE), abs=0.15)
     assert seconds(second) == pytest.approx(EMULATED_S_PER_CHAR * len("Fine, thanks."), abs=0.15)
     assert all(len(c.pcm) % 2 == 0 and c.sample_rate == tts.sample_rate for c in first)
@@ -81,11 +79,8 @@ async def test_a_sentence_over_the_socket(vendor: str) -> None:
 async def test_streamed_text_goes_out_as_it_comes(vendor: str) -> None:
     text = "Sure. I can help with that today."
     async with emulate(vendor, api_key=KEY) as emu:
-        tts = make(vendor, emu.url)
-        try:
+        async with aclosing(make(vendor, emu.url)) as tts:
             chunks = [c async for c in tts.synthesize_stream(words(text))]
-        finally:
-            await tts.aclose()
     assert seconds(chunks) == pytest.approx(EMULATED_S_PER_CHAR * len(text), abs=0.15)
     messages = [r for r in emu.state.requests if r.get("websocket")][0]["messages"]
     if vendor == "cartesia":  # continuations, one context, ended by an empty transcript with continue false
@@ -101,14 +96,11 @@ async def test_streamed_text_goes_out_as_it_comes(vendor: str) -> None:
 @pytest.mark.parametrize("vendor", VENDORS)
 async def test_barge_in_cancels_the_generation(vendor: str) -> None:
     async with emulate(vendor, api_key=KEY) as emu:
-        tts = make(vendor, emu.url)
-        try:
+        async with aclosing(make(vendor, emu.url)) as tts:
             stream = tts.synthesize("A long answer that keeps going on and on for quite a while, sentence after sentence.")
             await anext(stream)
             await stream.aclose()  # the caller stops listening
             after = [c async for c in tts.synthesize("Next.")]  # the provider is still usable
-        finally:
-            await tts.aclose()
     assert seconds(after) == pytest.approx(EMULATED_S_PER_CHAR * len("Next."), abs=0.15)
     first = [r for r in emu.state.requests if r.get("websocket")][0]["messages"]
     if vendor == "cartesia":
@@ -142,15 +134,12 @@ async def test_dropped_socket_mid_audio_is_transient(vendor: str) -> None:
 
 async def test_cartesia_context_error_is_typed_and_the_socket_lives_on() -> None:
     async with emulate("cartesia", api_key=KEY) as emu:
-        tts = make("cartesia", emu.url)
-        try:
+        async with aclosing(make("cartesia", emu.url)) as tts:
             assert [c async for c in tts.synthesize("Warm up.")]
             emu.state.faults.append(Fault.parse("error:429*1"))
             with pytest.raises(RateLimitedError) as info:
                 [c async for c in tts.synthesize(SENTENCE)]
             assert [c async for c in tts.synthesize("Again.")]
-        finally:
-            await tts.aclose()
     assert "concurrency_limited" in str(info.value)
     assert len([r for r in emu.state.requests if r.get("websocket")]) == 1
 
@@ -221,11 +210,8 @@ async def test_deepgram_sdk_speak_socket_on_the_emulator() -> None:
 async def test_clause_flush_speaks_at_the_first_comma(vendor: str) -> None:
     text = "Sure, I can help with that."
     async with emulate(vendor, api_key=KEY) as emu:
-        tts = make(vendor, emu.url, flush="clause")
-        try:
+        async with aclosing(make(vendor, emu.url, flush="clause")) as tts:
             chunks = [c async for c in tts.synthesize_stream(words(text))]
-        finally:
-            await tts.aclose()
     assert seconds(chunks) == pytest.approx(EMULATED_S_PER_CHAR * len(text), abs=0.15)
     messages = [r for r in emu.state.requests if r.get("websocket")][0]["messages"]
     if vendor == "elevenlabs":
