@@ -48,6 +48,7 @@ from voicerouter.session.s2s_turn import S2STurns
 
 # Turns in a row whose stage failed entirely before the session gives up.
 DOWN_TURNS_LIMIT = 2
+LIVE_STT_PIECE_MS = 40  # audio per message to a streaming STT (or S2S) in a real-time session
 
 
 class Session:
@@ -317,7 +318,10 @@ class Session:
             if not (update.started or (update.speaking and self._turn_detector.in_turn)):
                 return
             start = update.speech_start_s if update.started else update.t - self.plan.vad.frame_ms / 1000
-            self._capture = Capture(index=self._next_index, start_s=start or 0.0)
+            # A real-time session sends the STT 40 ms pieces (a fast replay, every frame: it catches
+            # the stream up before each decision anyway).
+            piece = 0 if self.lockstep else frame_bytes(LIVE_STT_PIECE_MS, PIPELINE_RATE)
+            self._capture = Capture(index=self._next_index, start_s=start or 0.0, piece_bytes=piece)
             self._next_index += 1
             assert self._turns_runner is not None
             self._turns_runner.start_worker(self._capture)
