@@ -47,6 +47,18 @@ async def _stream(stt: Any) -> str:
         await stt.aclose()
 
 
+async def _s2s_turn(provider: Any, instructions: str | None, history: Conversation) -> list[str]:
+    """One spoken turn (a second of tone in 20 ms frames) and the types of the events of the reply."""
+    session = await provider.connect(instructions=instructions, history=history)
+    try:
+        pcm = tone(1.0, 16000)
+        for offset in range(0, len(pcm), 640):
+            await session.send_audio(pcm[offset : offset + 640], 16000)
+        return [event.type async for event in session.respond()]
+    finally:
+        await session.aclose()
+
+
 async def openai_speech(url: str, key: str) -> bytes:
     return await _synthesize(build("openai", "tts", url + "/v1", key, model="gpt-4o-mini-tts", voice="alloy"))
 
@@ -56,15 +68,7 @@ async def openai_transcription(url: str, key: str) -> str:
 
 
 async def openai_realtime(url: str, key: str) -> list[str]:
-    provider = build("openai-realtime", "s2s", url + "/v1", key)
-    session = await provider.connect(instructions=None, history=Conversation())
-    try:
-        pcm = tone(1.0, 16000)
-        for offset in range(0, len(pcm), 640):
-            await session.send_audio(pcm[offset : offset + 640], 16000)
-        return [event.type async for event in session.respond()]
-    finally:
-        await session.aclose()
+    return await _s2s_turn(build("openai-realtime", "s2s", url + "/v1", key), None, Conversation())
 
 
 async def deepgram_listen_file(url: str, key: str) -> str:
@@ -117,18 +121,10 @@ async def elevenlabs_stream_input(url: str, key: str) -> bytes:
 
 
 async def gemini_live(url: str, key: str) -> list[str]:
-    provider = build("gemini-live", "s2s", url, key)
     history = Conversation()
     history.add("user", "hi")
     history.add("assistant", "hello")
-    session = await provider.connect(instructions="Answer briefly.", history=history)
-    try:
-        pcm = tone(1.0, 16000)
-        for offset in range(0, len(pcm), 640):
-            await session.send_audio(pcm[offset : offset + 640], 16000)
-        return [event.type async for event in session.respond()]
-    finally:
-        await session.aclose()
+    return await _s2s_turn(build("gemini-live", "s2s", url, key), "Answer briefly.", history)
 
 
 async def assemblyai_streaming(url: str, key: str) -> str:
