@@ -11,7 +11,7 @@ from voicerouter.config.schema import ProviderConfig
 from voicerouter.providers.base import AudioChunk, BuildContext, Conversation
 from voicerouter.providers.registry import get_type
 from voicerouter.testing.server import tone
-from wire.sdk_calls import CARTESIA_VOICE, ELEVEN_VOICE, TEXT
+from wire.sdk_calls import CARTESIA_VOICE, ELEVEN_VOICE, SDK_CALLS, TEXT
 
 
 def build(type_: str, kind: str, base_url: str, key: str, **fields: Any) -> Any:
@@ -131,21 +131,10 @@ async def assemblyai_streaming(url: str, key: str) -> str:
     return await _stream(build("assemblyai", "stt", url, key))
 
 
+# The operations of SDK_CALLS, the one list of what is compared: each is made here by the function
+# of the same name (an operation without one fails at import).
 CLIENT_CALLS: dict[str, Callable[[str, str], Awaitable[Any]]] = {
-    "openai.speech": openai_speech,
-    "openai.transcription": openai_transcription,
-    "openai.realtime": openai_realtime,
-    "deepgram.listen_file": deepgram_listen_file,
-    "deepgram.listen_live": deepgram_listen_live,
-    "deepgram.speak": deepgram_speak,
-    "elevenlabs.tts": elevenlabs_tts,
-    "elevenlabs.stt": elevenlabs_stt,
-    "cartesia.tts": cartesia_tts,
-    "cartesia.tts_websocket": cartesia_tts_websocket,
-    "deepgram.speak_live": deepgram_speak_live,
-    "elevenlabs.stream_input": elevenlabs_stream_input,
-    "gemini.live": gemini_live,
-    "assemblyai.streaming": assemblyai_streaming,
+    op: globals()[sdk_call.__name__] for op, sdk_call in SDK_CALLS.items()
 }
 
 # Vendor ids in paths, replaced by placeholders before comparing.
