@@ -24,6 +24,17 @@ def audio_format(data: bytes) -> tuple[str, int]:
     return info.format, info.frames
 
 
+@pytest.mark.parametrize("vendor, call", [
+    pytest.param("openai", sdk_calls.openai_transcription, marks=needs("openai"), id="openai"),
+    pytest.param("deepgram", sdk_calls.deepgram_listen_file, marks=needs("deepgram"), id="deepgram-file"),
+    pytest.param("deepgram", sdk_calls.deepgram_listen_raw, marks=needs("deepgram"), id="deepgram-raw-linear16"),
+    pytest.param("elevenlabs", sdk_calls.elevenlabs_stt, marks=needs("elevenlabs"), id="elevenlabs"),
+])
+async def test_sdk_transcription_reads_the_emulators_transcript(vendor: str, call) -> None:
+    async with emulate(vendor, api_key=KEY, transcript=SAID) as emu:
+        assert await call(emu.url, KEY) == SAID
+
+
 @needs("openai")
 async def test_openai_speech_default_mp3() -> None:
     async with emulate("openai", api_key=KEY) as emu:
@@ -33,29 +44,11 @@ async def test_openai_speech_default_mp3() -> None:
 
 
 @needs("openai")
-async def test_openai_transcription() -> None:
-    async with emulate("openai", api_key=KEY, transcript=SAID) as emu:
-        assert await sdk_calls.openai_transcription(emu.url, KEY) == SAID
-
-
-@needs("openai")
 async def test_openai_realtime_turn() -> None:
     async with emulate("openai-realtime", api_key=KEY, transcript=SAID) as emu:
         seen = await sdk_calls.openai_realtime(emu.url, KEY)
     assert seen[-1] == "response.done" and "response.output_audio.delta" in seen
     assert "conversation.item.input_audio_transcription.completed" not in seen  # not asked for in session.update
-
-
-@needs("deepgram")
-async def test_deepgram_transcribe_file() -> None:
-    async with emulate("deepgram", api_key=KEY, transcript=SAID) as emu:
-        assert await sdk_calls.deepgram_listen_file(emu.url, KEY) == SAID
-
-
-@needs("deepgram")
-async def test_deepgram_transcribe_raw_linear16() -> None:
-    async with emulate("deepgram", api_key=KEY, transcript=SAID) as emu:
-        assert await sdk_calls.deepgram_listen_raw(emu.url, KEY) == SAID
 
 
 @needs("deepgram")
@@ -81,12 +74,6 @@ async def test_elevenlabs_tts_default_mp3() -> None:
         audio = await sdk_calls.elevenlabs_tts(emu.url, KEY)
     fmt, frames = audio_format(audio)
     assert fmt == "MP3" and frames > 44100
-
-
-@needs("elevenlabs")
-async def test_elevenlabs_stt() -> None:
-    async with emulate("elevenlabs", api_key=KEY, transcript=SAID) as emu:
-        assert await sdk_calls.elevenlabs_stt(emu.url, KEY) == SAID
 
 
 @needs("cartesia")
