@@ -22,9 +22,13 @@ first sentence was spoken), so the next agent must continue the reply after what
 
 `--mid-stream-at 0.5s` makes `stall` and `drop` strike once that much audio has streamed (default:
 after the first chunk), so a TTS sentence or S2S reply is cut after the caller heard a few words.
+`--voice words` gives the emulators' TTS and S2S voice a pause after each word (one tone per word)
+instead of one unbroken tone per sentence: speech-like gaps, where resumed replies find word ends.
+Each stage's clean run also prints its first-audio latency per turn (the first reply of a voice is
+the one whose speaking rate is not learned yet).
 
 Run: python bench/bench_fault_matrix.py [--runs 10] [--turns 4] [--stages stt,tts,s2s,agent]
-     [--faults hang,stall,...] [--mid-stream-at 0.5s] [--json]
+     [--faults hang,stall,...] [--mid-stream-at 0.5s] [--voice tone|words] [--json]
 """
 
 from __future__ import annotations
@@ -160,7 +164,7 @@ def plan_for(stage: str, urls: dict[str, str], session_id: str) -> SessionPlan:
 
 
 async def run_cell(stage: str, fault: str | None, audio: bytes, seed: int, label: str,
-                   mid_stream_at: str | None = None) -> dict[str, Any]:
+                   mid_stream_at: str | None = None, voice: str = "tone") -> dict[str, Any]:
     resilience.reset()
     primary = PRIMARY[stage]
     server_fault = {primary: "hang"} if fault == "upgrade_hang" else {}
@@ -169,7 +173,7 @@ async def run_cell(stage: str, fault: str | None, audio: bytes, seed: int, label
     kinds = {"stt-a": "deepgram", "stt-b": "deepgram", "tts-a": "deepgram", "tts-b": "openai",
              "rt-a": "openai-realtime", "rt-b": "openai-realtime", "llm": "openai-chat", "hook": "webhook"}
     replies = {"llm": AGENT_REPLY, "hook": AGENT_REPLY} if stage == "agent" else {}
-    async with _Emulators(kinds, server_fault, replies) as urls:
+    async with _Emulators(kinds, server_fault, replies, voice) as urls:
         if fault == "refused":
             urls[primary] = f"http://127.0.0.1:{closed_port()}"
         plan = plan_for(stage, urls, f"bench-{label}")
@@ -234,8 +238,9 @@ class TimedSink(MemorySink):
 
 
 class _Emulators:
-    def __init__(self, kinds: dict[str, str], faults: dict[str, str], replies: dict[str, str]) -> None:
-        self.kinds, self.faults, self.replies = kinds, faults, replies
+    def __init__(self, kinds: dict[str, str], faults: dict[str, str], replies: dict[str, str],
+                 voice: str = "tone") -> None:
+        self.kinds, self.faults, self.replies, self.voice = kinds, faults, replies, voice
         self._stack: Any = None
 
     async def __aenter__(self) -> dict[str, str]:
@@ -245,7 +250,8 @@ class _Emulators:
         urls = {}
         for name, kind in self.kinds.items():
             emu = await self._stack.enter_async_context(
-                emulate(kind, api_key="test-key", transcript=SAID, faults=self.faults.get(name)))
+                emulate(kind, api_key="test-key", transcript=SAID, faults=self.faults.get(name),
+                        tts_engine=self.voice))
             if name in self.replies:
                 emu.state.reply = self.replies[name]
             urls[name] = emu.url
@@ -255,14 +261,18 @@ class _Emulators:
         await self._stack.aclose()
 
 
-def tone_seconds(reply: str) -> float:
-    """How long the emulators' tone TTS speaks a reply: 0.06 s per character of each sentence."""
+def tone_seconds(reply: str, voice: str = "tone") -> float:
+    """How long the emulators' TTS speaks a reply: 0.06 s per character of each sentence (tone), or
+    per character of each word and one more for the pause after it (words)."""
     from voicerouter.session.sentences import split_sentences
 
+    if voice == "words":
+        return sum(0.06 * (len(word) + 1) for word in reply.split()) or 0.06
     return sum(min(10.0, 0.06 * max(1, len(sentence))) for sentence in split_sentences(reply))
 
 
-def summarize(stage: str, fault: str, runs: list[dict[str, Any]], clean: dict[str, Any]) -> dict[str, Any]:
+def summarize(stage: str, fault: str, runs: list[dict[str, Any]], clean: dict[str, Any],
+              voice: str = "tone") -> dict[str, Any]:
     base = statistics.median([v for v in clean["first_audio_ms"] if v is not None] or [0.0])
     ok = [r for r in runs if not r.get("deadlocked")]
     clean_silence = clean.get("mid_reply_silence_ms", 0.0)
@@ -275,7 +285,7 @@ def summarize(stage: str, fault: str, runs: list[dict[str, Any]], clean: dict[st
         for reply, got, clean_reply, clean_s in zip(r["replies"], r["reply_audio_s"], clean["replies"],
                                                     clean["reply_audio_s"], strict=False):
             # a fallback may word the reply differently (echo adds a period): expect that reply's tone
-            want = clean_s if reply == clean_reply else tone_seconds(reply or "")
+            want = clean_s if reply == clean_reply else tone_seconds(reply or "", voice)
             twice += max(0.0, got - want)
             lost += max(0.0, want - got) if got > 0 else 0.0
     return {
@@ -299,6 +309,8 @@ async def main() -> int:
     parser.add_argument("--stages", default="stt,tts,s2s,agent")
     parser.add_argument("--faults", default=",".join(FAULTS))
     parser.add_argument("--mid-stream-at", default=None, help="stall/drop after this much streamed audio, e.g. 0.5s")
+    parser.add_argument("--voice", choices=("tone", "words"), default="tone",
+                        help="the emulators' voice: one tone per sentence, or per word with pauses")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
@@ -306,11 +318,15 @@ async def main() -> int:
     rows = []
     started = time.monotonic()
     for stage in args.stages.split(","):
-        clean = await run_cell(stage, None, audio, args.seed, f"{stage}-clean")
+        clean = await run_cell(stage, None, audio, args.seed, f"{stage}-clean", voice=args.voice)
+        if not args.json:
+            print(f"{stage:5} clean        first audio per turn "
+                  f"{[round(v) if v is not None else None for v in clean['first_audio_ms']]} ms", flush=True)
         for fault in args.faults.split(","):
-            runs = [await run_cell(stage, fault, audio, args.seed + i, f"{stage}-{fault}-{i}", args.mid_stream_at)
-                    for i in range(args.runs)]
-            row = summarize(stage, fault, runs, clean)
+            runs = [await run_cell(stage, fault, audio, args.seed + i, f"{stage}-{fault}-{i}", args.mid_stream_at,
+                                   args.voice) for i in range(args.runs)]
+            row = summarize(stage, fault, runs, clean, args.voice)
+            row["clean_first_audio_ms"] = [round(v) if v is not None else None for v in clean["first_audio_ms"]]
             rows.append(row)
             if not args.json:
                 print(f"{stage:5} {fault:12} answered {row['answered']:3}/{row['spoken']:<3} "

@@ -71,13 +71,14 @@ def plan(urls: dict[str, str], chain: tuple[str, ...], instructions: str | None 
     )
 
 
-async def run(emulators: dict[str, tuple[str, str | None]], chain: tuple[str, ...], instructions: str | None = None):
+async def run(emulators: dict[str, tuple[str, str | None]], chain: tuple[str, ...], instructions: str | None = None,
+              voice: str = "words"):
     """Run a two-turn session; `emulators` maps a provider name to (emulator type, its faults)."""
     import contextlib
 
     async with contextlib.AsyncExitStack() as stack:
         emus = {name: await stack.enter_async_context(
-                    emulate(kind, api_key=KEY, transcript=SAID, faults=faults, tts_engine="words"))
+                    emulate(kind, api_key=KEY, transcript=SAID, faults=faults, tts_engine=voice))
                 for name, (kind, faults) in emulators.items()}
         the_plan = plan({n: e.url for n, e in emus.items()}, chain, instructions)
         pool = ProviderPool(the_plan.providers, BuildContext(env={"KEY": KEY}))
@@ -160,3 +161,28 @@ async def test_failover_from_gemini_live_to_realtime_continues_the_reply():
                  and r["item"]["role"] == "assistant"]
     assert continued and REPLY.startswith(continued[-1]["item"]["content"][0]["text"])
 
+
+
+# The first reply of the process broken (its voice's speaking rate not learned yet).
+FIRST_REPLY = "slow:1ms*1,{fault}*1"
+
+
+@pytest.mark.parametrize("fault", ["drop", "stall"])
+async def test_a_first_reply_cut_before_the_rate_is_learned_is_not_heard_twice_even_without_pauses(fault):
+    """One unbroken tone per reply (no word gap to find) at 0.06 s per character, against the default
+    estimate of 0.07: no word end is sure, so nothing was passed on when the reply broke halfway, and
+    the caller hears each reply exactly once."""
+    result, sink, _ = await run({"rt": ("openai-realtime", FIRST_REPLY.format(fault=fault))}, ("rt",), voice="tone")
+    assert [t.reply for t in result.turns] == [REPLY, REPLY] and not result.errors
+    (restart,) = restarts(result)
+    assert restart["words_heard"] == 0
+    assert sink.duration_s == pytest.approx(2 * TONE_S_PER_CHAR * len(REPLY), abs=0.005)
+
+
+@pytest.mark.parametrize("fault", ["drop", "stall"])
+async def test_a_first_reply_cut_before_the_rate_is_learned_resumes_at_a_word_gap(fault):
+    result, sink, _ = await run({"rt": ("openai-realtime", FIRST_REPLY.format(fault=fault))}, ("rt",))
+    assert [t.reply for t in result.turns] == [REPLY, REPLY] and not result.errors
+    assert_heard_once_and_whole(sink, 2)
+    (restart,) = restarts(result)
+    assert restart["words_heard"] >= 2  # word gaps confirmed the word ends heard

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from voicerouter.providers.base import AudioChunk
+from voicerouter.providers.base import PIPELINE_RATE, AudioChunk
 
 # ~14 characters per second (spaces and punctuation included): 150-170 words per minute of English.
 DEFAULT_SECONDS_PER_CHAR = 0.07
@@ -44,6 +44,10 @@ class SpeakingRate:
             return self.by_provider[provider]
         known = list(self.by_provider.values())
         return sum(known) / len(known) if known else DEFAULT_SECONDS_PER_CHAR
+
+    def knows(self, provider: str) -> bool:
+        """Whether `provider`'s own rate was learned (else `get` is a default or other voices' rate)."""
+        return provider in self.by_provider
 
     def observe(self, provider: str, text: str, audio_s: float) -> None:
         chars = len(text.strip())
@@ -131,6 +135,11 @@ class Attempt:
 
     def _snap(self, estimate: float) -> float:
         """The quietest 10 ms around an estimated word end (a gap between words), as seconds."""
+        return self._quietest(estimate)[0]
+
+    def _quietest(self, estimate: float) -> tuple[float, float]:
+        """The quietest 10 ms within `SNAP_S` of `estimate`: its middle in seconds and its energy (the
+        sum of absolute samples; `inf` when there is no room to look)."""
         assert self.rate is not None
         window = max(1, self.rate // 100)
         lo = max(self.passed_s, estimate - SNAP_S)
@@ -138,7 +147,7 @@ class Attempt:
         first = int((lo - self.passed_s) * self.rate)
         last = int((hi - self.passed_s) * self.rate) - window
         if last <= first:
-            return estimate
+            return estimate, float("inf")
         # Energy of every candidate window from one cumulative sum (numpy), not a Python loop per sample:
         # this runs for each word end of every reply.
         samples = np.abs(np.frombuffer(bytes(self.held[first * 2 : (last + window) * 2]), dtype="<i2").astype(np.int64))
@@ -146,8 +155,8 @@ class Attempt:
         starts = np.arange(first, last + 1, window // 2 or 1)
         energy = cumulative[starts - first + window] - cumulative[starts - first]
         target = int((estimate - self.passed_s) * self.rate) - window // 2
-        best = int(starts[np.lexsort((np.abs(starts - target), energy))[0]])  # quietest; on a tie, nearest
-        return self.passed_s + (best + window // 2) / self.rate
+        pick = int(np.lexsort((np.abs(starts - target), energy))[0])  # quietest; on a tie, nearest
+        return self.passed_s + (int(starts[pick]) + window // 2) / self.rate, float(energy[pick])
 
     def _pass(self, cut_s: float, words: int) -> list[AudioChunk]:
         assert self.rate is not None
@@ -184,6 +193,13 @@ _PUNCTUATION = re.compile(r"[^\w']+")
 # provider whose transcript lags its audio, or never comes, must not delay the reply. A break in
 # that window can repeat the few words nobody had the text of.
 MAX_HOLD_S = 0.6
+# A word end nothing confirms is passed on only when this much audio waits behind the last confirmed
+# one. Confirmed: a vendor word mark, the provider's learned speaking rate, or a pause (a 10 ms window
+# far quieter than the audio held) at the estimate. Until one completed reply has taught a voice's
+# rate, an estimate at the default rate can be a few characters off; a break would then repeat (or
+# lose) the piece of a word between the estimate and the real word end, so the audio waits instead.
+UNSURE_HOLD_S = 2 * MAX_HOLD_S
+PAUSE_ENERGY = 0.1  # a pause: 10 ms at most this fraction of the held audio's mean energy
 
 
 def _norm(word: str) -> str:
@@ -198,10 +214,20 @@ class ReplyProgress:
         self.heard = ""  # the reply's text up to the last word heard
         self.words_heard = 0
         self.heard_s = 0.0  # audio passed on, over all attempts
+        self.breaks = 0
         self.attempt: ReplyAttempt | None = None
 
-    def begin(self, provider: str, seconds_per_char: float) -> ReplyAttempt:
-        self.attempt = ReplyAttempt(provider, self.heard, seconds_per_char, self.heard_s)
+    def begin(self, provider: str, seconds_per_char: float, *, rate_known: bool = True) -> ReplyAttempt:
+        """A new attempt; `rate_known`: `seconds_per_char` was learned from this voice's completed
+        replies (False: a default or another voice's rate, so only pauses confirm word ends).
+
+        Unconfirmed word ends wait (`UNSURE_HOLD_S`) in a reply's first attempt only: after a break
+        the caller is already waiting, so a later attempt passes words on at their estimates (a
+        second break in one reply could repeat a piece of a word); the end of the words a
+        replacement repeats always waits to be sure.
+        """
+        self.attempt = ReplyAttempt(provider, self.heard, seconds_per_char, self.heard_s, rate_known=rate_known,
+                                    wait_for_sure=not rate_known and self.breaks == 0)
         return self.attempt
 
     def broke(self) -> int:
@@ -209,6 +235,7 @@ class ReplyProgress:
         attempt, self.attempt = self.attempt, None
         if attempt is None:
             return 0
+        self.breaks += 1
         said = attempt.said
         self.heard += said
         words = len(word_spans(said))
@@ -225,8 +252,15 @@ class ReplyAttempt(Attempt):
     the repeated words (if any) are skipped, text and audio alike.
     """
 
-    def __init__(self, provider: str, heard: str, seconds_per_char: float, heard_s: float = 0.0) -> None:
+    def __init__(self, provider: str, heard: str, seconds_per_char: float, heard_s: float = 0.0, *,
+                 rate_known: bool = True, wait_for_sure: bool | None = None) -> None:
         super().__init__(provider, "", [], seconds_per_char)
+        self.rate_known = rate_known
+        # unconfirmed ends of words to pass on wait (those of repeated words to drop always do)
+        self.wait_for_sure = not rate_known if wait_for_sure is None else wait_for_sure
+        # the last word end a pause confirmed (seconds into this attempt's audio, characters into its
+        # text): later estimates count from there, so an unlearned rate's error does not add up
+        self.anchor = (0.0, 0)
         # how long to wait for the text that tells a continuation from a repeat (about the time
         # the heard words take to say again)
         self.decide_within_s = MAX_HOLD_S + 1.5 * heard_s
@@ -288,37 +322,78 @@ class ReplyAttempt(Attempt):
         self.received_s += chunk.duration_s
         return self._release()
 
+    def _estimated_end(self, index: int) -> float:
+        if index < len(self.marks):
+            return self.marks[index]
+        anchor_s, anchor_chars = self.anchor
+        chars = self.spans[index][1]
+        if chars < anchor_chars:
+            return chars * self.seconds_per_char
+        return anchor_s + (chars - anchor_chars) * self.seconds_per_char
+
+    def _boundary(self, index: int, end: float) -> tuple[float, bool]:
+        """Where word `index` ends in the audio (its estimate `end` placed) and whether that is sure."""
+        if index < len(self.marks):
+            return end, True
+        if end <= self.passed_s:
+            return end, True  # its audio went on already (passed without text)
+        cut_s, energy = self._quietest(end)
+        window = max(1, (self.rate or PIPELINE_RATE) // 100)
+        mean = float(np.abs(np.frombuffer(bytes(self.held), dtype="<i2").astype(np.int64)).mean()) * window
+        if energy <= PAUSE_ENERGY * mean:  # a pause: the word gap, so later estimates count from here
+            chars = self.spans[index][1]
+            self.anchor = (cut_s, chars)
+            if not self.rate_known and chars >= 8:
+                self.seconds_per_char = cut_s / chars  # this reply's own rate so far
+            return cut_s, True
+        return end, self.rate_known  # no gap there: the quietest point of a sound says nothing
+
     def _release(self) -> list[AudioChunk]:
-        """Audio up to the last complete word whose audio has arrived; repeated words are dropped."""
+        """Audio up to the last complete word whose audio has arrived and whose end is sure (see
+        `UNSURE_HOLD_S`); repeated words are dropped."""
         if self.rate is None:
             return []
         if self.skip is None:
             if self.received_s <= self.decide_within_s:
                 return []
             self.skip = 0  # no text to tell: take it for a continuation rather than keep the caller waiting
-        out: list[AudioChunk] = []
-        words, cut_s = self.words_passed, None
         complete = self._complete()
+        ends: list[tuple[int, float, bool]] = []  # (words up to here, where the last one ends, may go)
+        words = self.words_passed
+        repeats_end_sure = self.words_passed >= self.skip  # where the repeated words end (if any)
         while words < complete:
             end = self._estimated_end(words)
             vendor = words < len(self.marks)
             if end + (0 if vendor else SNAP_S) > self.received_s:
                 break
+            cut_s, sure = self._boundary(words, end)
             words += 1
-            if end <= self.passed_s:
-                continue  # its audio went on already (passed without text, see below)
-            cut_s = end if vendor else self._snap(end)
-            if words <= self.skip:
-                if cut_s > self.passed_s:
-                    self._pass(cut_s, words)  # a repeated word: never passed on
-                self.text_out = max(self.text_out, self.spans[words - 1][1])
-                cut_s = None
-        if cut_s is not None and cut_s > self.passed_s:
-            out = self._pass(cut_s, words)
-        self.words_passed = max(self.words_passed, words)
-        if self.words_passed >= self.skip and self.received_s - self.passed_s > MAX_HOLD_S:
-            # the transcript lags (or never comes): pass the audio on at a pause anyway (and, after
-            # twice as long, at the quietest point there is)
+            if words == self.skip:
+                repeats_end_sure = sure
+            may_go = sure if words <= self.skip else repeats_end_sure and (sure or not self.wait_for_sure)
+            ends.append((words, cut_s, may_go))
+        sure_ends = [e for e in ends if e[2]]
+        target = sure_ends[-1] if sure_ends else None
+        # Held long enough: the best estimate goes. While repeated words are still to be dropped, the
+        # time to say them again is added (a cut there at a wrong estimate would be heard too).
+        limit = UNSURE_HOLD_S + (self.decide_within_s - MAX_HOLD_S if self.words_passed < self.skip else 0.0)
+        if ends and self.received_s - self.passed_s > limit:
+            target = ends[-1]
+        out: list[AudioChunk] = []
+        if target is not None:
+            words, cut_s, _ = target
+            if self.words_passed < self.skip:  # the repeated words: dropped, never passed on
+                repeated = min(words, self.skip)
+                drop_s = next(e[1] for e in ends if e[0] == repeated)
+                if drop_s > self.passed_s:
+                    self._pass(drop_s, repeated)
+                self.text_out = max(self.text_out, self.spans[repeated - 1][1])
+            if words > self.skip and cut_s > self.passed_s:
+                out = self._pass(cut_s, words)
+            self.words_passed = max(self.words_passed, words)
+        if self.words_passed >= max(self.skip, complete) and self.received_s - self.passed_s > MAX_HOLD_S:
+            # no transcript covers the audio held (it lags, or never comes): pass the audio on at a
+            # pause anyway (and, after twice as long, at the quietest point there is)
             pause = self._pause(self.received_s - MAX_HOLD_S / 2, self.received_s - 0.01,
                                 force=self.received_s - self.passed_s > 2 * MAX_HOLD_S)
             if pause is not None and pause > self.passed_s:
@@ -348,9 +423,13 @@ class ReplyAttempt(Attempt):
         """The reply is complete: everything not repeated is passed on (text and audio)."""
         self.done = True
         self._decide()
+        anchor_s, anchor_chars = self.anchor
+        chars = len(self.part.rstrip()) - anchor_chars
+        if not self.rate_known and chars >= 8 and self.received_s > anchor_s:
+            # all of it is here: its own rate places the end of the repeated words
+            self.seconds_per_char = (self.received_s - anchor_s) / chars
         if self.skip and self.words_passed < self.skip and self.rate is not None:
-            end = self._estimated_end(self.skip - 1)
-            cut_s = min(self.received_s, end if self.skip - 1 < len(self.marks) else self._snap(end))
+            cut_s = min(self.received_s, self._boundary(self.skip - 1, self._estimated_end(self.skip - 1))[0])
             if cut_s > self.passed_s:
                 self._pass(cut_s, self.skip)
             self.words_passed = self.skip

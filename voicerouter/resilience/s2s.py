@@ -57,6 +57,10 @@ class ProviderRates(SpeakingRate):
         self._refresh()
         return super().get(provider)
 
+    def knows(self, provider: str) -> bool:
+        self._refresh()
+        return super().knows(provider)
+
     def observe(self, provider: str, text: str, audio_s: float) -> None:
         self._refresh()
         super().observe(provider, text, audio_s)
@@ -144,7 +148,7 @@ class ChainS2SSession:
                 created[member.name] = session
                 for pcm, rate in turn_audio:
                     await session.send_audio(pcm, rate)
-            reply = progress.begin(member.name, self.rates.get(member.name))
+            reply = progress.begin(member.name, self.rates.get(member.name), rate_known=self.rates.knows(member.name))
             completed = False
             try:
                 async with contextlib.aclosing(stream_of(respond_resuming(session, progress.heard))) as events:
