@@ -388,6 +388,7 @@ def parse_yaml(text: str, name: str = "<string>", *, positions: bool = False) ->
 
 _OUTSIDE: Any = object()
 _NO_KEY: Any = object()
+_ROOT: Any = object()
 _CParser: Any = getattr(getattr(yaml, "_yaml", None), "CParser", None)
 
 
@@ -417,11 +418,14 @@ def _common_values(text: str) -> Any:
     if _CParser is None:
         return _OUTSIDE  # the pure-Python parser: no time to win, the reference builder does it all
     scalar, mapping, sequence = yaml.ScalarEvent, yaml.MappingStartEvent, yaml.SequenceStartEvent
-    ends = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
-    parser = _CParser(text)
-    get = parser.get_event
-    stack: list[Any] = []
-    keys: list[Any] = []  # per open mapping (None for a sequence): the key waiting for its value
+    mapping_end, sequence_end = yaml.MappingEndEvent, yaml.SequenceEndEvent
+    typed, maybe_typed = _plain_typed, _NOT_ONLY_TEXT
+    get = _CParser(text).get_event
+    # The open container, and where its next value goes: a key (mapping), None (sequence), _NO_KEY
+    # (the next scalar is a mapping key), _ROOT (the document itself); `saved`: the enclosing ones.
+    top: Any = None
+    key: Any = _ROOT
+    saved: list[tuple[Any, Any]] = []
     root: Any = _OUTSIDE
     count = documents = 0
     try:
@@ -433,48 +437,39 @@ def _common_values(text: str) -> Any:
                 if event.tag is not None or event.anchor is not None or count > MAX_NODES:
                     return _OUTSIDE
                 value = event.value
-                if not stack:
-                    root = _plain_value(value) if event.implicit[0] else value
-                    if root is _OUTSIDE:
-                        return _OUTSIDE
-                    continue
-                top = stack[-1]
-                key = keys[-1]
                 if key is _NO_KEY:  # a mapping key: names stay as written
                     if value in top or (value == "<<" and event.implicit[0]):
                         return _OUTSIDE  # a duplicate or a merge key: the reference says which
-                    keys[-1] = value
+                    key = value
                     continue
-                if event.implicit[0]:
-                    value = _plain_value(value)
+                if event.implicit[0] and value[:1] in maybe_typed:
+                    value = typed(value)
                     if value is _OUTSIDE:
                         return _OUTSIDE
                 if key is None:
                     top.append(value)
+                elif key is _ROOT:
+                    root = value
                 else:
                     top[key] = value
-                    keys[-1] = _NO_KEY
+                    key = _NO_KEY
+            elif kind is mapping_end or kind is sequence_end:
+                top, key = saved.pop()
             elif kind is mapping or kind is sequence:
                 count += 1
-                if event.tag is not None or event.anchor is not None or len(stack) >= MAX_DEPTH or count > MAX_NODES:
+                if event.tag is not None or event.anchor is not None or len(saved) >= MAX_DEPTH or count > MAX_NODES:
                     return _OUTSIDE
                 value = {} if kind is mapping else []
-                if stack:
-                    key = keys[-1]
-                    if key is _NO_KEY:
-                        return _OUTSIDE  # a collection as a mapping key
-                    if key is None:
-                        stack[-1].append(value)
-                    else:
-                        stack[-1][key] = value
-                        keys[-1] = _NO_KEY
-                else:
+                if key is None:
+                    top.append(value)
+                elif key is _NO_KEY:
+                    return _OUTSIDE  # a collection as a mapping key
+                elif key is _ROOT:
                     root = value
-                stack.append(value)
-                keys.append(_NO_KEY if kind is mapping else None)
-            elif kind in ends:
-                stack.pop()
-                keys.pop()
+                else:
+                    top[key] = value
+                saved.append((top, None if key is None else _NO_KEY))
+                top, key = value, (_NO_KEY if kind is mapping else None)
             elif kind is yaml.DocumentStartEvent:
                 documents += 1
                 if documents > 1:
