@@ -66,3 +66,11 @@ def test_any_text_reads_the_same_on_both_paths(text):
 ])
 def test_the_rest_goes_to_the_reference(text):
     assert _common_values(text) is yaml_source._OUTSIDE
+
+
+@settings(max_examples=3000, deadline=timedelta(seconds=10))
+@given(st.one_of(st.text(alphabet="0123456789.-+_:eEoxXbB~nNuUlLtTrRfFaAsSyYiI<=!&* ", max_size=12),
+                 st.sampled_from(["yes", "No", "ON", "off", ".NaN", "-.inf", "0o17", "0x_1F", "190:20:30", "2001-12-14t21:59:43.10-05:00"])))
+def test_one_pattern_says_which_plain_scalars_may_be_more_than_text(text):
+    tag = yaml_source._RESOLVER.resolve(yaml.ScalarNode, text, (True, False))
+    assert bool(yaml_source._MAYBE_TYPED(text)) == (tag != "tag:yaml.org,2002:str")

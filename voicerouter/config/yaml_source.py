@@ -392,13 +392,18 @@ _ROOT: Any = object()
 _CParser: Any = getattr(getattr(yaml, "_yaml", None), "CParser", None)
 
 
-# First characters of the plain scalars that YAML 1.1 may read as something other than text.
+# First characters of the plain scalars that YAML 1.1 may read as something other than text, and
+# every implicit resolver's pattern in one (a scalar none of them matches is text).
 _NOT_ONLY_TEXT = frozenset(_RESOLVER.yaml_implicit_resolvers)
+_MAYBE_TYPED = re.compile(
+    "|".join(dict.fromkeys(f"(?:{rx.pattern})" for rules in _RESOLVER.yaml_implicit_resolvers.values() for _, rx in rules)),
+    re.X,
+).match
 
 
 def _plain_value(text: str) -> Any:
     """A plain scalar's value as `_Builder.scalar` reads it, or _OUTSIDE when that raises."""
-    return _plain_typed(text) if text[:1] in _NOT_ONLY_TEXT else text  # names: no resolver to run
+    return _plain_typed(text) if text[:1] in _NOT_ONLY_TEXT and _MAYBE_TYPED(text) else text
 
 
 @functools.lru_cache(maxsize=8192)
@@ -442,7 +447,7 @@ def _common_values(text: str) -> Any:
                         return _OUTSIDE  # a duplicate or a merge key: the reference says which
                     key = value
                     continue
-                if event.implicit[0] and value[:1] in maybe_typed:
+                if event.implicit[0] and value[:1] in maybe_typed and _MAYBE_TYPED(value):
                     value = typed(value)
                     if value is _OUTSIDE:
                         return _OUTSIDE
