@@ -11,10 +11,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from voicerouter.load import Target
+
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 KEY = "sk-serve-canary-0042"
 TOKEN = "twilio-auth-token-canary-77"
 HEARD = "i would like to pay my bill today"
+NUMBER = "+15550100123"  # dialled on calls in the tests: cloud_table's numbers route it to tenant acme
 
 
 def cloud_table(dg_url: str, tts_url: str, extra: str = "") -> str:
@@ -68,6 +71,11 @@ class Server:
     async def wait(self, timeout: float = 60) -> int:
         async with asyncio.timeout(timeout):
             return await self.proc.wait()
+
+
+def twilio_target(server: Server) -> Target:
+    """Twilio calls to NUMBER on this server, signed with the auth token it was started with."""
+    return Target(server.url, "twilio", to=NUMBER, twilio_auth_token=TOKEN)
 
 
 @asynccontextmanager

@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from prometheus_client.parser import text_string_to_metric_families
-from serve_helpers import HEARD, KEY, SAMPLES, TOKEN, cloud_table, serve
+from serve_helpers import HEARD, KEY, SAMPLES, cloud_table, serve, twilio_target
 
 from voicerouter.audio.convert import resample
 from voicerouter.load import CallPlan, Target, load_fixture, place_call
@@ -50,7 +50,7 @@ def silence(seconds: float) -> bytes:
 async def test_twilio_keys_until_hash_are_a_user_turn(tmp_path, emulators):
     dg, ca = emulators
     async with serve(tmp_path, cloud_table(dg.url, ca.url)) as server, aiohttp.ClientSession() as http:
-        target = Target(server.url, "twilio", to="+15550100123", twilio_auth_token=TOKEN)
+        target = twilio_target(server)
         plan = CallPlan(silence(1.0), listen_s=10, dtmf=[(None, "12#")])
         result = await place_call(http, target, plan)
         assert result.outcome == "answered", result.error
@@ -137,7 +137,7 @@ async def test_masked_keys_stay_out_of_the_log_but_reach_the_agent(tmp_path, emu
     dg, ca = emulators
     table = with_dtmf(cloud_table(dg.url, ca.url), "{mask: true, max_digits: 4, terminator: null}")
     async with serve(tmp_path, table) as server, aiohttp.ClientSession() as http:
-        target = Target(server.url, "twilio", to="+15550100123", twilio_auth_token=TOKEN)
+        target = twilio_target(server)
         result = await place_call(http, target, CallPlan(silence(0.5), listen_s=10, dtmf=[(None, "9731")]))
         assert result.outcome == "answered" and result.heard, result.error
     events = events_of(server, result.call_id)

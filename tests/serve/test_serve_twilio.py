@@ -14,9 +14,9 @@ import aiohttp
 import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from serve_helpers import HEARD, KEY, SAMPLES, TOKEN, cloud_table, serve
+from serve_helpers import HEARD, KEY, SAMPLES, TOKEN, cloud_table, serve, twilio_target
 
-from voicerouter.load import CallPlan, Target, load_fixture, place_call
+from voicerouter.load import CallPlan, load_fixture, place_call
 from voicerouter.testing import emulate
 from voicerouter.transports import twilio
 
@@ -92,7 +92,7 @@ async def test_twilio_endpoints_off_without_auth_token(tmp_path, emulators):
 async def test_call_gets_reply_metrics_and_event_log(tmp_path, emulators):
     dg, ca = emulators
     async with serve(tmp_path, cloud_table(dg.url, ca.url)) as server, aiohttp.ClientSession() as http:
-        target = Target(server.url, "twilio", to="+15550100123", twilio_auth_token=TOKEN)
+        target = twilio_target(server)
         result = await place_call(http, target, load_fixture(SAMPLES / "hello.wav"))
         assert result.outcome == "answered", result.error
         reply = np.frombuffer(bytes(result.heard), dtype="<i2").astype(float)
@@ -119,7 +119,7 @@ async def test_capacity_refusal_at_n_plus_one(tmp_path, emulators):
     dg, ca = emulators
     async with serve(tmp_path, cloud_table(dg.url, ca.url), "--max-sessions", "2") as server, \
             aiohttp.ClientSession() as http:
-        target = Target(server.url, "twilio", to="+15550100123", twilio_auth_token=TOKEN)
+        target = twilio_target(server)
         held = [asyncio.create_task(place_call(http, target, long_plan(), i)) for i in range(2)]
         await wait_active(http, server.url, 2)
         assert (await get_json(http, server.url + "/readyz"))[0] == 503
@@ -139,7 +139,7 @@ async def test_drain_on_sigterm_lets_the_live_call_finish(tmp_path, emulators):
     dg, ca = emulators
     async with serve(tmp_path, cloud_table(dg.url, ca.url), "--drain-timeout", "30") as server, \
             aiohttp.ClientSession() as http:
-        target = Target(server.url, "twilio", to="+15550100123", twilio_auth_token=TOKEN)
+        target = twilio_target(server)
         live = asyncio.create_task(place_call(http, target, long_plan(3.0)))
         await wait_active(http, server.url, 1)
         server.signal(signal.SIGTERM)
@@ -159,7 +159,7 @@ async def test_second_sigterm_exits_at_once(tmp_path, emulators):
     dg, ca = emulators
     async with serve(tmp_path, cloud_table(dg.url, ca.url), "--drain-timeout", "120") as server, \
             aiohttp.ClientSession() as http:
-        target = Target(server.url, "twilio", to="+15550100123", twilio_auth_token=TOKEN)
+        target = twilio_target(server)
         live = asyncio.create_task(place_call(http, target, long_plan(20.0)))
         await wait_active(http, server.url, 1)
         server.signal(signal.SIGTERM)
@@ -185,7 +185,7 @@ async def test_late_websocket_over_capacity_is_closed_with_1013(tmp_path, emulat
     dg, ca = emulators
     async with serve(tmp_path, cloud_table(dg.url, ca.url), "--max-sessions", "1") as server, \
             aiohttp.ClientSession() as http:
-        target = Target(server.url, "twilio", to="+15550100123", twilio_auth_token=TOKEN)
+        target = twilio_target(server)
         held = asyncio.create_task(place_call(http, target, long_plan()))
         await wait_active(http, server.url, 1)
         ws_url = server.url.replace("http://", "ws://") + "/v1/sessions?tenant=acme"
@@ -199,7 +199,7 @@ async def test_drain_timeout_ends_the_calls_still_live(tmp_path, emulators):
     dg, ca = emulators
     async with serve(tmp_path, cloud_table(dg.url, ca.url), "--drain-timeout", "1") as server, \
             aiohttp.ClientSession() as http:
-        target = Target(server.url, "twilio", to="+15550100123", twilio_auth_token=TOKEN)
+        target = twilio_target(server)
         live = asyncio.create_task(place_call(http, target, long_plan(30.0)))
         await wait_active(http, server.url, 1)
         server.signal(signal.SIGTERM)
