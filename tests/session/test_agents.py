@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 
 import pytest
 from aiohttp import web
@@ -93,34 +93,25 @@ async def test_webhook_configured_reply_and_history_limit():
 
 async def test_webhook_hang_is_a_timeout():
     async with emulate("webhook", faults="hang") as emu:
-        agent = make({"type": "webhook", "url": emu.url, "timeout_ms": 300})
-        try:
+        async with aclosing(make({"type": "webhook", "url": emu.url, "timeout_ms": 300})) as agent:
             with pytest.raises(ProviderTimeout) as info:
                 await agent.reply("hello", Conversation(), SESSION)
-        finally:
-            await agent.aclose()
     assert "300 ms" in str(info.value) and info.value.provider == "webhook"
 
 
 async def test_webhook_500_is_transient_and_names_status():
     async with emulate("webhook", faults="error:500") as emu:
-        agent = make({"type": "webhook", "url": emu.url})
-        try:
+        async with aclosing(make({"type": "webhook", "url": emu.url})) as agent:
             with pytest.raises(TransientProviderError) as info:
                 await agent.reply("hello", Conversation(), SESSION)
-        finally:
-            await agent.aclose()
     assert info.value.status == 500 and info.value.retryable
 
 
 async def test_webhook_malformed_json_is_transient_with_snippet():
     async with emulate("webhook", faults="malformed") as emu:
-        agent = make({"type": "webhook", "url": emu.url})
-        try:
+        async with aclosing(make({"type": "webhook", "url": emu.url})) as agent:
             with pytest.raises(TransientProviderError) as info:
                 await agent.reply("hello", Conversation(), SESSION)
-        finally:
-            await agent.aclose()
     assert "not JSON" in str(info.value) and "half a json" in str(info.value)
 
 
@@ -217,37 +208,28 @@ async def test_openai_chat_sends_system_history_and_user_text():
 async def test_openai_chat_configured_reply_without_prefix_path():
     async with emulate("openai-chat", api_key=CHAT_KEY) as emu:
         emu.state.reply = "Your balance is twelve dollars."  # type: ignore[attr-defined]
-        agent = make({"type": "openai-chat", "base_url": emu.url, "api_key": CHAT_KEY})
-        try:
+        async with aclosing(make({"type": "openai-chat", "base_url": emu.url, "api_key": CHAT_KEY})) as agent:
             assert await agent.reply("balance", Conversation(), SESSION) == "Your balance is twelve dollars."
-        finally:
-            await agent.aclose()
     assert emu.state.requests[0]["path"] == "/chat/completions"
 
 
 async def test_openai_chat_wrong_key_is_auth_error_without_the_key():
     wrong = "sk-wrong-key-1234567890"
     async with emulate("openai-chat", api_key=CHAT_KEY) as emu:
-        agent = make({"type": "openai-chat", "base_url": emu.url + "/v1", "api_key": "${K}"}, env={"K": wrong})
-        try:
+        async with aclosing(make({"type": "openai-chat", "base_url": emu.url + "/v1", "api_key": "${K}"}, env={"K": wrong})) as agent:
             with pytest.raises(AuthError) as info:
                 await agent.reply("hello", Conversation(), SESSION)
-        finally:
-            await agent.aclose()
     assert info.value.status == 401 and "Incorrect API key" in str(info.value)
     assert wrong not in str(info.value)  # the emulator echoes the key whole; the error must not
 
 
 async def test_openai_chat_429_carries_retry_after():
     async with emulate("openai-chat", api_key=CHAT_KEY, faults="error:429:3*1") as emu:
-        agent = make({"type": "openai-chat", "base_url": emu.url + "/v1", "api_key": "${K}"}, env={"K": CHAT_KEY})
-        try:
+        async with aclosing(make({"type": "openai-chat", "base_url": emu.url + "/v1", "api_key": "${K}"}, env={"K": CHAT_KEY})) as agent:
             with pytest.raises(RateLimitedError) as info:
                 await agent.reply("hello", Conversation(), SESSION)
             # The fault applied once; the next turn goes through.
             assert await agent.reply("hello again", Conversation(), SESSION) == "You said: hello again"
-        finally:
-            await agent.aclose()
     assert info.value.retry_after == 3.0 and "Rate limit" in str(info.value)
 
 
@@ -270,11 +252,8 @@ def test_openai_chat_needs_a_key_for_openai():
 
 async def test_openai_chat_malformed_and_hang_are_transient():
     async with emulate("openai-chat", api_key=CHAT_KEY, faults=["malformed*1", "hang*1"]) as emu:
-        agent = make({"type": "openai-chat", "base_url": emu.url + "/v1", "api_key": CHAT_KEY, "timeout_ms": 300})
-        try:
+        async with aclosing(make({"type": "openai-chat", "base_url": emu.url + "/v1", "api_key": CHAT_KEY, "timeout_ms": 300})) as agent:
             with pytest.raises(TransientProviderError, match="not JSON"):
                 await agent.reply("hello", Conversation(), SESSION)
             with pytest.raises(ProviderTimeout, match="300 ms"):
                 await agent.reply("hello", Conversation(), SESSION)
-        finally:
-            await agent.aclose()
