@@ -42,31 +42,18 @@ from voicerouter.providers.local import pocketsphinx as sphinx_engine
 from voicerouter.providers.local import whisper as whisper_engine
 from voicerouter.routing.plan import RouteContext
 from voicerouter.session.replay import replay_files
-from voicerouter.testing.speech import corpus_word_error_rate, normalize, phone_line
+from voicerouter.testing.speech import corpus_word_error_rate, moonshine_readings, normalize, phone_line
 
 ROOT = Path(__file__).resolve().parent.parent
 RATE = 16000
-TWO_CITIES = (
-    "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of "
-    "foolishness, it was the epoch of belief, it was the epoch of incredulity, it was the season of Light, "
-    "it was the season of Darkness, it was the spring of hope, it was the winter of despair, we had "
-    "everything before us, we had nothing before us, we were all going direct to Heaven, we were all going "
-    "direct the other way - in short, the period was so far like the present period, that some of its "
-    "noisiest authorities insisted on its being received, for good or for evil, in the superlative degree "
-    "of comparison only."
-)
-
 
 def recordings() -> list[tuple[str, Path, str]]:
     """(name, path, what was said) of every real recording the bench uses."""
-    assets = moonshine_engine.default_model_path().parent
     return [
         ("jfk", ROOT / "tests" / "fixtures" / "jfk.flac",
          "And so my fellow Americans, ask not what your country can do for you, ask what you can do for "
          "your country."),
-        ("beckett", assets / "beckett.wav",
-         "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better."),
-        ("two_cities", assets / "two_cities.wav", TWO_CITIES),
+        *moonshine_readings(),
     ]
 
 

@@ -90,19 +90,14 @@ async def test_the_offline_route_hears_real_speech_through_a_phone_line(tmp_path
 
     from voicerouter.audio.io import read_audio
     from voicerouter.config.loader import builtin_routes
-    from voicerouter.providers.local import moonshine
     from voicerouter.routing.plan import RouteContext
     from voicerouter.session.replay import replay_files
-    from voicerouter.testing.speech import corpus_word_error_rate, phone_line
+    from voicerouter.testing.speech import corpus_word_error_rate, moonshine_readings, phone_line
 
     # JFK, and readings of Beckett and Dickens that ship with the moonshine-voice wheel (MIT): the
     # benchmark's corpus, cut into turns by the route's VAD as a call would be.
-    assets = moonshine.default_model_path().parent
-    corpus = [
-        (ROOT / "tests" / "fixtures" / "jfk.flac", JFK_SAID),
-        (assets / "beckett.wav", "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better."),
-        (assets / "two_cities.wav", TWO_CITIES),
-    ]
+    corpus = [(ROOT / "tests" / "fixtures" / "jfk.flac", JFK_SAID)]
+    corpus += [(path, said) for _, path, said in moonshine_readings()]
     paths = []
     for source, _ in corpus:
         path = tmp_path / f"{source.stem}-8k.wav"
@@ -112,14 +107,3 @@ async def test_the_offline_route_hears_real_speech_through_a_phone_line(tmp_path
     heard = [" ".join(t.transcript for t in r.session.turns) for r in results]
     pairs = [(said, got) for (_, said), got in zip(corpus, heard, strict=True)]
     assert corpus_word_error_rate(pairs) <= 0.10, heard
-
-
-TWO_CITIES = (
-    "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of "
-    "foolishness, it was the epoch of belief, it was the epoch of incredulity, it was the season of Light, "
-    "it was the season of Darkness, it was the spring of hope, it was the winter of despair, we had "
-    "everything before us, we had nothing before us, we were all going direct to Heaven, we were all going "
-    "direct the other way - in short, the period was so far like the present period, that some of its "
-    "noisiest authorities insisted on its being received, for good or for evil, in the superlative degree "
-    "of comparison only."
-)
