@@ -20,6 +20,7 @@ from voicerouter.audio.sink import MemorySink
 from voicerouter.audio.source import PcmSource
 from voicerouter.config.schema import BargeInConfig, ResilienceConfig
 from voicerouter.errors import EXIT_PROVIDER
+from voicerouter.providers.base import AudioChunk
 from voicerouter.session.events import EventType
 from voicerouter.session.session import Session
 
@@ -433,3 +434,38 @@ async def test_s2s_barge_in_keeps_only_the_words_the_caller_heard_in_the_convers
     assert words.startswith(heard) and 0 < len(heard.split()) < 20 and heard.split()[-1] in words.split()
     (reply_event,) = [e for e in result.events if e.type == EventType.AGENT_REPLY and e.turn == 1]
     assert reply_event.data["heard"] == heard
+
+
+class StubbornTTS(FakeTTS):
+    """Its first reply stops after one chunk and swallows every cancellation until released."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.released = asyncio.Event()
+
+    async def synthesize(self, text: str):
+        self.texts.append(text)
+        yield AudioChunk(bytes(2 * 2205), 22050)
+        while len(self.texts) == 1 and not self.released.is_set():
+            try:
+                await self.released.wait()
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                continue
+
+
+async def test_a_reply_that_swallows_its_barge_in_is_reported_and_the_next_turn_is_answered(monkeypatch):
+    from voicerouter.session import playback
+
+    monkeypatch.setattr(playback, "CANCEL_GRACE_S", 0.2)
+    tts = StubbornTTS("tts-a")
+    pool = FakePool({"stt-a": FakeSTT("stt-a", ["and so my fellow americans", "what your country"]), "tts-a": tts})
+    patient = ResilienceConfig(retries=0, stall_timeout_ms=60000, turn_deadline_ms=60000)
+    try:
+        result, _ = await run(pool, two_turns(), lockstep=False, resilience=patient)
+    finally:
+        tts.released.set()
+    assert tts.cancelled >= 1 and result.turns[0].interrupted
+    (stuck,) = [e for e in result.events if e.data.get("reason") == "stuck_task"]
+    assert stuck.turn == 1 and "reply did not stop within 0.2 s" in stuck.data["message"]
+    assert result.turns[1].reply == "You said: what your country. Thank you." and result.turns[1].reply_audio_s > 0

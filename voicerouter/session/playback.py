@@ -5,13 +5,13 @@ just that, and each reply reports its first-audio latency and how much of it was
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from voicerouter.audio.sink import AudioSink
 from voicerouter.errors import ProviderError
 from voicerouter.providers.base import AudioChunk
-from voicerouter.session.capture import TurnEnd
+from voicerouter.session.capture import CANCEL_GRACE_S, TurnEnd
 from voicerouter.session.events import EventType
 from voicerouter.session.results import TurnResult
 
@@ -20,11 +20,18 @@ if TYPE_CHECKING:
 
 
 class ReplyPlayer:
-    """Owns the reply being spoken: at most one at a time, cancellable by a barge-in."""
+    """Owns the reply being spoken: at most one at a time, cancellable by a barge-in.
 
-    def __init__(self, sink: AudioSink) -> None:
+    A cancelled reply (a barge-in, or its turn cancelled) is waited for at most CANCEL_GRACE_S: a
+    provider client that swallows the cancellation must not hold up the turns after it. `on_stuck`
+    is told about such a reply and how long it waited (the session reports it); the reply is left behind.
+    """
+
+    def __init__(self, sink: AudioSink, on_stuck: Callable[[TurnResult, float], None] | None = None) -> None:
         self.sink = sink
+        self.on_stuck = on_stuck
         self._current: tuple[asyncio.Task[None], TurnResult] | None = None
+        self._cut: asyncio.Event | None = None  # set by interrupt() for the reply in progress
 
     @property
     def speaking(self) -> bool:
@@ -37,6 +44,8 @@ class ReplyPlayer:
         task, turn = self._current  # type: ignore[misc]
         self.sink.clear()
         task.cancel()
+        if self._cut is not None:
+            self._cut.set()
         turn.interrupted = True
         return turn
 
@@ -47,16 +56,25 @@ class ReplyPlayer:
         marked interrupted). Other errors (a bug, a broken sink) are raised.
         """
         task = asyncio.create_task(work)
+        cut = self._cut = asyncio.Event()
         self._current = (task, turn)
+        cut_waiter = asyncio.create_task(cut.wait())
         try:
-            await asyncio.wait([task])
+            await asyncio.wait([task, cut_waiter], return_when=asyncio.FIRST_COMPLETED)
+            if not task.done():  # a barge-in cancelled it: it should end at once
+                await asyncio.wait([task], timeout=CANCEL_GRACE_S)
         finally:
+            cut_waiter.cancel()
             if self._current is not None and self._current[0] is task:
                 self._current = None
             if not task.done():
                 task.cancel()
-                await asyncio.wait([task])
-        if task.cancelled():
+                await asyncio.wait([task], timeout=CANCEL_GRACE_S)
+            if not task.done():
+                turn.interrupted = True
+                if self.on_stuck is not None:
+                    self.on_stuck(turn, CANCEL_GRACE_S)
+        if not task.done() or task.cancelled():
             turn.interrupted = True
             return None
         exc = task.exception()

@@ -96,7 +96,7 @@ class Session:
         self._custom_agent = agent is not None
         self._turns_runner: PipelineTurns | S2STurns | None = None
         self._owned: list[Any] = []
-        self._player = ReplyPlayer(sink)
+        self._player = ReplyPlayer(sink, on_stuck=self._reply_stuck)
         self.last_provider: dict[str, str] = {}  # stage -> the provider that served it last
         self._turns: list[TurnResult] = []
         self._errors: list[SessionError] = []
@@ -242,6 +242,13 @@ class Session:
         if self._agent is not None and not self._custom_agent:
             with contextlib.suppress(ProviderError):
                 await self._agent.aclose()
+
+    def _reply_stuck(self, turn: TurnResult, waited_s: float) -> None:
+        self.bus.emit(
+            EventType.WARNING, turn=turn.index, stage="session", reason="stuck_task",
+            message=f"turn {turn.index}'s reply did not stop within {waited_s:g} s of its cancellation; "
+            "the session goes on without it",
+        )
 
     def _observe(self, event: Event) -> None:
         if event.type == EventType.PROVIDER_USED:
