@@ -27,6 +27,7 @@ import numpy as np
 
 from voicerouter.audio.convert import frames, resample, rms_dbfs
 from voicerouter.audio.g711 import PHONE_RATE
+from voicerouter.session.keypad import key_schedule
 from voicerouter.transports.base import WireMessage
 
 Carrier = Literal["twilio", "telnyx", "ws"]
@@ -47,34 +48,9 @@ class CallPlan:
     dtmf: list[tuple[float | None, str]] = field(default_factory=list)  # (at s, keys); None: after the audio
 
 
-DTMF_GAP_S = 0.25  # between the keys of one --dtmf group, as a person types them
-
-
-def parse_dtmf(spec: str) -> tuple[float | None, str]:
-    """`KEYS[@SECONDS]` (e.g. `1#@2.5`): keys pressed from that point of the caller's audio, else after it."""
-    from voicerouter.session.keypad import normalize_digit
-
-    keys, at, seconds = spec.partition("@")
-    if not keys or any(normalize_digit(k) is None for k in keys):
-        raise ValueError(f"--dtmf takes keys of 0-9 * # A-D, optionally @SECONDS, got {spec!r}")
-    if not at:
-        return None, keys.upper()
-    try:
-        when = float(seconds)
-    except ValueError:
-        when = -1.0
-    if not when >= 0 or when == float("inf"):
-        raise ValueError(f"--dtmf {spec!r}: the time after @ must be seconds >= 0")
-    return when, keys.upper()
-
-
 def dtmf_schedule(plan: CallPlan, audio_s: float) -> list[tuple[float, str]]:
     """Each key of the plan's --dtmf groups and when (seconds into the stream) it is pressed."""
-    out: list[tuple[float, str]] = []
-    for at, keys in plan.dtmf:
-        start = audio_s + 0.5 if at is None else at
-        out += [(start + i * DTMF_GAP_S, key) for i, key in enumerate(keys)]
-    return sorted(out, key=lambda item: item[0])
+    return key_schedule(plan.dtmf, audio_s)
 
 
 @dataclass

@@ -8,9 +8,9 @@ import textwrap
 import pytest
 
 from voicerouter.config.schema import DtmfConfig
-from voicerouter.load import CallPlan, dtmf_schedule, parse_dtmf
+from voicerouter.load import CallPlan, dtmf_schedule
 from voicerouter.routing.validate import validate_file
-from voicerouter.session.keypad import KeypadCollector, normalize_digit
+from voicerouter.session.keypad import KeypadCollector, normalize_digit, parse_dtmf
 
 
 def press_all(collector: KeypadCollector, keys: str, start: float = 1.0, gap: float = 0.25):
@@ -95,3 +95,54 @@ def test_load_dtmf_specs():
             parse_dtmf(bad)
     plan = CallPlan(b"", dtmf=[(None, "12"), (0.5, "#")])
     assert dtmf_schedule(plan, 3.0) == [(0.5, "#"), (3.5, "1"), (3.75, "2")]
+
+
+async def test_replay_presses_keys_on_the_audio_clock(tmp_path):
+    """`replay --dtmf`: a fast replay hears each key at its point of the audio, every run alike."""
+    import numpy as np
+    import soundfile as sf
+
+    from voicerouter.config.loader import parse_routes
+    from voicerouter.routing.plan import RouteContext
+    from voicerouter.session.replay import replay_files
+    from voicerouter.testing import emulate
+
+    wav = tmp_path / "quiet.wav"
+    sf.write(wav, np.zeros(16000 * 3, dtype="<i2"), 16000, subtype="PCM_16")
+    key = "sk-keypad-canary-1234"
+    async with emulate("deepgram", api_key=key, transcript="never") as dg, emulate("cartesia", api_key=key) as ca:
+        table = parse_routes(f"""
+version: 1
+providers:
+  dg:   {{type: deepgram, kind: stt, model: nova-3, api_key: "${{K}}", base_url: "{dg.url}"}}
+  cart: {{type: cartesia, voice: v-1, api_key: "${{K}}", base_url: "{ca.url}"}}
+defaults:
+  stt: [dg]
+  tts: [cart]
+  dtmf: {{inter_digit_timeout_ms: 500}}
+""", name="keys.yaml")
+        runs = []
+        for _ in range(2):
+            (result,) = await replay_files([wav], RouteContext(session_id="keys"), table, env={"K": key},
+                                           keys=[parse_dtmf("12#@0.2"), parse_dtmf("7@1.0")])
+            events = [e.to_dict() for e in result.session.events]
+            runs.append([(e["type"], e.get("digit"), e.get("audio_s"), e.get("digits"), e.get("ended_by"),
+                          e.get("end_s"), e.get("delay_ms")) for e in events if e["type"] in ("dtmf", "turn_end")])
+            assert [t.transcript for t in result.session.turns] == ["12", "7"]
+            assert [t.reply for t in result.session.turns] == ["You said: 12.", "You said: 7."]
+    assert runs[0] == runs[1]
+    keys = [(kind, digit, at) for kind, digit, at, *_ in runs[0] if kind == "dtmf"]
+    assert keys == [("dtmf", "1", 0.2), ("dtmf", "2", 0.45), ("dtmf", "#", 0.7), ("dtmf", "7", 1.0)]
+    turns = [(digits, ended_by, end_s) for kind, _, _, digits, ended_by, end_s, _ in runs[0] if kind == "turn_end"]
+    assert turns == [("12", "terminator", 0.7), ("7", "timeout", 1.0)]
+    timeout_delay = [d for kind, *_, d in runs[0] if kind == "turn_end"][1]
+    assert 500 <= timeout_delay <= 530  # 500 ms of audio after the key, to the frame
+
+
+def test_replay_rejects_a_bad_dtmf_spec(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "voicerouter", "replay", str(tmp_path / "any.wav"), "--dtmf", "12x@1"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "--dtmf takes keys" in result.stderr and "Traceback" not in result.stderr

@@ -38,7 +38,8 @@ def load(
 
     from voicerouter.cli.common import parse_flags
     from voicerouter.errors import UsageError
-    from voicerouter.load import Target, load_fixture, parse_dtmf, run_load, telnyx_private_key
+    from voicerouter.load import Target, load_fixture, run_load, telnyx_private_key
+    from voicerouter.session.keypad import parse_dtmf
 
     if carrier not in ("twilio", "telnyx", "ws"):
         raise UsageError(f"--carrier must be twilio, telnyx or ws, got {carrier!r}")

@@ -25,6 +25,7 @@ def replay(
     seed: Annotated[int | None, typer.Option("--seed", help="Seed for fault injection and the default session id (default: the table's seed).")] = None,
     state: Annotated[str | None, typer.Option("--state", metavar="URL", help="Share limits and breakers with a fleet through Redis (redis://...), as serve --state does.")] = None,
     timeline: Annotated[Path | None, typer.Option("--timeline", help="Draw <stem>.timeline.png per file here (needs matplotlib).")] = None,
+    dtmf: Annotated[list[str] | None, typer.Option("--dtmf", help="Keys pressed on the keypad in each file, KEYS[@SECONDS] (e.g. 12#@3.5: from 3.5 s into the audio, 0.25 s apart; without @, after the audio). Repeatable.")] = None,
     emulate: Annotated[bool, typer.Option("--emulate", help="Point the table's cloud providers at local emulators (offline, no keys; emulated STT transcribes with PocketSphinx).")] = False,
 ) -> None:
     """Replay audio files through the routed pipeline: transcripts, replies, latencies, failovers."""
@@ -52,6 +53,12 @@ def replay(
         raise UsageError("no audio files given", hint="e.g. voicerouter replay samples/*.wav")
     if concurrency < 1:
         raise UsageError(f"--concurrency must be at least 1, got {concurrency}")
+    from voicerouter.session.keypad import parse_dtmf
+
+    try:
+        keys = [parse_dtmf(spec) for spec in dtmf or []]
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     if junit is not None and expect is None:
         raise UsageError("--junit needs --expect", hint="the JUnit report lists the expectation checks")
     if timeline is not None:
@@ -98,7 +105,7 @@ def replay(
             if not emulate:
                 return await replay_files(
                     list(files), ctx, table, realtime=realtime, concurrency=concurrency, out_dir=out,
-                    faults=faults, on_progress=on_progress, state_url=state, on_event=live,
+                    faults=faults, on_progress=on_progress, state_url=state, on_event=live, keys=keys,
                 )
             import dataclasses
             import os
@@ -112,6 +119,7 @@ def replay(
                 return await replay_files(
                     list(files), ctx, emulated, realtime=realtime, concurrency=concurrency, out_dir=out,
                     faults=faults, on_progress=on_progress, state_url=state, env={**os.environ, **env}, on_event=live,
+                    keys=keys,
                 )
 
         try:

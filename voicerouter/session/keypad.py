@@ -1,4 +1,5 @@
-"""Keypad digits (DTMF) gathered into entries, the keypad's equivalent of a spoken turn.
+"""Keypad digits (DTMF) gathered into entries, the keypad's equivalent of a spoken turn; and keys
+pressed at set points of a recording (`replay --dtmf`, `load --dtmf`).
 
 An entry ends at the route's terminator key (`#`, not part of the entry), once it holds
 `max_digits` keys, or after a pause of `inter_digit_timeout_ms` since the last key. Time is the
@@ -8,7 +9,9 @@ call however busy the server is.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from voicerouter.config.schema import DTMF_DIGITS, DtmfConfig
 
@@ -66,3 +69,63 @@ class KeypadCollector:
         entry = KeypadEntry("".join(self._digits), self._start_s, end_s, why)
         self._digits.clear()
         return entry
+
+
+KEY_GAP_S = 0.25  # between the keys of one --dtmf group, as a person types them
+AFTER_AUDIO_S = 0.5  # a group without a time is typed this long after the audio
+
+
+def parse_dtmf(spec: str) -> tuple[float | None, str]:
+    """`KEYS[@SECONDS]` (e.g. `1#@2.5`): keys pressed from that point of the audio, else after it."""
+    keys, at, seconds = spec.partition("@")
+    if not keys or any(normalize_digit(k) is None for k in keys):
+        raise ValueError(f"--dtmf takes keys of 0-9 * # A-D, optionally @SECONDS, got {spec!r}")
+    if not at:
+        return None, keys.upper()
+    try:
+        when = float(seconds)
+    except ValueError:
+        when = -1.0
+    if not when >= 0 or when == float("inf"):
+        raise ValueError(f"--dtmf {spec!r}: the time after @ must be seconds >= 0")
+    return when, keys.upper()
+
+
+def key_schedule(groups: list[tuple[float | None, str]], audio_s: float) -> list[tuple[float, str]]:
+    """Each key of the groups and when (seconds into the audio) it is pressed, in order."""
+    out: list[tuple[float, str]] = []
+    for at, keys in groups:
+        start = audio_s + AFTER_AUDIO_S if at is None else at
+        out += [(start + i * KEY_GAP_S, key) for i, key in enumerate(keys)]
+    return sorted(out, key=lambda item: item[0])
+
+
+class KeyedSource:
+    """An audio source that also presses keys at set points of its audio, for `replay --dtmf`.
+
+    Keys are pressed (`press(key, audio_s)`, the session's) just before the frame they fall in is
+    read, so a fast replay hears them at the same point of the audio on every run; keys set after
+    the audio are pressed once it has all been read.
+    """
+
+    def __init__(self, inner: Any, keys: list[tuple[float, str]]) -> None:
+        self.inner = inner
+        self.keys = sorted(keys, key=lambda item: item[0])
+        self.press: Callable[[str, float], None] | None = None
+
+    def __getattr__(self, name: str) -> Any:  # sample_rate, realtime, name, pcm ... of the recording
+        return getattr(self.inner, name)
+
+    async def frames(self) -> AsyncIterator[bytes]:
+        pending = list(self.keys)
+        t = 0.0
+        async for frame in self.inner.frames():
+            t_end = t + len(frame) / 2 / self.inner.sample_rate
+            while pending and pending[0][0] < t_end and self.press is not None:
+                at, key = pending.pop(0)
+                self.press(key, max(at, t))
+            yield frame
+            t = t_end
+        for at, key in pending:
+            if self.press is not None:
+                self.press(key, max(at, t))

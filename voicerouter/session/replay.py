@@ -98,6 +98,7 @@ async def replay_files(
     seed: int | None = None,
     state_url: str | None = None,
     on_event: Callable[[str, Any], None] | None = None,
+    keys: list[tuple[float | None, str]] | None = None,
 ) -> list[ReplayResult]:
     """Replay every file through its own session; results come back in the order of `paths`.
 
@@ -109,6 +110,7 @@ async def replay_files(
     the table's `faults:` and seeded by `seed`) or a parsed fault plan.
     `state_url` (a redis:// URL) shares limits and breakers with a fleet, like the table's `state:`.
     `on_event(file, event)` sees every session event as it happens (live output of `--realtime`).
+    `keys` are keypad (DTMF) groups pressed in every file, `[(seconds or None for after the audio, "1#")]`.
     Errors other than unreadable files (missing secrets, capacity, bad routes) are raised.
     """
     from voicerouter import fleet
@@ -127,13 +129,14 @@ async def replay_files(
     async with fleet.shared_state(table.config.state, env, state_url):
         return await _replay_jobs(jobs, table, env, realtime=realtime, concurrency=concurrency, out=out,
                                   faults=faults, on_progress=on_progress, preload=preload,
-                                  agent_factory=agent_factory, on_event=on_event)
+                                  agent_factory=agent_factory, on_event=on_event, keys=keys)
 
 
 async def _replay_jobs(
     jobs: list[tuple[str, SessionPlan, str]], table: Any, env: dict[str, str], *, realtime: bool, concurrency: int,
     out: Path | None, faults: Any, on_progress: ProgressCallback | None, preload: bool,
     agent_factory: Callable[[SessionPlan], Any] | None, on_event: Callable[[str, Any], None] | None = None,
+    keys: list[tuple[float | None, str]] | None = None,
 ) -> list[ReplayResult]:
     from voicerouter.providers.pool import ProviderPool
 
@@ -149,7 +152,7 @@ async def _replay_jobs(
             async with gate:
                 agent = agent_factory(plan) if agent_factory is not None else None
                 result = await replay_one(path, plan, pool, realtime=realtime, out_dir=out, stem=stem,
-                                          faults=faults, env=env, agent=agent, on_event=on_event)
+                                          faults=faults, env=env, agent=agent, on_event=on_event, keys=keys)
             if on_progress is not None:
                 on_progress(result)
             return result
@@ -179,10 +182,13 @@ async def replay_one(
     env: Mapping[str, str] | None = None,
     agent: Any = None,
     on_event: Callable[[str, Any], None] | None = None,
+    keys: list[tuple[float | None, str]] | None = None,
 ) -> ReplayResult:
-    """One file through one session of `plan` (the pool is the caller's)."""
+    """One file through one session of `plan` (the pool is the caller's); `keys` are keypad groups
+    (`(seconds into the audio or None for after it, "1#")`) pressed as the audio plays."""
     from voicerouter.audio.sink import MemorySink, WavSink
     from voicerouter.audio.source import FileSource
+    from voicerouter.session.keypad import KeyedSource, key_schedule
     from voicerouter.session.session import Session
 
     result = ReplayResult(file=path, route=plan.route, session_id=plan.session_id, plan=plan)
@@ -220,7 +226,11 @@ async def replay_one(
             result.events_jsonl = os.fspath(events_path)
         if on_event is not None:
             bus.subscribe(lambda event: on_event(path, event))
+        if keys:
+            source = KeyedSource(source, key_schedule(keys, source.duration_s))
         session = Session(plan, pool, source, sink, bus=bus, faults=faults, env=env, agent=agent)
+        if isinstance(source, KeyedSource):
+            source.press = session.press
         try:
             result.session = await session.run()
         except CapacityError as exc:

@@ -115,6 +115,7 @@ class Session:
         self._keypad = KeypadCollector(plan.dtmf)
         self._keys: list[tuple[str, float | None]] = []  # keys pressed before the session started
         self._live = False  # session_start was emitted: keys are handled as they come
+        self._keypad_task: asyncio.Task[Any] | None = None  # the keypad turn a lockstep intake waits for
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -286,6 +287,10 @@ class Session:
             if self._stop.is_set() or self._end_reason is not None:
                 return
             self._raise_task_failures()
+            if self.lockstep and self._keypad_task is not None:
+                # A fast replay answers a keypad turn before reading on, as it does a spoken one.
+                task, self._keypad_task = self._keypad_task, None
+                await asyncio.wait([task])
             self.audio_t += frame_s
             if (entry := self._keypad.due(self.audio_t)) is not None:
                 self._keypad_turn(entry)
@@ -461,7 +466,8 @@ class Session:
         turn = TurnResult(index=index, start_s=entry.start_s, end_s=entry.end_s, reason="dtmf")
         turn.transcript = "*" * len(entry.digits) if masked else text  # the agent alone gets masked keys
         runner = self._turns_runner
-        self._start_turn(turn, end, lambda previous: runner.answer(text, end, turn, previous, input="dtmf"))
+        self._keypad_task = self._start_turn(turn, end,
+                                             lambda previous: runner.answer(text, end, turn, previous, input="dtmf"))
 
     # ---- one turn ------------------------------------------------------------------------
 
