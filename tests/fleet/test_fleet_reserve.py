@@ -68,6 +68,10 @@ async def test_a_full_fleet_rejects_at_the_webhook_and_an_unclaimed_reservation_
         verb, _ = await webhook(http, a.url, "CA-first")
         reserved_at = time.monotonic()
         assert verb == "stream" and await fleet_holders(redis_server.url) == ["call/CA-first"]
+        from voicerouter.fleet.status import fleet_status
+
+        seen = await fleet_status(redis_server.url, "voicerouter:")
+        assert seen["reserved_calls"] == 1 and seen["slots"] == {"fleet": 1}
         # Process b holds nothing itself, but the fleet's one session is reserved: busy, not answered.
         verb, info = await webhook(http, b.url, "CA-second")
         assert (verb, info) == ("reject", {"reason": "busy"})

@@ -55,6 +55,8 @@ def status(
         typer.echo("slots in use:")
         for scope, taken in data["slots"].items():
             typer.echo(f"  {scope}: {taken}")
+    if data["reserved_calls"]:
+        typer.echo(f"calls answered, waiting for their media stream: {data['reserved_calls']}")
 
 
 def register(app: typer.Typer) -> None:

@@ -34,12 +34,15 @@ async def fleet_status(url: str, prefix: str, *, timeout_s: float = 2.0) -> dict
                                      "reason": info.get("reason"), "node": info.get("node"),
                                      "remaining_s": round(max(0, left) / 1000, 1)})
                 slots: dict[str, int] = {}
+                reserved: set[bytes] = set()  # calls a webhook answered whose stream has not claimed them yet
                 now_ms = None
                 async for key in client.scan_iter(match=f"{prefix}slots:*", count=500):
                     if now_ms is None:
                         seconds, micros = await client.time()
                         now_ms = seconds * 1000 + micros // 1000
                     taken = await client.zcount(key, now_ms, "+inf")
+                    holders = await client.zrangebyscore(key, now_ms, "+inf")
+                    reserved.update(h for h in holders if h.startswith(b"call/"))
                     name = (key.decode() if isinstance(key, bytes) else key)[len(prefix) + len("slots:"):]
                     if taken:
                         slots[name] = int(taken)
@@ -52,7 +55,8 @@ async def fleet_status(url: str, prefix: str, *, timeout_s: float = 2.0) -> dict
     finally:
         await client.aclose()
     return {"url": redact(_without_password(url)), "prefix": prefix, "nodes": nodes,
-            "breakers": sorted(breakers, key=lambda b: b["provider"]), "slots": dict(sorted(slots.items()))}
+            "breakers": sorted(breakers, key=lambda b: b["provider"]), "slots": dict(sorted(slots.items())),
+            "reserved_calls": len(reserved)}
 
 
 def _unreachable(url: str, exc: BaseException) -> VoiceRouterError:
