@@ -9,7 +9,6 @@ import dataclasses
 import pytest
 from session_fakes import FakePool, FakeSTT, FakeTTS, make_plan, two_turns
 
-from voicerouter import resilience
 from voicerouter.audio.sink import MemorySink
 from voicerouter.audio.source import PcmSource
 from voicerouter.config.schema import AgentConfig, ResilienceConfig, RouteSettings
@@ -21,12 +20,6 @@ from voicerouter.testing import emulate
 
 ENV = {"OAI_KEY": "test-key"}
 
-
-@pytest.fixture(autouse=True)
-def _clean_state():
-    resilience.reset()
-    yield
-    resilience.reset()
 
 
 def test_agent_accepts_a_chain_and_keeps_the_single_forms():

@@ -19,14 +19,6 @@ KEY = "sk-cloud-route-canary-42"
 HEARD = "i would like to pay my bill today"
 
 
-@pytest.fixture(autouse=True)
-def fresh_resilience_state():
-    from voicerouter.resilience import reset
-
-    reset()
-    yield
-    reset()
-
 
 def cloud_table(urls: dict[str, str]):
     return parse_routes(

@@ -37,14 +37,6 @@ def busy_cpu():
         burner.wait()
 
 
-@pytest.fixture(autouse=True)
-def fresh_resilience_state():
-    from voicerouter.resilience import reset
-
-    reset()
-    yield
-    reset()
-
 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)

@@ -19,14 +19,6 @@ KEY = "sk-cross-vendor-0123456789"
 SAID = "what is the weather today"
 
 
-@pytest.fixture(autouse=True)
-def fresh_resilience_state():
-    from voicerouter.resilience import reset
-
-    reset()
-    yield
-    reset()
-
 
 def table(rt_url: str, gem_url: str):
     return parse_routes(

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from voicerouter import resilience
 from voicerouter.audio.io import read_audio
 from voicerouter.audio.sink import MemorySink
 from voicerouter.audio.source import PcmSource
@@ -41,12 +40,6 @@ REPLY = f"You said: {SAID}"
 # First reply whole (and the connection's own fault draw), the second reply broken halfway.
 SECOND_REPLY = "slow:1ms*2,{fault}*1"
 
-
-@pytest.fixture(autouse=True)
-def fresh_resilience_state():
-    resilience.reset()
-    yield
-    resilience.reset()
 
 
 def two_turns() -> bytes:

@@ -7,7 +7,6 @@ import asyncio
 import random
 from typing import Any
 
-import pytest
 from session_fakes import EchoAgent, FakePool, FakeSTT, FakeTTS, make_plan, two_turns
 
 from voicerouter.audio.sink import MemorySink
@@ -18,14 +17,6 @@ from voicerouter.session.session import Session
 PIECE = 16000 * 2 // 5  # a partial every 200 ms of audio
 WORDS = "what is the weather like today".split()
 
-
-@pytest.fixture(autouse=True)
-def fresh_resilience_state():
-    from voicerouter.resilience import reset
-
-    reset()
-    yield
-    reset()
 
 
 class LateStream:

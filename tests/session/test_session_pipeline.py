@@ -25,16 +25,6 @@ from voicerouter.session.events import EventType
 from voicerouter.session.session import Session
 
 
-@pytest.fixture(autouse=True)
-def fresh_resilience_state():
-    # Breakers and capacity counts are process-wide; one test's failures must not trip the next.
-    from voicerouter.resilience import reset
-
-    reset()
-    yield
-    reset()
-
-
 def types(result) -> list[str]:
     return [str(e.type) for e in result.events]
 

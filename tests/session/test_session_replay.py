@@ -18,14 +18,6 @@ SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 KEY = "sk-replay-test-0123456789"
 
 
-@pytest.fixture(autouse=True)
-def fresh_resilience_state():
-    from voicerouter.resilience import reset
-
-    reset()
-    yield
-    reset()
-
 
 def s2s_table(url: str):
     return parse_routes(
