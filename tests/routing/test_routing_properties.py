@@ -172,8 +172,22 @@ def test_resolve_file_answers_as_the_whole_table_does(tmp_path_factory, specs, c
     for ctx in ctxs:
         plan, flag_names = resolve_file(path, ctx, env={})
         expected = table.resolve(ctx) if table is not None else None
-        if expected is not None:
+        if expected is not None:  # the table's indexes (tenant literals, glob prefixes) find the same route
             assert plan.to_dict() == expected.to_dict()
             assert flag_names == table.flag_names()
         index = next((i for i, spec in enumerate(specs) if explain_match(spec, ctx) is not None), None)
         assert plan.route == (f"r{index}" if index is not None else "defaults")
+
+
+@FAST
+@given(st.lists(match_spec, max_size=15), st.lists(contexts, min_size=1, max_size=6))
+def test_the_tables_indexes_find_the_first_matching_route(specs, ctxs):
+    from voicerouter.config.yaml_source import SourceMap
+
+    data = {"providers": {"s": {"type": "pocketsphinx"}, "t": {"type": "piper"}}, "defaults": {"stt": ["s"], "tts": ["t"]},
+            "routes": [{"name": f"r{i}", "match": spec.model_dump(exclude_defaults=True)} for i, spec in enumerate(specs)]}
+    table, _ = build_table(data, SourceMap("t.yaml"), env={})  # shadowed routes too: they must never win
+    assert table is not None
+    for ctx in ctxs:
+        index, _ = table.match(ctx)
+        assert index == next((i for i, spec in enumerate(specs) if explain_match(spec, ctx) is not None), None)

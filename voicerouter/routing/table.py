@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 import logging
 import re
+from collections.abc import Iterable, Iterator
 from fnmatch import translate
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -30,15 +31,21 @@ class RoutingTable:
         self.source = source
         self.warnings: tuple[str, ...] = ()
         self._matchers = [_Matcher(route) for route in config.routes]
-        # Routes that name literal tenants are indexed by tenant; the rest are checked for everyone.
+        # Routes that name literal tenants are indexed by tenant, routes with tenant globs by the
+        # globs' literal prefixes (`acme-*` under `acme-`); the rest are checked for everyone.
         self.tenant_index: dict[str, list[int]] = {}
+        self.prefix_index: dict[str, list[int]] = {}
         self.any_tenant: list[int] = []
         for index, matcher in enumerate(self._matchers):
-            if matcher.tenant_literals is None:
+            tenant = matcher.tenant
+            if not matcher.has_tenant or "" in tenant.prefixes:
                 self.any_tenant.append(index)
+            elif tenant.literals is not None:
+                for literal in tenant.literals:
+                    self.tenant_index.setdefault(literal, []).append(index)
             else:
-                for tenant in matcher.tenant_literals:
-                    self.tenant_index.setdefault(tenant, []).append(index)
+                for prefix in dict.fromkeys(tenant.prefixes):
+                    self.prefix_index.setdefault(prefix, []).append(index)
 
     @property
     def file(self) -> str:
@@ -61,10 +68,17 @@ class RoutingTable:
                 return index, reasons
         return None, []
 
-    def candidates(self, tenant: str | None) -> list[int] | heapq.merge[int]:
-        """Indices of the routes that could accept `tenant`, in table order."""
-        named = self.tenant_index.get(tenant, []) if tenant is not None else []
-        return heapq.merge(named, self.any_tenant) if named else self.any_tenant
+    def candidates(self, tenant: str | None) -> Iterable[int]:
+        """Indices of the routes that could accept `tenant`, in table order (each once)."""
+        if tenant is None:
+            return self.any_tenant
+        lists = [self.tenant_index.get(tenant, [])]
+        if self.prefix_index:
+            lists += [self.prefix_index.get(tenant[:n], []) for n in range(1, len(tenant) + 1)]
+        lists = [found for found in lists if found]
+        if not lists:
+            return self.any_tenant
+        return _unique(heapq.merge(self.any_tenant, *lists))
 
     def resolve(self, ctx: RouteContext) -> SessionPlan:
         index, reasons = self.match(ctx)
@@ -125,6 +139,15 @@ class RoutingTable:
         return StagePlan(stage, order, strategy="split", split=dict(spec.split), picked=chosen)
 
 
+def _unique(indices: Iterable[int]) -> Iterator[int]:
+    """Sorted indices without repeats (a route filed under two of a tenant's prefixes)."""
+    last = -1
+    for index in indices:
+        if index != last:
+            yield index
+            last = index
+
+
 _GLOB = re.compile(r"[*?\[]")
 
 
@@ -142,10 +165,6 @@ class _Matcher:
         self.tenant = _Patterns(spec.tenant)
         self.region = _Patterns(spec.region)
         self.flags = tuple(spec.flags.items())
-
-    @property
-    def tenant_literals(self) -> frozenset[str] | None:
-        return self.tenant.literals
 
     def accepts(self, ctx: RouteContext) -> bool:
         if self.has_tenant and not self.tenant.hit(ctx.tenant):
