@@ -202,14 +202,20 @@ def render_report(report: dict[str, Any], console: Console, *, show_turns: bool 
 
 def _latency_wide(rows, by: str | None, markup_safe):
     """One row per group, every metric as 'p50 / p90 / p99' (needs a wide terminal)."""
+    quantiles = "/".join(f"p{q}" for q in PERCENTILES)
+    return _group_table(rows, by, markup_safe, f"Latency (ms, {quantiles}, linear interpolation)", TABLE_METRICS)
+
+
+def _group_table(rows, by: str | None, markup_safe, title: str, metrics: tuple[str, ...]):
+    """One row per group: its sessions and turns, `metrics` as 'p50 / p90 / p99', the incident counters;
+    the last row (all groups together) in a section of its own."""
     from rich.table import Table
 
-    quantiles = "/".join(f"p{q}" for q in PERCENTILES)
-    table = Table(title=f"Latency (ms, {quantiles}, linear interpolation)", title_justify="left")
+    table = Table(title=title, title_justify="left")
     table.add_column(by or "all", style="bold", no_wrap=True)
     if by == "provider":
         table.add_column("stages", no_wrap=True)
-    for column in ("sessions", "turns", *(METRIC_TITLES[n] for n in TABLE_METRICS), *COUNTERS):
+    for column in ("sessions", "turns", *(METRIC_TITLES[n] for n in metrics), *COUNTERS):
         table.add_column(column, justify="right", no_wrap=True)
     for index, (key, group) in enumerate(rows):
         if by and index == len(rows) - 1:
@@ -218,7 +224,7 @@ def _latency_wide(rows, by: str | None, markup_safe):
         if by == "provider":
             cells.append(",".join(group["stages"]) or "-")
         cells += [str(group["session_count"]), str(group["turn_count"])]
-        cells += [fmt_dist(group["latency_ms"].get(name, {})) for name in TABLE_METRICS]
+        cells += [fmt_dist(group["latency_ms"].get(name, {})) for name in metrics]
         cells += [_count(group[name]) for name in COUNTERS]
         table.add_row(*cells)
     return table
@@ -251,23 +257,7 @@ def _latency_long(rows, by: str | None, markup_safe):
 
 
 def _counts(rows, by: str | None, markup_safe):
-    from rich.table import Table
-
-    table = Table(title="Turns and incidents", title_justify="left")
-    table.add_column(by or "all", style="bold", no_wrap=True)
-    if by == "provider":
-        table.add_column("stages", no_wrap=True)
-    for column in ("sessions", "turns", *COUNTERS):
-        table.add_column(column, justify="right", no_wrap=True)
-    for index, (key, group) in enumerate(rows):
-        if by and index == len(rows) - 1:
-            table.add_section()
-        cells = [markup_safe(key)]
-        if by == "provider":
-            cells.append(",".join(group["stages"]) or "-")
-        cells += [str(group["session_count"]), str(group["turn_count"]), *(_count(group[name]) for name in COUNTERS)]
-        table.add_row(*cells)
-    return table
+    return _group_table(rows, by, markup_safe, "Turns and incidents", ())
 
 
 def _render_turns(turns: list[dict[str, Any]], console: Console) -> None:
