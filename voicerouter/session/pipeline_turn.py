@@ -173,19 +173,14 @@ class PipelineTurns:
         return on_partial
 
     async def _speak(self, turn: TurnResult, end: TurnEnd, reply: str) -> None:
-        s = self.session
         sentences = split_sentences(reply)
-        s.bus.emit(EventType.TTS_START, turn=turn.index, text=reply, sentences=len(sentences))
-        played = Playback(s, turn, end)
-        try:
+        self.session.bus.emit(EventType.TTS_START, turn=turn.index, text=reply, sentences=len(sentences))
+
+        async def each() -> AsyncIterator[str]:
             for sentence in sentences:
-                async with contextlib.aclosing(self.tts.synthesize(sentence)) as chunks:
-                    async for chunk in chunks:
-                        await played.write(chunk)
-            await s.sink.drain()
-        finally:
-            turn.tts_provider = s.last_provider.get("tts") or turn.tts_provider
-            played.done()
+                yield sentence
+
+        await self._play(turn, end, each())
 
     async def _answer_streaming(self, transcript: str, end: TurnEnd, turn: TurnResult) -> bool:
         """Speak each sentence of the reply as soon as the agent has written it."""
@@ -245,8 +240,12 @@ class PipelineTurns:
         return ok
 
     async def _speak_stream(self, turn: TurnResult, end: TurnEnd, sentences: AsyncIterator[str]) -> None:
+        self.session.bus.emit(EventType.TTS_START, turn=turn.index, text="", streaming=True)
+        await self._play(turn, end, sentences)
+
+    async def _play(self, turn: TurnResult, end: TurnEnd, sentences: AsyncIterator[str]) -> None:
+        """Synthesize each sentence into the caller's playback as it comes, then let the sink drain."""
         s = self.session
-        s.bus.emit(EventType.TTS_START, turn=turn.index, text="", streaming=True)
         played = Playback(s, turn, end)
         try:
             async with contextlib.aclosing(sentences) as pieces:
