@@ -10,15 +10,19 @@ EXTRAS="${VOICEROUTER_EXTRAS:-dev,plot,otel}"
 # only its own Python API needs (voicerouter loads the .onnx with onnxruntime).
 SILERO="silero-vad==6.2.3"
 
+# System packages through apt-get, with sudo when not root (and only when sudo is there to use).
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+can_apt() { command -v apt-get >/dev/null 2>&1 && { [ -z "$SUDO" ] || command -v sudo >/dev/null 2>&1; }; }
+apt_install() {  # PACKAGE WHAT: what the message says is being installed
+  echo "setup: installing $2" >&2
+  $SUDO apt-get update -qq >/dev/null || exit  # as before: a failed update stops the setup
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$1" >/dev/null
+}
+
 if ! ldconfig -p 2>/dev/null | grep -q libportaudio; then
   if command -v apt-get >/dev/null 2>&1; then
-    SUDO=""
-    if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
-    if [ -z "$SUDO" ] || command -v sudo >/dev/null 2>&1; then
-      echo "setup: installing PortAudio (libportaudio2) for live audio" >&2
-      $SUDO apt-get update -qq >/dev/null
-      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends libportaudio2 >/dev/null
-    fi
+    if can_apt; then apt_install libportaudio2 "PortAudio (libportaudio2) for live audio"; fi
   elif command -v brew >/dev/null 2>&1; then
     brew list portaudio >/dev/null 2>&1 || brew install portaudio
   else
@@ -27,29 +31,15 @@ if ! ldconfig -p 2>/dev/null | grep -q libportaudio; then
 fi
 
 # redis-server: the fleet tests (shared state across serve processes) start their own on loopback.
-if ! command -v redis-server >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
-  SUDO=""
-  if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
-  if [ -z "$SUDO" ] || command -v sudo >/dev/null 2>&1; then
-    echo "setup: installing redis-server (fleet tests)" >&2
-    $SUDO apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends redis-server >/dev/null || \
-      echo "setup: redis-server not installed; the fleet tests will be skipped" >&2
-  fi
+if ! command -v redis-server >/dev/null 2>&1 && can_apt; then
+  apt_install redis-server "redis-server (fleet tests)" || \
+    echo "setup: redis-server not installed; the fleet tests will be skipped" >&2
 fi
 
 # Chromium (headless) runs the browser page's test; optional for everything else.
-if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
-  if command -v apt-get >/dev/null 2>&1; then
-    SUDO=""
-    if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
-    if [ -z "$SUDO" ] || command -v sudo >/dev/null 2>&1; then
-      echo "setup: installing chromium (headless browser test of the serve page)" >&2
-      $SUDO apt-get update -qq >/dev/null
-      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null || \
-        echo "setup: chromium not installed; the browser test will be skipped" >&2
-    fi
-  fi
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1 && can_apt; then
+  apt_install chromium "chromium (headless browser test of the serve page)" || \
+    echo "setup: chromium not installed; the browser test will be skipped" >&2
 fi
 
 if [ ! -x .venv/bin/python ]; then
