@@ -15,7 +15,7 @@ import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from voicerouter.errors import ProviderError, ProviderTimeout
-from voicerouter.providers.base import PIPELINE_RATE, AudioChunk, PartialCallback, Transcript
+from voicerouter.providers.base import PIPELINE_RATE, AudioChunk, PartialCallback, STTStream, Transcript
 from voicerouter.providers.closing import discard
 from voicerouter.resilience.chain import ChainProvider, Member, StageRunner, last_item, runs_locally
 from voicerouter.resilience.retry import as_provider_error
@@ -182,12 +182,7 @@ class ChainSTTStream:
             async with asyncio.timeout(self.runner.settings.stall_timeout_s):
                 await stream.send(pcm)
         except Exception as exc:
-            member, admitted = self.live, self._live_admitted
-            assert member is not None
-            self._drop_live()
-            discard(stream)
-            self._live_failed(member, exc, "send", admitted)
-            await self._open_next(since)
+            await self._live_broke(stream, exc, since)
 
     @property
     def flush(self) -> Callable[[], Awaitable[None]] | None:
@@ -215,13 +210,17 @@ class ChainSTTStream:
                 "turn detection goes on without them",
             )
         except Exception as exc:  # the live stream broke: fail over as a failed send would
-            member, admitted = self.live, self._live_admitted
-            assert member is not None
-            self._drop_live()
-            discard(stream)
-            self._live_failed(member, exc, "send", admitted)
-            await self._open_next(since)
+            await self._live_broke(stream, exc, since)
             await self._flush()
+
+    async def _live_broke(self, stream: STTStream, exc: Exception, since: float) -> None:
+        """The live stream failed while taking audio: drop it and fail over to the next member."""
+        member, admitted = self.live, self._live_admitted
+        assert member is not None
+        self._drop_live()
+        discard(stream)
+        self._live_failed(member, exc, "send", admitted)
+        await self._open_next(since)
 
     def _drop_live(self) -> None:
         self.live, self._live_stream = None, None
