@@ -292,3 +292,80 @@ async def test_reply_is_complete_at_response_done_when_the_transcript_is_late_or
     # The first turn's transcript lands while the second reply streams (or never): neither turn claims it.
     assert not [e for e in first + second if e.type == "user_transcript"]
     assert not [e for e in bus.history if e.type in (EventType.ERROR, EventType.FAILOVER)]
+
+
+async def test_a_truncated_reply_leaves_the_model_only_the_words_heard():
+    """`truncate(heard_s)` after a barge-in: conversation.item.truncate on the reply's item at the
+    heard audio, answered before the next response, whose context holds the words heard only."""
+    async with emulate("openai-realtime", api_key=CANARY, transcript="what is the weather today",
+                       tts_engine="words") as emu:
+        session = await make(emu.url).connect(instructions=None, history=Conversation())
+        try:
+            await session.send_audio(tone(1.0, 16000), 16000)
+            events = session.respond()
+            received = 0.0
+            async for event in events:
+                if event.type == "audio":
+                    received += event.audio.duration_s
+                if received >= 1.5:
+                    break  # barge-in, with more audio received than played
+            await events.aclose()
+            await session.truncate(0.9)  # "You said: what" (0.84 s) was played, "is" was not
+            await session.truncate(0.5)  # once per reply: a second call changes nothing
+            second = await turn(session)
+        finally:
+            await session.aclose()
+    requests = emu.state.requests
+    (cut,) = [r for r in requests if r.get("event") == "conversation.item.truncate"]
+    assert cut["content_index"] == 0 and cut["audio_end_ms"] == 900 and cut["item_id"].startswith("item_")
+    context = [r["context"] for r in requests if r.get("event") == "response.create"][-1]
+    assert context[-2:] == [("assistant", "You said: what"), ("user", "what is the weather today")]
+    assert second[-1].type == "done" and second[-1].text == "You said: what is the weather today"
+
+
+async def test_truncating_at_no_audio_deletes_the_reply_and_past_its_audio_is_an_error():
+    import json
+
+    import websockets
+
+    async with emulate("openai-realtime", api_key=CANARY, transcript="hello") as emu:
+        session = await make(emu.url).connect(instructions=None, history=Conversation())
+        try:
+            events = await turn(session)
+            assert events[-1].text == "You said: hello"
+            await session.truncate(1.0)  # heard whole: nothing to tell
+            await turn(session)
+            await session.truncate(0.0)  # none of the second reply was played: it leaves the conversation
+            await turn(session)
+        finally:
+            await session.aclose()
+        sent = [r.get("event") for r in emu.state.requests]
+        assert "conversation.item.truncate" not in sent and sent.count("conversation.item.delete") == 1
+        context = [r["context"] for r in emu.state.requests if r.get("event") == "response.create"][-1]
+        assert [role for role, _ in context] == ["user", "assistant", "user", "user"]
+        # the emulator answers truncates like the service: errors past the audio or on a user item
+        url = emu.url.replace("http", "ws") + "/v1/realtime?model=gpt-realtime"
+        async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {CANARY}"}) as ws:
+            await ws.recv()  # session.created
+            await ws.send(json.dumps({"type": "conversation.item.create", "item": {
+                "type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}}))
+            item = json.loads(await ws.recv())["item"]["id"]
+            await ws.recv()  # conversation.item.done
+            await ws.send(json.dumps({"type": "conversation.item.truncate", "item_id": item, "content_index": 0,
+                                      "audio_end_ms": 10}))
+            error = json.loads(await ws.recv())["error"]
+            assert error["code"] == "unsupported_content_type"
+            await ws.send(json.dumps({"type": "response.create"}))
+            reply = None
+            while True:
+                event = json.loads(await ws.recv())
+                reply = reply or event.get("item_id")
+                if event["type"] == "response.done":
+                    break
+            await ws.send(json.dumps({"type": "conversation.item.truncate", "item_id": reply, "content_index": 0,
+                                      "audio_end_ms": 60_000}))
+            error = json.loads(await ws.recv())["error"]
+            assert "is already shorter than 60000ms" in error["message"] and error["param"] == "audio_end_ms"
+            await ws.send(json.dumps({"type": "conversation.item.delete", "item_id": reply}))
+            assert json.loads(await ws.recv()) | {"event_id": None} == {
+                "type": "conversation.item.deleted", "item_id": reply, "event_id": None}

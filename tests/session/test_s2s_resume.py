@@ -179,3 +179,42 @@ async def test_a_first_reply_cut_before_the_rate_is_learned_resumes_at_a_word_ga
     assert_heard_once_and_whole(sink, 2)
     (restart,) = restarts(result)
     assert restart["words_heard"] >= 2  # word gaps confirmed the word ends heard
+
+
+async def test_a_barge_in_truncates_the_live_realtime_reply_to_what_was_played():
+    """Real-time replay into a paced sink: the caller talks over the first reply. The live Realtime
+    connection is told where the playing stopped (conversation.item.truncate at the played audio),
+    so the next reply's context holds the words heard, as the session's own conversation does."""
+    from voicerouter.session.replay import PacedSink
+
+    pcm = read_audio(FIXTURE).pcm
+    audio = bytes(int(0.3 * RATE) * 2) + pcm[int(0.2 * RATE) * 2:int(2.5 * RATE) * 2] + \
+        bytes(int(1.6 * RATE) * 2) + pcm[int(5.3 * RATE) * 2:int(7.9 * RATE) * 2] + bytes(int(2.5 * RATE) * 2)
+    async with emulate("openai-realtime", api_key=KEY, transcript=SAID, tts_engine="words") as emu:
+        the_plan = plan({"rt": emu.url}, ("rt",))
+        pool = ProviderPool(the_plan.providers, BuildContext(env={"KEY": KEY}))
+        session = Session(the_plan, pool, PcmSource(audio, realtime=True, tail_silence_ms=700),
+                          PacedSink(MemorySink(RATE)), env={"KEY": KEY})
+        try:
+            result = await asyncio.wait_for(session.run(), 60)
+        finally:
+            await pool.aclose()
+    assert result.turns[0].interrupted and not result.errors
+    played_s = next(e.data["audio_s_played"] for e in result.events if e.type == EventType.TTS_DONE and e.turn == 1)
+    requests = emu.state.requests
+    (cut,) = [r for r in requests if r.get("event") == "conversation.item.truncate"]
+    assert cut["content_index"] == 0 and 0 < cut["audio_end_ms"] < 1000 * TONE_S_PER_CHAR * len(REPLY)
+    assert abs(cut["audio_end_ms"] - 1000 * played_s) <= 2
+    context = [r["context"] for r in requests if r.get("event") == "response.create"][1]
+    (told,) = [text for role, text in context if role == "assistant"]
+    heard = [m.text for m in session.conversation.messages if m.role == "assistant"][0]
+    assert told and REPLY.startswith(told) and len(told.split()) < len(REPLY.split())
+    # The session keeps whole pieces of text as the chain passed them on (several words at a time),
+    # the provider every word whose audio was played: at least the same words.
+    assert heard and told.startswith(heard)
+    ends, t = [], 0.0
+    for word in REPLY.split():
+        t += TONE_S_PER_CHAR * len(word)
+        ends.append(t)
+        t += TONE_S_PER_CHAR
+    assert len(told.split()) == sum(1 for end in ends if end * 1000 <= cut["audio_end_ms"] + 1)

@@ -157,6 +157,10 @@ class S2SSession(Protocol):
         the user already heard from a connection that broke mid-reply, and the reply should go on
         from there (OpenAI Realtime does). Callers pass it only to sessions whose `respond` has
         that parameter; others start the reply over, and the words they repeat are skipped.
+
+        A session may also have `async truncate(heard_s)`: the user heard only the first `heard_s`
+        seconds of the last reply's audio (a barge-in cut it), so the provider's own conversation
+        keeps only that much (OpenAI Realtime's `conversation.item.truncate`). See `truncate_heard`.
         """
 
     async def aclose(self) -> None: ...
@@ -172,6 +176,14 @@ def respond_resuming(session: S2SSession, heard: str) -> AsyncIterator[S2SEvent]
         if accepts:
             return session.respond(resume_after=heard)  # type: ignore[call-arg]
     return session.respond()
+
+
+async def truncate_heard(session: S2SSession, heard_s: float) -> None:
+    """Tell `session` its last reply was heard only up to `heard_s` seconds of its audio, when its
+    protocol can take that (Gemini Live cannot: its history keeps all the audio it sent)."""
+    truncate = getattr(session, "truncate", None)
+    if truncate is not None:
+        await truncate(heard_s)
 
 
 class S2SProvider(Provider, Protocol):

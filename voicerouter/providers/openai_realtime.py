@@ -177,6 +177,11 @@ class RealtimeSession:
         self._pushback: list[dict[str, Any]] = []  # events read ahead that belong to the next turn
         self._abandoned = False  # a response the caller stopped reading (barge-in) may still be streaming
         self._stale_items: set[str] = set()  # user items whose transcript came after their reply ended
+        # the last reply's assistant item, the audio of it received, whether it completed
+        self._reply_item: str | None = None
+        self._reply_audio_s = 0.0
+        self._reply_complete = False
+        self._acknowledge: str | None = None  # the answer a truncate (or delete) awaits, read before the next response
         self._closed = False
         self._dead: ProviderError | None = None  # set when the socket is gone
 
@@ -292,6 +297,7 @@ class RealtimeSession:
         reply: list[str] = []
         user_item: str | None = None
         heard = not committed  # no audio, no transcript to wait for
+        self._reply_item, self._reply_audio_s, self._reply_complete = None, 0.0, False
         while True:
             event = await self._next()
             kind = event["type"]
@@ -313,6 +319,9 @@ class RealtimeSession:
                 except ValueError:
                     raise http.malformed("audio delta is not base64", str(event.get("delta", "")),
                                          provider=self.name) from None
+                if event.get("item_id"):
+                    self._reply_item = str(event["item_id"])
+                self._reply_audio_s += len(pcm) / 2 / RATE
                 yield S2SEvent("audio", audio=AudioChunk(pcm, RATE))
             elif kind == "response.done":
                 response = event.get("response") or {}
@@ -320,6 +329,7 @@ class RealtimeSession:
                     details = response.get("status_details") or {}
                     raise error_from_event(details.get("error") or {"message": "response failed"},
                                            provider=self.name)
+                self._reply_complete = True
                 break
         if not heard:
             text = self._queued_transcript(user_item)
@@ -361,19 +371,47 @@ class RealtimeSession:
         with contextlib.suppress(ProviderError):
             await self._send({"type": "response.cancel"})
 
-    async def _settle(self) -> None:
-        """Before a new response: skip what is left of an abandoned one, up to its response.done."""
-        if not self._abandoned:
+    async def truncate(self, heard_s: float) -> None:
+        """A barge-in: the user heard the last reply's audio only up to `heard_s` seconds, so the
+        server's copy of it is cut there (`conversation.item.truncate`; the server then drops the
+        item's transcript, leaving the model the audio that was played), or deleted when none of it
+        was played (the API refuses to truncate at 0 ms). Its answer is read before the next response."""
+        item, received_ms = self._reply_item, int(self._reply_audio_s * 1000)
+        if item is None or self._closed or self._reader.done():
             return
-        self._abandoned = False
-        self._pushback.clear()
+        end_ms = max(0, min(int(heard_s * 1000), received_ms))  # more than the item holds is an error
+        if self._reply_complete and end_ms >= received_ms:
+            return  # heard whole
+        self._reply_item = None  # once per reply
+        if end_ms == 0:
+            await self._send({"type": "conversation.item.delete", "item_id": item})
+            self._acknowledge = "conversation.item.deleted"
+        else:
+            await self._send({"type": "conversation.item.truncate", "item_id": item, "content_index": 0,
+                              "audio_end_ms": end_ms})
+            self._acknowledge = "conversation.item.truncated"
+
+    async def _settle(self) -> None:
+        """Before a new response: skip what is left of an abandoned one, up to its response.done,
+        and read the answer to a truncate (in either order; an error there costs the next reply
+        nothing). Anything else read after the abandoned response is kept for the new one."""
+        abandoned, awaited = self._abandoned, self._acknowledge
+        self._abandoned, self._acknowledge = False, None
+        if abandoned:
+            self._pushback.clear()
+        kept: list[dict[str, Any]] = []
         with contextlib.suppress(ProviderTimeout):
-            while True:
+            while abandoned or awaited:
                 event = await self._next(2.0)
-                if event["type"] == "response.done" or (
-                    event["type"] == "error" and (event.get("error") or {}).get("code") == "response_cancel_not_active"
-                ):
-                    return
+                kind = event["type"]
+                if abandoned and (kind == "response.done" or (
+                        kind == "error" and (event.get("error") or {}).get("code") == "response_cancel_not_active")):
+                    abandoned = False
+                elif awaited and kind in (awaited, "error"):
+                    awaited = None
+                elif not abandoned:
+                    kept.append(event)
+        self._pushback[:0] = kept
 
     async def aclose(self) -> None:
         if self._closed:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from voicerouter.errors import TransientProviderError, UsageError
-from voicerouter.providers.base import PIPELINE_RATE, AudioChunk, Transcript, respond_resuming
+from voicerouter.providers.base import PIPELINE_RATE, AudioChunk, Transcript, respond_resuming, truncate_heard
 from voicerouter.providers.http import error_for_status
 
 KINDS = ("error", "hang", "stall", "drop", "drop_ws", "slow")
@@ -403,6 +403,9 @@ class FaultyS2SSession:
 
     def respond(self, *, resume_after: str = "") -> AsyncIterator[Any]:
         return self._respond(resume_after)
+
+    async def truncate(self, heard_s: float) -> None:
+        await truncate_heard(self.inner, heard_s)
 
     async def _respond(self, resume_after: str) -> AsyncIterator[Any]:
         fault = self.owner._pick()

@@ -23,7 +23,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from voicerouter.errors import ProviderError, ProviderTimeout
-from voicerouter.providers.base import PIPELINE_RATE, AudioChunk, Conversation, S2SEvent, respond_resuming
+from voicerouter.providers.base import (
+    PIPELINE_RATE,
+    AudioChunk,
+    Conversation,
+    S2SEvent,
+    respond_resuming,
+    truncate_heard,
+)
 from voicerouter.providers.closing import discard, wait_closed
 from voicerouter.resilience.chain import ChainProvider, Member, StageRunner, stream_of
 from voicerouter.resilience.resume import ReplyAttempt, ReplyProgress, SpeakingRate
@@ -81,6 +88,9 @@ class ChainS2SSession:
         self.session: Any = None
         self.failed: tuple[Member, ProviderError, bool] | None = None
         self._closing: list[asyncio.Task[None] | None] = []  # abandoned connections closing in the background
+        # the last reply's final attempt: its connection, what the caller heard before it (earlier
+        # attempts), and the attempt (how much of its audio was dropped as repeated words)
+        self._last_reply: tuple[Any, float, ReplyAttempt] | None = None
 
     async def _connect(self, member: Member, history: Conversation | None = None) -> Any:
         return await member.provider.connect(instructions=self.instructions, history=history or self.history)
@@ -136,6 +146,8 @@ class ChainS2SSession:
         created: dict[str, Any] = {}
         answering: list[Member] = []  # the member whose reply is being streamed
         progress = ReplyProgress()
+        attempts: list[tuple[Any, float, ReplyAttempt]] = []
+        self._last_reply = None
 
         async def op(member: Member, attempt: int) -> AsyncIterator[S2SEvent]:
             if member is live and attempt == 1 and live_session is not None:
@@ -148,7 +160,13 @@ class ChainS2SSession:
                 created[member.name] = session
                 for pcm, rate in turn_audio:
                     await session.send_audio(pcm, rate)
+            if any(earlier is session for earlier, _, _ in attempts):
+                # a restart on the connection that carried the cut attempt (a stall): its cut reply,
+                # unheard beyond the words told below as text, leaves the provider's conversation
+                await truncate_heard(session, 0.0)
+            before_s = progress.heard_s
             reply = progress.begin(member.name, self.rates.get(member.name), rate_known=self.rates.knows(member.name))
+            attempts.append((session, before_s, reply))
             completed = False
             try:
                 async with contextlib.aclosing(stream_of(respond_resuming(session, progress.heard))) as events:
@@ -202,6 +220,22 @@ class ChainS2SSession:
                 self.live_admitted = self.runner.last_admitted_at
             elif failed:
                 self._close_live()
+            if not failed and attempts and attempts[-1][0] is self.session:
+                self._last_reply = attempts[-1]
+
+    async def truncate(self, heard_s: float) -> None:
+        """A barge-in: the caller heard the first `heard_s` seconds of the last reply as played. The
+        live connection is told the matching point of its own audio: what earlier attempts played
+        comes first, and audio the final attempt repeated (dropped, never played) counts in its own."""
+        last, self._last_reply = self._last_reply, None
+        if last is None or last[0] is not self.session:
+            return
+        session, before_s, attempt = last
+        dropped_s = attempt.passed_s - attempt.passed_out_s
+        if heard_s < before_s + attempt.passed_out_s or not attempt.done:
+            with contextlib.suppress(ProviderError, TimeoutError):
+                async with asyncio.timeout(self.runner.settings.stall_timeout_s):
+                    await truncate_heard(session, dropped_s + max(0.0, heard_s - before_s))
 
     async def aclose(self) -> None:
         self._close_live()

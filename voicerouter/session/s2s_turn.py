@@ -12,7 +12,7 @@ import contextlib
 from typing import TYPE_CHECKING, Any
 
 from voicerouter.errors import ProviderError
-from voicerouter.providers.base import PIPELINE_RATE, S2SProvider, S2SSession
+from voicerouter.providers.base import PIPELINE_RATE, S2SProvider, S2SSession, truncate_heard
 from voicerouter.session.capture import Capture, TurnEnd
 from voicerouter.session.events import EventType
 from voicerouter.session.playback import Playback
@@ -110,14 +110,17 @@ class S2STurns:
             text = "".join(reply).strip()
             if text:
                 turn.reply = text
-                # A barge-in cut the reply: the conversation keeps the words the caller heard (as
-                # Realtime's conversation.item.truncate does), not the ones still queued to play.
+                # A barge-in cut the reply: the conversation keeps the words the caller heard, not
+                # the ones still queued to play (and the provider is told, below, where possible).
                 said = _heard(reply, starts, played) if turn.interrupted else text
                 if said:
                     s.conversation.add("assistant", said)
                 s.bus.emit(EventType.AGENT_REPLY, turn=turn.index, provider=turn.tts_provider, text=text,
                            **({"heard": said} if said != text else {}))
             played.done()
+            if turn.interrupted:  # the provider's own conversation keeps what was played, too
+                with contextlib.suppress(ProviderError):
+                    await truncate_heard(connection, played.played_s())
 
     def _user_text(self, turn: TurnResult, end: TurnEnd, text: str) -> None:
         s = self.session

@@ -8,6 +8,15 @@ connection mid-response, `hang` never starts it, `stall` stops halfway, `malform
 A response requested while the conversation ends with an assistant message (a reply cut off and
 resumed on a new connection) continues that message: the model says the rest of its answer after
 the words already there (`CONTINUES_CUT_REPLIES`; a real model may also start over).
+
+A reply's item joins the conversation when it starts; one cancelled mid-way stays there, `incomplete`,
+with the words whose audio was sent. `conversation.item.truncate` cuts an assistant item's audio at
+`audio_end_ms` (an error past its end, or on an item without model audio) and answers
+`conversation.item.truncated`; `conversation.item.delete` removes an item. The real service then
+drops the item's transcript and its model hears the audio left; this emulator's model reads text,
+so the item keeps, as its transcript, the words whose audio ends within `audio_end_ms` (it knows
+where each word of the voice it synthesized ends). Each `response.create` is recorded with the
+conversation it answers (`context`: role and text per item), so tests can check what the model knew.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from voicerouter.testing.openai import check_auth, fault_error
-from voicerouter.testing.server import EmulatorState, Fault
+from voicerouter.testing.server import TONE_S_PER_CHAR, EmulatorState, Fault
 
 BASE_PATH = "/v1"  # clients take base_url = emulator URL + this
 RATE = 24000
@@ -67,6 +76,8 @@ class Conn:
     responding: asyncio.Task | None = None
     transport: asyncio.BaseTransport | None = None
     background: set[asyncio.Task] = field(default_factory=set)
+    # assistant items' audio as sent: item id -> (milliseconds, (word, where its audio ends in ms) per word)
+    audio: dict[str, tuple[int, list[tuple[str, int]]]] = field(default_factory=dict)
 
     def new_id(self, prefix: str) -> str:
         return f"{prefix}_{next(self.ids):06d}"
@@ -149,8 +160,12 @@ async def handle(conn: Conn, text: str) -> None:
         await conn.error("The 'type' field is missing.", code="invalid_event")
         return
     kind, event_id = event["type"], event.get("event_id")
-    detail = {"item": event.get("item")} if kind == "conversation.item.create" else (
+    detail: dict[str, Any] = {"item": event.get("item")} if kind == "conversation.item.create" else (
         {"response": event.get("response")} if kind == "response.create" and "response" in event else {})
+    if kind == "response.create":
+        detail["context"] = [(item.get("role"), item_text(item)) for item in conn.items]
+    elif kind in ("conversation.item.truncate", "conversation.item.delete"):
+        detail.update({k: event.get(k) for k in ("item_id", "content_index", "audio_end_ms") if k in event})
     conn.state.record(path="/v1/realtime", event=kind, **detail)
     if kind == "session.update":
         await session_update(conn, event, event_id)
@@ -167,6 +182,10 @@ async def handle(conn: Conn, text: str) -> None:
         await commit(conn, event_id)
     elif kind == "conversation.item.create":
         await item_create(conn, event, event_id)
+    elif kind == "conversation.item.truncate":
+        await item_truncate(conn, event, event_id)
+    elif kind == "conversation.item.delete":
+        await item_delete(conn, event, event_id)
     elif kind == "response.create":
         if conn.responding is not None and not conn.responding.done():
             await conn.error("Conversation already has an active response in progress.",
@@ -231,6 +250,76 @@ async def item_create(conn: Conn, event: dict[str, Any], event_id: str | None) -
     await conn.send("conversation.item.added", previous_item_id=previous, item=item)
     if not conn.beta:
         await conn.send("conversation.item.done", previous_item_id=previous, item=item)
+
+
+def item_text(item: dict[str, Any]) -> str:
+    """What an item says, as the model knows it (text parts and audio transcripts)."""
+    return " ".join(str(c.get("text") or c.get("transcript") or "") for c in item.get("content") or []).strip()
+
+
+def find_item(conn: Conn, item_id: Any) -> dict[str, Any] | None:
+    return next((item for item in conn.items if item.get("id") == item_id), None)
+
+
+async def item_truncate(conn: Conn, event: dict[str, Any], event_id: str | None) -> None:
+    item_id, index, end_ms = event.get("item_id"), event.get("content_index"), event.get("audio_end_ms")
+    for name, value in (("item_id", item_id), ("content_index", index), ("audio_end_ms", end_ms)):
+        if value is None:
+            await conn.error(f"Missing required parameter: '{name}'.", code="missing_required_parameter",
+                             event_id=event_id, param=name)
+            return
+    if not isinstance(index, int) or not isinstance(end_ms, int) or isinstance(end_ms, bool) or end_ms < 0:
+        await conn.error("Invalid 'content_index' or 'audio_end_ms': expected non-negative integers.",
+                         code="invalid_value", event_id=event_id, param="audio_end_ms")
+        return
+    item = find_item(conn, item_id)
+    if item is None:
+        await conn.error(f"Item with item_id '{item_id}' not found.", code="invalid_value", event_id=event_id,
+                         param="item_id")
+        return
+    audio = conn.audio.get(str(item_id))
+    if item.get("role") != "assistant" or audio is None or index != 0:
+        await conn.error("Only model output audio messages can be truncated", code="unsupported_content_type",
+                         event_id=event_id, param="item_id")
+        return
+    duration_ms, words = audio
+    if end_ms > duration_ms:
+        await conn.error(f"Audio content of {duration_ms}ms is already shorter than {end_ms}ms",
+                         code="invalid_value", event_id=event_id, param="audio_end_ms")
+        return
+    heard = [(word, end) for word, end in words if end <= end_ms]
+    conn.audio[str(item_id)] = (end_ms, heard)
+    item["content"] = [{"type": "output_audio", "transcript": " ".join(word for word, _ in heard)}]
+    await conn.send("conversation.item.truncated", item_id=item_id, content_index=index, audio_end_ms=end_ms)
+
+
+async def item_delete(conn: Conn, event: dict[str, Any], event_id: str | None) -> None:
+    item = find_item(conn, event.get("item_id"))
+    if item is None:
+        await conn.error(f"Item with item_id '{event.get('item_id')}' not found.", code="invalid_value",
+                         event_id=event_id, param="item_id")
+        return
+    conn.items.remove(item)
+    conn.audio.pop(str(item["id"]), None)
+    await conn.send("conversation.item.deleted", item_id=item["id"])
+
+
+def word_ends_ms(text: str, audio_ms: int, engine: str) -> list[tuple[str, int]]:
+    """Where each word's audio ends in the emulator's voice: `words` says each word in turn with a
+    pause after it; the tone (and Piper, approximately) spreads the text evenly over the audio."""
+    words = text.split()
+    if engine == "words":
+        out, t = [], 0.0
+        for word in words:
+            t += TONE_S_PER_CHAR * len(word)
+            out.append((word, round(t * 1000)))
+            t += TONE_S_PER_CHAR
+        return out
+    out, end = [], 0
+    for word in words:
+        end = text.index(word, end) + len(word)
+        out.append((word, round(audio_ms * end / max(1, len(text)))))
+    return out
 
 
 async def commit(conn: Conn, event_id: str | None) -> None:
@@ -343,13 +432,17 @@ async def stream_response(conn: Conn, response_id: str) -> None:
     await conn.send("response.output_item.added", response_id=response_id, output_index=0, item=item)
     await conn.send("conversation.item.added", previous_item_id=conn.items[-1]["id"] if conn.items else None,
                     item=item)
+    # In the conversation from now on: a cancelled reply stays, incomplete, with what was sent of it.
+    live = {**item, "status": "incomplete", "content": [{"type": "output_audio", "transcript": ""}]}
+    conn.items.append(live)
     part = {"type": "output_audio", "transcript": ""}
     common = {"response_id": response_id, "item_id": item_id, "output_index": 0, "content_index": 0}
     await conn.send("response.content_part.added", part=part, **common)
     pcm = await state.synthesize(text, RATE)
+    ends = word_ends_ms(text, round(len(pcm) / 2 / RATE * 1000), state.tts_engine)
     words = text.split(" ")
     chunks = [pcm[i : i + DELTA_BYTES] for i in range(0, len(pcm), DELTA_BYTES)] or [b""]
-    started, stalled = time.monotonic(), False
+    started, stalled, sent_ms = time.monotonic(), False, 0
     for index, chunk in enumerate(chunks):
         if fault is not None and fault.kind == "drop" and (
             index >= len(chunks) // 2 or (fault.arg and time.monotonic() - started >= fault.seconds)
@@ -370,13 +463,19 @@ async def stream_response(conn: Conn, response_id: str) -> None:
                             **common)
         if chunk:
             await conn.send("response.output_audio.delta", delta=base64.b64encode(chunk).decode(), **common)
+            sent_ms += round(len(chunk) / 2 / RATE * 1000)
+            sent = [(word, min(end, sent_ms)) for word, end in ends if end <= sent_ms]
+            conn.audio[item_id] = (sent_ms, sent)
+            live["content"] = [{"type": "output_audio", "transcript": " ".join(word for word, _ in sent)}]
         await asyncio.sleep(len(chunk) / 2 / RATE * PACE)
     await conn.send("response.output_audio.done", **common)
     await conn.send("response.output_audio_transcript.done", transcript=text, **common)
     part["transcript"] = text
     await conn.send("response.content_part.done", part=part, **common)
     item = {**item, "status": "completed", "content": [{"type": "output_audio", "transcript": text}]}
-    conn.items.append(item)
+    conn.audio[item_id] = (sent_ms, ends)
+    if live in conn.items:
+        conn.items[conn.items.index(live)] = item
     await conn.send("response.output_item.done", response_id=response_id, output_index=0, item=item)
     await conn.send("response.done", response={
         "id": response_id, "object": "realtime.response", "status": "completed", "status_details": None,
