@@ -146,3 +146,32 @@ def test_replay_rejects_a_bad_dtmf_spec(tmp_path):
     result = subprocess.run([sys.executable, "-m", "voicerouter", "replay", str(tmp_path / "any.wav"), "--dtmf", "12x@1"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "--dtmf takes keys" in result.stderr and "Traceback" not in result.stderr
+
+
+async def test_keys_pressed_while_speaking_take_the_next_turn_number(tmp_path):
+    """A keypad entry completed while a spoken turn is being captured is its own turn, numbered
+    after the spoken one, and both are answered."""
+    from pathlib import Path
+
+    from voicerouter.config.loader import parse_routes
+    from voicerouter.routing.plan import RouteContext
+    from voicerouter.session.replay import replay_files
+    from voicerouter.testing import emulate
+
+    hello = Path(__file__).resolve().parents[2] / "samples" / "hello.wav"
+    key = "sk-keypad-canary-5678"
+    async with emulate("deepgram", api_key=key, transcript="good morning") as dg, \
+            emulate("cartesia", api_key=key) as ca:
+        table = parse_routes(f"""
+version: 1
+providers:
+  dg:   {{type: deepgram, kind: stt, model: nova-3, api_key: "${{K}}", base_url: "{dg.url}"}}
+  cart: {{type: cartesia, voice: v-1, api_key: "${{K}}", base_url: "{ca.url}"}}
+defaults: {{stt: [dg], tts: [cart]}}
+""", name="keys.yaml")
+        (result,) = await replay_files([hello], RouteContext(session_id="mid"), table, env={"K": key},
+                                       keys=[parse_dtmf("5#@0.8")])
+    turns = {t.index: t for t in result.session.turns}
+    assert sorted(turns) == [1, 2] and [t.index for t in result.session.turns] == [1, 2]
+    assert (turns[1].reason, turns[1].transcript) != ("dtmf", "5") and turns[2].transcript == "5"
+    assert turns[2].reply == "You said: 5." and turns[1].reply == "You said: good morning."

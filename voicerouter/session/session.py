@@ -156,7 +156,7 @@ class Session:
             session_id=self.plan.session_id,
             route=self.plan.route,
             pipeline=self.plan.pipeline,
-            turns=list(self._turns),
+            turns=sorted(self._turns, key=lambda turn: turn.index),  # a keypad turn may end before a spoken one
             errors=list(self._errors),
             events=list(self.bus.history),
             reason=reason,
