@@ -158,13 +158,14 @@ class CallSink:
     `played_s`. Once the far end holds `ahead_s` of audio not yet played, further audio is held back
     and sent in one message when its buffer runs down to that (a timer sees to it): a TTS vendor
     that streams 20 ms pieces ten times faster than real time costs a few messages per second of
-    reply, not fifty media messages and fifty marks, on both ends of the wire. `drain()` waits for the last mark's echo (bounded by the audio's length plus
-    `grace_s`, in case the far end never answers); `clear()` drops what is queued here and tells
+    reply, not fifty media messages and fifty marks, on both ends of the wire, and the far end
+    still has `ahead_s` to play should this process stall. `drain()` waits for the last mark's echo
+    (bounded by the audio's length plus `grace_s`, in case the far end never answers); `clear()` drops what is queued here and tells
     the far end to drop its buffer (barge-in). After `hangup()` nothing is sent and nothing waited for.
     """
 
     def __init__(self, transport: Transport, send: Callable[[WireMessage], None], *, frame_ms: int = 20,
-                 grace_s: float = 2.0, purge: Callable[[], None] | None = None, ahead_s: float = 0.2) -> None:
+                 grace_s: float = 2.0, purge: Callable[[], None] | None = None, ahead_s: float = 0.4) -> None:
         self.transport = transport
         self.ahead_s = ahead_s  # audio queued at the far end beyond which more is held back and batched
         self._timer: asyncio.TimerHandle | None = None
