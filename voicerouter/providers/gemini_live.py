@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import json
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -39,8 +38,8 @@ from voicerouter.errors import (
 from voicerouter.providers import http
 from voicerouter.providers._common import api_key, check_options
 from voicerouter.providers.base import PIPELINE_RATE, AudioChunk, BuildContext, Conversation, Kind, S2SEvent
-from voicerouter.providers.closing import reap
-from voicerouter.providers.websocket import close_socket, open_socket, send_json
+from voicerouter.providers.s2s_socket import S2SSocketProvider, S2SSocketSession
+from voicerouter.providers.websocket import open_socket
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 DEFAULT_KEY_REF = "${GEMINI_API_KEY}"
@@ -97,7 +96,7 @@ def _get(obj: dict[str, Any], camel: str) -> Any:
     return obj.get(re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), camel))
 
 
-class GeminiLive:
+class GeminiLive(S2SSocketProvider["LiveSession"]):
     """The S2S provider: one WebSocket per session (`connect`)."""
 
     kind: Kind = "s2s"
@@ -128,81 +127,31 @@ class GeminiLive:
             setup["systemInstruction"] = {"parts": [{"text": instructions}], "role": "user"}
         return {"setup": setup}
 
-    async def connect(self, *, instructions: str | None = None, history: Conversation | None = None) -> LiveSession:
-        ws = await open_socket(self.url, {"x-goog-api-key": self._key}, provider=self.name,
-                               timeout_s=min(10.0, self.timeout_s))
-        session = LiveSession(self, ws)
-        try:
-            await session.start(self.setup(instructions), history_turns(history or Conversation()))
-        except BaseException:
-            await session.aclose()
-            raise
-        return session
+    async def _open(self) -> Any:
+        return await open_socket(self.url, {"x-goog-api-key": self._key}, provider=self.name,
+                                 timeout_s=min(10.0, self.timeout_s))
 
-    async def probe(self) -> None:
-        """Handshake plus setup: proves the key, the model and the session config are accepted."""
-        session = await self.connect(instructions=None, history=Conversation())
-        await session.aclose()
+    def _session(self, ws: Any, instructions: str | None) -> LiveSession:
+        return LiveSession(self, ws)
 
-    async def aclose(self) -> None:
-        return None
+    async def _start(self, session: LiveSession, instructions: str | None, history: Conversation) -> None:
+        await session.start(self.setup(instructions), history_turns(history))
 
     def __repr__(self) -> str:
         return f"<GeminiLive {self.name} {self.model} {self.url}>"
 
 
-class LiveSession:
+class LiveSession(S2SSocketSession):
     """One live conversation; a reader task drains the socket into a queue of server messages."""
 
     def __init__(self, provider: GeminiLive, ws: Any) -> None:
-        self.provider = provider
-        self.name = provider.name
-        self._ws = ws
-        self._events: asyncio.Queue[dict[str, Any] | ProviderError] = asyncio.Queue()
-        self._reader = asyncio.create_task(self._read(), name=f"gemini-live-reader-{provider.name}")
+        super().__init__(provider, ws)
         self._resampler: StreamResampler | None = None
         self._in_activity = False  # activityStart sent for the turn being spoken
         self._abandoned = False
-        self._closed = False
-        self._dead: ProviderError | None = None
 
-    async def _read(self) -> None:
-        from websockets.exceptions import ConnectionClosed
-
-        try:
-            async for frame in self._ws:
-                try:
-                    event = json.loads(frame)
-                    if not isinstance(event, dict):
-                        raise ValueError
-                except ValueError:
-                    raw = frame if isinstance(frame, str) else frame[:200].hex()
-                    await self._events.put(http.malformed("message is not a JSON object", raw, provider=self.name))
-                    continue
-                await self._events.put(event)
-            self._dead = close_error(self._ws.close_code, self._ws.close_reason or "", provider=self.name)
-        except ConnectionClosed as exc:
-            rcvd = exc.rcvd
-            self._dead = close_error(rcvd.code if rcvd else 1006, rcvd.reason if rcvd else "", provider=self.name)
-        except Exception as exc:  # anything else that kills the socket ends the session the same way
-            self._dead = http.transport_error(exc, provider=self.name)
-        await self._events.put(self._dead)
-
-    async def _next(self, timeout_s: float | None = None) -> dict[str, Any]:
-        timeout_s = self.provider.timeout_s if timeout_s is None else timeout_s
-        try:
-            async with asyncio.timeout(timeout_s):
-                item = await self._events.get()
-        except TimeoutError:
-            raise ProviderTimeout(f"no message from the server for {timeout_s:g} s", provider=self.name) from None
-        if isinstance(item, ProviderError):
-            if item is self._dead:
-                self._events.put_nowait(item)  # the socket is gone: every later read fails the same way
-            raise item
-        return item
-
-    async def _send(self, message: dict[str, Any]) -> None:
-        await send_json(self._ws, message, provider=self.name)
+    def _close_error(self, code: int | None, reason: str, *, dropped: bool) -> ProviderError:
+        return close_error(code, reason, provider=self.name)
 
     async def start(self, setup: dict[str, Any], turns: list[dict[str, Any]]) -> None:
         try:
@@ -294,10 +243,3 @@ class LiveSession:
                 content = _get(await self._next(2.0), "serverContent") or {}
                 if _get(content, "turnComplete"):  # an interrupted reply ends with it too
                     return
-
-    async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        await reap(self._reader)
-        close_socket(self._ws)

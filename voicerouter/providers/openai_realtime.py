@@ -7,17 +7,15 @@ response, dropped socket, silence) becomes a typed error naming the provider ins
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
 import websockets
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.exceptions import InvalidHandshake, InvalidStatus
 
 from voicerouter.audio.convert import StreamResampler
 from voicerouter.config.schema import ProviderConfig
@@ -33,8 +31,8 @@ from voicerouter.errors import (
 )
 from voicerouter.providers import http
 from voicerouter.providers.base import PIPELINE_RATE, AudioChunk, BuildContext, Conversation, Kind, S2SEvent
-from voicerouter.providers.closing import close_later, reap
 from voicerouter.providers.openai import DEFAULT_BASE_URL, error_message, resolve_key
+from voicerouter.providers.s2s_socket import S2SSocketProvider, S2SSocketSession
 
 RATE = 24000  # the only PCM rate the Realtime API takes and gives
 DEFAULT_MODEL = "gpt-realtime"
@@ -79,7 +77,7 @@ def history_items(history: Conversation) -> list[dict[str, Any]]:
     return items
 
 
-class OpenAIRealtime:
+class OpenAIRealtime(S2SSocketProvider["RealtimeSession"]):
     """The S2S provider: one WebSocket per session (`connect`), one config per instance."""
 
     kind: Kind = "s2s"
@@ -118,13 +116,13 @@ class OpenAIRealtime:
             session["instructions"] = instructions
         return session
 
-    async def connect(self, *, instructions: str | None = None, history: Conversation | None = None) -> RealtimeSession:
+    async def _open(self) -> ClientConnection:
         headers = {"Authorization": f"Bearer {self._api_key}"}
         if self.beta:
             headers["OpenAI-Beta"] = "realtime=v1"
         url = f"{self.url}?model={quote(self.model, safe='')}"
         try:
-            ws = await websockets.connect(
+            return await websockets.connect(
                 url, additional_headers=headers, open_timeout=min(10.0, self.timeout_s), max_size=None,
                 user_agent_header="voicerouter",
             )
@@ -142,39 +140,28 @@ class OpenAIRealtime:
                                   provider=self.name) from None
         except (OSError, InvalidHandshake) as exc:
             raise http.transport_error(exc, provider=self.name) from None
-        session = RealtimeSession(self, ws, instructions)
-        try:
-            await session.start(self.session_config(instructions), history_items(history or Conversation()))
-        except BaseException:
-            await session.aclose()
-            raise
-        return session
 
-    async def probe(self) -> None:
-        """Handshake plus session.update: proves the key, model and session config are accepted."""
-        session = await self.connect(instructions=None, history=Conversation())
-        await session.aclose()
+    def _session(self, ws: ClientConnection, instructions: str | None) -> RealtimeSession:
+        return RealtimeSession(self, ws, instructions)
 
-    async def aclose(self) -> None:
-        return None
+    async def _start(self, session: RealtimeSession, instructions: str | None, history: Conversation) -> None:
+        await session.start(self.session_config(instructions), history_items(history))
 
     def __repr__(self) -> str:
         return f"<OpenAIRealtime {self.name} {self.model} {self.url}>"
 
 
-class RealtimeSession:
+class RealtimeSession(S2SSocketSession):
     """One live conversation. A reader task drains the socket so keepalive pongs are never stuck."""
 
+    message_kind = "event"
+
     def __init__(self, provider: OpenAIRealtime, ws: ClientConnection, instructions: str | None = None) -> None:
-        self.provider = provider
+        super().__init__(provider, ws)
         self.instructions = instructions
-        self.name = provider.name
-        self._ws = ws
-        self._events: asyncio.Queue[dict[str, Any] | ProviderError] = asyncio.Queue()
-        self._reader = asyncio.create_task(self._read(), name=f"realtime-reader-{provider.name}")
+        self.beta = provider.beta
         self._resampler: StreamResampler | None = None
         self._appended = 0  # bytes of 24 kHz audio since the last commit
-        self._pushback: list[dict[str, Any]] = []  # events read ahead that belong to the next turn
         self._abandoned = False  # a response the caller stopped reading (barge-in) may still be streaming
         self._stale_items: set[str] = set()  # user items whose transcript came after their reply ended
         # the last reply's assistant item, the audio of it received, whether it completed
@@ -182,52 +169,15 @@ class RealtimeSession:
         self._reply_audio_s = 0.0
         self._reply_complete = False
         self._acknowledge: str | None = None  # the answer a truncate (or delete) awaits, read before the next response
-        self._closed = False
-        self._dead: ProviderError | None = None  # set when the socket is gone
 
-    async def _read(self) -> None:
-        try:
-            async for frame in self._ws:
-                try:
-                    event = json.loads(frame)
-                    if not isinstance(event, dict) or not isinstance(event.get("type"), str):
-                        raise ValueError("no event type")
-                except ValueError:
-                    raw = frame if isinstance(frame, str) else frame[:200].hex()
-                    await self._events.put(http.malformed("event is not a JSON object", raw, provider=self.name))
-                    continue
-                await self._events.put(event)
-            self._dead = TransientProviderError(
-                f"WebSocket closed by the server (code {self._ws.close_code})", provider=self.name)
-        except ConnectionClosed as exc:
-            self._dead = TransientProviderError(
-                f"WebSocket dropped (code {exc.rcvd.code if exc.rcvd else 1006})", provider=self.name)
-        except Exception as exc:  # anything else that kills the socket ends the session the same way
-            self._dead = http.transport_error(exc, provider=self.name)
-        await self._events.put(self._dead)
+    def _check(self, message: dict[str, Any]) -> None:
+        if not isinstance(message.get("type"), str):
+            raise ValueError("no event type")
 
-    async def _next(self, timeout_s: float | None = None) -> dict[str, Any]:
-        if self._pushback:
-            return self._pushback.pop(0)
-        timeout_s = self.provider.timeout_s if timeout_s is None else timeout_s
-        try:
-            async with asyncio.timeout(timeout_s):
-                item = await self._events.get()
-        except TimeoutError:
-            raise ProviderTimeout(f"no event from the server for {timeout_s:g} s", provider=self.name) from None
-        if isinstance(item, ProviderError):
-            if item is self._dead:
-                self._events.put_nowait(item)  # the socket is gone: every later read fails the same way
-            raise item
-        return item
-
-    async def _send(self, event: dict[str, Any]) -> None:
-        try:
-            await self._ws.send(json.dumps(event))
-        except ConnectionClosed as exc:
-            raise TransientProviderError(
-                f"WebSocket dropped while sending (code {exc.rcvd.code if exc.rcvd else 1006})", provider=self.name
-            ) from None
+    def _close_error(self, code: int | None, reason: str, *, dropped: bool) -> ProviderError:
+        if dropped:
+            return TransientProviderError(f"WebSocket dropped (code {code})", provider=self.name)
+        return TransientProviderError(f"WebSocket closed by the server (code {code})", provider=self.name)
 
     def _raise_error_event(self, event: dict[str, Any]) -> None:
         if event.get("type") == "error":
@@ -274,7 +224,7 @@ class RealtimeSession:
             self._appended = 0
         request: dict[str, Any] = {"type": "response.create"}
         if resume_after.strip():
-            part = "text" if self.provider.beta else "output_text"
+            part = "text" if self.beta else "output_text"
             await self._send({"type": "conversation.item.create", "item": {
                 "type": "message", "role": "assistant", "status": "incomplete",
                 "content": [{"type": part, "text": resume_after.strip()}]}})
@@ -412,13 +362,6 @@ class RealtimeSession:
                 elif not abandoned:
                     kept.append(event)
         self._pushback[:0] = kept
-
-    async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        await reap(self._reader)
-        close_later(self._ws.close())  # the close handshake never delays the caller (e.g. a failover)
 
 
 def create(name: str, kind: Kind | None, config: ProviderConfig, ctx: BuildContext) -> OpenAIRealtime:
