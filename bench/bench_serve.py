@@ -242,6 +242,10 @@ def main() -> int:
             waited = run_queue_s(server.pid) - waited_before
             wall = time.monotonic() - wall_before
             results = [c for r in reports for c in r.get("results", []) if c.get("outcome") == "answered"]
+            reasons: dict[str, int] = {}  # why calls failed, by the first words of their error
+            for c in (c for r in reports for c in r.get("results", []) if c.get("outcome") == "failed"):
+                why = " ".join(str(c.get("error") or "?").split()[:4])
+                reasons[why] = reasons.get(why, 0) + 1
             # The call's length on an idle machine: the caller's speech, the reply, and ~1.8 s of turn
             # wait and hang-up. Under load calls stretch, so their wall duration would flatter the figure.
             reply_s = float(np.mean([c["reply_s"] for c in results])) if results else 0.0
@@ -261,6 +265,8 @@ def main() -> int:
                    "nominal_call_s": round(FIXTURE_S + reply_s + 1.8, 1),
                    # CPU one live call costs the server, as a share of a core: 1 / this = calls per core
                    "cpu_share_per_call": round(cpu_used / call_seconds, 4) if call_seconds else None}
+            if reasons:
+                row["failures"] = "; ".join(f"{n}x {why}" for why, n in sorted(reasons.items(), key=lambda i: -i[1]))
             rows.append(row)
             if not args.json:
                 print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
