@@ -304,22 +304,26 @@ async def item_delete(conn: Conn, event: dict[str, Any], event_id: str | None) -
     await conn.send("conversation.item.deleted", item_id=item["id"])
 
 
-def word_ends_ms(text: str, audio_ms: int, engine: str) -> list[tuple[str, int]]:
-    """Where each word's audio ends in the emulator's voice: `words` says each word in turn with a
-    pause after it; the tone (and Piper, approximately) spreads the text evenly over the audio."""
-    words = text.split()
+def word_spans_ms(text: str, audio_ms: int, engine: str) -> list[tuple[str, int, int]]:
+    """Where each word's audio starts and ends in the emulator's voice: `words` says each word in turn
+    with a pause after it; the tone (and Piper, approximately) spreads the text evenly over the audio."""
+    out: list[tuple[str, int, int]] = []
     if engine == "words":
-        out, t = [], 0.0
-        for word in words:
-            t += TONE_S_PER_CHAR * len(word)
-            out.append((word, round(t * 1000)))
-            t += TONE_S_PER_CHAR
+        t = 0.0
+        for word in text.split():
+            out.append((word, round(t * 1000), round((t + TONE_S_PER_CHAR * len(word)) * 1000)))
+            t += TONE_S_PER_CHAR * (len(word) + 1)
         return out
-    out, end = [], 0
-    for word in words:
-        end = text.index(word, end) + len(word)
-        out.append((word, round(audio_ms * end / max(1, len(text)))))
+    end = 0
+    for word in text.split():
+        start = text.index(word, end)
+        end = start + len(word)
+        out.append((word, round(audio_ms * start / max(1, len(text))), round(audio_ms * end / max(1, len(text)))))
     return out
+
+
+def word_ends_ms(text: str, audio_ms: int, engine: str) -> list[tuple[str, int]]:
+    return [(word, end) for word, _, end in word_spans_ms(text, audio_ms, engine)]
 
 
 async def commit(conn: Conn, event_id: str | None) -> None:
@@ -439,8 +443,10 @@ async def stream_response(conn: Conn, response_id: str) -> None:
     common = {"response_id": response_id, "item_id": item_id, "output_index": 0, "content_index": 0}
     await conn.send("response.content_part.added", part=part, **common)
     pcm = await state.synthesize(text, RATE)
-    ends = word_ends_ms(text, round(len(pcm) / 2 / RATE * 1000), state.tts_engine)
+    spans = word_spans_ms(text, round(len(pcm) / 2 / RATE * 1000), state.tts_engine)
+    ends = [(word, end) for word, _, end in spans]
     words = text.split(" ")
+    told = 0  # words whose transcript delta went out
     chunks = [pcm[i : i + DELTA_BYTES] for i in range(0, len(pcm), DELTA_BYTES)] or [b""]
     started, stalled, sent_ms = time.monotonic(), False, 0
     for index, chunk in enumerate(chunks):
@@ -455,12 +461,17 @@ async def stream_response(conn: Conn, response_id: str) -> None:
         if fault is not None and fault.kind == "stall" and not stalled and index >= len(chunks) // 2:
             stalled = True
             await asyncio.sleep(fault.seconds if fault.arg else 3600.0)
-        # Spread the words over the audio so text and audio deltas interleave like the real thing.
-        lo, hi = len(words) * index // len(chunks), len(words) * (index + 1) // len(chunks)
-        if hi > lo:
-            delta = " ".join(words[lo:hi])
-            await conn.send("response.output_audio_transcript.delta", delta=delta if lo == 0 else " " + delta,
+        # The model's transcript comes with its audio: each word's delta just before the audio delta
+        # in which the word starts (text and audio interleave like the real thing).
+        chunk_end_ms = (index + 1) * DELTA_BYTES * 1000 // (2 * RATE)
+        upto = told
+        while upto < len(spans) and (spans[upto][1] < chunk_end_ms or index == len(chunks) - 1):
+            upto += 1
+        if upto > told:
+            delta = " ".join(word for word, _, _ in spans[told:upto])
+            await conn.send("response.output_audio_transcript.delta", delta=delta if told == 0 else " " + delta,
                             **common)
+            told = upto
         if chunk:
             await conn.send("response.output_audio.delta", delta=base64.b64encode(chunk).decode(), **common)
             sent_ms += round(len(chunk) / 2 / RATE * 1000)
