@@ -218,3 +218,38 @@ async def test_a_barge_in_truncates_the_live_realtime_reply_to_what_was_played()
         ends.append(t)
         t += TONE_S_PER_CHAR
     assert len(told.split()) == sum(1 for end in ends if end * 1000 <= cut["audio_end_ms"] + 1)
+
+
+async def test_a_barge_in_after_a_resumed_reply_truncates_the_continuation_at_its_own_audio():
+    """The first reply breaks halfway on one Realtime provider and goes on at another; the caller then
+    talks over the continuation. The connection that carries it is told the played time minus what
+    the broken attempt had played (its item holds only the continuation's audio)."""
+    import contextlib
+
+    from voicerouter.session.replay import PacedSink
+
+    pcm = read_audio(FIXTURE).pcm
+    audio = bytes(int(0.3 * RATE) * 2) + pcm[int(0.2 * RATE) * 2:int(2.5 * RATE) * 2] + \
+        bytes(int(2.0 * RATE) * 2) + pcm[int(5.3 * RATE) * 2:int(7.9 * RATE) * 2] + bytes(int(2.5 * RATE) * 2)
+    async with contextlib.AsyncExitStack() as stack:
+        emus = {name: await stack.enter_async_context(
+                    emulate("openai-realtime", api_key=KEY, transcript=SAID, faults=faults, tts_engine="words"))
+                for name, faults in (("rt-a", "slow:1ms*1,drop*1"), ("rt-b", None))}
+        the_plan = plan({n: e.url for n, e in emus.items()}, ("rt-a", "rt-b"))
+        pool = ProviderPool(the_plan.providers, BuildContext(env={"KEY": KEY}))
+        session = Session(the_plan, pool, PcmSource(audio, realtime=True, tail_silence_ms=700),
+                          PacedSink(MemorySink(RATE)), env={"KEY": KEY})
+        try:
+            result = await asyncio.wait_for(session.run(), 60)
+        finally:
+            await pool.aclose()
+    assert result.turns[0].interrupted and not result.errors
+    (restart,) = restarts(result)
+    played_s = next(e.data["audio_s_played"] for e in result.events if e.type == EventType.TTS_DONE and e.turn == 1)
+    assert played_s > restart["heard_s"]  # the continuation was playing when the caller spoke
+    assert not [r for r in emus["rt-a"].state.requests if r.get("event") == "conversation.item.truncate"]
+    (cut,) = [r for r in emus["rt-b"].state.requests if r.get("event") == "conversation.item.truncate"]
+    assert abs(cut["audio_end_ms"] - 1000 * (played_s - restart["heard_s"])) <= 3
+    context = [r["context"] for r in emus["rt-b"].state.requests if r.get("event") == "response.create"][1]
+    told = " ".join(text for role, text in context if role == "assistant")
+    assert REPLY.startswith(told) and len(told.split()) < len(REPLY.split())
