@@ -181,17 +181,21 @@ async def test_a_first_reply_cut_before_the_rate_is_learned_resumes_at_a_word_ga
     assert restart["words_heard"] >= 2  # word gaps confirmed the word ends heard
 
 
-async def test_a_barge_in_truncates_the_live_realtime_reply_to_what_was_played():
-    """Real-time replay into a paced sink: the caller talks over the first reply. The live Realtime
-    connection is told where the playing stopped (conversation.item.truncate at the played audio),
-    so the next reply's context holds the words heard, as the session's own conversation does."""
+async def talk_over(emulators: dict[str, str | None], chain: tuple[str, ...], pause_s: float):
+    """A real-time session into a paced sink on Realtime emulators (name -> faults) whose caller
+    speaks again `pause_s` after the first turn, over the reply; returns (result, session, states)."""
+    import contextlib
+
     from voicerouter.session.replay import PacedSink
 
     pcm = read_audio(FIXTURE).pcm
     audio = bytes(int(0.3 * RATE) * 2) + pcm[int(0.2 * RATE) * 2:int(2.5 * RATE) * 2] + \
-        bytes(int(1.6 * RATE) * 2) + pcm[int(5.3 * RATE) * 2:int(7.9 * RATE) * 2] + bytes(int(2.5 * RATE) * 2)
-    async with emulate("openai-realtime", api_key=KEY, transcript=SAID, tts_engine="words") as emu:
-        the_plan = plan({"rt": emu.url}, ("rt",))
+        bytes(int(pause_s * RATE) * 2) + pcm[int(5.3 * RATE) * 2:int(7.9 * RATE) * 2] + bytes(int(2.5 * RATE) * 2)
+    async with contextlib.AsyncExitStack() as stack:
+        emus = {name: await stack.enter_async_context(
+                    emulate("openai-realtime", api_key=KEY, transcript=SAID, faults=faults, tts_engine="words"))
+                for name, faults in emulators.items()}
+        the_plan = plan({n: e.url for n, e in emus.items()}, chain)
         pool = ProviderPool(the_plan.providers, BuildContext(env={"KEY": KEY}))
         session = Session(the_plan, pool, PcmSource(audio, realtime=True, tail_silence_ms=700),
                           PacedSink(MemorySink(RATE)), env={"KEY": KEY})
@@ -200,11 +204,22 @@ async def test_a_barge_in_truncates_the_live_realtime_reply_to_what_was_played()
         finally:
             await pool.aclose()
     assert result.turns[0].interrupted and not result.errors
-    played_s = next(e.data["audio_s_played"] for e in result.events if e.type == EventType.TTS_DONE and e.turn == 1)
-    requests = emu.state.requests
+    return result, session, {n: e.state for n, e in emus.items()}
+
+
+def first_reply_played_s(result) -> float:
+    return next(e.data["audio_s_played"] for e in result.events if e.type == EventType.TTS_DONE and e.turn == 1)
+
+
+async def test_a_barge_in_truncates_the_live_realtime_reply_to_what_was_played():
+    """Real-time replay into a paced sink: the caller talks over the first reply. The live Realtime
+    connection is told where the playing stopped (conversation.item.truncate at the played audio),
+    so the next reply's context holds the words heard, as the session's own conversation does."""
+    result, session, states = await talk_over({"rt": None}, ("rt",), 1.6)
+    requests = states["rt"].requests
     (cut,) = [r for r in requests if r.get("event") == "conversation.item.truncate"]
     assert cut["content_index"] == 0 and 0 < cut["audio_end_ms"] < 1000 * TONE_S_PER_CHAR * len(REPLY)
-    assert abs(cut["audio_end_ms"] - 1000 * played_s) <= 2
+    assert abs(cut["audio_end_ms"] - 1000 * first_reply_played_s(result)) <= 2
     context = [r["context"] for r in requests if r.get("event") == "response.create"][1]
     (told,) = [text for role, text in context if role == "assistant"]
     heard = [m.text for m in session.conversation.messages if m.role == "assistant"][0]
@@ -224,32 +239,13 @@ async def test_a_barge_in_after_a_resumed_reply_truncates_the_continuation_at_it
     """The first reply breaks halfway on one Realtime provider and goes on at another; the caller then
     talks over the continuation. The connection that carries it is told the played time minus what
     the broken attempt had played (its item holds only the continuation's audio)."""
-    import contextlib
-
-    from voicerouter.session.replay import PacedSink
-
-    pcm = read_audio(FIXTURE).pcm
-    audio = bytes(int(0.3 * RATE) * 2) + pcm[int(0.2 * RATE) * 2:int(2.5 * RATE) * 2] + \
-        bytes(int(2.0 * RATE) * 2) + pcm[int(5.3 * RATE) * 2:int(7.9 * RATE) * 2] + bytes(int(2.5 * RATE) * 2)
-    async with contextlib.AsyncExitStack() as stack:
-        emus = {name: await stack.enter_async_context(
-                    emulate("openai-realtime", api_key=KEY, transcript=SAID, faults=faults, tts_engine="words"))
-                for name, faults in (("rt-a", "slow:1ms*1,drop*1"), ("rt-b", None))}
-        the_plan = plan({n: e.url for n, e in emus.items()}, ("rt-a", "rt-b"))
-        pool = ProviderPool(the_plan.providers, BuildContext(env={"KEY": KEY}))
-        session = Session(the_plan, pool, PcmSource(audio, realtime=True, tail_silence_ms=700),
-                          PacedSink(MemorySink(RATE)), env={"KEY": KEY})
-        try:
-            result = await asyncio.wait_for(session.run(), 60)
-        finally:
-            await pool.aclose()
-    assert result.turns[0].interrupted and not result.errors
+    result, _, states = await talk_over({"rt-a": "slow:1ms*1,drop*1", "rt-b": None}, ("rt-a", "rt-b"), 2.0)
     (restart,) = restarts(result)
-    played_s = next(e.data["audio_s_played"] for e in result.events if e.type == EventType.TTS_DONE and e.turn == 1)
+    played_s = first_reply_played_s(result)
     assert played_s > restart["heard_s"]  # the continuation was playing when the caller spoke
-    assert not [r for r in emus["rt-a"].state.requests if r.get("event") == "conversation.item.truncate"]
-    (cut,) = [r for r in emus["rt-b"].state.requests if r.get("event") == "conversation.item.truncate"]
+    assert not [r for r in states["rt-a"].requests if r.get("event") == "conversation.item.truncate"]
+    (cut,) = [r for r in states["rt-b"].requests if r.get("event") == "conversation.item.truncate"]
     assert abs(cut["audio_end_ms"] - 1000 * (played_s - restart["heard_s"])) <= 3
-    context = [r["context"] for r in emus["rt-b"].state.requests if r.get("event") == "response.create"][1]
+    context = [r["context"] for r in states["rt-b"].requests if r.get("event") == "response.create"][1]
     told = " ".join(text for role, text in context if role == "assistant")
     assert REPLY.startswith(told) and len(told.split()) < len(REPLY.split())
