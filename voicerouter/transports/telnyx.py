@@ -27,8 +27,19 @@ from typing import Any
 from urllib.parse import parse_qsl
 from xml.etree import ElementTree
 
-from voicerouter.audio.g711 import PHONE_RATE, pcm16_to_ulaw, ulaw_to_pcm16
-from voicerouter.transports.base import Audio, Digit, Inbound, MarkEcho, Started, Stopped, WireMessage
+from voicerouter.audio.g711 import PHONE_RATE
+from voicerouter.transports.base import Audio, Inbound, Started, Stopped, WireMessage
+from voicerouter.transports.carrier import (
+    CarrierEnd,
+    call_event,
+    inbound_audio,
+    json_object,
+    parse_document,
+    payload_of,
+    reject_document,
+    reply_of,
+    xml_document,
+)
 
 SIGNATURE_HEADER = "telnyx-signature-ed25519"
 TIMESTAMP_HEADER = "telnyx-timestamp"
@@ -76,13 +87,10 @@ def connect_stream_texml(stream_url: str, parameters: Mapping[str, str]) -> str:
     connect = ElementTree.SubElement(response, "Connect")
     url = stream_url + ("&" if "?" in stream_url else "?") + urlencode(dict(parameters)) if parameters else stream_url
     ElementTree.SubElement(connect, "Stream", url=url, bidirectionalMode="rtp", bidirectionalCodec="PCMU")
-    return '<?xml version="1.0" encoding="UTF-8"?>' + ElementTree.tostring(response, encoding="unicode")
+    return xml_document(response)
 
 
-def reject_texml(reason: str = "busy") -> str:
-    response = ElementTree.Element("Response")
-    ElementTree.SubElement(response, "Reject", reason=reason)
-    return '<?xml version="1.0" encoding="UTF-8"?>' + ElementTree.tostring(response, encoding="unicode")
+reject_texml = reject_document  # TeXML's `<Reject>` is TwiML's
 
 
 # ---- media stream, server side -----------------------------------------------------------------
@@ -101,16 +109,11 @@ class TelnyxMedia:
         self._held: dict[int, Audio] = {}
 
     def decode(self, message: WireMessage) -> list[Inbound]:
-        data = json.loads(message)
-        if not isinstance(data, dict):
-            raise ValueError("a media streaming message is a JSON object")
+        data = json_object(message, "media streaming")
         event = data.get("event")
         if event == "media":
-            media = data.get("media") or {}
-            if media.get("track", "inbound") != "inbound":
-                return []
-            audio = Audio(ulaw_to_pcm16(base64.b64decode(media.get("payload") or "")), PHONE_RATE)
-            return self._in_order(data.get("sequence_number"), audio)
+            audio = inbound_audio(data)
+            return self._in_order(data.get("sequence_number"), audio) if audio is not None else []
         if event == "start":
             start = data.get("start") or {}
             fmt = start.get("media_format") or {}
@@ -122,13 +125,9 @@ class TelnyxMedia:
             call_id = self.query.get("call") or str(start.get("call_control_id") or self.stream_id)
             params = {k: v for k, v in self.query.items() if k != "call"}
             return [Started(call_id, self.stream_id, params, PHONE_RATE)]
-        if event == "mark":
-            return [MarkEcho(str((data.get("mark") or {}).get("name", "")))]
-        if event == "dtmf":
-            return [Digit(str((data.get("dtmf") or {}).get("digit", "")))]
         if event == "stop":
-            return [*self._release_all(), Stopped("hangup")]
-        return []
+            return [*self._release_all(), Stopped("hangup")]  # the frames still held back come first
+        return call_event(event, data)
 
     def _in_order(self, sequence: Any, audio: Audio) -> list[Inbound]:
         seq = _seq(sequence)
@@ -153,7 +152,7 @@ class TelnyxMedia:
         return out
 
     def encode_audio(self, pcm: bytes) -> WireMessage:
-        return json.dumps({"event": "media", "media": {"payload": base64.b64encode(pcm16_to_ulaw(pcm)).decode()}})
+        return json.dumps({"event": "media", "media": {"payload": payload_of(pcm)}})
 
     def encode_mark(self, name: str) -> WireMessage:
         return json.dumps({"event": "mark", "mark": {"name": name}})
@@ -172,23 +171,16 @@ def _seq(value: Any) -> int | None:
 # ---- media stream, carrier side ---------------------------------------------------------------
 
 
-class TelnyxCarrier:
+class TelnyxCarrier(CarrierEnd):
     """Telnyx's half of a media stream, for `voicerouter load` and tests."""
 
     name = "telnyx"
-    rate = PHONE_RATE
 
     def __init__(self, call_control_id: str, stream_id: str) -> None:
+        super().__init__()
         self.call_control_id = call_control_id
         self.stream_id = stream_id
-        self._seq = 0
-        self._chunk = 0
-        self._timestamp_ms = 0
         self._id_json = json.dumps(stream_id)
-
-    def _next(self) -> str:
-        self._seq += 1
-        return str(self._seq)
 
     def opening(self, parameters: Mapping[str, str]) -> list[str]:
         connected = json.dumps({"event": "connected", "version": "1.0.0"})
@@ -198,14 +190,6 @@ class TelnyxCarrier:
                       "client_state": None, "media_format": {"encoding": "PCMU", "sample_rate": PHONE_RATE, "channels": 1}},
         })
         return [connected, start]
-
-    def media(self, pcm: bytes) -> str:
-        return self.media_payload(self.payload(pcm), len(pcm) // 2)
-
-    @staticmethod
-    def payload(pcm: bytes) -> str:
-        """A media message's `payload`: base64 PCMU. A load generator encodes its fixture once."""
-        return base64.b64encode(pcm16_to_ulaw(pcm)).decode()
 
     def media_payload(self, payload: str, samples: int) -> str:
         """The media message carrying an encoded `payload` (the JSON `json.dumps` writes, built directly)."""
@@ -230,13 +214,7 @@ class TelnyxCarrier:
                                     "call_control_id": self.call_control_id}})
 
     def reply(self, message: WireMessage) -> tuple[str, Any]:
-        data = json.loads(message)
-        event = str(data.get("event"))
-        if event == "media":
-            return "media", ulaw_to_pcm16(base64.b64decode((data.get("media") or {}).get("payload") or ""))
-        if event == "mark":
-            return "mark", str((data.get("mark") or {}).get("name", ""))
-        return event, data
+        return reply_of(json.loads(message))
 
 
 def call_params(call_sid: str, to: str, from_: str) -> dict[str, str]:
@@ -245,14 +223,4 @@ def call_params(call_sid: str, to: str, from_: str) -> dict[str, str]:
             "Direction": "inbound", "From": from_, "To": to, "CallbackSource": "call-progress-events"}
 
 
-def parse_texml(text: str) -> tuple[str, dict[str, Any]]:
-    """("stream", {url, parameters}) for `<Connect><Stream>`, ("reject", {reason}), or (verb, {})."""
-    root = ElementTree.fromstring(text)
-    first = next(iter(root), None)
-    if first is None:
-        return "empty", {}
-    if first.tag == "Reject":
-        return "reject", {"reason": first.get("reason", "rejected")}
-    if first.tag == "Connect" and (stream := first.find("Stream")) is not None:
-        return "stream", {"url": stream.get("url", ""), "parameters": {}}
-    return first.tag.lower(), {}
+parse_texml = parse_document  # ("stream", {url, parameters}), ("reject", {reason}) or (verb, {})

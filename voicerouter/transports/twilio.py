@@ -28,8 +28,19 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 from xml.etree import ElementTree
 
-from voicerouter.audio.g711 import PHONE_RATE, pcm16_to_ulaw, ulaw_to_pcm16
-from voicerouter.transports.base import Audio, Digit, Inbound, MarkEcho, Started, Stopped, WireMessage
+from voicerouter.audio.g711 import PHONE_RATE
+from voicerouter.transports.base import Inbound, Started, WireMessage
+from voicerouter.transports.carrier import (
+    CarrierEnd,
+    call_event,
+    inbound_audio,
+    json_object,
+    parse_document,
+    payload_of,
+    reject_document,
+    reply_of,
+    xml_document,
+)
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
 MULAW = "audio/x-mulaw"
@@ -62,18 +73,10 @@ def connect_stream_twiml(stream_url: str, parameters: Mapping[str, str]) -> str:
     stream = ElementTree.SubElement(connect, "Stream", url=stream_url)
     for name, value in parameters.items():
         ElementTree.SubElement(stream, "Parameter", name=name, value=value)
-    return _xml(response)
+    return xml_document(response)
 
 
-def reject_twiml(reason: str = "busy") -> str:
-    """`<Reject>` as the first verb: the call is not answered (and not billed)."""
-    response = ElementTree.Element("Response")
-    ElementTree.SubElement(response, "Reject", reason=reason)
-    return _xml(response)
-
-
-def _xml(root: ElementTree.Element) -> str:
-    return '<?xml version="1.0" encoding="UTF-8"?>' + ElementTree.tostring(root, encoding="unicode")
+reject_twiml = reject_document  # `<Reject>` first: the call is not answered (and not billed)
 
 
 # ---- media stream, server side -----------------------------------------------------------------
@@ -89,13 +92,11 @@ class TwilioMedia:
         self.stream_sid: str | None = None
 
     def decode(self, message: WireMessage) -> list[Inbound]:
-        data = _json(message)
+        data = json_object(message, "Media Streams")
         event = data.get("event")
         if event == "media":
-            media = data.get("media") or {}
-            if media.get("track", "inbound") != "inbound":
-                return []
-            return [Audio(ulaw_to_pcm16(base64.b64decode(media.get("payload") or "")), PHONE_RATE)]
+            audio = inbound_audio(data)
+            return [audio] if audio is not None else []
         if event == "start":
             start = data.get("start") or {}
             fmt = start.get("mediaFormat") or {}
@@ -104,18 +105,11 @@ class TwilioMedia:
             self.stream_sid = str(start.get("streamSid") or data.get("streamSid") or "")
             params = {str(k): str(v) for k, v in (start.get("customParameters") or {}).items()}
             return [Started(str(start.get("callSid") or ""), self.stream_sid, params, PHONE_RATE)]
-        if event == "mark":
-            return [MarkEcho(str((data.get("mark") or {}).get("name", "")))]
-        if event == "dtmf":
-            return [Digit(str((data.get("dtmf") or {}).get("digit", "")))]
-        if event == "stop":
-            return [Stopped("hangup")]
-        return []  # connected, and anything newer than this code
+        return call_event(event, data)
 
     def encode_audio(self, pcm: bytes) -> WireMessage:
         # Twilio plays outbound media of any length in order; one message may hold many frames.
-        payload = base64.b64encode(pcm16_to_ulaw(pcm)).decode()
-        return json.dumps({"event": "media", "streamSid": self.stream_sid, "media": {"payload": payload}})
+        return json.dumps({"event": "media", "streamSid": self.stream_sid, "media": {"payload": payload_of(pcm)}})
 
     def encode_mark(self, name: str) -> WireMessage:
         return json.dumps({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}})
@@ -124,34 +118,20 @@ class TwilioMedia:
         return json.dumps({"event": "clear", "streamSid": self.stream_sid})
 
 
-def _json(message: WireMessage) -> dict[str, Any]:
-    data = json.loads(message)
-    if not isinstance(data, dict):
-        raise ValueError("a Media Streams message is a JSON object")
-    return data
-
-
 # ---- media stream, carrier side (what Twilio sends; for `load` and tests) -------------------
 
 
-class TwilioCarrier:
+class TwilioCarrier(CarrierEnd):
     """Twilio's half of a media stream: numbered messages from the caller, decoded replies."""
 
     name = "twilio"
-    rate = PHONE_RATE
 
     def __init__(self, call_sid: str, stream_sid: str, account_sid: str = "AC" + "0" * 32) -> None:
+        super().__init__()
         self.call_sid = call_sid
         self.stream_sid = stream_sid
         self.account_sid = account_sid
-        self._seq = 0
-        self._chunk = 0
-        self._timestamp_ms = 0
         self._sid_json = json.dumps(stream_sid)
-
-    def _next(self) -> str:
-        self._seq += 1
-        return str(self._seq)
 
     def opening(self, parameters: Mapping[str, str]) -> list[str]:
         connected = json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
@@ -169,15 +149,6 @@ class TwilioCarrier:
             "streamSid": self.stream_sid,
         })
         return [connected, start]
-
-    def media(self, pcm: bytes) -> str:
-        """One 20 ms frame of caller audio (PCM16 at 8 kHz)."""
-        return self.media_payload(self.payload(pcm), len(pcm) // 2)
-
-    @staticmethod
-    def payload(pcm: bytes) -> str:
-        """A media message's `payload`: base64 mu-law. A load generator encodes its fixture once."""
-        return base64.b64encode(pcm16_to_ulaw(pcm)).decode()
 
     def media_payload(self, payload: str, samples: int) -> str:
         """The media message carrying an encoded `payload` of `samples` samples (what `media` sends).
@@ -205,14 +176,8 @@ class TwilioCarrier:
                            "stop": {"accountSid": self.account_sid, "callSid": self.call_sid}})
 
     def reply(self, message: WireMessage) -> tuple[str, Any]:
-        """What the server sent: ("media", PCM16 8 kHz), ("mark", name), ("clear", None) or (other, data)."""
-        data = _json(message)
-        event = str(data.get("event"))
-        if event == "media":
-            return "media", ulaw_to_pcm16(base64.b64decode((data.get("media") or {}).get("payload") or ""))
-        if event == "mark":
-            return "mark", str((data.get("mark") or {}).get("name", ""))
-        return event, data
+        """What the server sent: ("media", PCM16 8 kHz), ("mark", name), or (event, data)."""
+        return reply_of(json_object(message, "Media Streams"))
 
 
 def call_params(call_sid: str, to: str, from_: str, account_sid: str = "AC" + "0" * 32) -> dict[str, str]:
@@ -223,17 +188,4 @@ def call_params(call_sid: str, to: str, from_: str, account_sid: str = "AC" + "0
     }
 
 
-def parse_twiml(text: str) -> tuple[str, dict[str, Any]]:
-    """("stream", {url, parameters}) for `<Connect><Stream>`, ("reject", {reason}), or (verb, {})."""
-    root = ElementTree.fromstring(text)
-    first = next(iter(root), None)
-    if first is None:
-        return "empty", {}
-    if first.tag == "Reject":
-        return "reject", {"reason": first.get("reason", "rejected")}
-    if first.tag == "Connect":
-        stream = first.find("Stream")
-        if stream is not None:
-            params = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
-            return "stream", {"url": stream.get("url", ""), "parameters": params}
-    return first.tag.lower(), {}
+parse_twiml = parse_document  # ("stream", {url, parameters}), ("reject", {reason}) or (verb, {})
