@@ -64,10 +64,8 @@ async def test_webhook_posts_context_and_history_and_speaks_reply():
         )
         # The session appends the user's message before asking the agent (see the agents contract).
         conv = conversation(("user", "hi"), ("assistant", "You said: hi."), ("user", "my balance please"))
-        try:
+        async with aclosing(agent):
             reply = await agent.reply("my balance please", conv, SESSION)
-        finally:
-            await agent.aclose()
     assert reply == "You said: my balance please"
     [request] = emu.state.requests
     assert request["path"] == "/hooks/voice"
@@ -84,10 +82,8 @@ async def test_webhook_configured_reply_and_history_limit():
         emu.state.reply = "Your balance is twelve dollars."  # type: ignore[attr-defined]
         agent = make({"type": "webhook", "url": emu.url, "max_history": 1})
         conv = conversation(("user", "a"), ("assistant", "b"), ("user", "c"))
-        try:
+        async with aclosing(agent):
             assert await agent.reply("balance", conv, SESSION) == "Your balance is twelve dollars."
-        finally:
-            await agent.aclose()
     assert emu.state.requests[0]["body"]["history"] == [{"role": "user", "text": "c"}]
 
 
@@ -139,11 +135,9 @@ async def test_webhook_without_string_reply_is_malformed_and_redacted():
             {"type": "webhook", "url": url, "headers": {"Authorization": "Bearer ${HOOK_TOKEN}"}},
             env={"HOOK_TOKEN": HOOK_TOKEN},
         )
-        try:
+        async with aclosing(agent):
             with pytest.raises(TransientProviderError) as info:
                 await agent.reply("hello", Conversation(), SESSION)
-        finally:
-            await agent.aclose()
     text = str(info.value)
     assert "no string `reply`" in text and "token was ***" in text  # snippet shown, secret masked
     assert HOOK_TOKEN not in text
@@ -156,11 +150,9 @@ async def test_webhook_secret_header_expanded_and_never_in_errors():
     async with serve(echo_auth) as url:
         agent = make({"type": "webhook", "url": url, "headers": {"X-Api-Key": "${HOOK_TOKEN}"}},
                      env={"HOOK_TOKEN": HOOK_TOKEN})
-        try:
+        async with aclosing(agent):
             with pytest.raises(AuthError) as info:
                 await agent.reply("hello", Conversation(), SESSION)
-        finally:
-            await agent.aclose()
     assert info.value.status == 403 and "is revoked" in str(info.value)  # the header did arrive, expanded
     assert HOOK_TOKEN not in str(info.value) and HOOK_TOKEN not in repr(agent)
 
@@ -188,10 +180,8 @@ async def test_openai_chat_sends_system_history_and_user_text():
         )
         conv = conversation(("user", "hi"), ("assistant", "Hello!"), ("user", "account one two"),
                             ("assistant", "Got it."), ("user", "my balance please"))
-        try:
+        async with aclosing(agent):
             reply = await agent.reply("my balance please", conv, SESSION)
-        finally:
-            await agent.aclose()
     assert reply == "You said: my balance please"
     [request] = emu.state.requests
     assert request["path"] == "/v1/chat/completions"
