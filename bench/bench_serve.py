@@ -33,6 +33,7 @@ to CPU 0 and the load generators and emulators to CPU 1, for an otherwise idle m
 prints the load average before and after, so a busy machine is visible.
 
 Run: python bench/bench_serve.py [--steps 25,50,75,100,125,150] [--loaders 2] [--ramp 2] [--pin] [--json]
+     [--serve-arg=ARG ...]  (options for serve, to compare two settings in runs taken in turn)
 """
 
 from __future__ import annotations
@@ -161,6 +162,8 @@ def main() -> int:
     parser.add_argument("--loaders", type=int, default=2, help="load processes sharing the calls of a step")
     parser.add_argument("--ramp", type=float, default=2.0, help="seconds over which a step's calls start (0: all at once)")
     parser.add_argument("--pin", action="store_true", help="pin serve to CPU 0 and the rest to CPU 1 (an idle machine)")
+    parser.add_argument("--serve-arg", action="append", default=[], metavar="ARG",
+                        help="pass ARG to serve (repeatable), e.g. --serve-arg=--max-sessions --serve-arg=80")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     global PIN
@@ -185,7 +188,7 @@ def main() -> int:
         (tmp / "routes.yaml").write_text(TABLE.format(dg=urls["deepgram"], ca=urls["cartesia"]))
         out = tmp / "out"
         server = subprocess.Popen([*pinned(0), sys.executable, "-m", "voicerouter", "serve", "--routes",
-                                   str(tmp / "routes.yaml"), "--port", "0", "--out", str(out), "--allow-unsigned"],
+                                   str(tmp / "routes.yaml"), "--port", "0", "--out", str(out), "--allow-unsigned", *args.serve_arg],
                                   stderr=subprocess.PIPE, text=True, env={**env, "TWILIO_AUTH_TOKEN": ""})
         procs.append(server)
         url = None
