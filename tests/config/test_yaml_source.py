@@ -11,7 +11,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from voicerouter.config import yaml_source
-from voicerouter.config.yaml_source import MAX_DEPTH, SourceMap, _Builder, _common_values, parse_yaml
+from voicerouter.config.yaml_source import (
+    MAX_DEPTH,
+    MAX_NODES,
+    SourceMap,
+    _block_values,
+    _Builder,
+    _common_values,
+    parse_yaml,
+)
 from voicerouter.errors import ConfigError
 
 pytestmark = pytest.mark.skipif(yaml_source._CParser is None, reason="the fast path needs libyaml")
@@ -74,3 +82,81 @@ def test_the_rest_goes_to_the_reference(text):
 def test_one_pattern_says_which_plain_scalars_may_be_more_than_text(text):
     tag = yaml_source._RESOLVER.resolve(yaml.ScalarNode, text, (True, False))
     assert bool(yaml_source._MAYBE_TYPED(text)) == (tag != "tag:yaml.org,2002:str")
+
+
+# --- block-style tables read line by line, against the event path ----------------------------------
+
+
+def typed(value: object) -> object:
+    """A value with every scalar's type spelled out (True == 1 in Python; not here)."""
+    if isinstance(value, dict):
+        return {k: typed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [typed(v) for v in value]
+    return (type(value).__name__, repr(value))
+
+
+def block_agrees(text: str) -> bool:
+    """The line reader answers only what the event path answers; True when it answered."""
+    fast = _block_values(text)
+    if fast is yaml_source._OUTSIDE:
+        return False
+    events = _common_values(text)
+    assert events is not yaml_source._OUTSIDE, text
+    assert typed(fast) == typed(events), text
+    return True
+
+
+names = st.text(alphabet="abnoyNOY01-_.$", min_size=1, max_size=6)
+words = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), names,
+                  st.text(alphabet="ab -*:,{}[]'\"#&!", max_size=6),
+                  st.sampled_from(["no", "on", "~", "2024-02-30", "0x1F", "1e400", "<<", "${KEY}", "eu-*", "a:b", "---", "-1"]))
+block_structure = st.recursive(words, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                              st.dictionaries(names, inner, max_size=4)),
+                               max_leaves=30)
+
+
+@settings(max_examples=1500, deadline=timedelta(seconds=10), suppress_health_check=[HealthCheck.too_slow])
+@given(block_structure, st.sampled_from([2, 3, 4]), st.booleans())
+def test_block_dumps_read_the_same_line_by_line(data, indent, sort_keys):
+    text = yaml.safe_dump(data, default_flow_style=False, indent=indent, sort_keys=sort_keys)
+    block_agrees(text)
+
+
+def test_dumped_tables_of_names_and_numbers_are_read_line_by_line():
+    table = {"version": 1, "providers": {"s": {"type": "pocketsphinx", "api_key": "${KEY}"}},
+             "routes": [{"name": f"r{i}", "match": {"tenant": f"t{i}-*", "region": ["eu-*"], "flags": {"x": i % 2 == 0}},
+                         "tts": {"split": {"a": 60, "b": 40}}, "stt": []} for i in range(20)]}
+    assert block_agrees(yaml.safe_dump(table))
+    assert block_agrees("# a comment\n" + yaml.safe_dump(table, indent=4) + "\n# the end\n")
+
+
+lines = st.lists(st.tuples(st.sampled_from(["", " ", "  ", "    "]),
+                           st.sampled_from(["a:", "b: 1", "- x", "- c: no", "- d:", "e: [] ", "f: {}", "- - y", "g: 'q'",
+                                            "h: \"r\"", "# c", "i: j # k", "k: a: b", "-", "- ", "l:  m", "m: -1", "n: ~",
+                                            "o:b", "p: x:y", "q: |", "r: &a 1", "s: *a", "---", "t: 'u''v'", "- [1]"])),
+                 max_size=12)
+# Lines the reader takes, nested every way (most such documents are answered).
+good_lines = st.lists(st.tuples(st.sampled_from(["", "  ", "    ", " "]),
+                                st.sampled_from(["a:", "b: 1", "- x", "- c: no", "- d:", "e: []", "l:  m", "m: -1", "n: ~",
+                                                 "p: x:y", "g: 'q'", "-   f: 2", "- 'z'", "h:", "i: ${K}"])),
+                      max_size=12)
+
+
+@settings(max_examples=3000, deadline=timedelta(seconds=10))
+@given(st.one_of(lines, good_lines))
+def test_any_lines_read_the_same_line_by_line(parts):
+    text = "\n".join(indent + line for indent, line in parts) + "\n"
+    block_agrees(text)
+
+
+@pytest.mark.parametrize("depth, answered", [(MAX_DEPTH - 1, True), (MAX_DEPTH, False)])
+def test_the_line_reader_stops_at_the_nesting_limit(depth, answered):
+    text = "".join("  " * i + f"k{i}:\n" for i in range(depth)) + "  " * depth + "v: 1\n"
+    assert (_block_values(text) is not yaml_source._OUTSIDE) is answered
+    assert (_common_values(text) is not yaml_source._OUTSIDE) is answered
+
+
+def test_the_line_reader_stops_at_the_size_limit():
+    text = "".join(f"- {i}\n" for i in range(MAX_NODES + 1))
+    assert _block_values(text) is yaml_source._OUTSIDE

@@ -362,7 +362,9 @@ def parse_yaml(text: str, name: str = "<string>", *, positions: bool = False) ->
         raise ConfigError(
             f"control character U+{ord(bad.group()):04X} is not allowed in YAML", location=Location(name, line, column)
         )
-    root = _OUTSIDE if positions else _common_values(text)
+    root = _OUTSIDE if positions else _block_values(text)
+    if root is _OUTSIDE and not positions:
+        root = _common_values(text)
     if root is not _OUTSIDE:
         return root, SourceMap(name, text)
     builder = _Builder(source)
@@ -484,3 +486,118 @@ def _common_values(text: str) -> Any:
     except yaml.YAMLError:
         return _OUTSIDE
     return _OUTSIDE if kind is yaml.AliasEvent or documents == 0 else root
+
+
+# --- block-style tables, line by line --------------------------------------------------------------
+# Big tables are written (or dumped) in block style: `key: value`, `- item`, nested by indentation.
+# Reading that subset line by line costs a fraction of libyaml's events as Python objects. Anything
+# else (flow collections but `[]`/`{}`, quoted keys, quotes or a `:` where they need care, comments
+# after a value, anchors, tags, multi-line scalars, tabs, non-ASCII text, a second document) is
+# handed to `_common_values`, the reference for this subset (a property test holds them equal).
+
+# A plain scalar on one line: no indicator first (a `-` only before a non-space), no `: `, ` #`, a
+# trailing `:` or a quote where YAML would read them otherwise.
+_PLAIN_VALUE = re.compile(r"(?:[^-?:,\[\]{}#&*!|>'\"%@` ]|-[^ #])(?:[^#:'\"]|:(?=[^ ]))*").fullmatch
+# One line: indent, `- ` (with the spaces after it), a `key:` (followed by a space or the end), the rest.
+_LINES = re.compile(r"^( *)(- +)?(?:([A-Za-z0-9_$][A-Za-z0-9_$./+=~()-]*):(?: +(?! )|$))?(.*)$", re.M).findall
+# A comment after something, or a space ending a line (comment lines alone are fine).
+_AWKWARD = re.compile(r"^ *[^ #\n][^#\n]*#| $", re.M).search
+_QUOTED = re.compile(r"'[^'\n]*'|\"[^\"\\\n]*\"").fullmatch
+
+
+def _block_values(text: str) -> Any:
+    """The document's value when it is in the block-style subset, else _OUTSIDE."""
+    if not text.isascii() or "\t" in text or "\r" in text or _AWKWARD(text):
+        return _OUTSIDE
+    typed, maybe_typed, maybe, plain = _plain_typed, _NOT_ONLY_TEXT, _MAYBE_TYPED, _PLAIN_VALUE
+    # The open container: its column, itself, whether it is a mapping, its pending key (whose value
+    # is the block on the next lines) or _NO_KEY; `saved`: the enclosing ones.
+    column = top_col = -1
+    top: Any = None
+    top_map = True
+    pending: Any = _NO_KEY
+    saved: list[tuple[int, Any, bool]] = []
+    count = 0
+    for indent, dash, key, rest in _LINES(text):
+        if not key and not dash:
+            if not rest or rest[0] == "#":
+                continue
+            return _OUTSIDE  # a scalar on its own line: a document that is one, or a continued one
+        column = len(indent)
+        if pending is not _NO_KEY:  # the pending key's block starts here, or the key is null
+            if column > top_col or (dash and column == top_col):
+                if len(saved) >= MAX_DEPTH:
+                    return _OUTSIDE
+                value = [] if dash else {}
+                top[pending] = value
+                saved.append((top_col, top, top_map))
+                top_col, top, top_map = column, value, not dash
+                count += 1
+            else:
+                top[pending] = None
+            pending = _NO_KEY
+        if dash:
+            while top_col > column:
+                if not saved:
+                    return _OUTSIDE
+                top_col, top, top_map = saved.pop()
+            if top is None:
+                top_col, top, top_map = column, [], False
+                saved.append((-1, top, False))
+            if top_col != column or top_map:
+                return _OUTSIDE
+            if not key:  # - value
+                if rest[:1] in maybe_typed or not plain(rest):
+                    rest = _block_scalar(rest, typed, maybe_typed, maybe)
+                    if rest is _OUTSIDE:
+                        return _OUTSIDE
+                top.append(rest)
+                count += 1
+                continue
+            if len(saved) >= MAX_DEPTH:
+                return _OUTSIDE
+            value = {}  # - key: ...
+            top.append(value)
+            saved.append((top_col, top, top_map))
+            top_col, top, top_map = column + len(dash), value, True
+            count += 1
+        else:
+            while top_col > column or (top_col == column and not top_map):
+                if not saved:
+                    return _OUTSIDE
+                top_col, top, top_map = saved.pop()
+            if top is None:
+                top_col, top, top_map = column, {}, True
+                saved.append((-1, top, True))
+            if top_col != column:
+                return _OUTSIDE
+        if key in top:
+            return _OUTSIDE
+        count += 2
+        if not rest:
+            pending = key
+            continue
+        if rest[:1] in maybe_typed or not plain(rest):
+            rest = _block_scalar(rest, typed, maybe_typed, maybe)
+            if rest is _OUTSIDE:
+                return _OUTSIDE
+        top[key] = rest
+    if top is None or count > MAX_NODES:
+        return _OUTSIDE
+    if pending is not _NO_KEY:
+        top[pending] = None
+    return saved[0][1] if saved else top
+
+
+def _block_scalar(text: str, typed: Any, maybe_typed: frozenset[str], maybe: Any) -> Any:
+    if _PLAIN_VALUE(text):
+        if text[-1] == ":":
+            return _OUTSIDE
+        return typed(text) if text[:1] in maybe_typed and maybe(text) else text
+    if _QUOTED(text):
+        return text[1:-1]
+    if text == "[]":
+        return []
+    if text == "{}":
+        return {}
+    return _OUTSIDE
