@@ -7,6 +7,7 @@ options and help. The bodies are shared (`cli.cached`); only the argument parsin
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -46,6 +47,9 @@ def fast_path(argv: list[str]) -> int | None:
         return None
     from voicerouter.errors import VoiceRouterError
 
+    # Pydantic looks for plugins in every installed distribution's entry points when the schema is
+    # first built (tens of milliseconds); these two commands build only the routing table's models.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     try:
         if argv[0] == "resolve":
             opts = _parse(argv[1:], RESOLVE_VALUES, {"--json": "json"}, {"--flag": "flag"})

@@ -500,15 +500,19 @@ def _common_values(text: str) -> Any:
 _PLAIN_VALUE = re.compile(r"(?:[^-?:,\[\]{}#&*!|>'\"%@` ]|-[^ #])(?:[^#:'\"]|:(?=[^ ]))*").fullmatch
 # One line: indent, `- ` (with the spaces after it), a `key:` (followed by a space or the end), the rest.
 _LINES = re.compile(r"^( *)(- +)?(?:([A-Za-z0-9_$][A-Za-z0-9_$./+=~()-]*):(?: +(?! )|$))?(.*)$", re.M).findall
-# A comment after something, or a space ending a line (comment lines alone are fine).
-_AWKWARD = re.compile(r"^ *[^ #\n][^#\n]*#| $", re.M).search
 _QUOTED = re.compile(r"'[^'\n]*'|\"[^\"\\\n]*\"").fullmatch
 
 
 def _block_values(text: str) -> Any:
     """The document's value when it is in the block-style subset, else _OUTSIDE."""
-    if not text.isascii() or "\t" in text or "\r" in text or _AWKWARD(text):
+    if not text.isascii() or "\t" in text or "\r" in text or " \n" in text or text.endswith(" "):
         return _OUTSIDE
+    hash_at = text.find("#")
+    while hash_at >= 0:  # comments on lines of their own only
+        if text[text.rfind("\n", 0, hash_at) + 1:hash_at].strip(" "):
+            return _OUTSIDE
+        line_end = text.find("\n", hash_at)
+        hash_at = text.find("#", line_end) if line_end >= 0 else -1
     typed, maybe_typed, maybe, plain = _plain_typed, _NOT_ONLY_TEXT, _MAYBE_TYPED, _PLAIN_VALUE
     # The open container: its column, itself, whether it is a mapping, its pending key (whose value
     # is the block on the next lines) or _NO_KEY; `saved`: the enclosing ones.
@@ -547,8 +551,12 @@ def _block_values(text: str) -> Any:
             if top_col != column or top_map:
                 return _OUTSIDE
             if not key:  # - value
-                if rest[:1] in maybe_typed or not plain(rest):
-                    rest = _block_scalar(rest, typed, maybe_typed, maybe)
+                if not plain(rest):
+                    rest = _block_scalar(rest)
+                    if rest is _OUTSIDE:
+                        return _OUTSIDE
+                elif rest[:1] in maybe_typed and maybe(rest):
+                    rest = typed(rest)
                     if rest is _OUTSIDE:
                         return _OUTSIDE
                 top.append(rest)
@@ -577,8 +585,12 @@ def _block_values(text: str) -> Any:
         if not rest:
             pending = key
             continue
-        if rest[:1] in maybe_typed or not plain(rest):
-            rest = _block_scalar(rest, typed, maybe_typed, maybe)
+        if not plain(rest):
+            rest = _block_scalar(rest)
+            if rest is _OUTSIDE:
+                return _OUTSIDE
+        elif rest[:1] in maybe_typed and maybe(rest):
+            rest = typed(rest)
             if rest is _OUTSIDE:
                 return _OUTSIDE
         top[key] = rest
@@ -589,11 +601,8 @@ def _block_values(text: str) -> Any:
     return saved[0][1] if saved else top
 
 
-def _block_scalar(text: str, typed: Any, maybe_typed: frozenset[str], maybe: Any) -> Any:
-    if _PLAIN_VALUE(text):
-        if text[-1] == ":":
-            return _OUTSIDE
-        return typed(text) if text[:1] in maybe_typed and maybe(text) else text
+def _block_scalar(text: str) -> Any:
+    """A value that is not a plain scalar: a simple quoted one, `[]` or `{}`; else _OUTSIDE."""
     if _QUOTED(text):
         return text[1:-1]
     if text == "[]":
