@@ -11,7 +11,6 @@ import copy
 import json
 import os
 from collections.abc import Mapping
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -98,6 +97,8 @@ def _as_written(patterns: Any) -> bool:
 
 def builtin_routes() -> RoutingTable:
     """The embedded offline table: whisper (partials from moonshine) + piper + echo agent, no key, no network."""
+    from importlib import resources  # here: importing it costs `resolve` and `validate` ~10 ms
+
     text = resources.files("voicerouter.config").joinpath("builtin.yaml").read_text("utf-8")
     return parse_routes(text, name=BUILTIN_NAME)
 
