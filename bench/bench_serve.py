@@ -62,7 +62,7 @@ TABLE = """\
 version: 1
 providers:
   dg:   {{type: deepgram, kind: stt, model: nova-3, api_key: "${{BENCH_KEY}}", base_url: "{dg}"}}
-  cart: {{type: cartesia, voice: v-1, api_key: "${{BENCH_KEY}}", base_url: "{ca}"}}
+  cart: {{type: cartesia, voice: v-1, api_key: "${{BENCH_KEY}}", base_url: "{ca}"{tts_fields}}}
 defaults:
   stt: [dg]
   tts: [cart]
@@ -164,6 +164,8 @@ def main() -> int:
     parser.add_argument("--pin", action="store_true", help="pin serve to CPU 0 and the rest to CPU 1 (an idle machine)")
     parser.add_argument("--serve-arg", action="append", default=[], metavar="ARG",
                         help="pass ARG to serve (repeatable), e.g. --serve-arg=--max-sessions --serve-arg=80")
+    parser.add_argument("--tts-fields", default="", metavar="YAML",
+                        help="more fields of the Cartesia provider, e.g. 'sample_rate: 8000, options: {transport: websocket}'")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     global PIN
@@ -185,7 +187,8 @@ def main() -> int:
                 raise RuntimeError("the emulators did not start")
             if m := re.match(r"(deepgram|cartesia)\s+(http://\S+)", line):
                 urls[m.group(1)] = m.group(2)
-        (tmp / "routes.yaml").write_text(TABLE.format(dg=urls["deepgram"], ca=urls["cartesia"]))
+        (tmp / "routes.yaml").write_text(TABLE.format(dg=urls["deepgram"], ca=urls["cartesia"],
+                                                           tts_fields=", " + args.tts_fields if args.tts_fields else ""))
         out = tmp / "out"
         server = subprocess.Popen([*pinned(0), sys.executable, "-m", "voicerouter", "serve", "--routes",
                                    str(tmp / "routes.yaml"), "--port", "0", "--out", str(out), "--allow-unsigned", *args.serve_arg],
