@@ -65,19 +65,26 @@ def _resolve_cut(data: Any, name: str, ctx: RouteContext, env: Mapping[str, str]
     routes: list[Any] = data.get("routes", [])
     winner: int | None = None
     flag_names: set[str] = set()
+    no_flags: dict[str, bool] = {}
     for index, route in enumerate(routes):
-        if not isinstance(route, dict) or not isinstance(route.get("name"), str):
+        if route.__class__ is not dict or route.get("name").__class__ is not str:
             return None
-        match = route.get("match", {})
-        if not isinstance(match, dict) or not match.keys() <= MATCH_KEYS:
+        match = route.get("match", no_flags)
+        if match.__class__ is not dict or not match.keys() <= MATCH_KEYS:
             return None
-        tenant, region, flags = match.get("tenant"), match.get("region"), match.get("flags", {})
-        if not (_as_written(tenant) and _as_written(region) and isinstance(flags, dict)):
+        tenant, region, flags = match.get("tenant"), match.get("region"), match.get("flags", no_flags)
+        # (the common cases inline: unset or one text)
+        if tenant is not None and tenant.__class__ is not str and not _as_written(tenant):
             return None
-        for flag, wanted in flags.items():
-            if not isinstance(flag, str) or wanted.__class__ is not bool:
-                return None
-        flag_names.update(flags)
+        if region is not None and region.__class__ is not str and not _as_written(region):
+            return None
+        if flags.__class__ is not dict:
+            return None
+        if flags:
+            for flag, wanted in flags.items():
+                if flag.__class__ is not str or wanted.__class__ is not bool:
+                    return None
+            flag_names.update(flags)
         if winner is None and accepts(tenant, region, flags, ctx):
             winner = index
     cut = {**data, "routes": [routes[winner]] if winner is not None else []}
