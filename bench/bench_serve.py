@@ -1,7 +1,9 @@
 """How many concurrent real-time phone calls one `serve` process holds on one core.
 
 `voicerouter serve` runs on the emulated cloud route (Deepgram STT emulator with a fixed
-transcript, Cartesia TTS emulator with canned tone audio, so the providers cost little);
+transcript, Cartesia TTS emulator with canned tone audio, so the providers cost little; the Cartesia
+provider set up as the README recommends for phone routes, at 8 kHz over its WebSocket, unless
+`--tts-fields ''` asks for its plain HTTP at 16 kHz);
 `voicerouter load --carrier twilio` processes place C calls, each speaking a sample in real time as
 mu-law 20 ms frames and listening to the reply (playing it out, echoing marks). The calls of a step
 start spread over `--ramp` seconds (default 2 s, shorter than a call: every call of the step is live
@@ -34,6 +36,7 @@ prints the load average before and after, so a busy machine is visible.
 
 Run: python bench/bench_serve.py [--steps 25,50,75,100,125,150] [--loaders 2] [--ramp 2] [--pin] [--json]
      [--serve-arg=ARG ...]  (options for serve, to compare two settings in runs taken in turn)
+     [--tts-fields YAML]    (the Cartesia provider's extra fields; '' for plain HTTP)
 """
 
 from __future__ import annotations
@@ -72,6 +75,9 @@ defaults:
 
 
 PIN = False
+
+# What the README recommends for phone routes: the TTS at the wire's 8 kHz over a WebSocket kept open.
+PHONE_TTS = "sample_rate: 8000, options: {transport: websocket}"
 
 
 def fixture_seconds() -> float:
@@ -164,8 +170,9 @@ def main() -> int:
     parser.add_argument("--pin", action="store_true", help="pin serve to CPU 0 and the rest to CPU 1 (an idle machine)")
     parser.add_argument("--serve-arg", action="append", default=[], metavar="ARG",
                         help="pass ARG to serve (repeatable), e.g. --serve-arg=--max-sessions --serve-arg=80")
-    parser.add_argument("--tts-fields", default="", metavar="YAML",
-                        help="more fields of the Cartesia provider, e.g. 'sample_rate: 8000, options: {transport: websocket}'")
+    parser.add_argument("--tts-fields", default=PHONE_TTS, metavar="YAML",
+                        help=f"more fields of the Cartesia provider (default: the phone-route setting '{PHONE_TTS}'; "
+                             "'' for Cartesia's plain HTTP at 16 kHz)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     global PIN

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One command from a fresh clone: set up, then replay the samples through the offline default route
-# (pocketsphinx STT -> echo agent -> piper TTS; no key, no network) and check the expectations.
+# (Moonshine partials + Whisper final transcript -> echo agent -> Piper TTS; no key, no network) and
+# check the expectations.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
