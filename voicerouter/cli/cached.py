@@ -158,11 +158,20 @@ def plan_for(path: Path, *, tenant: str | None, region: str | None, flags: dict[
 
 def _resolve(path: Path, *, tenant: str | None, region: str | None, flags: dict[str, bool],
              session_id: str | None) -> dict[str, Any]:
-    from voicerouter.config.loader import resolve_file
+    from voicerouter.config.yaml_source import load_yaml
     from voicerouter.routing.plan import RouteContext
+    from voicerouter.routing.quick import quick_plan
 
     kwargs = {"session_id": session_id} if session_id else {}
-    plan, route_flags = resolve_file(path, RouteContext(tenant=tenant, region=region, flags=flags, **kwargs))
+    ctx = RouteContext(tenant=tenant, region=region, flags=flags, **kwargs)
+    data, _ = load_yaml(path)
+    quick = quick_plan(data, ctx, os.environ)  # a plain table: no pydantic schema to import
+    if quick is not None:
+        plan_data, route_flags, split = quick
+        return {"plan": plan_data, "split": split, "route_flags": sorted(route_flags), "file": str(path)}
+    from voicerouter.config.loader import resolve_file
+
+    plan, route_flags = resolve_file(path, ctx, data=data)
     split = any(stage.strategy == "split" for stage in plan.stages() + plan.carrier_stages())
     return {"plan": plan.to_dict(), "split": split, "route_flags": sorted(route_flags), "file": str(path)}
 

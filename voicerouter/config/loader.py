@@ -43,15 +43,18 @@ def parse_routes(text: str, *, name: str = "<string>", env: Mapping[str, str] | 
     return _build_or_raise(data, source, env)
 
 
-def resolve_file(path: str | Path, ctx: RouteContext, *, env: Mapping[str, str] | None = None) -> tuple[SessionPlan, set[str]]:
+def resolve_file(path: str | Path, ctx: RouteContext, *, env: Mapping[str, str] | None = None,
+                 data: Any = None) -> tuple[SessionPlan, set[str]]:
     """`load_routes(path).resolve(ctx)` for a one-off question (`voicerouter resolve`), checking what
     the answer depends on: every route's `match` is read as written to find the winner, then the
     table cut down to its providers, defaults, numbers and that one route is checked as `validate`
     checks a table. The other routes' settings, and table-wide analyses such as shadowing, are left
     to `validate`. Anything unusual (a match the schema would have to convert, an error finding)
     takes the full way, so a broken table fails exactly as `load_routes` fails.
+    `data` is the file as `load_yaml` read it, when the caller has it already.
     Returns the plan and the names of the flags the table's routes test."""
-    data, _ = load_yaml(path)
+    if data is None:
+        data, _ = load_yaml(path)
     answer = _resolve_cut(data, str(path), ctx, os.environ if env is None else env)
     if answer is not None:
         return answer

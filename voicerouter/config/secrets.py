@@ -19,6 +19,7 @@ from urllib.parse import quote, quote_plus
 from voicerouter.errors import MissingSecretError
 
 REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+BARE_REFERENCE = re.compile(r"(?<![\\$])\$([A-Z_][A-Z0-9_]*)\b")  # $VAR (capitals, as env vars are), not ${VAR}
 SECRET_FIELDS = frozenset({"api_key", "key", "token", "secret", "password", "authorization"})
 MASK = "***"
 MIN_SECRET = 4  # shorter values are not remembered (they would mask ordinary words)

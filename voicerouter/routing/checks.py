@@ -20,7 +20,7 @@ from voicerouter.routing.table import RoutingTable
 from voicerouter.suggest import did_you_mean
 
 STAGES = ("stt", "tts", "s2s", "call", "sms")
-BARE_REFERENCE = re.compile(r"(?<![\\$])\$([A-Z_][A-Z0-9_]*)\b")  # $VAR (capitals, as env vars are), not ${VAR}
+BARE_REFERENCE = secrets.BARE_REFERENCE
 
 
 class _Collector:

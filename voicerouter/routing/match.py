@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING
 
-from voicerouter.config.schema import MatchSpec, Patterns
-from voicerouter.routing.plan import RouteContext
+if TYPE_CHECKING:
+    from voicerouter.config.schema import MatchSpec, Patterns
+    from voicerouter.routing.plan import RouteContext
 
 
 def as_list(patterns: Patterns | None) -> list[str]:

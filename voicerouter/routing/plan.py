@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from voicerouter.config.schema import (
-    AgentConfig,
-    BargeInConfig,
-    DtmfConfig,
-    ProviderConfig,
-    ResilienceConfig,
-    TurnConfig,
-    VadConfig,
-)
+if TYPE_CHECKING:  # the schema (pydantic) is imported by what builds plans, not by `RouteContext`'s users
+    from voicerouter.config.schema import (
+        AgentConfig,
+        BargeInConfig,
+        DtmfConfig,
+        ProviderConfig,
+        ResilienceConfig,
+        TurnConfig,
+        VadConfig,
+    )
 
 Pipeline = Literal["stt_tts", "s2s"]
 Stage = Literal["stt", "tts", "s2s", "call", "sms"]
@@ -74,7 +75,7 @@ class SessionPlan:
     warnings: tuple[str, ...] = ()
     call: StagePlan | None = None  # carriers for outbound calls (`place_call`), not part of the voice pipeline
     sms: StagePlan | None = None  # carriers for messages (`send_sms`)
-    dtmf: DtmfConfig = field(default_factory=DtmfConfig)  # keypad digits: events, barge-in, keypad turns
+    dtmf: DtmfConfig = field(default_factory=lambda: _default_dtmf())  # keypad digits: events, barge-in, keypad turns
 
     @property
     def session_id(self) -> str:
@@ -121,3 +122,9 @@ class SessionPlan:
             },
             "warnings": list(self.warnings),
         }
+
+
+def _default_dtmf() -> DtmfConfig:
+    from voicerouter.config.schema import DtmfConfig
+
+    return DtmfConfig()
