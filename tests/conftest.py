@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# A shell without job control starts background commands with SIGINT ignored, and an ignored signal
+# stays ignored across exec: the commands the tests start would then never see the Ctrl-C some tests
+# send them. The test process takes Python's own handler back, so its children start with the default.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 # The project's own pytest plugin (installed as a pytest11 entry point; listed here too so the
 # tests run from a checkout that is not installed).
 pytest_plugins = ["voicerouter.testing.pytest_plugin"]
