@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 from voicerouter.config.schema import RouteSettings, RoutingTableConfig
 from voicerouter.config.yaml_source import PathKey, SourceMap, load_yaml, parse_yaml
 from voicerouter.routing.findings import Finding, RoutingTableInvalid
-from voicerouter.routing.match import accepts
+from voicerouter.routing.match import first_match
 from voicerouter.routing.table import RoutingTable
 
 if TYPE_CHECKING:
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 
 M = TypeVar("M", bound=BaseModel)
 ROUTE_ONLY_KEYS = frozenset({"name", "match", "description"})
-MATCH_KEYS = frozenset({"tenant", "region", "flags"})
 STAGE_KEYS = frozenset({"stt", "tts", "s2s", "call", "sms"})
 BUILTIN_NAME = "builtin:offline"
 
@@ -66,43 +65,16 @@ def _resolve_cut(data: Any, name: str, ctx: RouteContext, env: Mapping[str, str]
     if not isinstance(data, dict) or not isinstance(data.get("routes", []), list):
         return None
     routes: list[Any] = data.get("routes", [])
-    winner: int | None = None
-    flag_names: set[str] = set()
-    no_flags: dict[str, bool] = {}
-    for index, route in enumerate(routes):
-        if route.__class__ is not dict or route.get("name").__class__ is not str:
-            return None
-        match = route.get("match", no_flags)
-        if match.__class__ is not dict or not match.keys() <= MATCH_KEYS:
-            return None
-        tenant, region, flags = match.get("tenant"), match.get("region"), match.get("flags", no_flags)
-        # (the common cases inline: unset or one text)
-        if tenant is not None and tenant.__class__ is not str and not _as_written(tenant):
-            return None
-        if region is not None and region.__class__ is not str and not _as_written(region):
-            return None
-        if flags.__class__ is not dict:
-            return None
-        if flags:
-            for flag, wanted in flags.items():
-                if flag.__class__ is not str or wanted.__class__ is not bool:
-                    return None
-            flag_names.update(flags)
-        if winner is None and accepts(tenant, region, flags, ctx):
-            winner = index
+    found = first_match(routes, ctx)
+    if found is None:
+        return None
+    winner, flag_names = found
     cut = {**data, "routes": [routes[winner]] if winner is not None else []}
     table, findings = build_table(cut, SourceMap(name), env=env)  # positions unused: errors go the full way
     if table is None or any(f.severity == "error" for f in findings):
         return None
     plan = table.resolve(ctx)
     return (plan, flag_names) if plan.matched == (winner is not None) else None
-
-
-def _as_written(patterns: Any) -> bool:
-    """A tenant/region value the schema takes unchanged: unset, a text, or a non-empty list of texts."""
-    if patterns is None or isinstance(patterns, str):
-        return True
-    return isinstance(patterns, list) and bool(patterns) and all(isinstance(p, str) for p in patterns)
 
 
 def builtin_routes() -> RoutingTable:

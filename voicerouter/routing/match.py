@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from voicerouter.config.schema import MatchSpec, Patterns
@@ -87,3 +87,37 @@ def covers(earlier: MatchSpec, later: MatchSpec) -> bool:
         if later.flags.get(flag) != wanted:
             return False
     return True
+
+
+MATCH_KEYS = frozenset({"tenant", "region", "flags"})
+
+
+def first_match(routes: list[Any], ctx: RouteContext) -> tuple[int | None, set[str]] | None:
+    """Over routes as read from the YAML, not yet checked by the schema: the index of the first one
+    whose match accepts the session (None: no route does) and the flags every route tests; None
+    when any route's name or match is not in the plain form the schema takes unchanged."""
+    winner: int | None = None
+    flag_names: set[str] = set()
+    for index, route in enumerate(routes):
+        if route.__class__ is not dict or route.get("name").__class__ is not str:
+            return None
+        match = route.get("match", {})
+        if match.__class__ is not dict or not match.keys() <= MATCH_KEYS:
+            return None
+        tenant, region, flags = match.get("tenant"), match.get("region"), match.get("flags", {})
+        if not (_patterns_as_written(tenant) and _patterns_as_written(region)) or flags.__class__ is not dict:
+            return None
+        for flag, wanted in flags.items():
+            if flag.__class__ is not str or wanted.__class__ is not bool:
+                return None
+        flag_names.update(flags)
+        if winner is None and accepts(tenant, region, flags, ctx):
+            winner = index
+    return winner, flag_names
+
+
+def _patterns_as_written(patterns: Any) -> bool:
+    """A tenant/region value the schema takes unchanged: unset, a text, or a non-empty list of texts."""
+    if patterns is None or patterns.__class__ is str:
+        return True
+    return patterns.__class__ is list and bool(patterns) and all(p.__class__ is str for p in patterns)

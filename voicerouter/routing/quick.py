@@ -19,12 +19,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from voicerouter.config.secrets import mask_value
-from voicerouter.routing.match import accepts, explain_match
+from voicerouter.routing.match import explain_match, first_match
 from voicerouter.routing.plan import RouteContext
 from voicerouter.routing.split import pick
 
 TOP_KEYS = frozenset({"version", "providers", "defaults", "routes"})
-MATCH_KEYS = frozenset({"tenant", "region", "flags"})
 STAGES = ("stt", "tts", "s2s")
 SETTINGS_KEYS = frozenset(STAGES)
 ROUTE_KEYS = frozenset({"name", "match", "description", *STAGES})
@@ -76,7 +75,7 @@ def quick_plan(data: Any, ctx: RouteContext, env: Mapping[str, str]) -> tuple[di
     routes = data.get("routes", [])
     if kinds is None or defaults.__class__ is not dict or routes.__class__ is not list:
         return None
-    found = _winner(routes, ctx)
+    found = first_match(routes, ctx)
     if found is None:
         return None
     winner, flag_names = found
@@ -165,34 +164,6 @@ def _provider_kinds(providers: Any) -> dict[str, str] | None:
             return None
         kinds[name] = kind
     return kinds
-
-
-def _winner(routes: list[Any], ctx: RouteContext) -> tuple[int | None, set[str]] | None:
-    """The first route whose match accepts the session, and the flags every route tests."""
-    winner: int | None = None
-    flag_names: set[str] = set()
-    for index, route in enumerate(routes):
-        if route.__class__ is not dict or route.get("name").__class__ is not str:
-            return None
-        match = route.get("match", {})
-        if match.__class__ is not dict or not match.keys() <= MATCH_KEYS:
-            return None
-        tenant, region, flags = match.get("tenant"), match.get("region"), match.get("flags", {})
-        if not (_patterns_ok(tenant) and _patterns_ok(region)) or flags.__class__ is not dict:
-            return None
-        for flag, wanted in flags.items():
-            if flag.__class__ is not str or wanted.__class__ is not bool:
-                return None
-        flag_names.update(flags)
-        if winner is None and accepts(tenant, region, flags, ctx):
-            winner = index
-    return winner, flag_names
-
-
-def _patterns_ok(patterns: Any) -> bool:
-    if patterns is None or patterns.__class__ is str:
-        return True
-    return patterns.__class__ is list and bool(patterns) and all(p.__class__ is str for p in patterns)
 
 
 def _stages_ok(settings: dict[str, Any], kinds: dict[str, str]) -> bool:
